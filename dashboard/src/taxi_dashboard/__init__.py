@@ -1,0 +1,1 @@
+"""ML-taxi live dashboard (Streamlit)."""

@@ -1,0 +1,260 @@
+"""Hypothesis properties of the codec: exact round trips, determinism, and total decoding."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any, get_args
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from taxi_events import (
+    MAX_TRIP_ID_LENGTH,
+    Event,
+    EventDecodeError,
+    ModelMetrics,
+    Prediction,
+    Scope,
+    Source,
+    TripFinished,
+    TripStarted,
+    decode,
+    encode,
+)
+
+EVENT_TYPES = [TripStarted, TripFinished, Prediction, ModelMetrics]
+
+# st.text() leaves out surrogates, which events reject.
+trip_ids = st.text(min_size=1, max_size=MAX_TRIP_ID_LENGTH)
+names = st.text(min_size=1, max_size=20)
+sources = st.sampled_from(get_args(Source))
+local_times = st.datetimes()
+utc_times = st.datetimes(timezones=st.just(UTC))
+versions = st.builds("{}.{}".format, st.integers(0, 1), st.integers(0, 999_999_999))
+latitudes = st.floats(-90, 90)
+longitudes = st.floats(-180, 180)
+# Integers exercise the int -> float conversion; it must not break the round trip.
+durations = st.floats(min_value=0, allow_infinity=False) | st.integers(0, 10**6)
+non_negative = st.floats(min_value=0, allow_infinity=False)
+
+trips_started = st.builds(
+    TripStarted,
+    trip_id=trip_ids,
+    vendor_id=st.integers(min_value=1),
+    pickup_datetime=local_times,
+    passenger_count=st.integers(0, 9),
+    pickup_longitude=longitudes,
+    pickup_latitude=latitudes,
+    dropoff_longitude=longitudes,
+    dropoff_latitude=latitudes,
+    store_and_fwd_flag=st.booleans(),
+    source=sources,
+    schema_version=versions,
+    produced_at=utc_times,
+)
+
+trips_finished = st.builds(
+    TripFinished,
+    trip_id=trip_ids,
+    dropoff_datetime=local_times,
+    trip_duration=durations,
+    is_estimate=st.booleans(),
+    source=sources,
+    schema_version=versions,
+    produced_at=utc_times,
+)
+
+predictions = st.builds(
+    Prediction,
+    trip_id=trip_ids,
+    source=sources,
+    predicted_duration=durations,
+    model_version=names,
+    pickup_datetime=local_times,
+    pickup_longitude=longitudes,
+    pickup_latitude=latitudes,
+    dropoff_longitude=longitudes,
+    dropoff_latitude=latitudes,
+    trip_started_at=utc_times,
+    predicted_at=utc_times,
+    schema_version=versions,
+    produced_at=utc_times,
+)
+
+
+@st.composite
+def model_metrics(draw: st.DrawFn) -> ModelMetrics:
+    scope = draw(st.sampled_from(get_args(Scope)))
+    start = end = None
+    if scope == "window":
+        naive_start = draw(st.datetimes(max_value=datetime(9998, 1, 1)))
+        length = draw(
+            st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=1))
+        )
+        start, end = naive_start.replace(tzinfo=UTC), (naive_start + length).replace(tzinfo=UTC)
+    count = draw(st.just(0) | st.integers(min_value=1))
+    metric = st.none() if count == 0 else non_negative
+    return ModelMetrics(
+        source=draw(sources),
+        scope=scope,
+        window_start=start,
+        window_end=end,
+        count=count,
+        rmsle=draw(metric),
+        mae=draw(metric),
+        median_ape=draw(metric),
+        within_30=draw(st.none() if count == 0 else st.floats(0, 1)),
+        unmatched=draw(st.integers(min_value=0)),
+        model_version=draw(names),
+        schema_version=draw(versions),
+        produced_at=draw(utc_times),
+    )
+
+
+events = st.one_of(trips_started, trips_finished, predictions, model_metrics())
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+# Values near the edges of the rules, so mutations also hit the interesting rejections.
+edge_values = st.sampled_from(
+    [
+        -181,
+        -91,
+        -90,
+        0,
+        9,
+        10,
+        -1,
+        1e308,
+        -0.0,
+        1.5,
+        "",
+        "x" * (MAX_TRIP_ID_LENGTH + 1),
+        "train",
+        "window",
+        "cumulative",
+        "1.0",
+        "2.0",
+        "1.x",
+        "2016-03-14T17:24:55",
+        "2016-03-14T17:24:55.123456+00:00",
+        "2016-03-14T17:24:55+01:00",
+        "2016-02-30T00:00:00",
+        "\ud800",
+    ]
+)
+
+
+def assert_decodes_or_rejects(data: bytes, event_type: type[Event]) -> None:
+    """The codec's totality contract: a valid event, or EventDecodeError naming a real field."""
+    outcome = decode_or_error(data, event_type)
+    if isinstance(outcome, EventDecodeError):
+        assert outcome.field is None or outcome.field in attrs.fields_dict(event_type)
+        assert str(outcome)
+    else:
+        assert type(outcome) is event_type
+        # Whatever was accepted is a valid event in its own right.
+        assert decode(encode(outcome), event_type) == outcome
+
+
+def decode_or_error(data: bytes, event_type: type[Event]) -> Event | EventDecodeError:
+    # Any other exception escapes and fails the test.
+    try:
+        return decode(data, event_type)
+    except EventDecodeError as error:
+        return error
+
+
+@given(events)
+def test_every_valid_event_round_trips_exactly(event: Event) -> None:
+    assert decode(encode(event), type(event)) == event
+
+
+@given(events)
+def test_encoding_is_deterministic_sorted_and_compact(event: Event) -> None:
+    data = encode(event)
+    assert encode(attrs.evolve(event)) == data
+    canonical = json.dumps(
+        json.loads(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+    assert data == canonical
+
+
+@given(events)
+def test_encoding_writes_every_field(event: Event) -> None:
+    assert set(json.loads(encode(event))) == set(attrs.fields_dict(type(event)))
+
+
+@given(st.binary(), st.sampled_from(EVENT_TYPES))
+def test_arbitrary_bytes_decode_or_raise_event_decode_error(
+    data: bytes, event_type: type[Event]
+) -> None:
+    assert_decodes_or_rejects(data, event_type)
+
+
+@given(json_values, st.sampled_from(EVENT_TYPES))
+def test_arbitrary_json_decodes_or_raises_event_decode_error(
+    value: Any, event_type: type[Event]
+) -> None:
+    assert_decodes_or_rejects(json.dumps(value).encode("utf-8"), event_type)
+
+
+@st.composite
+def mutated_documents(draw: st.DrawFn) -> tuple[type[Event], dict[str, Any]]:
+    event = draw(events)
+    document = json.loads(encode(event))
+    for _ in range(draw(st.integers(1, 3))):
+        mutation = draw(st.sampled_from(["drop", "replace", "add"]))
+        if mutation == "add" or not document:
+            document[draw(st.text(max_size=10))] = draw(json_values)
+            continue
+        key = draw(st.sampled_from(sorted(document)))
+        if mutation == "drop":
+            del document[key]
+        else:
+            document[key] = draw(json_values | edge_values)
+    return type(event), document
+
+
+@settings(max_examples=300)
+@given(mutated_documents())
+def test_mutated_json_decodes_or_raises_event_decode_error(
+    mutated: tuple[type[Event], dict[str, Any]],
+) -> None:
+    event_type, document = mutated
+    assert_decodes_or_rejects(json.dumps(document).encode("utf-8"), event_type)
+
+
+@given(events, st.data())
+def test_truncated_encoding_is_rejected(event: Event, data: st.DataObject) -> None:
+    encoded = encode(event)
+    cut = data.draw(st.integers(0, len(encoded) - 1))
+    with pytest.raises(EventDecodeError):
+        decode(encoded[:cut], type(event))
+
+
+@given(events, st.data())
+def test_corrupted_bytes_decode_or_raise_event_decode_error(
+    event: Event, data: st.DataObject
+) -> None:
+    encoded = bytearray(encode(event))
+    position = data.draw(st.integers(0, len(encoded) - 1))
+    encoded[position] = data.draw(st.integers(0, 255))
+    assert_decodes_or_rejects(bytes(encoded), type(event))
+
+
+@given(events, st.dictionaries(st.text(max_size=10), json_values, max_size=3))
+def test_unknown_fields_are_ignored(event: Event, extra: dict[str, Any]) -> None:
+    document = json.loads(encode(event))
+    document |= {key: value for key, value in extra.items() if key not in document}
+    assert decode(json.dumps(document).encode("utf-8"), type(event)) == event

@@ -1,0 +1,1 @@
+"""ML-taxi Kafka clients, admin and the local 3-broker cluster."""

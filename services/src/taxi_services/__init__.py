@@ -1,0 +1,1 @@
+"""ML-taxi services: the `taxi` command and the thin service entrypoints."""
