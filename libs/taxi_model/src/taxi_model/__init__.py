@@ -1,0 +1,1 @@
+"""ML-taxi trip data, features, training, evaluation and the model artifact."""
