@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from taxi_services.commands import data
+from taxi_services.commands import data, model
 from taxi_services.logs import configure_logging
 
 
@@ -23,6 +23,8 @@ def cli(log_level: str) -> None:
 
 
 cli.add_command(data.data)
+cli.add_command(model.train)
+cli.add_command(model.evaluate)
 
 
 def main() -> None:

@@ -1,0 +1,90 @@
+"""Model speed: training time, batch prediction, and single-row against batch per-trip cost.
+
+    uv run python benchmarks/bench_model.py [--data PATH] [--single-rows 200]
+
+Prints one JSON object. Targets: training on the 73k-row sample under 60 s; a 10,000-trip
+batch predicted under 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from taxi_model.data import read_trips
+from taxi_model.features import INPUT_COLUMNS
+from taxi_model.synth import generate_trips
+from taxi_model.training import train_model
+
+SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/nyc-taxi/train-sample0.05.csv.gz"
+BATCH = 10_000
+
+
+def load_trips(path: Path | None) -> tuple[pd.DataFrame, str]:
+    path = path or Path(os.environ.get("TAXI_SAMPLE_DATA", SAMPLE))
+    if path.is_file():
+        return read_trips(path).frame, str(path)
+    return generate_trips(rows=73_177, seed=1), "synthetic rows=73177 seed=1"
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="train CSV (default: real sample)")
+    parser.add_argument("--single-rows", type=int, default=200, help="rows predicted one by one")
+    args = parser.parse_args()
+
+    trips, description = load_trips(args.data)
+    started = time.perf_counter()
+    result = train_model(trips, description)
+    training_s = time.perf_counter() - started
+
+    pipeline = result.pipeline
+    batch = pd.concat([trips] * (BATCH // len(trips) + 1)).head(BATCH)[list(INPUT_COLUMNS)]
+    pipeline.predict(batch)  # warm-up
+    batch_s = statistics.median(timed(lambda: pipeline.predict(batch), repeat=7))
+    rows = [batch.iloc[[i]] for i in range(args.single_rows)]
+    single_s = (
+        statistics.median(timed(lambda: [pipeline.predict(row) for row in rows], repeat=3))
+        / args.single_rows
+    )
+    batch_per_trip_s = batch_s / BATCH
+
+    print(
+        json.dumps(
+            {
+                "data": description,
+                "train_rows": result.card.data.train_rows,
+                "training_s": round(training_s, 2),
+                "training_target_s": 60,
+                "holdout_rmsle": round(result.card.holdout.rmsle or 0.0, 4),
+                "batch_size": BATCH,
+                "batch_predict_ms": round(batch_s * 1000, 1),
+                "batch_predict_target_ms": 100,
+                "per_trip_batch_us": round(batch_per_trip_s * 1e6, 2),
+                "per_trip_single_row_us": round(single_s * 1e6, 1),
+                "single_row_over_batch_per_trip": round(single_s / batch_per_trip_s, 1),
+                "targets_met": training_s < 60 and batch_s < 0.1,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The model artifact: the pickled pipeline, its JSON model card, and safe loading."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+import joblib
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.exceptions import InconsistentVersionWarning
+from sklearn.pipeline import Pipeline
+
+from taxi_events import TripStarted
+from taxi_model.features import events_to_frame
+from taxi_model.metrics import QualityMetrics
+
+DEFAULT_MODEL_PATH = Path("models/taxi_pipeline.pkl")
+CARD_FORMAT = 1
+RETRAIN_HINT = "Train a new one with `uv run taxi train --data data/train.csv --force`."
+
+
+class ModelLoadError(RuntimeError):
+    """The model file cannot be used; the message says why and what to do."""
+
+
+@attrs.frozen
+class TrainingData:
+    description: str  # a path, or how synthetic trips were generated
+    sha256: str | None
+    rows: int
+    train_rows: int
+    holdout_rows: int
+
+
+@attrs.frozen
+class ModelCard:
+    """What a model is, what it was trained on and how good it was on held-out trips."""
+
+    version: str
+    created_at: str
+    data: TrainingData
+    holdout: QualityMetrics
+    training_seconds: float
+    boosting_rounds: int
+    features: list[str]
+    libraries: dict[str, str]
+    format: int = CARD_FORMAT
+
+
+def card_to_json(card: ModelCard) -> dict[str, Any]:
+    return cattrs.unstructure(card)
+
+
+def card_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".json")
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "joblib": joblib.__version__,
+    }
+
+
+def content_version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@attrs.frozen
+class TripDurationModel:
+    """A loaded pipeline and its card. Predicts whole batches in one vectorised call."""
+
+    pipeline: Pipeline
+    card: ModelCard
+
+    @property
+    def version(self) -> str:
+        return self.card.version
+
+    def predict(self, trips: pd.DataFrame | Sequence[TripStarted]) -> np.ndarray:
+        """Predicted durations in seconds, one per trip, in input order."""
+        frame = trips if isinstance(trips, pd.DataFrame) else events_to_frame(trips)
+        if frame.empty:
+            return np.empty(0, dtype=np.float64)
+        return np.asarray(self.pipeline.predict(frame), dtype=np.float64)
+
+
+def save_model(pipeline: Pipeline, card: ModelCard, model_path: Path) -> ModelCard:
+    """Write the pipeline and its card; the card's version becomes the pickle's content hash."""
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = model_path.with_suffix(".pkl.tmp")
+    joblib.dump(pipeline, tmp, compress=3)
+    card = attrs.evolve(card, version=content_version(tmp.read_bytes()))
+    # Card first, then the model: a crash in between leaves a mismatch that loading reports.
+    card_path(model_path).write_text(json.dumps(card_to_json(card), indent=2) + "\n")
+    tmp.replace(model_path)
+    return card
+
+
+def read_card(model_path: Path) -> ModelCard:
+    path = card_path(model_path)
+    if not path.is_file():
+        raise ModelLoadError(f"the model card {path} is missing. {RETRAIN_HINT}")
+    try:
+        card = cattrs.structure(json.loads(path.read_text()), ModelCard)
+    except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
+        raise ModelLoadError(
+            f"the model card {path} is unreadable ({exc}). {RETRAIN_HINT}"
+        ) from exc
+    if card.format != CARD_FORMAT:
+        raise ModelLoadError(
+            f"{path} has card format {card.format}; this version reads format {CARD_FORMAT}. "
+            + RETRAIN_HINT
+        )
+    return card
+
+
+def load_model(model_path: Path = DEFAULT_MODEL_PATH) -> TripDurationModel:
+    """Load and check a model, or raise ModelLoadError saying what is wrong and what to do."""
+    if not model_path.is_file():
+        raise ModelLoadError(
+            f"no model at {model_path}. Train one with `uv run taxi train --data data/train.csv` "
+            "(no Kaggle data? `uv run taxi data synth` writes synthetic trips to train on)."
+        )
+    card = read_card(model_path)
+    trained_with = card.libraries.get("scikit-learn", "unknown")
+    if _minor(trained_with) != _minor(sklearn.__version__):
+        raise ModelLoadError(
+            f"{model_path} was written by scikit-learn {trained_with}, but {sklearn.__version__} "
+            f"is installed, and pickles do not cross minor versions. {RETRAIN_HINT}"
+        )
+    data = model_path.read_bytes()
+    if content_version(data) != card.version:
+        raise ModelLoadError(
+            f"{model_path} does not match its card (version {card.version}): the file is "
+            f"corrupted or was replaced. {RETRAIN_HINT}"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", InconsistentVersionWarning)
+            pipeline = joblib.load(model_path)
+    except Exception as exc:  # unpickling can raise nearly anything on a damaged file
+        raise ModelLoadError(f"{model_path} cannot be unpickled ({exc!r}). {RETRAIN_HINT}") from exc
+    if not isinstance(pipeline, Pipeline):
+        raise ModelLoadError(f"{model_path} holds a {type(pipeline).__name__}, not a pipeline.")
+    return TripDurationModel(pipeline, card)
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])

@@ -1,0 +1,83 @@
+"""The trip-duration estimator: gradient boosting on log1p(duration), answering in seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.pipeline import Pipeline
+
+from taxi_model.features import TripFeatures
+
+# Boosting rounds between two progress callbacks.
+ROUNDS_PER_STEP = 25
+
+
+class LogDurationRegressor(RegressorMixin, BaseEstimator):
+    """HistGradientBoosting fitted on log1p(seconds), so squared error is RMSLE's loss.
+
+    It grows the ensemble in steps of ROUNDS_PER_STEP with warm starts, so training can report
+    progress; early stopping on a held-back tenth decides when to stop.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_rounds: int = 1000,
+        learning_rate: float = 0.1,
+        max_leaf_nodes: int = 31,
+        min_samples_leaf: int = 50,
+        l2_regularization: float = 1.0,
+        random_state: int = 0,
+    ) -> None:
+        self.max_rounds = max_rounds
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.l2_regularization = l2_regularization
+        self.random_state = random_state
+
+    def fit(
+        self,
+        features: pd.DataFrame,
+        duration_s: npt.ArrayLike,
+        on_rounds: Callable[[int], None] | None = None,
+    ) -> LogDurationRegressor:
+        target = np.log1p(np.asarray(duration_s, dtype=np.float64))
+        booster = HistGradientBoostingRegressor(
+            learning_rate=self.learning_rate,
+            max_iter=0,
+            max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
+            l2_regularization=self.l2_regularization,
+            early_stopping=True,
+            validation_fraction=0.1,
+            n_iter_no_change=50,
+            random_state=self.random_state,
+            warm_start=True,
+        )
+        while booster.max_iter < self.max_rounds:
+            booster.max_iter = min(booster.max_iter + ROUNDS_PER_STEP, self.max_rounds)
+            booster.fit(features, target)
+            if on_rounds is not None:
+                on_rounds(booster.n_iter_)
+            if booster.n_iter_ < booster.max_iter:  # early stopping fired
+                break
+        self.booster_ = booster
+        self.n_features_in_ = booster.n_features_in_
+        return self
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        # Clip so that a duration is never negative, whatever the trees extrapolate.
+        return np.clip(np.expm1(self.booster_.predict(features)), 0.0, None)
+
+
+def build_pipeline(**regressor_params: float) -> Pipeline:
+    """The unfitted pipeline saved as models/taxi_pipeline.pkl: raw trip columns in, seconds out."""
+    return Pipeline(
+        [("features", TripFeatures()), ("regressor", LogDurationRegressor(**regressor_params))]
+    )

@@ -1,0 +1,61 @@
+"""Train, compare with the model already in place, and save: what `taxi train` and `taxi up` do."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import pandas as pd
+
+from taxi_model.artifact import ModelCard, ModelLoadError, load_model, save_model
+from taxi_model.report import write_report
+from taxi_model.training import holdout_rmsle, train_model
+
+log = logging.getLogger(__name__)
+
+
+class BetterModelExistsError(RuntimeError):
+    """The model in place beats the new one on the new one's held-out trips."""
+
+
+@attrs.frozen
+class SavedModel:
+    card: ModelCard
+    model_path: Path
+    report_path: Path
+    replaced_rmsle: float | None  # the old model's RMSLE on the same held-out trips
+
+
+def train_and_save(
+    trips: pd.DataFrame,
+    data_description: str,
+    model_path: Path,
+    *,
+    data_sha256: str | None = None,
+    force: bool = False,
+    on_rounds: Callable[[int], None] | None = None,
+) -> SavedModel:
+    """Train on `trips` and write the model, its card and its PNG report beside each other.
+
+    Refuses (BetterModelExistsError) to replace a model that scores a lower RMSLE on the new model's
+    held-out trips, unless `force`. A model that cannot be loaded any more is always replaced.
+    """
+    result = train_model(trips, data_description, data_sha256, on_rounds=on_rounds)
+    new_rmsle = result.card.holdout.rmsle
+    old_rmsle = None
+    if model_path.exists():
+        try:
+            old_rmsle = holdout_rmsle(load_model(model_path), result)
+        except ModelLoadError as exc:
+            log.warning("replacing the unusable model in place: %s", exc)
+        if old_rmsle is not None and new_rmsle is not None and old_rmsle < new_rmsle and not force:
+            raise BetterModelExistsError(
+                f"the model at {model_path} is better on the same held-out trips "
+                f"(RMSLE {old_rmsle:.4f} against the new {new_rmsle:.4f}); "
+                "keeping it. Pass --force to replace it anyway."
+            )
+    card = save_model(result.pipeline, result.card, model_path)
+    report_path = write_report(result.holdout, card, model_path.with_suffix(".png"))
+    return SavedModel(card, model_path, report_path, old_rmsle)

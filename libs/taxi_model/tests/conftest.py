@@ -1,0 +1,41 @@
+"""Shared fixtures: the real Kaggle sample (when present), synthetic trips and a trained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from taxi_model.synth import generate_trips
+from taxi_model.workflow import SavedModel, train_and_save
+
+REPO = Path(__file__).resolve().parents[3]
+REAL_SAMPLE = Path(
+    os.environ.get(
+        "TAXI_SAMPLE_DATA", REPO.parent / "shared" / "data" / "nyc-taxi" / "train-sample0.05.csv.gz"
+    )
+)
+
+
+@pytest.fixture(scope="session")
+def real_sample_path() -> Path:
+    if not REAL_SAMPLE.is_file():
+        pytest.skip(
+            f"the real Kaggle sample is not at {REAL_SAMPLE}; set TAXI_SAMPLE_DATA to its path"
+        )
+    return REAL_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def synthetic_trips() -> pd.DataFrame:
+    return generate_trips(rows=4000, seed=7)
+
+
+@pytest.fixture(scope="session")
+def saved_model(
+    tmp_path_factory: pytest.TempPathFactory, synthetic_trips: pd.DataFrame
+) -> SavedModel:
+    model_path = tmp_path_factory.mktemp("models") / "taxi_pipeline.pkl"
+    return train_and_save(synthetic_trips, "synthetic rows=4000 seed=7", model_path)

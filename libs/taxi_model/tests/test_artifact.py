@@ -1,0 +1,90 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from taxi_model.artifact import ModelLoadError, card_path, content_version, load_model
+from taxi_model.features import INPUT_COLUMNS
+from taxi_model.workflow import SavedModel
+
+
+@pytest.fixture
+def model_copy(tmp_path: Path, saved_model: SavedModel) -> Path:
+    path = tmp_path / "taxi_pipeline.pkl"
+    shutil.copy(saved_model.model_path, path)
+    shutil.copy(card_path(saved_model.model_path), card_path(path))
+    return path
+
+
+def edit_card(model_path: Path, **changes: object) -> None:
+    card = json.loads(card_path(model_path).read_text())
+    for key, value in changes.items():
+        target = card
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    card_path(model_path).write_text(json.dumps(card))
+
+
+def test_the_version_is_the_content_hash(saved_model):
+    assert saved_model.card.version == content_version(saved_model.model_path.read_bytes())
+    assert load_model(saved_model.model_path).version == saved_model.card.version
+
+
+def test_the_card_records_what_the_issue_asks(saved_model):
+    card = json.loads(card_path(saved_model.model_path).read_text())
+    assert card["data"]["rows"] == 4000
+    assert card["data"]["train_rows"] + card["data"]["holdout_rows"] == 4000
+    assert set(card["holdout"]) == {"count", "rmsle", "mae", "median_ape", "within_30"}
+    assert card["training_seconds"] > 0
+    assert {"scikit-learn", "numpy", "pandas", "python"} <= set(card["libraries"])
+
+
+def test_loaded_model_predicts_a_batch_of_frames_and_events(saved_model, synthetic_trips):
+    model = load_model(saved_model.model_path)
+    batch = synthetic_trips.head(50)
+    predicted = model.predict(batch[list(INPUT_COLUMNS)])
+    assert predicted.shape == (50,)
+    assert (predicted > 0).all()
+    assert np.isfinite(predicted).all()
+    assert model.predict([]).shape == (0,)
+
+
+def test_missing_model_says_how_to_train(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"no model at .*taxi train"):
+        load_model(tmp_path / "taxi_pipeline.pkl")
+
+
+def test_missing_card_is_refused(model_copy):
+    card_path(model_copy).unlink()
+    with pytest.raises(ModelLoadError, match=r"card .* is missing"):
+        load_model(model_copy)
+
+
+def test_damaged_card_is_refused(model_copy):
+    card_path(model_copy).write_text("{not json")
+    with pytest.raises(ModelLoadError, match="unreadable"):
+        load_model(model_copy)
+
+
+def test_corrupted_model_file_is_refused(model_copy):
+    data = model_copy.read_bytes()
+    model_copy.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="corrupted or was replaced"):
+        load_model(model_copy)
+
+
+def test_garbage_that_matches_its_card_still_cannot_load(model_copy):
+    model_copy.write_bytes(b"this is not a pickle")
+    edit_card(model_copy, version=content_version(b"this is not a pickle"))
+    with pytest.raises(ModelLoadError, match="cannot be unpickled"):
+        load_model(model_copy)
+
+
+def test_model_from_another_scikit_learn_version_is_refused(model_copy):
+    edit_card(model_copy, **{"libraries.scikit-learn": "0.24.2"})
+    with pytest.raises(ModelLoadError, match=r"scikit-learn 0\.24\.2.*taxi train"):
+        load_model(model_copy)

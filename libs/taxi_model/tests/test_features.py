@@ -1,0 +1,106 @@
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taxi_events import TripStarted
+from taxi_model.features import INPUT_COLUMNS, events_to_frame, trip_features
+
+
+def kaggle_frame(**overrides: list) -> pd.DataFrame:
+    columns = {
+        "vendor_id": [1, 2],
+        "pickup_datetime": pd.to_datetime(["2016-03-14 17:24:55", "2016-06-12 00:43:35"]),
+        "passenger_count": [1, 3],
+        "pickup_longitude": [-73.982155, -73.980415],
+        "pickup_latitude": [40.767937, 40.738564],
+        "dropoff_longitude": [-73.964630, -73.999481],
+        "dropoff_latitude": [40.765602, 40.731152],
+        "store_and_fwd_flag": ["N", "Y"],
+    }
+    columns.update(overrides)
+    return pd.DataFrame(columns)
+
+
+def test_features_are_finite_with_fixed_columns():
+    features = trip_features(kaggle_frame())
+    assert len(features) == 2
+    assert np.isfinite(features.to_numpy()).all()
+    assert features["hour"].tolist() == pytest.approx([17 + 24 / 60, 43 / 60])
+    assert features["day_of_week"].tolist() == [0, 6]  # a Monday and a Sunday
+    assert features["store_and_fwd"].tolist() == [0.0, 1.0]
+    assert list(features.columns) == list(trip_features(kaggle_frame()).columns)
+
+
+def test_airport_trip_is_flagged():
+    features = trip_features(
+        kaggle_frame(
+            dropoff_latitude=[40.6413, 40.731152], dropoff_longitude=[-73.7781, -73.999481]
+        )
+    )
+    assert features["dropoff_jfk"].tolist() == [1.0, 0.0]
+    assert features["pickup_jfk"].tolist() == [0.0, 0.0]
+
+
+def test_missing_column_is_named():
+    with pytest.raises(KeyError, match="passenger_count"):
+        trip_features(kaggle_frame().drop(columns=["passenger_count"]))
+
+
+def test_events_give_the_same_features_as_csv_rows():
+    frame = kaggle_frame()
+    events = [
+        TripStarted(
+            trip_id=f"id{i}",
+            vendor_id=int(row.vendor_id),
+            pickup_datetime=row.pickup_datetime.to_pydatetime(),
+            passenger_count=int(row.passenger_count),
+            pickup_longitude=row.pickup_longitude,
+            pickup_latitude=row.pickup_latitude,
+            dropoff_longitude=row.dropoff_longitude,
+            dropoff_latitude=row.dropoff_latitude,
+            store_and_fwd_flag=row.store_and_fwd_flag == "Y",
+            source="train",
+            produced_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        for i, row in enumerate(frame.itertuples())
+    ]
+    from_events = events_to_frame(events)
+    assert list(from_events.columns) == list(INPUT_COLUMNS)
+    pd.testing.assert_frame_equal(trip_features(from_events), trip_features(frame))
+
+
+def test_empty_batch_gives_empty_features():
+    assert trip_features(events_to_frame([])).shape[0] == 0
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(-90, 90),
+            st.floats(-180, 180),
+            st.floats(-90, 90),
+            st.floats(-180, 180),
+            st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2030, 1, 1)),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_any_valid_coordinates_give_finite_features(rows):
+    plat, plon, dlat, dlon, when = map(list, zip(*rows, strict=True))
+    n = len(rows)
+    frame = kaggle_frame(
+        vendor_id=[1] * n,
+        pickup_datetime=pd.to_datetime(when),
+        passenger_count=[1] * n,
+        pickup_latitude=plat,
+        pickup_longitude=plon,
+        dropoff_latitude=dlat,
+        dropoff_longitude=dlon,
+        store_and_fwd_flag=["N"] * n,
+    )
+    assert np.isfinite(trip_features(frame).to_numpy()).all()

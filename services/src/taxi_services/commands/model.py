@@ -1,0 +1,126 @@
+"""`taxi train` and `taxi evaluate`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+from tqdm import tqdm
+
+from taxi_model.artifact import DEFAULT_MODEL_PATH, ModelLoadError, file_sha256, load_model
+from taxi_model.data import CsvSchemaError, TripData, read_trips
+from taxi_model.estimator import LogDurationRegressor
+from taxi_model.training import evaluate as evaluate_model
+from taxi_model.workflow import BetterModelExistsError, train_and_save
+
+log = logging.getLogger("taxi.train")
+
+FC = TypeVar("FC", bound=Callable[..., object])
+
+DEFAULT_TRAIN_DATA = Path("data/train.csv")
+NO_DATA_HINT = (
+    "Put Kaggle's train.csv in data/, or write synthetic trips with `uv run taxi data synth` "
+    "and pass --data to the train.csv it writes."
+)
+
+model_option = click.option(
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_MODEL_PATH,
+    show_default=True,
+    show_envvar=True,
+    help="The pipeline file; its card is the .json beside it.",
+)
+
+
+def data_option(help_text: str) -> Callable[[FC], FC]:
+    return click.option(
+        "--data",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_TRAIN_DATA,
+        show_default=True,
+        show_envvar=True,
+        help=help_text,
+    )
+
+
+def _read_labelled(path: Path) -> TripData:
+    if not path.is_file():
+        raise click.ClickException(f"no trip data at {path}. {NO_DATA_HINT}")
+    try:
+        trips = read_trips(path)
+    except CsvSchemaError as exc:
+        raise click.ClickException(str(exc)) from exc
+    log.info("read %s: %s", path, trips.report.summary())
+    if trips.kind != "train":
+        raise click.ClickException(
+            f"{path} has no trip durations (it looks like Kaggle's test.csv); "
+            "training and evaluation need the train file."
+        )
+    return trips
+
+
+@click.command()
+@data_option("Kaggle-schema train CSV (optionally .gz) to learn from.")
+@model_option
+@click.option(
+    "--force",
+    is_flag=True,
+    show_envvar=True,
+    help="Replace the model in place even if it is better.",
+)
+def train(data: Path, model: Path, force: bool) -> None:
+    """Train the trip-duration model and write the model, its card and a PNG report.
+
+    Fits on a fixed 80% of the trips and reports RMSLE, MAE, median absolute percentage error
+    and the share within ±30% on the other 20%.
+    """
+    trips = _read_labelled(data)
+    max_rounds = LogDurationRegressor().max_rounds
+    with tqdm(total=max_rounds, desc="boosting rounds", unit="round") as bar:
+
+        def on_rounds(done: int) -> None:
+            bar.update(done - bar.n)
+
+        try:
+            saved = train_and_save(
+                trips.frame,
+                str(data),
+                model,
+                data_sha256=file_sha256(data),
+                force=force,
+                on_rounds=on_rounds,
+            )
+        except BetterModelExistsError as exc:
+            raise click.ClickException(str(exc)) from exc
+        bar.set_postfix_str("early stop" if bar.n < max_rounds else "done")
+    card = saved.card
+    m = card.holdout
+    click.echo(
+        f"model {card.version} trained on {card.data.train_rows:,} trips in "
+        f"{card.training_seconds:.1f} s\n"
+        f"held-out {m.count:,} trips: RMSLE {m.rmsle:.4f}, MAE {m.mae:.0f} s, "
+        f"median APE {m.median_ape:.1%}, within ±30% {m.within_30:.1%}"
+    )
+    if saved.replaced_rmsle is not None:
+        click.echo(f"replaced a model scoring RMSLE {saved.replaced_rmsle:.4f} on the same trips")
+    click.echo(f"wrote {saved.model_path}, its card and the report {saved.report_path}")
+
+
+@click.command()
+@model_option
+@data_option("Kaggle-schema train CSV (optionally .gz) with true durations.")
+def evaluate(model: Path, data: Path) -> None:
+    """Evaluate a model on labelled trips and print its metrics as JSON."""
+    try:
+        loaded = load_model(model)
+    except ModelLoadError as exc:
+        raise click.ClickException(str(exc)) from exc
+    trips = _read_labelled(data)
+    metrics = evaluate_model(loaded, trips.frame)
+    report = {"model_version": loaded.version, "data": str(data), **metrics.to_dict()}
+    click.echo(json.dumps(report, indent=2))

@@ -1,0 +1,66 @@
+"""`taxi train` and `taxi evaluate`, driven as a user would, on small synthetic files."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from taxi_model.synth import write_synthetic
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synthetic")
+    write_synthetic(out, rows=3000, seed=3, test_rows=200)
+    return out
+
+
+def test_help_lists_the_commands(taxi):
+    code, output, _errors = taxi("--help")
+    assert code == 0
+    for command in ("data", "train", "evaluate"):
+        assert command in output
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_train_then_evaluate(taxi, synthetic_dir):
+    train_csv = str(synthetic_dir / "train.csv")
+    code, output, errors = taxi("train", "--data", train_csv)
+    assert code == 0, errors
+    assert "held-out 600 trips: RMSLE" in output
+    card = json.loads(Path("models/taxi_pipeline.json").read_text())
+    assert Path("models/taxi_pipeline.png").is_file()
+
+    code, output, errors = taxi("evaluate", "--data", train_csv)
+    assert code == 0, errors
+    report = json.loads(output)
+    assert report["model_version"] == card["version"]
+    assert report["count"] == 3000
+    assert set(report) >= {"rmsle", "mae", "median_ape", "within_30"}
+
+    code, output, errors = taxi("train", "--data", train_csv)
+    assert code == 0, errors
+    assert "replaced a model scoring RMSLE" in output
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_train_without_data_says_where_to_get_it(taxi):
+    code, _output, errors = taxi("train")
+    assert code == 1
+    assert "no trip data at data/train.csv" in errors
+    assert "taxi data synth" in errors
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_train_on_a_test_file_is_refused(taxi, synthetic_dir):
+    code, _output, errors = taxi("train", "--data", str(synthetic_dir / "test.csv"))
+    assert code == 1
+    assert "no trip durations" in errors
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_evaluate_without_a_model_says_how_to_train(taxi, synthetic_dir):
+    code, _output, errors = taxi("evaluate", "--data", str(synthetic_dir / "train.csv"))
+    assert code == 1
+    assert "no model at models/taxi_pipeline.pkl" in errors
+    assert "taxi train" in errors
