@@ -1,0 +1,83 @@
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taxi_events import Prediction, TripFinished
+from taxi_model.join import MatchedTrip, TripJoin
+
+WHEN = datetime(2016, 3, 1, 8, 0)
+UTC_WHEN = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def prediction(trip_id: str, seconds: float = 600.0) -> Prediction:
+    return Prediction(
+        trip_id=trip_id,
+        source="train",
+        predicted_duration=seconds,
+        model_version="abc123",
+        pickup_datetime=WHEN,
+        pickup_longitude=-73.98,
+        pickup_latitude=40.75,
+        dropoff_longitude=-73.96,
+        dropoff_latitude=40.77,
+        trip_started_at=UTC_WHEN,
+        predicted_at=UTC_WHEN,
+    )
+
+
+def finish(trip_id: str, seconds: float = 660.0) -> TripFinished:
+    return TripFinished(
+        trip_id=trip_id,
+        dropoff_datetime=WHEN,
+        trip_duration=seconds,
+        is_estimate=False,
+        source="train",
+    )
+
+
+def test_either_side_can_arrive_first():
+    join = TripJoin(ttl_ms=60_000)
+    assert join.add(prediction("a"), 1_000) is None
+    assert join.add(finish("b"), 1_500) is None
+    assert len(join) == 2
+    matched_a = join.add(finish("a"), 2_000)
+    matched_b = join.add(prediction("b"), 2_500)
+    assert matched_a == MatchedTrip("a", "train", 600.0, 660.0, False, "abc123", 2_000)
+    assert matched_b is not None
+    assert matched_b.matched_at_ms == 2_500
+    assert len(join) == 0
+
+
+def test_a_repeated_side_is_ignored():
+    join = TripJoin(ttl_ms=60_000)
+    join.add(prediction("a", 600.0), 1_000)
+    assert join.add(prediction("a", 999.0), 1_100) is None
+    matched = join.add(finish("a"), 1_200)
+    assert matched is not None
+    assert matched.predicted_duration == 600.0
+
+
+def test_unmatched_sides_expire_after_the_ttl():
+    join = TripJoin(ttl_ms=10_000)
+    join.add(prediction("a"), 1_000)
+    join.add(finish("b"), 5_000)
+    assert join.expire(11_000) == []
+    expired = join.expire(11_001)
+    assert [(p.event.trip_id, p.side) for p in expired] == [("a", "prediction")]
+    assert [(p.event.trip_id, p.side) for p in join.expire(15_001)] == [("b", "finish")]
+    assert join.add(finish("a"), 16_000) is None  # its prediction is gone
+
+
+trip_ids = st.lists(st.text("abcdef", min_size=1, max_size=4), unique=True, max_size=30)
+
+
+@given(trip_ids, st.data())
+def test_any_order_of_arrival_gives_the_same_matches(ids, data):
+    arrivals = [prediction(t) for t in ids] + [finish(t) for t in ids]
+    order = data.draw(st.permutations(arrivals))
+    join = TripJoin(ttl_ms=10**12)
+    matches = [m for i, event in enumerate(order) if (m := join.add(event, i)) is not None]
+    assert sorted(m.trip_id for m in matches) == sorted(ids)
+    assert all((m.predicted_duration, m.actual_duration) == (600.0, 660.0) for m in matches)
+    assert len(join) == 0
