@@ -1,0 +1,232 @@
+"""Topic administration: create what is missing, report (never silently change) what differs."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, NewTopic
+
+from taxi_kafka.retry import RetryPolicy
+from taxi_kafka.topics import (
+    CONSUMER_OFFSETS,
+    INTERNAL_TOPICS,
+    MIN_INSYNC_REPLICAS,
+    NEW_TRIPS,
+    REPLICATION_FACTOR,
+    TopicSpec,
+)
+
+log = logging.getLogger(__name__)
+_rdkafka_log = logging.getLogger("taxi_kafka.librdkafka")
+
+# Metadata and admin calls while brokers start, stop or elect leaders.
+ADMIN_RETRY = RetryPolicy(initial=0.2, multiplier=2.0, max_delay=2.0, deadline=30.0, jitter=0.2)
+
+# Errors that go away by themselves once brokers are up and leaders are elected. librdkafka marks
+# few of them retriable() (not even a refused connection), hence the explicit list.
+_TRANSIENT_CODES = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._WAIT_COORD,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.NOT_CONTROLLER,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.BROKER_NOT_AVAILABLE,
+    }
+)
+
+
+class NotReadyError(Exception):
+    """A condition polled under a RetryPolicy does not hold yet."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying while a cluster settles."""
+    if isinstance(exc, NotReadyError):
+        return True
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        error: KafkaError = exc.args[0]
+        return error.retriable() or error.code() in _TRANSIENT_CODES
+    return False
+
+
+class _DebugLog:
+    """librdkafka logs every refused connection as an error. Brokers that come and go are the
+    point of this cluster, so its lines go to DEBUG; real failures surface as exceptions."""
+
+    def log(self, _level: int, msg: str, *args: object) -> None:
+        _rdkafka_log.debug(msg, *args)
+
+
+def _debug_error(error: KafkaError) -> None:
+    _rdkafka_log.debug("librdkafka: %s", error)
+
+
+QUIET_CLIENT_CONFIG: Mapping[str, Any] = {"logger": _DebugLog(), "error_cb": _debug_error}
+
+
+def admin_client(bootstrap_servers: str, **config: Any) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap_servers, **QUIET_CLIENT_CONFIG, **config})
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """What a topic looks like on the cluster."""
+
+    name: str
+    partitions: int
+    # The smallest replica count among its partitions (they normally agree).
+    replication_factor: int
+    min_insync_replicas: int | None
+
+
+_COMPARED = ("partitions", "replication_factor", "min_insync_replicas")
+
+
+def differences(spec: TopicSpec, state: TopicState, fields: Sequence[str] = _COMPARED) -> list[str]:
+    """Human-readable differences between what a topic should be and what it is."""
+    return [
+        f"{name} is {getattr(state, name)}, expected {getattr(spec, name)}"
+        for name in fields
+        if getattr(state, name) != getattr(spec, name)
+    ]
+
+
+def topic_states(
+    admin: AdminClient, names: Iterable[str], timeout: float = 10.0
+) -> dict[str, TopicState]:
+    """The current state of those of `names` that exist."""
+    metadata: ClusterMetadata = admin.list_topics(timeout=timeout)
+    present = [name for name in names if name in metadata.topics]
+    if not present:
+        return {}
+    futures = admin.describe_configs(
+        [ConfigResource(ConfigResource.Type.TOPIC, name) for name in present],
+        request_timeout=timeout,
+    )
+    min_isr: dict[str, int | None] = {}
+    for resource, future in futures.items():
+        entry = future.result().get("min.insync.replicas")
+        min_isr[resource.name] = int(entry.value) if entry is not None else None
+    states = {}
+    for name in present:
+        partitions = metadata.topics[name].partitions.values()
+        states[name] = TopicState(
+            name=name,
+            partitions=len(partitions),
+            replication_factor=min((len(p.replicas) for p in partitions), default=0),
+            min_insync_replicas=min_isr[name],
+        )
+    return states
+
+
+def _create(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> None:
+    new_topics = [
+        NewTopic(
+            spec.name,
+            num_partitions=spec.partitions,
+            replication_factor=spec.replication_factor,
+            config=spec.topic_configs(),
+        )
+        for spec in specs
+    ]
+    futures = admin.create_topics(new_topics, operation_timeout=timeout, request_timeout=timeout)
+    for name, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            # Someone else created it between our look and our create: just as good.
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        log.info("created topic %s", name)
+
+
+def _require_leaders(admin: AdminClient, names: Iterable[str], timeout: float) -> None:
+    metadata = admin.list_topics(timeout=timeout)
+    for name in names:
+        topic = metadata.topics.get(name)
+        if topic is None or topic.error is not None:
+            raise NotReadyError(f"topic {name} is not in the metadata yet")
+        if any(p.leader < 0 for p in topic.partitions.values()):
+            raise NotReadyError(f"topic {name} has partitions without a leader")
+
+
+def ensure_topics(
+    admin: AdminClient,
+    specs: Sequence[TopicSpec],
+    *,
+    retry: RetryPolicy = ADMIN_RETRY,
+    timeout: float = 10.0,
+) -> list[str]:
+    """Create the missing topics of `specs` and wait until they have leaders; log a WARNING for
+    each existing topic whose partitions, replication factor or min.insync.replicas differ.
+    Existing topics are never changed. Returns the names created."""
+
+    def attempt() -> list[str]:
+        states = topic_states(admin, [spec.name for spec in specs], timeout)
+        missing = [spec for spec in specs if spec.name not in states]
+        if missing:
+            _create(admin, missing, timeout)
+            _require_leaders(admin, [spec.name for spec in missing], timeout)
+        for spec in specs:
+            state = states.get(spec.name)
+            diffs = differences(spec, state) if state else []
+            if diffs:
+                log.warning("topic %s differs (left unchanged): %s", spec.name, "; ".join(diffs))
+        return [spec.name for spec in missing]
+
+    return retry.call(attempt, retryable=is_transient, what="ensure topics")
+
+
+def create_internal_topics(
+    bootstrap_servers: str, *, retry: RetryPolicy = ADMIN_RETRY, timeout: float = 10.0
+) -> None:
+    """Make the brokers create __consumer_offsets and __transaction_state now.
+
+    They are created lazily, on the first group coordinator or transaction coordinator lookup;
+    if that happens while a broker is down, creation fails. So we trigger both while all
+    brokers are up: an offset fetch for a throwaway group and a throwaway init_transactions().
+    """
+    warm_up = f"taxi-cluster-warm-up-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap_servers, "group.id": warm_up, **QUIET_CLIENT_CONFIG}
+    )
+    try:
+        retry.call(
+            lambda: consumer.committed([TopicPartition(NEW_TRIPS, 0)], timeout=timeout),
+            retryable=is_transient,
+            what=f"create {CONSUMER_OFFSETS}",
+        )
+    finally:
+        consumer.close()
+    producer = Producer(
+        {"bootstrap.servers": bootstrap_servers, "transactional.id": warm_up, **QUIET_CLIENT_CONFIG}
+    )
+    retry.call(
+        lambda: producer.init_transactions(timeout),
+        retryable=is_transient,
+        what="create __transaction_state",
+    )
+
+
+def internal_topic_problems(states: Mapping[str, TopicState]) -> list[str]:
+    """What is wrong with Kafka's internal topics (their partition count is the broker's choice)."""
+    problems = [f"{name} does not exist" for name in INTERNAL_TOPICS if name not in states]
+    for name in INTERNAL_TOPICS:
+        if name in states:
+            expected = TopicSpec(name, 0, REPLICATION_FACTOR, MIN_INSYNC_REPLICAS)
+            fields = ("replication_factor", "min_insync_replicas")
+            problems += [f"{name}: {d}" for d in differences(expected, states[name], fields)]
+    return problems

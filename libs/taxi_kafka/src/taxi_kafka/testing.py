@@ -1,0 +1,110 @@
+"""pytest plugin (entry point `pytest11`): the real 3-broker cluster for tests that need Kafka.
+
+- `kafka_cluster` (session): a LocalCluster in a temporary directory on free ports away from the
+  default 19092, so a developer's own cluster is left alone. Started once, stopped at the end;
+  its directory is deleted then, unless a test failed (its logs are kept for a post-mortem).
+  Tests using it are marked `kafka` automatically (deselect them with `-m "not kafka"`).
+- After each such test, any broker it left down is started again and the cluster is waited on
+  until healthy, so a failure test cannot poison the tests after it.
+- `make_topic(partitions=6, configs=None)` creates a uniquely named topic (RF 3, min ISR 2) and
+  returns its name; `unique_topic` is one such topic.
+
+Env TAXI_TEST_CLUSTER_BASE_PORT pins the ports instead of scanning for free ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from taxi_kafka.admin import ensure_topics
+from taxi_kafka.cluster import NODE_IDS, ClusterPorts, LocalCluster
+from taxi_kafka.cluster.procs import port_free
+from taxi_kafka.topics import DEFAULT_PARTITIONS, TopicSpec
+
+log = logging.getLogger(__name__)
+
+TEST_BASE_PORT_ENV = "TAXI_TEST_CLUSTER_BASE_PORT"
+# Far from the default 19092 (and its controllers at 19192), in steps that never overlap.
+_SCAN_FIRST, _SCAN_STEP, _SCAN_SLOTS = 29092, 10, 200
+
+MakeTopic = Callable[..., str]
+
+
+def free_base_port() -> int:
+    """A base port whose six broker and controller ports are all free. The scan starts at a
+    random slot, so concurrent test sessions rarely race for the same ports."""
+    first = random.randrange(_SCAN_SLOTS)
+    for slot in range(first, first + _SCAN_SLOTS):
+        ports = ClusterPorts(_SCAN_FIRST + slot % _SCAN_SLOTS * _SCAN_STEP)
+        if all(port_free(port) for n in NODE_IDS for port in ports.of_node(n)):
+            return ports.base
+    raise RuntimeError(f"no free ports for a test cluster from {_SCAN_FIRST} on")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kafka: needs the real local 3-broker Kafka cluster")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "kafka_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    base_port = int(os.environ.get(TEST_BASE_PORT_ENV) or free_base_port())
+    # Not under pytest's basetemp: pytest deletes all but the newest three of those, and so a
+    # concurrent pytest run would delete a running cluster's files.
+    runtime_dir = Path(tempfile.mkdtemp(prefix="taxi-kafka-test-cluster-"))
+    cluster = LocalCluster(runtime_dir, base_port=base_port)
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()
+        if request.session.testsfailed:
+            log.warning("the test cluster's logs are kept in %s", runtime_dir)
+        else:
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _kafka_restore_brokers(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "kafka_cluster" not in request.fixturenames:
+        yield
+        return
+    cluster: LocalCluster = request.getfixturevalue("kafka_cluster")
+    yield
+    if any(cluster.pid(n) is None for n in NODE_IDS):
+        cluster.up()
+    else:
+        cluster.wait_healthy()
+
+
+@pytest.fixture
+def make_topic(kafka_cluster: LocalCluster, request: pytest.FixtureRequest) -> MakeTopic:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name).strip("-")[:100]
+
+    def make(partitions: int = DEFAULT_PARTITIONS, configs: Mapping[str, str] | None = None) -> str:
+        name = f"test-{slug}-{uuid.uuid4().hex[:8]}"
+        spec = TopicSpec(name, partitions, configs=dict(configs or {}))
+        ensure_topics(kafka_cluster.admin(), [spec])
+        return name
+
+    return make
+
+
+@pytest.fixture
+def unique_topic(make_topic: MakeTopic) -> str:
+    return make_topic()

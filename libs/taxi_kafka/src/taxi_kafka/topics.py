@@ -1,0 +1,52 @@
+"""The project's topics: names and the settings every one of them must have (DESIGN.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+NEW_TRIPS = "new_trips"
+FINISHED_TRIPS = "finished_trips"
+ML_PREDICTIONS = "ml_predictions"
+MODEL_METRICS = "model_metrics"
+DEAD_LETTERS = "dead_letters"
+
+DEFAULT_PARTITIONS = 6
+REPLICATION_FACTOR = 3
+MIN_INSYNC_REPLICAS = 2
+
+# Kafka's own topics, created lazily by the brokers; they need RF 3 / min ISR 2 as well.
+CONSUMER_OFFSETS = "__consumer_offsets"
+TRANSACTION_STATE = "__transaction_state"
+INTERNAL_TOPICS = (CONSUMER_OFFSETS, TRANSACTION_STATE)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """What a topic should look like. `configs` holds topic settings beyond min.insync.replicas
+    (for example cleanup.policy=compact for a changelog)."""
+
+    name: str
+    partitions: int = DEFAULT_PARTITIONS
+    replication_factor: int = REPLICATION_FACTOR
+    min_insync_replicas: int = MIN_INSYNC_REPLICAS
+    configs: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def topic_configs(self) -> dict[str, str]:
+        return {**self.configs, "min.insync.replicas": str(self.min_insync_replicas)}
+
+
+# The one list of project topics; add new ones (e.g. the aggregator's changelog) here.
+PROJECT_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(NEW_TRIPS),
+    TopicSpec(FINISHED_TRIPS),
+    TopicSpec(ML_PREDICTIONS),
+    TopicSpec(MODEL_METRICS),
+    TopicSpec(DEAD_LETTERS),
+)
+
+
+def project_topics(partitions: int = DEFAULT_PARTITIONS) -> list[TopicSpec]:
+    """PROJECT_TOPICS with another partition count (co-partitioned topics must share it)."""
+    return [dataclasses.replace(spec, partitions=partitions) for spec in PROJECT_TOPICS]

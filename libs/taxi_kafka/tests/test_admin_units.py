@@ -1,0 +1,72 @@
+"""Topic specs and the pure parts of topic administration."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from taxi_kafka.admin import (
+    NotReadyError,
+    TopicState,
+    differences,
+    internal_topic_problems,
+    is_transient,
+)
+from taxi_kafka.topics import PROJECT_TOPICS, TopicSpec, project_topics
+
+
+def test_project_topics_follow_the_contract():
+    assert [spec.name for spec in PROJECT_TOPICS] == [
+        "new_trips",
+        "finished_trips",
+        "ml_predictions",
+        "model_metrics",
+        "dead_letters",
+    ]
+    for spec in PROJECT_TOPICS:
+        assert (spec.partitions, spec.replication_factor, spec.min_insync_replicas) == (6, 3, 2)
+        assert spec.topic_configs() == {"min.insync.replicas": "2"}
+    assert {spec.partitions for spec in project_topics(12)} == {12}
+
+
+def test_spec_configs_keep_min_isr_authoritative():
+    spec = TopicSpec("c", configs={"cleanup.policy": "compact", "min.insync.replicas": "1"})
+    assert spec.topic_configs() == {"cleanup.policy": "compact", "min.insync.replicas": "2"}
+
+
+def test_differences_name_each_setting():
+    spec = TopicSpec("t")
+    assert differences(spec, TopicState("t", 6, 3, 2)) == []
+    assert differences(spec, TopicState("t", 3, 1, None)) == [
+        "partitions is 3, expected 6",
+        "replication_factor is 1, expected 3",
+        "min_insync_replicas is None, expected 2",
+    ]
+
+
+def test_internal_topic_problems():
+    good = {
+        "__consumer_offsets": TopicState("__consumer_offsets", 50, 3, 2),
+        "__transaction_state": TopicState("__transaction_state", 50, 3, 2),
+    }
+    assert internal_topic_problems(good) == []
+    bad = {"__consumer_offsets": TopicState("__consumer_offsets", 50, 1, 1)}
+    assert internal_topic_problems(bad) == [
+        "__transaction_state does not exist",
+        "__consumer_offsets: replication_factor is 1, expected 3",
+        "__consumer_offsets: min_insync_replicas is 1, expected 2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (NotReadyError("soon"), True),
+        (KafkaException(KafkaError(KafkaError._TRANSPORT)), True),
+        (KafkaException(KafkaError(KafkaError.NOT_COORDINATOR)), True),
+        (KafkaException(KafkaError(KafkaError.INVALID_REPLICATION_FACTOR)), False),
+        (ValueError("no"), False),
+    ],
+)
+def test_transient_errors(exc, transient):
+    assert is_transient(exc) is transient
