@@ -183,11 +183,34 @@ def _durations(
     rng: np.random.Generator, grid_km: FloatArray, day: IntArray, hour: IntArray
 ) -> FloatArray:
     n = grid_km.shape[0]
-    speed = SPEED_KMH[_is_weekend(day).astype(np.int64), hour] * (1.0 + grid_km / HIGHWAY_KM)
     congestion = rng.normal(0.0, DAY_CONGESTION_SD, DAYS)[day]
     noise_sd = np.where(rng.random(n) < WILD_SHARE, WILD_SD, NOISE_SD)
     log_noise = rng.normal(0.0, 1.0, n) * noise_sd + congestion
-    return (OVERHEAD_S + 3_600.0 * grid_km / speed) * np.exp(log_noise)
+    return typical_duration_s(grid_km, _is_weekend(day), hour) * np.exp(log_noise)
+
+
+def typical_duration_s(
+    grid_km: FloatArray, weekend: npt.NDArray[np.bool_], hour: IntArray
+) -> FloatArray:
+    """A trip's noise-free duration: the overhead plus its street-grid distance at the typical
+    speed of its hour and day type, which rises with distance (highways)."""
+    speed = SPEED_KMH[weekend.astype(np.int64), hour] * (1.0 + grid_km / HIGHWAY_KM)
+    return OVERHEAD_S + 3_600.0 * grid_km / speed
+
+
+def estimate_durations(trips: pd.DataFrame) -> FloatArray:
+    """Durations estimated from what is known at pickup, with the speed model calibrated on
+    the real trips; the test replay's trip ends carry these, since Kaggle's test rows have no
+    duration."""
+    pickup_at = pd.to_datetime(trips["pickup_datetime"])
+    grid_km = geo.manhattan_km(
+        trips["pickup_latitude"],
+        trips["pickup_longitude"],
+        trips["dropoff_latitude"],
+        trips["dropoff_longitude"],
+    )
+    weekend = (pickup_at.dt.day_of_week >= 5).to_numpy()
+    return typical_duration_s(grid_km, weekend, pickup_at.dt.hour.to_numpy())
 
 
 def generate_trips(rows: int, seed: int) -> pd.DataFrame:

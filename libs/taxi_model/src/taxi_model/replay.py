@@ -1,0 +1,279 @@
+"""Replaying trip rows as live events: each trip starts on schedule and ends a little later.
+
+Pure and clock-free: the caller passes the time. The whole position of a replay fits in a small
+`ReplayCheckpoint`, which the producer commits in the same Kafka transaction as the events it
+covers, so a restarted producer neither starts a trip twice nor forgets a trip's end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from taxi_events import Source, TripFinished, TripStarted
+from taxi_model.synth import estimate_durations
+
+log = logging.getLogger(__name__)
+
+# The original design sent a trip's end 2-5 s after its start.
+END_DELAY_RANGE_S = (2.0, 5.0)
+
+
+def end_delays_s(
+    trip_ids: npt.ArrayLike, durations_s: npt.ArrayLike, time_scale: float | None
+) -> npt.NDArray[np.float64]:
+    """Seconds between a trip's start event and its end event.
+
+    With a time scale, the trip's (real or estimated) duration divided by it. Without, uniform
+    in 2-5 s, drawn from a hash of the trip id so that a restarted replay keeps every delay.
+    """
+    if time_scale is not None:
+        if time_scale <= 0:
+            raise ValueError(f"time scale must be positive, got {time_scale}")
+        return np.asarray(durations_s, dtype=np.float64) / time_scale
+    low, high = END_DELAY_RANGE_S
+    fractions = [_unit_hash(str(t)) for t in np.asarray(trip_ids)]
+    return low + (high - low) * np.asarray(fractions, dtype=np.float64)
+
+
+def _unit_hash(text: str) -> float:
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@attrs.frozen
+class ReplayCheckpoint:
+    """Where a replay stands: the next row to start and the ends still owed, by row."""
+
+    fingerprint: str  # which rows, in which order: a restart against other data is refused
+    next_row: int
+    pending_ends: tuple[tuple[int, int], ...]  # (due time in epoch ms, row), ascending
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "next_row": self.next_row,
+            "pending_ends": [list(p) for p in self.pending_ends],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReplayCheckpoint:
+        return cls(
+            fingerprint=str(data["fingerprint"]),
+            next_row=int(data["next_row"]),
+            pending_ends=tuple((int(due), int(row)) for due, row in data["pending_ends"]),
+        )
+
+
+@attrs.frozen
+class ReplayStep:
+    started: list[TripStarted]
+    finished: list[TripFinished]
+    bad_rows: dict[str, int]  # reason -> rows skipped because they make no valid event
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written for other data than this replay's."""
+
+
+class Replay:
+    """Rows of a Kaggle-schema frame as TripStarted and TripFinished events over time.
+
+    `rate` is trips per second (None: as fast as the caller asks). Train rows end with their
+    real duration; test rows, which have none, with `estimate_durations`, flagged is_estimate.
+    """
+
+    def __init__(
+        self,
+        trips: pd.DataFrame,
+        source: Source,
+        *,
+        rate: float | None = None,
+        time_scale: float | None = None,
+        limit: int | None = None,
+    ) -> None:
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        trips = trips.iloc[:limit] if limit is not None else trips
+        self._source: Source = source
+        self._rate = rate
+        self._is_estimate = "trip_duration" not in trips.columns
+        durations = (
+            estimate_durations(trips)
+            if self._is_estimate
+            else trips["trip_duration"].to_numpy(np.float64)
+        )
+        self._durations = np.maximum(durations, 0.0)
+        self._columns = _Columns.of(trips, self._durations)
+        self._delays_ms = np.rint(
+            end_delays_s(trips["id"].to_numpy(), self._durations, time_scale) * 1000
+        ).astype(np.int64)
+        self.fingerprint = _fingerprint(trips, source)
+        self.total = len(trips)
+        self._next_row = 0
+        self._pending: list[tuple[int, int]] = []  # heap of (due ms, row)
+        self._anchor: tuple[int, int] | None = None  # (ms, row): when pacing (re)started
+
+    @property
+    def next_row(self) -> int:
+        return self._next_row
+
+    @property
+    def pending_ends(self) -> int:
+        return len(self._pending)
+
+    @property
+    def done(self) -> bool:
+        return self._next_row >= self.total and not self._pending
+
+    def checkpoint(self) -> ReplayCheckpoint:
+        return ReplayCheckpoint(self.fingerprint, self._next_row, tuple(sorted(self._pending)))
+
+    def restore(self, checkpoint: ReplayCheckpoint) -> None:
+        if checkpoint.fingerprint != self.fingerprint:
+            raise CheckpointMismatchError(
+                "the checkpoint belongs to other trip data (fingerprint "
+                f"{checkpoint.fingerprint}, this data {self.fingerprint}); reset the producer "
+                "or replay the same file"
+            )
+        self._next_row = checkpoint.next_row
+        self._pending = list(checkpoint.pending_ends)
+        heapq.heapify(self._pending)
+        self._anchor = None
+
+    def next_due_ms(self) -> int | None:
+        """When the next start or end falls due (None when nothing is left)."""
+        candidates = [self._pending[0][0]] if self._pending else []
+        if self._next_row < self.total:
+            candidates.append(self._start_due_ms(self._next_row, fallback=0))
+        return min(candidates, default=None)
+
+    def step(self, now_ms: int, max_starts: int) -> ReplayStep:
+        """The starts due by `now_ms` (at most `max_starts`) and the ends due by then."""
+        if self._anchor is None:
+            self._anchor = (now_ms, self._next_row)
+        first = self._next_row
+        last = first
+        while (
+            last < min(self.total, first + max_starts)
+            and self._start_due_ms(last, now_ms) <= now_ms
+        ):
+            last += 1
+        bad_rows: dict[str, int] = {}
+        started = self._started(first, last, now_ms, bad_rows)
+        self._next_row = last
+        finished = []
+        while self._pending and self._pending[0][0] <= now_ms:
+            _, row = heapq.heappop(self._pending)
+            finished.append(self._finished(row))
+        return ReplayStep(started, finished, bad_rows)
+
+    def _start_due_ms(self, row: int, fallback: int) -> int:
+        if self._rate is None:
+            return fallback
+        anchor_ms, anchor_row = self._anchor or (fallback, row)
+        return anchor_ms + int((row - anchor_row) * 1000 / self._rate)
+
+    def _started(
+        self, first: int, last: int, now_ms: int, bad: dict[str, int]
+    ) -> list[TripStarted]:
+        produced_at = datetime.fromtimestamp(now_ms / 1000, UTC)
+        c = self._columns
+        events = []
+        for row in range(first, last):
+            try:
+                event = TripStarted(
+                    trip_id=str(c.ids[row]),
+                    vendor_id=int(c.vendor_id[row]),
+                    pickup_datetime=_local_time(c.pickup_s[row]),
+                    passenger_count=int(c.passenger_count[row]),
+                    pickup_longitude=float(c.pickup_longitude[row]),
+                    pickup_latitude=float(c.pickup_latitude[row]),
+                    dropoff_longitude=float(c.dropoff_longitude[row]),
+                    dropoff_latitude=float(c.dropoff_latitude[row]),
+                    store_and_fwd_flag=bool(c.store_and_fwd[row]),
+                    source=self._source,
+                    produced_at=produced_at,
+                )
+            except (ValueError, TypeError) as exc:
+                reason = f"invalid {getattr(exc, 'field', 'row')}"
+                bad[reason] = bad.get(reason, 0) + 1
+                log.warning("row %d (%s) makes no valid trip start: %s", row, c.ids[row], exc)
+                continue
+            events.append(event)
+            heapq.heappush(self._pending, (now_ms + int(self._delays_ms[row]), row))
+        return events
+
+    def _finished(self, row: int) -> TripFinished:
+        c = self._columns
+        return TripFinished(
+            trip_id=str(c.ids[row]),
+            dropoff_datetime=_local_time(c.dropoff_s[row]),
+            trip_duration=float(self._durations[row]),
+            is_estimate=self._is_estimate,
+            source=self._source,
+        )
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _local_time(epoch_s: np.int64) -> datetime:
+    return _EPOCH + timedelta(seconds=int(epoch_s))
+
+
+@attrs.frozen
+class _Columns:
+    """The frame as plain arrays: reading one trip from them is far cheaper than `iloc`."""
+
+    ids: npt.NDArray[np.object_]
+    vendor_id: npt.NDArray[np.int64]
+    pickup_s: npt.NDArray[np.int64]
+    dropoff_s: npt.NDArray[np.int64]
+    passenger_count: npt.NDArray[np.int64]
+    pickup_longitude: npt.NDArray[np.float64]
+    pickup_latitude: npt.NDArray[np.float64]
+    dropoff_longitude: npt.NDArray[np.float64]
+    dropoff_latitude: npt.NDArray[np.float64]
+    store_and_fwd: npt.NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, trips: pd.DataFrame, durations_s: npt.NDArray[np.float64]) -> _Columns:
+        pickup_s = _epoch_seconds(trips["pickup_datetime"])
+        dropoff_s = (
+            _epoch_seconds(trips["dropoff_datetime"])
+            if "dropoff_datetime" in trips.columns
+            else pickup_s + np.rint(durations_s).astype(np.int64)
+        )
+        return cls(
+            ids=trips["id"].to_numpy(dtype=object),
+            vendor_id=trips["vendor_id"].to_numpy(np.int64),
+            pickup_s=pickup_s,
+            dropoff_s=dropoff_s,
+            passenger_count=trips["passenger_count"].to_numpy(np.int64),
+            pickup_longitude=trips["pickup_longitude"].to_numpy(np.float64),
+            pickup_latitude=trips["pickup_latitude"].to_numpy(np.float64),
+            dropoff_longitude=trips["dropoff_longitude"].to_numpy(np.float64),
+            dropoff_latitude=trips["dropoff_latitude"].to_numpy(np.float64),
+            store_and_fwd=(trips["store_and_fwd_flag"].astype(str) == "Y").to_numpy(),
+        )
+
+
+def _epoch_seconds(times: pd.Series) -> npt.NDArray[np.int64]:
+    return pd.to_datetime(times).to_numpy().astype("datetime64[s]").astype(np.int64)
+
+
+def _fingerprint(trips: pd.DataFrame, source: Source) -> str:
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(source.encode())
+    digest.update(str(len(trips)).encode())
+    digest.update(pd.util.hash_pandas_object(trips["id"], index=False).to_numpy().tobytes())
+    return digest.hexdigest()

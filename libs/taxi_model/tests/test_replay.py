@@ -1,0 +1,120 @@
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from taxi_model.replay import (
+    END_DELAY_RANGE_S,
+    CheckpointMismatchError,
+    Replay,
+    ReplayCheckpoint,
+    end_delays_s,
+)
+from taxi_model.synth import generate_trips
+
+TRIPS = generate_trips(rows=60, seed=11)
+TEST_TRIPS = TRIPS.drop(columns=["dropoff_datetime", "trip_duration"])
+T0 = 1_750_000_000_000
+
+
+def run(replay: Replay, until_ms: int, step_ms: int = 100, max_starts: int = 1000):
+    """Step the replay every `step_ms` up to `until_ms`; return starts and ends with their times."""
+    started, finished = [], []
+    for now in range(T0, until_ms, step_ms):
+        step = replay.step(now, max_starts)
+        started += [(now, e) for e in step.started]
+        finished += [(now, e) for e in step.finished]
+    return started, finished
+
+
+def test_trips_start_at_the_rate_and_end_two_to_five_seconds_later():
+    replay = Replay(TRIPS, "train", rate=10)
+    started, finished = run(replay, T0 + 20_000)
+    assert sum(at < T0 + 3_000 for at, _ in started) == 30  # 10 a second
+    assert replay.done
+    assert sorted(e.trip_id for _, e in finished) == sorted(TRIPS["id"])
+    started_at = {e.trip_id: at for at, e in started}
+    for ended_at, e in finished:
+        if e.trip_id in started_at:
+            assert 2_000 <= ended_at - started_at[e.trip_id] < 5_100
+
+
+def test_train_ends_carry_the_real_duration_and_test_ends_an_estimate():
+    train = Replay(TRIPS, "train")
+    _, finished = run(train, T0 + 6_000)
+    by_id = {e.trip_id: e for _, e in finished}
+    row = TRIPS.iloc[0]
+    assert by_id[row["id"]].trip_duration == row["trip_duration"]
+    assert not by_id[row["id"]].is_estimate
+    assert by_id[row["id"]].dropoff_datetime == row["dropoff_datetime"].to_pydatetime()
+
+    test = Replay(TEST_TRIPS, "test")
+    started, finished = run(test, T0 + 6_000)
+    assert {e.source for _, e in started} == {"test"}
+    assert finished
+    assert all(e.is_estimate and e.trip_duration > 0 for _, e in finished)
+
+
+def test_as_fast_as_possible_is_bounded_by_max_starts():
+    replay = Replay(TRIPS, "train")
+    assert len(replay.step(T0, max_starts=25).started) == 25
+    assert replay.next_row == 25
+
+
+def test_limit_stops_after_n_trips():
+    replay = Replay(TRIPS, "train", limit=7)
+    started, finished = run(replay, T0 + 10_000)
+    assert len(started) == len(finished) == 7
+    assert replay.done
+
+
+def test_end_delays_are_stable_and_in_range():
+    ids = TRIPS["id"].to_numpy()
+    delays = end_delays_s(ids, np.zeros(len(ids)), None)
+    assert ((delays >= END_DELAY_RANGE_S[0]) & (delays <= END_DELAY_RANGE_S[1])).all()
+    assert (delays == end_delays_s(ids, np.zeros(len(ids)), None)).all()
+    assert end_delays_s(["a"], [600.0], time_scale=60).tolist() == [10.0]
+    with pytest.raises(ValueError, match="positive"):
+        end_delays_s(["a"], [600.0], time_scale=0)
+
+
+def test_a_checkpoint_of_other_data_is_refused():
+    other = Replay(generate_trips(rows=60, seed=12), "train")
+    with pytest.raises(CheckpointMismatchError, match="other trip data"):
+        Replay(TRIPS, "train").restore(other.checkpoint())
+    with pytest.raises(CheckpointMismatchError):
+        Replay(TRIPS, "test").restore(Replay(TRIPS, "train").checkpoint())
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    st.lists(st.integers(0, 3_000), min_size=1, max_size=40),
+    st.sets(st.integers(0, 39), max_size=6),
+    st.integers(1, 20),
+)
+def test_a_restart_from_any_checkpoint_starts_and_ends_every_trip_exactly_once(
+    gaps, crash_points, max_starts
+):
+    """A producer killed between transactions restarts from its last committed checkpoint."""
+    replay = Replay(TRIPS, "train", rate=40)
+    started, finished = Counter(), Counter()
+    now = T0
+    for i, gap in enumerate(gaps):
+        now += gap
+        step = replay.step(now, max_starts)
+        started.update(e.trip_id for e in step.started)
+        finished.update(e.trip_id for e in step.finished)
+        if i in crash_points:  # committed, then killed: a new process restores the checkpoint
+            saved = json.loads(json.dumps(replay.checkpoint().to_json()))
+            replay = Replay(TRIPS, "train", rate=40)
+            replay.restore(ReplayCheckpoint.from_json(saved))
+    while not replay.done:
+        now += 1_000
+        step = replay.step(now, max_starts)
+        started.update(e.trip_id for e in step.started)
+        finished.update(e.trip_id for e in step.finished)
+    assert set(started) == set(finished) == set(TRIPS["id"])
+    assert set(started.values()) == set(finished.values()) == {1}
