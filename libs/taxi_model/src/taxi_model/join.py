@@ -75,6 +75,12 @@ class TripJoin:
             del self._pending[pending.event.trip_id]
         return expired
 
+    def __getitem__(self, trip_id: str) -> Pending:
+        return self._pending[trip_id]
+
+    def discard(self, trip_id: str) -> None:
+        self._pending.pop(trip_id, None)
+
     def pending(self) -> Iterator[Pending]:
         return iter(self._pending.values())
 

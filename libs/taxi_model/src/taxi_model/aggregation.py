@@ -1,0 +1,126 @@
+"""The aggregator's state machine: join predictions with trip ends, then window the quality.
+
+No I/O. The caller feeds events with their record timestamps, advances time, and takes two
+things after each batch: the ModelMetrics to publish, and the state changes to write to the
+changelog in the same transaction (key -> JSON bytes, None to delete). Replaying a changelog
+with `apply_change` rebuilds exactly the state whose changes were committed.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from taxi_events import ModelMetrics, Prediction, Scope, Source, TripFinished, decode, encode
+from taxi_model.join import Pending, TripJoin
+from taxi_model.windows import ClosedWindow, Tally, WindowedQuality
+
+JOIN_PREFIX = "join/"
+WINDOWS_KEY = "windows"
+UNKNOWN_MODEL = "unknown"
+
+
+@attrs.define
+class Aggregation:
+    join: TripJoin
+    windows: WindowedQuality
+    _changes: dict[str, bytes | None] = attrs.field(factory=dict, init=False)
+
+    @classmethod
+    def create(cls, ttl_ms: int, window_ms: int, grace_ms: int) -> Aggregation:
+        return cls(TripJoin(ttl_ms), WindowedQuality(window_ms=window_ms, grace_ms=grace_ms))
+
+    def add(self, event: Prediction | TripFinished, timestamp_ms: int) -> None:
+        match = self.join.add(event, timestamp_ms)
+        key = JOIN_PREFIX + event.trip_id
+        if match is None:  # this side now waits (or a repeat changed nothing)
+            self._changes[key] = _encode_pending(self.join[event.trip_id])
+        else:
+            self._changes[key] = None
+            self.windows.add_match(match)
+        self._windows_changed()
+
+    def advance(self, now_ms: int) -> list[ModelMetrics]:
+        """Expire sides that waited past the TTL and close the windows due at `now_ms`."""
+        for expired in self.join.expire(now_ms):
+            self._changes[JOIN_PREFIX + expired.event.trip_id] = None
+            self.windows.add_unmatched(expired.event.source, now_ms)
+        closed = self.windows.advance(now_ms)
+        self._windows_changed()
+        return [m for window in closed for m in _metrics(window)]
+
+    def take_changes(self) -> dict[str, bytes | None]:
+        """The state changes since the last call, to commit with the batch."""
+        changes, self._changes = self._changes, {}
+        return changes
+
+    def apply_change(self, key: str, value: bytes | None) -> None:
+        """Replay one changelog record (the last one per key wins)."""
+        if key == WINDOWS_KEY:
+            if value is not None:
+                self.windows = WindowedQuality.from_json(json.loads(value))
+        elif key.startswith(JOIN_PREFIX):
+            trip_id = key[len(JOIN_PREFIX) :]
+            self.join.discard(trip_id)
+            if value is not None:
+                pending = _decode_pending(value)
+                self.join.add(pending.event, pending.arrived_at_ms)
+        else:
+            raise ValueError(f"unknown changelog key {key!r}")
+        self._changes.clear()
+
+    def _windows_changed(self) -> None:
+        self._changes[WINDOWS_KEY] = json.dumps(
+            self.windows.to_json(), separators=(",", ":")
+        ).encode()
+
+
+def _encode_pending(pending: Pending) -> bytes:
+    body: dict[str, Any] = {
+        "side": pending.side,
+        "arrived_at_ms": pending.arrived_at_ms,
+        "event": json.loads(encode(pending.event)),
+    }
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _decode_pending(value: bytes) -> Pending:
+    body = json.loads(value)
+    event_type = Prediction if body["side"] == "prediction" else TripFinished
+    event = decode(json.dumps(body["event"]).encode(), event_type)
+    return Pending(event, int(body["arrived_at_ms"]))
+
+
+def _metrics(window: ClosedWindow) -> list[ModelMetrics]:
+    start = datetime.fromtimestamp(window.start_ms / 1000, UTC)
+    end = datetime.fromtimestamp(window.end_ms / 1000, UTC)
+    return [
+        _model_metrics(window.source, "window", window.window, start, end),
+        _model_metrics(window.source, "cumulative", window.cumulative, None, None),
+    ]
+
+
+def _model_metrics(
+    source: Source,
+    scope: Scope,
+    tally: Tally,
+    start: datetime | None,
+    end: datetime | None,
+) -> ModelMetrics:
+    quality = tally.quality.metrics()
+    return ModelMetrics(
+        source=source,
+        scope=scope,
+        window_start=start,
+        window_end=end,
+        count=quality.count,
+        rmsle=quality.rmsle,
+        mae=quality.mae,
+        median_ape=quality.median_ape,
+        within_30=quality.within_30,
+        unmatched=tally.unmatched,
+        model_version=tally.model_version or UNKNOWN_MODEL,
+    )

@@ -1,0 +1,107 @@
+from datetime import UTC, datetime
+from operator import attrgetter
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from taxi_events import Prediction, TripFinished
+from taxi_model.aggregation import Aggregation
+from taxi_model.metrics import quality_metrics
+
+WHEN = datetime(2016, 3, 1, 8, 0)
+UTC_WHEN = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def prediction(n: int) -> Prediction:
+    return Prediction(
+        trip_id=f"t{n}",
+        source="train" if n % 2 else "test",
+        predicted_duration=300.0 + 7 * n,
+        model_version="m1",
+        pickup_datetime=WHEN,
+        pickup_longitude=-73.98,
+        pickup_latitude=40.75,
+        dropoff_longitude=-73.96,
+        dropoff_latitude=40.77,
+        trip_started_at=UTC_WHEN,
+        predicted_at=UTC_WHEN,
+        produced_at=UTC_WHEN,
+    )
+
+
+def finish(n: int) -> TripFinished:
+    return TripFinished(
+        trip_id=f"t{n}",
+        dropoff_datetime=WHEN,
+        trip_duration=200.0 + 13 * n,
+        is_estimate=n % 2 == 0,
+        source="train" if n % 2 else "test",
+        produced_at=UTC_WHEN,
+    )
+
+
+def replay_changes(changelog: dict[str, bytes | None]) -> Aggregation:
+    rebuilt = Aggregation.create(ttl_ms=60_000, window_ms=10_000, grace_ms=2_000)
+    for key, value in changelog.items():
+        rebuilt.apply_change(key, value)
+    return rebuilt
+
+
+def test_cumulative_metrics_equal_an_offline_evaluation():
+    agg = Aggregation.create(ttl_ms=60_000, window_ms=10_000, grace_ms=2_000)
+    for n in range(200):
+        agg.add(prediction(n), 1_000 + n * 10)
+        agg.add(finish(n), 3_000 + n * 10)
+    published = agg.advance(10**7)
+    cumulative = {m.source: m for m in published if m.scope == "cumulative"}
+    train = [n for n in range(200) if n % 2]
+    offline = quality_metrics([200.0 + 13 * n for n in train], [300.0 + 7 * n for n in train])
+    assert cumulative["train"].count == 100
+    assert cumulative["train"].rmsle == pytest.approx(offline.rmsle, abs=1e-9)
+    assert cumulative["train"].mae == pytest.approx(offline.mae, abs=1e-9)
+    assert cumulative["train"].model_version == "m1"
+    assert {m.scope for m in published} == {"window", "cumulative"}
+
+
+def test_unmatched_sides_expire_and_are_counted():
+    agg = Aggregation.create(ttl_ms=5_000, window_ms=10_000, grace_ms=0)
+    agg.add(prediction(1), 1_000)
+    agg.add(finish(3), 1_000)
+    agg.advance(7_000)
+    assert len(agg.join) == 0
+    published = agg.advance(20_000)
+    cumulative = {m.source: m for m in published if m.scope == "cumulative"}
+    assert cumulative["train"].unmatched == 2
+    assert cumulative["train"].count == 0
+    assert cumulative["train"].rmsle is None
+
+
+batches = st.lists(
+    st.lists(st.tuples(st.integers(0, 40), st.booleans(), st.integers(0, 30_000)), max_size=15),
+    max_size=8,
+)
+
+
+@settings(deadline=None, max_examples=60)
+@given(batches)
+def test_the_changelog_rebuilds_the_exact_state(batches):
+    agg = Aggregation.create(ttl_ms=60_000, window_ms=10_000, grace_ms=2_000)
+    changelog: dict[str, bytes | None] = {}
+    clock = 0
+    for batch in batches:
+        for n, is_prediction, dt in batch:
+            clock += dt
+            agg.add(prediction(n) if is_prediction else finish(n), clock)
+        agg.advance(clock)
+        changelog.update(agg.take_changes())
+    rebuilt = replay_changes(changelog)
+    key = attrgetter("event.trip_id")
+    assert sorted(rebuilt.join.pending(), key=key) == sorted(agg.join.pending(), key=key)
+    assert rebuilt.windows == agg.windows
+    assert without_times(rebuilt.advance(10**9)) == without_times(agg.advance(10**9))
+
+
+def without_times(metrics: list) -> list:
+    return [attrs.evolve(m, produced_at=UTC_WHEN) for m in metrics]
