@@ -103,7 +103,7 @@ class Replay:
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         trips = trips.iloc[:limit] if limit is not None else trips
-        self._source: Source = source
+        self.source: Source = source
         self._rate = rate
         self._is_estimate = "trip_duration" not in trips.columns
         durations = (
@@ -200,7 +200,7 @@ class Replay:
                     dropoff_longitude=float(c.dropoff_longitude[row]),
                     dropoff_latitude=float(c.dropoff_latitude[row]),
                     store_and_fwd_flag=bool(c.store_and_fwd[row]),
-                    source=self._source,
+                    source=self.source,
                     produced_at=produced_at,
                 )
             except (ValueError, TypeError) as exc:
@@ -219,7 +219,7 @@ class Replay:
             dropoff_datetime=_local_time(c.dropoff_s[row]),
             trip_duration=float(self._durations[row]),
             is_estimate=self._is_estimate,
-            source=self._source,
+            source=self.source,
         )
 
 

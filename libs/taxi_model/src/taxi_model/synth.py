@@ -309,11 +309,21 @@ def write_synthetic(
     distinct. `test_rows` defaults to Kaggle's test/train ratio (625,134 per 1,458,644).
     Same arguments, byte-identical files. Existing files are replaced.
     """
+    train, test = synthetic_train_test(rows, seed, test_rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_path, test_path = out_dir / "train.csv", out_dir / "test.csv"
+    _write_csv(train, train_path, "train.csv")
+    _write_csv(test, test_path, "test.csv")
+    return train_path, test_path
+
+
+def synthetic_train_test(
+    rows: int, seed: int, test_rows: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One simulation split at random into train rows and test rows (without dropoff_datetime
+    and trip_duration), as Kaggle's were: their ids are distinct. `test_rows` defaults to
+    Kaggle's test/train ratio."""
     if test_rows is None:
         test_rows = round(rows * KAGGLE_TEST_PER_TRAIN)
     trips = generate_trips(rows + test_rows, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    train_path, test_path = out_dir / "train.csv", out_dir / "test.csv"
-    _write_csv(trips.iloc[:rows], train_path, "train.csv")
-    _write_csv(trips.iloc[rows:][list(TEST_COLUMNS)], test_path, "test.csv")
-    return train_path, test_path
+    return trips.iloc[:rows], trips.iloc[rows:][list(TEST_COLUMNS)].reset_index(drop=True)
