@@ -22,11 +22,22 @@ def test_project_topics_follow_the_contract():
         "ml_predictions",
         "model_metrics",
         "dead_letters",
+        "producer_checkpoints",
+        "aggregator_changelog",
     ]
     for spec in PROJECT_TOPICS:
-        assert (spec.partitions, spec.replication_factor, spec.min_insync_replicas) == (6, 3, 2)
-        assert spec.topic_configs() == {"min.insync.replicas": "2"}
-    assert {spec.partitions for spec in project_topics(12)} == {12}
+        assert (spec.replication_factor, spec.min_insync_replicas) == (3, 2)
+        assert spec.topic_configs()["min.insync.replicas"] == "2"
+    event_topics = [spec for spec in PROJECT_TOPICS if spec.co_partitioned]
+    assert {spec.partitions for spec in event_topics} == {6}
+    assert all(spec.topic_configs() == {"min.insync.replicas": "2"} for spec in event_topics)
+    state_topics = [spec for spec in PROJECT_TOPICS if not spec.co_partitioned]
+    assert {(spec.partitions, spec.configs["cleanup.policy"]) for spec in state_topics} == {
+        (1, "compact")
+    }
+    resized = project_topics(12)
+    assert {spec.partitions for spec in resized if spec.co_partitioned} == {12}
+    assert {spec.partitions for spec in resized if not spec.co_partitioned} == {1}
 
 
 def test_spec_configs_keep_min_isr_authoritative():

@@ -80,7 +80,7 @@ def test_three_brokers_with_safe_topics(kafka_cluster):
     assert len(admin.describe_cluster(request_timeout=10).result().nodes) == 3
     states = topic_states(admin, [spec.name for spec in PROJECT_TOPICS] + list(INTERNAL_TOPICS))
     for spec in PROJECT_TOPICS:
-        assert states[spec.name] == TopicState(spec.name, 6, 3, 2)
+        assert states[spec.name] == TopicState(spec.name, spec.partitions, 3, 2)
     assert internal_topic_problems(states) == []
 
 

@@ -8,6 +8,9 @@
   until healthy, so a failure test cannot poison the tests after it.
 - `make_topic(partitions=6, configs=None)` creates a uniquely named topic (RF 3, min ISR 2) and
   returns its name; `unique_topic` is one such topic.
+- `kafka_config`: a KafkaConfig (taxi_kafka.config) for the cluster.
+- Plain helpers: `numbered` records, `produce_all` (idempotent, waits for every ack) and
+  `read_all` (a whole topic with read_committed, up to its end offsets).
 
 Env TAXI_TEST_CLUSTER_BASE_PORT pins the ports instead of scanning for free ones.
 """
@@ -20,15 +23,19 @@ import random
 import re
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from taxi_kafka.admin import ensure_topics
+from taxi_kafka.admin import QUIET_CLIENT_CONFIG, ensure_topics
 from taxi_kafka.cluster import NODE_IDS, ClusterPorts, LocalCluster
 from taxi_kafka.cluster.procs import port_free
+from taxi_kafka.config import KafkaConfig
+from taxi_kafka.producer import KafkaProducer
 from taxi_kafka.topics import DEFAULT_PARTITIONS, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -108,3 +115,66 @@ def make_topic(kafka_cluster: LocalCluster, request: pytest.FixtureRequest) -> M
 @pytest.fixture
 def unique_topic(make_topic: MakeTopic) -> str:
     return make_topic()
+
+
+@pytest.fixture
+def kafka_config(kafka_cluster: LocalCluster) -> KafkaConfig:
+    return KafkaConfig(kafka_cluster.bootstrap_servers)
+
+
+def numbered(count: int, *, keys: int = 50, start: int = 0) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs: value i, key i mod `keys`; within a key the values increase."""
+    return [(f"key-{i % keys}".encode(), str(i).encode()) for i in range(start, start + count)]
+
+
+def produce_all(
+    bootstrap_servers: str, topic: str, records: Iterable[tuple[bytes, bytes]], timeout: float = 60
+) -> None:
+    """Produce `records` (key, value) idempotently and wait until every one is acknowledged."""
+    with KafkaProducer(KafkaConfig(bootstrap_servers), name="test producer") as producer:
+        for key, value in records:
+            producer.produce(topic, value, key)
+        remaining = producer.flush(timeout)
+    if remaining or producer.stats.failed:
+        raise AssertionError(
+            f"{remaining} undelivered, {producer.stats.failed} failed: {producer.stats.last_error}"
+        )
+
+
+def read_all(bootstrap_servers: str, topic: str, timeout: float = 60.0) -> list[Message]:
+    """Every committed record of `topic` up to its end offsets as of the call, read with
+    read_committed: by partition, in offset order. Raises TimeoutError when the end is not
+    reached in `timeout` seconds (say, a transaction is left open)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"read-all-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            **QUIET_CLIENT_CONFIG,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+            for p in partitions
+        }
+        todo = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
+        by_partition: dict[int, list[Message]] = {p: [] for p in partitions}
+        deadline = time.monotonic() + timeout
+        while todo:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{topic}: partitions {sorted(todo)} not read to their end in {timeout} s"
+                )
+            for message in consumer.consume(10_000, 0.2):
+                if message.error() is None:
+                    by_partition[message.partition()].append(message)
+            # The position passes commit markers and aborted records too, unlike the messages.
+            positions = consumer.position([TopicPartition(topic, p) for p in todo])
+            todo -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
+        return [m for p in sorted(by_partition) for m in by_partition[p]]
+    finally:
+        consumer.close()

@@ -11,6 +11,10 @@ FINISHED_TRIPS = "finished_trips"
 ML_PREDICTIONS = "ml_predictions"
 MODEL_METRICS = "model_metrics"
 DEAD_LETTERS = "dead_letters"
+# Compacted state topics: each producer's replay position, and the aggregator's join and windows.
+PRODUCER_CHECKPOINTS = "producer_checkpoints"
+AGGREGATOR_CHANGELOG = "aggregator_changelog"
+COMPACTED = {"cleanup.policy": "compact"}
 
 DEFAULT_PARTITIONS = 6
 REPLICATION_FACTOR = 3
@@ -32,6 +36,8 @@ class TopicSpec:
     replication_factor: int = REPLICATION_FACTOR
     min_insync_replicas: int = MIN_INSYNC_REPLICAS
     configs: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # False for state topics read whole by one instance: --partitions leaves them alone.
+    co_partitioned: bool = True
 
     def topic_configs(self) -> dict[str, str]:
         return {**self.configs, "min.insync.replicas": str(self.min_insync_replicas)}
@@ -44,9 +50,14 @@ PROJECT_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ML_PREDICTIONS),
     TopicSpec(MODEL_METRICS),
     TopicSpec(DEAD_LETTERS),
+    TopicSpec(PRODUCER_CHECKPOINTS, partitions=1, configs=COMPACTED, co_partitioned=False),
+    TopicSpec(AGGREGATOR_CHANGELOG, partitions=1, configs=COMPACTED, co_partitioned=False),
 )
 
 
 def project_topics(partitions: int = DEFAULT_PARTITIONS) -> list[TopicSpec]:
-    """PROJECT_TOPICS with another partition count (co-partitioned topics must share it)."""
-    return [dataclasses.replace(spec, partitions=partitions) for spec in PROJECT_TOPICS]
+    """PROJECT_TOPICS with another partition count for the co-partitioned ones."""
+    return [
+        dataclasses.replace(spec, partitions=partitions) if spec.co_partitioned else spec
+        for spec in PROJECT_TOPICS
+    ]

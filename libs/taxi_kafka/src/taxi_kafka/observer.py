@@ -1,0 +1,103 @@
+"""The facts the clients report, for metrics: an interface and a counting implementation.
+
+Services subclass `Observer` (every method is a no-op by default) to feed Prometheus, without the
+library knowing about it. Observers are called from the thread that drives the client.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from taxi_kafka.records import Failure, OutputRecord, PartitionKey, count_by_topic
+
+
+class Observer:
+    """Override what you need."""
+
+    def consumed(self, topic: str, count: int) -> None:
+        """`count` records of `topic` were handed to the transform."""
+
+    def produced(self, topic: str, count: int) -> None:
+        """`count` records were produced to `topic` (by a processor: and committed)."""
+
+    def batch_processed(self, size: int) -> None:
+        """A batch of `size` consumed records was processed and its offsets committed."""
+
+    def lag(self, lags: Mapping[PartitionKey, int]) -> None:
+        """Consumer lag per assigned partition, from the client's statistics."""
+
+    def dead_lettered(self, source_topic: str, kind: str) -> None:
+        """A record of `source_topic` went to the dead letters; `kind` is the failure's label."""
+
+    def transaction_committed(self, records: int) -> None:
+        """A transaction holding `records` produced records committed."""
+
+    def transaction_aborted(self, reason: str) -> None:
+        """A transaction was aborted (or its outcome was left to the producer's successor)."""
+
+    def producer_recreated(self, reason: str) -> None:
+        """The transactional producer was replaced after a fatal error or a timeout."""
+
+    def delivery_failed(self, topic: str, error: str) -> None:
+        """A produced record could not be delivered."""
+
+    def rebalanced(self, event: str, partitions: Sequence[PartitionKey]) -> None:
+        """`event` is assign, revoke or lost."""
+
+
+@dataclass
+class Counters(Observer):
+    """Counts everything reported: what tests and benchmarks look at."""
+
+    consumed_by_topic: collections.Counter[str] = field(default_factory=collections.Counter)
+    produced_by_topic: collections.Counter[str] = field(default_factory=collections.Counter)
+    dead_letters_by_kind: collections.Counter[str] = field(default_factory=collections.Counter)
+    batch_sizes: list[int] = field(default_factory=list)
+    last_lag: dict[PartitionKey, int] = field(default_factory=dict)
+    commits: int = 0
+    aborts: collections.Counter[str] = field(default_factory=collections.Counter)
+    producers_recreated: collections.Counter[str] = field(default_factory=collections.Counter)
+    delivery_errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    rebalances: list[tuple[str, tuple[PartitionKey, ...]]] = field(default_factory=list)
+
+    def consumed(self, topic: str, count: int) -> None:
+        self.consumed_by_topic[topic] += count
+
+    def produced(self, topic: str, count: int) -> None:
+        self.produced_by_topic[topic] += count
+
+    def batch_processed(self, size: int) -> None:
+        self.batch_sizes.append(size)
+
+    def lag(self, lags: Mapping[PartitionKey, int]) -> None:
+        self.last_lag = dict(lags)
+
+    def dead_lettered(self, source_topic: str, kind: str) -> None:
+        self.dead_letters_by_kind[kind] += 1
+
+    def transaction_committed(self, records: int) -> None:
+        self.commits += 1
+
+    def transaction_aborted(self, reason: str) -> None:
+        self.aborts[reason] += 1
+
+    def producer_recreated(self, reason: str) -> None:
+        self.producers_recreated[reason] += 1
+
+    def delivery_failed(self, topic: str, error: str) -> None:
+        self.delivery_errors[topic] += 1
+
+    def rebalanced(self, event: str, partitions: Sequence[PartitionKey]) -> None:
+        self.rebalances.append((event, tuple(partitions)))
+
+
+def report_outputs(
+    observer: Observer, records: Sequence[OutputRecord], failures: Sequence[Failure]
+) -> None:
+    """Tell the observer what a batch produced and which records it dead-lettered."""
+    for topic, count in count_by_topic(records).items():
+        observer.produced(topic, count)
+    for failure in failures:
+        observer.dead_lettered(failure.message.topic() or "", failure.kind)

@@ -1,0 +1,194 @@
+"""Exactly-once consume-transform-produce through Kafka transactions.
+
+Each batch is one transaction: its outputs, its dead letters and its input offsets
+(send_offsets_to_transaction) commit together or not at all. Readers downstream use
+read_committed, so they never see an aborted or pending batch.
+
+- Identity. The transactional.id and the static group.instance.id both derive from the service
+  and its instance name, so a restarted instance fences its predecessor: any transaction the
+  dead one left open is aborted, and its partitions come straight back.
+- Rebalances. A transaction is never open while consume() runs, and rebalance callbacks only run
+  inside consume(), so no revocation can cut into a transaction. A batch during which partitions
+  were revoked or lost is dropped and its partitions rewound to their committed offsets:
+  consume() may hand over messages fetched under the old assignment. Newly assigned partitions
+  start from their committed offsets (read with require_stable under read_committed, so never
+  a pending one).
+- Errors. The TransactionalProducer (taxi_kafka.transactions) aborts on an abortable error, and
+  replaces its producer when the transaction's fate is unknown (a fatal error, a commit or abort
+  timeout: librdkafka lacks KIP-890). Either way the consumer then rewinds to whatever was
+  committed. Being fenced means a newer instance runs: FencedError, and this one stops.
+- Timeouts. transaction.timeout.ms (30 s by default) bounds how long a dead instance that never
+  comes back holds read_committed readers up; batches take well under a second.
+  session.timeout.ms (10 s) is how long a dead member keeps its partitions when nobody restarts
+  it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from taxi_kafka.config import KafkaConfig
+from taxi_kafka.consumer import KafkaConsumer
+from taxi_kafka.observer import Observer, report_outputs
+from taxi_kafka.policy import BatchPolicy
+from taxi_kafka.records import (
+    PartitionKey,
+    StatefulTransform,
+    Transform,
+    first_offsets,
+    next_offsets,
+    output_records,
+    rewind_targets,
+)
+from taxi_kafka.shutdown import run_until_stopped
+from taxi_kafka.topics import DEAD_LETTERS
+from taxi_kafka.transactions import Timeouts, TransactionalProducer, instance_id
+
+log = logging.getLogger(__name__)
+
+
+class TransactionalProcessor:
+    """Consumes `input_topics` in group `group_id`, runs `transform` on each batch and commits
+    outputs and offsets in one transaction. Owns its clients: run() closes them."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        *,
+        service: str,
+        instance: str,
+        group_id: str,
+        input_topics: Sequence[str],
+        transform: Transform,
+        dead_letter_topic: str = DEAD_LETTERS,
+        batch: BatchPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        observer: Observer | None = None,
+        consumer_settings: Mapping[str, Any] | None = None,
+        producer_settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._service = service
+        self.transactional_id = instance_id(service, instance)
+        self._transform = transform
+        self._dead_letter_topic = dead_letter_topic
+        self._batch = batch or BatchPolicy()
+        self._observer = observer or Observer()
+        self._consumer = KafkaConsumer(
+            config,
+            group_id,
+            input_topics,
+            instance_id=self.transactional_id,
+            settings=consumer_settings,
+            observer=self._observer,
+            lag_from_stored=True,
+            name=f"{service} consumer",
+        )
+        self._consumer.listener = self
+        # Where each partition's not-yet-committed messages began: the rewind target of a
+        # partition that has no committed offset yet.
+        self._uncommitted_from: dict[PartitionKey, int] = {}
+        self._rebalanced = False
+        self._stateful = transform if isinstance(transform, StatefulTransform) else None
+        # A stateful transform restores its committed state before its first batch.
+        self._state_void = True
+        self._transactions = TransactionalProducer(
+            config,
+            self.transactional_id,
+            settings=producer_settings,
+            timeouts=timeouts,
+            observer=self._observer,
+            name=f"{service} producer",
+        )
+
+    # -- rebalances (called inside consume(), never during a transaction) -------------------
+
+    def on_assign(self, partitions: Sequence[PartitionKey]) -> None:
+        """New partitions start from their committed offsets, and what consume() returns after
+        an assignment alone was fetched under it; a stateful transform reloads its state."""
+        self._state_void = True
+
+    def on_revoke(self, partitions: Sequence[PartitionKey]) -> None:
+        self._rebalanced = True
+        self._state_void = True
+        for key in partitions:
+            self._uncommitted_from.pop(key, None)
+
+    on_lost = on_revoke
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Process one batch in one transaction; returns how many input records it committed."""
+        self._rebalanced = False
+        messages = self._consumer.consume(self._batch.max_messages, self._batch.max_wait)
+        if not messages:
+            if self._stateful is not None and not self._rebalanced:
+                self._commit_tick(self._stateful)
+            return 0
+        for key, offset in first_offsets(messages).items():
+            self._uncommitted_from.setdefault(key, offset)
+        if self._rebalanced:
+            log.info("dropping a batch of %d split by a rebalance; rewinding", len(messages))
+            self._rewind()
+            return 0
+        self._restore_state()
+        try:
+            result = self._transform(messages)
+        except Exception:
+            # Whoever catches this and steps on must get the batch again, not the next one.
+            self._rewind()
+            raise
+        records = output_records(result, self._service, self._dead_letter_topic)
+        offsets = next_offsets(messages)
+        if not self._transactions.commit(records, offsets, self._consumer.group_metadata()):
+            self._rewind()
+            return 0
+        self._uncommitted_from.clear()
+        if self._stateful is not None:
+            self._stateful.committed()
+        report_outputs(self._observer, records, result.failures)
+        self._observer.batch_processed(len(messages))
+        return len(messages)
+
+    def run(self, stop: threading.Event) -> None:
+        """Process batches until `stop` is set (the batch in hand is committed first); close."""
+        run_until_stopped(stop, self.step, self.close)
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._transactions.close()
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def _restore_state(self) -> None:
+        if self._stateful is not None and self._state_void:
+            self._stateful.rolled_back()
+            self._state_void = False
+
+    def _commit_tick(self, transform: StatefulTransform) -> None:
+        """Let a stateful transform emit on a quiet poll, in a transaction of its own."""
+        self._restore_state()
+        records = output_records(transform.tick(), self._service, self._dead_letter_topic)
+        if not records:
+            return
+        if self._transactions.commit(records):
+            report_outputs(self._observer, records, ())
+            transform.committed()
+        else:
+            self._state_void = True
+
+    def _rewind(self) -> None:
+        """Seek the owned partitions with uncommitted work back to their committed offsets;
+        a stateful transform's uncommitted state goes with them."""
+        self._state_void = True
+        owned = set(self._consumer.assignment())
+        pending = {key: offset for key, offset in self._uncommitted_from.items() if key in owned}
+        if not pending:
+            return
+        targets = rewind_targets(self._consumer.committed(list(pending)), pending)
+        log.info("rewinding %s", ", ".join(f"{t}-{p}@{o}" for (t, p), o in targets.items()))
+        self._consumer.seek(targets)
+        self._uncommitted_from = targets

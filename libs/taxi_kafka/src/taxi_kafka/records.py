@@ -1,0 +1,148 @@
+"""What flows through a consume-transform-produce batch, as plain data (pure: no I/O).
+
+A `Transform` takes a batch of consumed messages and returns the records to produce plus the
+messages it could not handle (`Failure`s, which become dead letters). It sees the whole batch,
+so a predictor can make one vectorised model call per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from confluent_kafka import Message, TopicPartition
+
+from taxi_events import DeadLetter
+
+Headers = list[tuple[str, bytes]]
+# (topic, partition): the key of every per-partition fact (offsets, lag).
+PartitionKey = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: Headers | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A consumed message the transform could not handle. `reason` goes into the dead letter;
+    `kind` is a short, fixed label for metrics (reasons are too varied to count by)."""
+
+    message: Message
+    reason: str
+    kind: str = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class TransformResult:
+    records: Sequence[OutputRecord] = ()
+    failures: Sequence[Failure] = field(default_factory=tuple)
+
+
+Transform = Callable[[Sequence[Message]], TransformResult]
+
+
+@runtime_checkable
+class StatefulTransform(Protocol):
+    """A transform that keeps state across batches (a join, windows), with the hooks the
+    transactional processor calls so that its state always matches the committed offsets."""
+
+    def __call__(self, messages: Sequence[Message]) -> TransformResult: ...
+
+    def tick(self) -> TransformResult:
+        """A poll brought nothing: emit what time alone makes due (say, a closing window)."""
+        ...
+
+    def committed(self) -> None:
+        """The last result committed."""
+        ...
+
+    def rolled_back(self) -> None:
+        """Uncommitted state is void (a failed transaction, partitions assigned or revoked):
+        return to the committed state. Also called before the first batch."""
+        ...
+
+
+def identity(messages: Sequence[Message], output_topic: str) -> TransformResult:
+    """Copy each message to `output_topic`, same key, value and headers."""
+    return TransformResult(
+        [OutputRecord(output_topic, m.value(), m.key(), m.headers()) for m in messages]
+    )
+
+
+def dead_letter(
+    failure: Failure, service: str, topic: str, failed_at: datetime | None = None
+) -> OutputRecord:
+    """The dead-letter record of a failure: the original key and bytes, and DeadLetter headers
+    saying where the message came from and why it failed."""
+    message = failure.message
+    details = DeadLetter(
+        source_topic=message.topic(),
+        partition=message.partition(),
+        offset=message.offset(),
+        service=service,
+        # DeadLetter rejects an empty reason; an exception without a message still has a type.
+        reason=failure.reason or failure.kind,
+        **({"failed_at": failed_at} if failed_at is not None else {}),
+    )
+    return OutputRecord(topic, message.value(), message.key(), details.to_headers())
+
+
+def next_offsets(messages: Iterable[Message]) -> dict[PartitionKey, int]:
+    """The offsets to commit after processing `messages`: one past the last, per partition."""
+    offsets: dict[PartitionKey, int] = {}
+    for message in messages:
+        key = (message.topic(), message.partition())
+        offsets[key] = max(offsets.get(key, 0), message.offset() + 1)
+    return offsets
+
+
+def first_offsets(messages: Iterable[Message]) -> dict[PartitionKey, int]:
+    """The first offset of `messages` per partition: where reprocessing them starts."""
+    offsets: dict[PartitionKey, int] = {}
+    for message in messages:
+        key = (message.topic(), message.partition())
+        offsets[key] = min(offsets.get(key, message.offset()), message.offset())
+    return offsets
+
+
+def rewind_targets(
+    committed: Mapping[PartitionKey, int], uncommitted_from: Mapping[PartitionKey, int]
+) -> dict[PartitionKey, int]:
+    """Where to seek after a failed transaction: the committed offset (the truth, whichever way
+    an uncertain commit went), else where the uncommitted messages of a partition began (it had
+    no commit yet). Partitions with neither have consumed nothing to take back."""
+    targets = dict(uncommitted_from)
+    targets.update({key: offset for key, offset in committed.items() if offset >= 0})
+    return targets
+
+
+def topic_partitions(offsets: Mapping[PartitionKey, int]) -> list[TopicPartition]:
+    return [
+        TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()
+    ]
+
+
+def partition_offsets(partitions: Iterable[TopicPartition]) -> dict[PartitionKey, int]:
+    return {(tp.topic, tp.partition): tp.offset for tp in partitions}
+
+
+def count_by_topic(records: Iterable[OutputRecord]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.topic] = counts.get(record.topic, 0) + 1
+    return counts
+
+
+def output_records(
+    result: TransformResult, service: str, dead_letter_topic: str
+) -> list[OutputRecord]:
+    """Everything a batch produces: the transform's records, then one dead letter per failure."""
+    letters = [dead_letter(failure, service, dead_letter_topic) for failure in result.failures]
+    return [*result.records, *letters]

@@ -1,0 +1,144 @@
+"""A transactional producer that outlives its own failures: one call per transaction.
+
+`commit()` produces a list of records, optionally with consumer offsets, in one transaction.
+It returns True once committed. On failure it returns False and leaves a producer ready for the
+next try: an abortable error is aborted; a fatal error, or a commit or abort whose outcome is
+unknown (a timeout included), gets a new producer, whose init_transactions() finishes or aborts
+the old transaction (librdkafka lacks KIP-890's guard against a late write of the old one).
+Either way nothing of a failed transaction is visible to read_committed readers, and the caller
+rolls its own state back to its last committed point. Being fenced raises FencedError: a newer
+instance with the same transactional.id runs, and this one must stop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaException
+
+from taxi_kafka.admin import is_transient
+from taxi_kafka.config import KafkaConfig
+from taxi_kafka.errors import FatalKafkaError, FencedError, TxnAction, error_of, transaction_action
+from taxi_kafka.observer import Observer
+from taxi_kafka.producer import KafkaProducer
+from taxi_kafka.records import OutputRecord, PartitionKey, topic_partitions
+from taxi_kafka.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+TRANSACTIONAL_PRODUCER_DEFAULTS: Mapping[str, Any] = {"transaction.timeout.ms": 30000}
+
+# Starting a producer waits out brokers coming up or an old transaction being completed.
+INIT_RETRY = RetryPolicy(initial=0.5, multiplier=2.0, max_delay=5.0, deadline=300.0)
+
+
+def instance_id(service: str, instance: str) -> str:
+    """The stable identity of one instance of a service: its transactional.id (and, for
+    consumers, its group.instance.id). Two live processes must never share it."""
+    return f"taxi-{service}-{instance}"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for transactional calls before treating their outcome as unknown."""
+
+    commit: float = 30.0
+    abort: float = 30.0
+    init: float = 30.0
+
+
+class TransactionalProducer:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        transactional_id: str,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        timeouts: Timeouts | None = None,
+        observer: Observer | None = None,
+        name: str = "transactional producer",
+    ) -> None:
+        self._config = config
+        self.transactional_id = transactional_id
+        self._settings = {**TRANSACTIONAL_PRODUCER_DEFAULTS, **(settings or {})}
+        self._timeouts = timeouts or Timeouts()
+        self._observer = observer or Observer()
+        self._name = name
+        self._producer = self._new_producer()
+
+    def commit(
+        self,
+        records: Sequence[OutputRecord],
+        offsets: Mapping[PartitionKey, int] | None = None,
+        group_metadata: object | None = None,
+    ) -> bool:
+        """Produce `records` and commit `offsets` (the next offset to read, per partition, for
+        the group of `group_metadata`) atomically. False: nothing committed, try again."""
+        client = self._producer.client
+        try:
+            client.begin_transaction()
+            for record in records:
+                self._producer.produce_record(record)
+            if offsets:
+                client.send_offsets_to_transaction(
+                    topic_partitions(offsets), group_metadata, self._timeouts.commit
+                )
+            client.commit_transaction(self._timeouts.commit)
+        except (KafkaException, FatalKafkaError) as exc:
+            self._recover(exc)
+            return False
+        self._observer.transaction_committed(len(records))
+        return True
+
+    def close(self) -> None:
+        try:
+            # Aborts a transaction left open by an exception; a committed one leaves nothing.
+            self._producer.client.close()
+        except KafkaException as exc:  # a fenced or failed producer reports its error again
+            log.info("%s closed: %s", self._name, error_of(exc).str())
+
+    def _recover(self, exc: KafkaException | FatalKafkaError) -> None:
+        error = exc.error if isinstance(exc, FatalKafkaError) else error_of(exc)
+        action = transaction_action(error)
+        log.warning("%s: transaction failed (%s): %s", self._name, action.value, error.str())
+        if action is TxnAction.FENCED:
+            raise FencedError(error) from exc
+        if action is TxnAction.RECREATE or not self._aborted():
+            self._observer.producer_recreated(error.name())
+            # The old producer is dropped, not closed: closing would try to abort and flush.
+            self._producer = self._new_producer()
+        self._observer.transaction_aborted(error.name())
+
+    def _aborted(self) -> bool:
+        try:
+            self._producer.client.abort_transaction(self._timeouts.abort)
+        except KafkaException as exc:
+            log.warning("%s: abort failed: %s", self._name, error_of(exc).str())
+            return False
+        return True
+
+    def _new_producer(self) -> KafkaProducer:
+        """A transactional producer, initialised: this fences any older one with our id."""
+        producer = KafkaProducer(
+            self._config,
+            transactional_id=self.transactional_id,
+            settings=self._settings,
+            observer=self._observer,
+            name=self._name,
+        )
+
+        def init() -> None:
+            try:
+                producer.client.init_transactions(self._timeouts.init)
+            except KafkaException as exc:
+                if transaction_action(error_of(exc)) is TxnAction.FENCED:
+                    raise FencedError(error_of(exc)) from exc
+                raise
+
+        INIT_RETRY.call(
+            init, retry_on=(KafkaException,), retryable=is_transient, what="init transactions"
+        )
+        return producer

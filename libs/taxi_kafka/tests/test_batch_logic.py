@@ -1,0 +1,210 @@
+"""Pure batch logic: offsets to commit, rewinds, dead letters, policies, lag, error handling."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import KafkaError, Message
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taxi_events import DeadLetter
+from taxi_kafka.errors import TxnAction, transaction_action
+from taxi_kafka.lag import consumer_lag
+from taxi_kafka.observer import Counters, report_outputs
+from taxi_kafka.policy import BatchPolicy, CommitPolicy, PendingOffsets
+from taxi_kafka.records import (
+    Failure,
+    OutputRecord,
+    TransformResult,
+    dead_letter,
+    first_offsets,
+    identity,
+    next_offsets,
+    output_records,
+    rewind_targets,
+)
+
+
+def message(topic="in", partition=0, offset=0, *, key=b"k", value=b"v", headers=None) -> Message:
+    return Message(
+        topic=topic, partition=partition, offset=offset, key=key, value=value, headers=headers
+    )
+
+
+batches = st.lists(
+    st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 3), st.integers(0, 10**6)), max_size=50
+)
+
+
+@given(batches)
+def test_next_and_first_offsets_bracket_each_partition(batch):
+    messages = [message(t, p, o) for t, p, o in batch]
+    after, first = next_offsets(messages), first_offsets(messages)
+    assert set(after) == set(first) == {(t, p) for t, p, _ in batch}
+    for (topic, partition), offset in after.items():
+        offsets = [o for t, p, o in batch if (t, p) == (topic, partition)]
+        assert offset == max(offsets) + 1
+        assert first[(topic, partition)] == min(offsets)
+
+
+def test_rewind_prefers_committed_offsets_and_falls_back_to_the_batch_start():
+    committed = {("in", 0): 40, ("in", 1): -1001, ("in", 2): 7}
+    uncommitted_from = {("in", 0): 30, ("in", 1): 12}
+    assert rewind_targets(committed, uncommitted_from) == {
+        ("in", 0): 40,  # an "uncertain" commit that went through: do not redo it
+        ("in", 1): 12,  # never committed: back to where this member's work began
+        ("in", 2): 7,
+    }
+
+
+def test_dead_letter_keeps_the_original_record_and_says_why():
+    failed_at = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    failure = Failure(
+        message("new_trips", 3, 1234, key=b"trip-1", value=b"\xff garbage"), "not JSON"
+    )
+    record = dead_letter(failure, "predictor", "dead_letters", failed_at)
+    assert (record.topic, record.key, record.value) == ("dead_letters", b"trip-1", b"\xff garbage")
+    assert DeadLetter.from_headers(record.headers) == DeadLetter(
+        source_topic="new_trips",
+        partition=3,
+        offset=1234,
+        service="predictor",
+        reason="not JSON",
+        failed_at=failed_at,
+    )
+
+
+def test_a_failure_without_a_reason_still_makes_a_valid_dead_letter():
+    record = dead_letter(Failure(message(), "", kind="crash"), "svc", "dl")
+    assert DeadLetter.from_headers(record.headers).reason == "crash"
+
+
+def test_output_records_put_dead_letters_after_the_outputs_and_report_them():
+    bad = message(offset=5, value=b"?")
+    result = TransformResult(
+        [OutputRecord("out", b"1"), OutputRecord("out", b"2")], [Failure(bad, "x")]
+    )
+    records = output_records(result, "svc", "dl")
+    assert [r.topic for r in records] == ["out", "out", "dl"]
+    counters = Counters()
+    report_outputs(counters, records, result.failures)
+    assert counters.produced_by_topic == {"out": 2, "dl": 1}
+    assert counters.dead_letters_by_kind == {"invalid": 1}
+
+
+def test_identity_copies_key_value_and_headers():
+    result = identity([message(key=b"k", value=b"v", headers=[("h", b"1")])], "out")
+    assert result.records == [OutputRecord("out", b"v", b"k", [("h", b"1")])]
+    assert not result.failures
+
+
+def test_commit_policy_counts_batches():
+    assert CommitPolicy().due(1)
+    policy = CommitPolicy(every_batches=3)
+    assert [policy.due(n) for n in range(5)] == [False, False, False, True, True]
+    with pytest.raises(ValueError, match="every_batches"):
+        CommitPolicy(every_batches=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"max_messages": 0}, "max_messages"), ({"max_wait": -1}, "max_wait")]
+)
+def test_batch_policy_rejects_nonsense(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BatchPolicy(**kwargs)
+
+
+@given(
+    st.lists(
+        st.dictionaries(st.tuples(st.just("t"), st.integers(0, 3)), st.integers(0, 100)),
+        max_size=10,
+    )
+)
+def test_pending_offsets_keep_the_highest_per_partition(batches_):
+    pending = PendingOffsets()
+    for offsets in batches_:
+        pending.add(offsets)
+    assert pending.batches == len(batches_)
+    expected = {}
+    for offsets in batches_:
+        for key, offset in offsets.items():
+            expected[key] = max(expected.get(key, offset), offset)
+    assert pending.take([("t", 0)]) == {k: v for k, v in expected.items() if k == ("t", 0)}
+    pending.keep_only([("t", 1)])
+    assert pending.take() == {k: v for k, v in expected.items() if k == ("t", 1)}
+    assert pending.take() == {}
+    assert pending.batches == 0
+
+
+def partition_stats(partition, fetch_state="active", lag=5, stored=3):
+    return {
+        "partition": partition,
+        "fetch_state": fetch_state,
+        "consumer_lag": lag,
+        "consumer_lag_stored": stored,
+    }
+
+
+def test_lag_counts_only_actively_fetched_partitions():
+    stats = {
+        "topics": {
+            "new_trips": {
+                "partitions": {
+                    "0": partition_stats(0),
+                    "1": partition_stats(1, "stopped", lag=9),
+                    "2": partition_stats(2, lag=-1, stored=-1),
+                    "-1": partition_stats(-1, lag=99),
+                }
+            },
+            "finished_trips": {"partitions": {"4": partition_stats(4, lag=0, stored=0)}},
+        }
+    }
+    text = json.dumps(stats)
+    assert consumer_lag(text) == {("new_trips", 0): 5, ("finished_trips", 4): 0}
+    assert consumer_lag(text, stored=True) == {("new_trips", 0): 3, ("finished_trips", 4): 0}
+    assert consumer_lag(json.dumps({"name": "producer", "topics": {}})) == {}
+    assert consumer_lag("{}") == {}
+
+
+@given(
+    st.dictionaries(
+        st.integers(-1, 20),
+        st.tuples(st.sampled_from(["active", "none", "offset-query"]), st.integers(-1001, 10**9)),
+    )
+)
+def test_lag_is_never_negative_and_only_active(partitions):
+    stats = {
+        "topics": {
+            "t": {
+                "partitions": {
+                    str(p): partition_stats(p, s, lag) for p, (s, lag) in partitions.items()
+                }
+            }
+        }
+    }
+    lags = consumer_lag(json.dumps(stats))
+    assert lags == {
+        ("t", p): lag for p, (s, lag) in partitions.items() if p >= 0 and s == "active" and lag >= 0
+    }
+
+
+@pytest.mark.parametrize(
+    ("error", "action"),
+    [
+        (KafkaError(KafkaError.INVALID_TXN_STATE, txn_requires_abort=True), TxnAction.ABORT),
+        (KafkaError(KafkaError._TIMED_OUT, retriable=True), TxnAction.RECREATE),
+        (KafkaError(KafkaError._FATAL, fatal=True), TxnAction.RECREATE),
+        (
+            KafkaError(KafkaError.INVALID_PRODUCER_EPOCH, fatal=True, txn_requires_abort=True),
+            TxnAction.RECREATE,
+        ),
+        (KafkaError(KafkaError._FENCED, fatal=True), TxnAction.FENCED),
+        (KafkaError(KafkaError.PRODUCER_FENCED, fatal=True), TxnAction.FENCED),
+        (KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE), TxnAction.RECREATE),
+    ],
+)
+def test_transaction_errors_map_to_actions(error, action):
+    assert transaction_action(error) is action

@@ -1,0 +1,228 @@
+"""The producer, the at-least-once loop and the transactional processor on the real cluster."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+
+import pytest
+from confluent_kafka import Message
+
+from taxi_events import DeadLetter, EventDecodeError, TripStarted, decode
+from taxi_kafka.config import KafkaConfig
+from taxi_kafka.consumer import KafkaConsumer
+from taxi_kafka.errors import FencedError
+from taxi_kafka.loop import ConsumerLoop
+from taxi_kafka.observer import Counters
+from taxi_kafka.policy import BatchPolicy
+from taxi_kafka.processor import TransactionalProcessor
+from taxi_kafka.producer import KafkaProducer
+from taxi_kafka.records import Failure, OutputRecord, TransformResult, identity
+from taxi_kafka.testing import numbered, produce_all, read_all
+
+pytestmark = pytest.mark.kafka
+
+WAIT = 60.0
+
+
+def pairs(messages: Sequence[Message]) -> list[tuple[bytes, bytes]]:
+    return [(m.key(), m.value()) for m in messages]
+
+
+def by_key(records: Sequence[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:
+    grouped = collections.defaultdict(list)
+    for key, value in records:
+        grouped[key].append(value)
+    return dict(grouped)
+
+
+def processor(config: KafkaConfig, source: str, transform, **options) -> TransactionalProcessor:
+    """A processor of `source` in a group of its own; `options` override the defaults."""
+    name = uuid.uuid4().hex[:8]
+    defaults = {
+        "service": "copier",
+        "instance": name,
+        "group_id": f"group-{name}",
+        "input_topics": [source],
+        "transform": transform,
+        "batch": BatchPolicy(100, 0.2),
+    }
+    return TransactionalProcessor(config, **{**defaults, **options})
+
+
+def drive(step, done, timeout: float = WAIT) -> None:
+    """Call `step()` until `done()` holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        step()
+
+
+def test_round_trip_keyed_and_ordered_per_partition(kafka_cluster, make_topic):
+    source, sink, dead = make_topic(), make_topic(), make_topic()
+    records = numbered(2000, keys=20)
+    config = KafkaConfig(kafka_cluster.bootstrap_servers)
+    produce_all(config.bootstrap_servers, source, records)
+
+    counters = Counters()
+    seen: list[Message] = []
+
+    def transform(messages):
+        seen.extend(messages)
+        return identity(messages, sink)
+
+    loop = ConsumerLoop(
+        KafkaConsumer(
+            config,
+            "round-trip",
+            [source],
+            observer=counters,
+            settings={"statistics.interval.ms": 200},
+        ),
+        KafkaProducer(config),
+        transform,
+        service="test",
+        dead_letter_topic=dead,
+        batch=BatchPolicy(500, 0.2),
+        observer=counters,
+    )
+    stop = threading.Event()
+    drive(loop.step, lambda: len(seen) >= len(records))
+    # Lag from the client's statistics: all partitions caught up once the commits show.
+    caught_up = {(source, p): 0 for p in range(6)}
+    drive(loop.step, lambda: counters.last_lag == caught_up)
+    stop.set()
+    loop.run(stop)  # already stopped: commits what was processed and closes
+
+    # Each key lives in one partition, its values in the order produced.
+    partitions_of_key = collections.defaultdict(set)
+    for m in seen:
+        partitions_of_key[m.key()].add(m.partition())
+    assert all(len(p) == 1 for p in partitions_of_key.values())
+    assert by_key(pairs(seen)) == by_key(records)
+    assert by_key(pairs(read_all(config.bootstrap_servers, sink))) == by_key(records)
+    assert counters.consumed_by_topic == {source: 2000}
+    assert counters.produced_by_topic == {sink: 2000}
+    assert sum(counters.batch_sizes) == 2000
+
+    # The group committed everything it processed.
+    again = KafkaConsumer(config, "round-trip", [source])
+    try:
+        committed = again.committed([(source, p) for p in range(6)])
+        assert sum(committed.values()) == 2000
+    finally:
+        again.close()
+
+
+def decode_trips(messages: Sequence[Message], output: str) -> TransformResult:
+    records, failures = [], []
+    for m in messages:
+        try:
+            decode(m.value(), TripStarted)
+        except EventDecodeError as error:
+            failures.append(Failure(m, str(error), kind="undecodable"))
+        else:
+            records.append(OutputRecord(output, m.value(), m.key()))
+    return TransformResult(records, failures)
+
+
+def test_garbage_goes_to_dead_letters_inside_the_transaction(kafka_cluster, make_topic):
+    source, sink, dead = make_topic(), make_topic(), make_topic()
+    config = KafkaConfig(kafka_cluster.bootstrap_servers)
+    garbage = [(b"bad-1", b"\xff\xfe not json"), (b"bad-2", b'{"schema_version": "1.0"}')]
+    produce_all(config.bootstrap_servers, source, garbage)
+    counters = Counters()
+    predictor = processor(
+        config,
+        source,
+        functools.partial(decode_trips, output=sink),
+        service="predictor",
+        dead_letter_topic=dead,
+        observer=counters,
+    )
+    try:
+        drive(predictor.step, lambda: sum(counters.batch_sizes) >= 2)
+    finally:
+        predictor.close()
+    letters = read_all(config.bootstrap_servers, dead)
+    assert sorted(pairs(letters)) == sorted(garbage)
+    origin = {
+        m.key(): (m.partition(), m.offset()) for m in read_all(config.bootstrap_servers, source)
+    }
+    for letter in letters:
+        details = DeadLetter.from_headers(letter.headers())
+        assert (details.source_topic, details.service) == (source, "predictor")
+        assert (details.partition, details.offset) == origin[letter.key()]
+        assert details.reason
+    assert read_all(config.bootstrap_servers, sink) == []
+    assert counters.dead_letters_by_kind == {"undecodable": 2}
+    assert counters.commits >= 1
+
+
+def test_a_second_instance_with_the_same_id_fences_the_first(kafka_cluster, make_topic):
+    source, sink = make_topic(), make_topic()
+    config = KafkaConfig(kafka_cluster.bootstrap_servers)
+    records = numbered(10)
+    produce_all(config.bootstrap_servers, source, records)
+
+    def copier() -> TransactionalProcessor:
+        copy = functools.partial(identity, output_topic=sink)
+        small = BatchPolicy(5, 0.2)  # leaves records for the old one to try after the new one
+        return processor(
+            config, source, copy, instance="twin", group_id=f"twins-{sink}", batch=small
+        )
+
+    old = copier()
+    try:
+        drive(old.step, lambda: bool(read_all(config.bootstrap_servers, sink)))
+        successor = copier()  # its init_transactions() fences the old producer
+        with pytest.raises(FencedError):
+            drive(old.step, lambda: False, timeout=30)
+    finally:
+        old.close()  # what a fenced zombie does: close and exit
+    try:
+        drive(successor.step, lambda: len(read_all(config.bootstrap_servers, sink)) >= 10)
+    finally:
+        successor.close()
+    assert by_key(pairs(read_all(config.bootstrap_servers, sink))) == by_key(records)
+
+
+def test_an_abortable_error_aborts_and_the_batch_is_redone(kafka_config, make_topic):
+    source, sink = make_topic(), make_topic()
+    records = numbered(300)
+    produce_all(kafka_config.bootstrap_servers, source, records)
+    calls = []
+
+    def transform(messages):
+        result = identity(messages, sink)
+        calls.append(len(messages))
+        if len(calls) == 1:
+            # Over the topic's size limit: the broker rejects it, and the transaction with it.
+            oversized = OutputRecord(sink, b"x" * 2_000_000, b"big")
+            return TransformResult([*result.records, oversized])
+        return result
+
+    counters = Counters()
+    copier = processor(
+        kafka_config,
+        source,
+        transform,
+        batch=BatchPolicy(1000, 0.5),
+        observer=counters,
+        producer_settings={"message.max.bytes": 3_000_000},
+    )
+    try:
+        drive(copier.step, lambda: sum(counters.batch_sizes) >= len(records))
+    finally:
+        copier.close()
+    # The rejected record used up a sequence number, so librdkafka may fail the next
+    # transaction with OUT_OF_ORDER_SEQUENCE_NUMBER too; that one is aborted and redone as well.
+    assert counters.aborts["MSG_SIZE_TOO_LARGE"] == 1
+    assert set(counters.aborts) <= {"MSG_SIZE_TOO_LARGE", "OUT_OF_ORDER_SEQUENCE_NUMBER"}
+    assert not counters.producers_recreated
+    assert len(calls) == sum(counters.aborts.values()) + len(counters.batch_sizes)
+    assert by_key(pairs(read_all(kafka_config.bootstrap_servers, sink))) == by_key(records)
