@@ -413,12 +413,24 @@ class LocalCluster:
         except NotReadyError as exc:
             raise ClusterError(f"cluster not healthy after {timeout:.0f} s: {exc}") from exc
 
-    def leader_of_most_partitions(self, topics: Sequence[str] | None = None) -> int:
-        """The broker leading the most partitions of `topics` (default: all non-internal)."""
-        counts = self.status().leader_counts(topics)
-        if not counts:
-            raise ClusterError("no partition has a leader" + (f" in {topics}" if topics else ""))
-        return counts.most_common(1)[0][0]
+    def leader_of_most_partitions(
+        self, topics: Sequence[str] | None = None, timeout: float = 30.0
+    ) -> int:
+        """The broker leading the most partitions of `topics` (default: all non-internal).
+        Waits for leaders to show in the metadata: a new topic's take a moment."""
+
+        def check() -> int:
+            counts = self.status().leader_counts(topics)
+            if not counts:
+                raise NotReadyError(
+                    "no partition has a leader" + (f" in {topics}" if topics else "")
+                )
+            return counts.most_common(1)[0][0]
+
+        try:
+            return _polling(timeout).call(check, retry_on=(NotReadyError,), what="find leaders")
+        except NotReadyError as exc:
+            raise ClusterError(f"{exc} after {timeout:.0f} s") from exc
 
     # -- the commands ------------------------------------------------------------------------
 
