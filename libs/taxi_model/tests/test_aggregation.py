@@ -1,4 +1,3 @@
-from datetime import UTC, datetime
 from operator import attrgetter
 
 import attrs
@@ -7,38 +6,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taxi_events import Prediction, TripFinished
+from taxi_events import testing as events
 from taxi_model.aggregation import Aggregation
 from taxi_model.metrics import quality_metrics
 
-WHEN = datetime(2016, 3, 1, 8, 0)
-UTC_WHEN = datetime(2026, 1, 1, tzinfo=UTC)
-
 
 def prediction(n: int) -> Prediction:
-    return Prediction(
-        trip_id=f"t{n}",
+    return events.prediction(
+        f"t{n}",
         source="train" if n % 2 else "test",
         predicted_duration=300.0 + 7 * n,
         model_version="m1",
-        pickup_datetime=WHEN,
-        pickup_longitude=-73.98,
-        pickup_latitude=40.75,
-        dropoff_longitude=-73.96,
-        dropoff_latitude=40.77,
-        trip_started_at=UTC_WHEN,
-        predicted_at=UTC_WHEN,
-        produced_at=UTC_WHEN,
     )
 
 
 def finish(n: int) -> TripFinished:
-    return TripFinished(
-        trip_id=f"t{n}",
-        dropoff_datetime=WHEN,
+    return events.trip_finished(
+        f"t{n}",
+        source="train" if n % 2 else "test",
         trip_duration=200.0 + 13 * n,
         is_estimate=n % 2 == 0,
-        source="train" if n % 2 else "test",
-        produced_at=UTC_WHEN,
     )
 
 
@@ -104,4 +91,4 @@ def test_the_changelog_rebuilds_the_exact_state(batches):
 
 
 def without_times(metrics: list) -> list:
-    return [attrs.evolve(m, produced_at=UTC_WHEN) for m in metrics]
+    return [attrs.evolve(m, produced_at=events.PRODUCED) for m in metrics]

@@ -1,39 +1,17 @@
-from datetime import UTC, datetime
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from taxi_events import Prediction, TripFinished
+from taxi_events import testing as events
 from taxi_model.join import MatchedTrip, TripJoin
-
-WHEN = datetime(2016, 3, 1, 8, 0)
-UTC_WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def prediction(trip_id: str, seconds: float = 600.0) -> Prediction:
-    return Prediction(
-        trip_id=trip_id,
-        source="train",
-        predicted_duration=seconds,
-        model_version="abc123",
-        pickup_datetime=WHEN,
-        pickup_longitude=-73.98,
-        pickup_latitude=40.75,
-        dropoff_longitude=-73.96,
-        dropoff_latitude=40.77,
-        trip_started_at=UTC_WHEN,
-        predicted_at=UTC_WHEN,
-    )
+    return events.prediction(trip_id, predicted_duration=seconds)
 
 
 def finish(trip_id: str, seconds: float = 660.0) -> TripFinished:
-    return TripFinished(
-        trip_id=trip_id,
-        dropoff_datetime=WHEN,
-        trip_duration=seconds,
-        is_estimate=False,
-        source="train",
-    )
+    return events.trip_finished(trip_id, trip_duration=seconds)
 
 
 def test_either_side_can_arrive_first():

@@ -1,8 +1,8 @@
-"""Reading a compacted topic to its end as a table: the last committed value per key.
+"""Reading a topic to its end: every committed record, or a compacted topic as a table.
 
-Used to restore state (a producer's checkpoint, the aggregator's changelog) on start-up. Reads
-read_committed up to each partition's last stable offset, so a transaction still open or
-aborted is never part of the table; start it after init_transactions(), which settles ours.
+Reads read_committed up to each partition's last stable offset as of the call, so a transaction
+still open or aborted is never part of the result. A service restoring its own state reads after
+init_transactions(), which settles whatever its predecessor left open.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from taxi_kafka.admin import QUIET_CLIENT_CONFIG, is_transient
 from taxi_kafka.config import KafkaConfig
@@ -22,14 +22,15 @@ log = logging.getLogger(__name__)
 METADATA_RETRY = RetryPolicy(initial=0.2, multiplier=2.0, max_delay=2.0, deadline=120.0)
 
 
-def read_table(config: KafkaConfig, topic: str, timeout: float = 120.0) -> dict[bytes, bytes]:
-    """Every key's last value in `topic` (keys whose last record is a tombstone are absent)."""
+def read_to_end(config: KafkaConfig, topic: str, timeout: float = 120.0) -> list[Message]:
+    """Every committed record of `topic`, by partition and in offset order. TimeoutError when
+    the end is not reached in `timeout` seconds."""
     consumer = Consumer(
         {
             **config.client_settings(
-                {"enable.partition.eof": False},
+                {},
                 {
-                    "group.id": f"taxi-table-reader-{uuid.uuid4().hex[:8]}",
+                    "group.id": f"taxi-reader-{uuid.uuid4().hex[:8]}",
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
                 },
@@ -38,7 +39,6 @@ def read_table(config: KafkaConfig, topic: str, timeout: float = 120.0) -> dict[
             "logger": QUIET_CLIENT_CONFIG["logger"],
         }
     )
-    table: dict[bytes, bytes] = {}
     try:
         ends = METADATA_RETRY.call(
             lambda: _end_offsets(consumer, topic),
@@ -47,33 +47,46 @@ def read_table(config: KafkaConfig, topic: str, timeout: float = 120.0) -> dict[
         )
         pending = {p: end for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(topic, p, 0) for p in pending])
+        by_partition: dict[int, list[Message]] = {p: [] for p in sorted(ends)}
         deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} to its end took over {timeout:.0f} s")
-            for message in consumer.consume(10_000, 0.5):
-                if message.error() is None and message.key() is not None:
-                    value = message.value()
-                    if value is None:
-                        table.pop(message.key(), None)
-                    else:
-                        table[message.key()] = value
+                raise TimeoutError(
+                    f"{topic}: partitions {sorted(pending)} not read to the end in {timeout:.0f} s"
+                )
+            for message in consumer.consume(10_000, 0.2):
+                if message.error() is None:
+                    by_partition[message.partition()].append(message)
             # Positions move past transaction markers too, so compare positions, not offsets.
             for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
                 if tp.offset >= pending[tp.partition]:
                     del pending[tp.partition]
     finally:
         consumer.close()
+    return [m for messages in by_partition.values() for m in messages]
+
+
+def read_table(config: KafkaConfig, topic: str, timeout: float = 120.0) -> dict[bytes, bytes]:
+    """A compacted topic as a table: every key's last value (a tombstone deletes the key)."""
+    table: dict[bytes, bytes] = {}
+    for message in read_to_end(config, topic, timeout):
+        key, value = message.key(), message.value()
+        if key is None:
+            continue
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
     log.info("read %d key(s) from %s", len(table), topic)
     return table
 
 
 def _end_offsets(consumer: Consumer, topic: str) -> dict[int, int]:
     metadata = consumer.list_topics(topic, timeout=10)
-    partitions = metadata.topics[topic].partitions
-    if metadata.topics[topic].error is not None or not partitions:
-        raise KeyError(f"topic {topic} does not exist; run `taxi cluster up` or ensure topics")
+    described = metadata.topics[topic]
+    if described.error is not None or not described.partitions:
+        raise KeyError(f"topic {topic} does not exist; run `taxi cluster up` to create it")
     return {
         p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        for p in partitions
+        for p in described.partitions
     }

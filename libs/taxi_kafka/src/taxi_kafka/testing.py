@@ -23,19 +23,19 @@ import random
 import re
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import Message
 
-from taxi_kafka.admin import QUIET_CLIENT_CONFIG, ensure_topics
+from taxi_kafka.admin import ensure_topics
 from taxi_kafka.cluster import NODE_IDS, ClusterPorts, LocalCluster
 from taxi_kafka.cluster.procs import port_free
 from taxi_kafka.config import KafkaConfig
 from taxi_kafka.producer import KafkaProducer
+from taxi_kafka.table import read_to_end
 from taxi_kafka.topics import DEFAULT_PARTITIONS, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -145,36 +145,4 @@ def read_all(bootstrap_servers: str, topic: str, timeout: float = 60.0) -> list[
     """Every committed record of `topic` up to its end offsets as of the call, read with
     read_committed: by partition, in offset order. Raises TimeoutError when the end is not
     reached in `timeout` seconds (say, a transaction is left open)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": f"read-all-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            **QUIET_CLIENT_CONFIG,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
-            for p in partitions
-        }
-        todo = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
-        by_partition: dict[int, list[Message]] = {p: [] for p in partitions}
-        deadline = time.monotonic() + timeout
-        while todo:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{topic}: partitions {sorted(todo)} not read to their end in {timeout} s"
-                )
-            for message in consumer.consume(10_000, 0.2):
-                if message.error() is None:
-                    by_partition[message.partition()].append(message)
-            # The position passes commit markers and aborted records too, unlike the messages.
-            positions = consumer.position([TopicPartition(topic, p) for p in todo])
-            todo -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
-        return [m for p in sorted(by_partition) for m in by_partition[p]]
-    finally:
-        consumer.close()
+    return read_to_end(KafkaConfig(bootstrap_servers), topic, timeout)
