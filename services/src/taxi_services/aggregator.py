@@ -1,0 +1,216 @@
+"""The aggregator: joins predictions with trip ends and publishes model quality.
+
+Consumes `ml_predictions` and `finished_trips` (read_committed), matches them by trip_id, and
+publishes ModelMetrics per source to `model_metrics` for every tumbling window and cumulatively.
+Its state (waiting sides, open windows, cumulative figures) changes only through
+`aggregator_changelog`, written in the same transaction as the outputs and input offsets, so a
+restart rebuilds exactly the state that goes with the committed offsets.
+
+Run one instance: the metrics are global. A second instance with another --instance would take
+half the partitions and publish half-figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import click
+from confluent_kafka import Message
+from prometheus_client import Gauge, Info
+
+from taxi_events import EventDecodeError, ModelMetrics, Prediction, TripFinished, decode, encode
+from taxi_kafka.config import KafkaConfig
+from taxi_kafka.policy import BatchPolicy
+from taxi_kafka.processor import TransactionalProcessor
+from taxi_kafka.records import Failure, OutputRecord, TransformResult
+from taxi_kafka.shutdown import stop_on_signals
+from taxi_kafka.table import read_table
+from taxi_kafka.topics import AGGREGATOR_CHANGELOG, FINISHED_TRIPS, ML_PREDICTIONS, MODEL_METRICS
+from taxi_model.aggregation import Aggregation
+from taxi_services.metrics import LATENCY, PrometheusObserver, serve_metrics
+from taxi_services.options import env_option, service_options
+
+log = logging.getLogger("taxi.aggregator")
+
+SERVICE = "aggregator"
+option = env_option(SERVICE)
+GROUP_ID = "taxi-aggregator"
+EVENT_TYPES: dict[str, type[Prediction] | type[TripFinished]] = {
+    ML_PREDICTIONS: Prediction,
+    FINISHED_TRIPS: TripFinished,
+}
+
+MODEL_QUALITY = Gauge(
+    "taxi_model_quality",
+    "Cumulative model quality per source (rmsle, mae_seconds, median_ape, within_30).",
+    ["source", "metric"],
+)
+MATCHED = Gauge(
+    "taxi_matched_trips", "Trips matched with their prediction, cumulative.", ["source"]
+)
+UNMATCHED = Gauge(
+    "taxi_unmatched_trips", "Predictions or trip ends that expired unmatched.", ["source"]
+)
+WAITING = Gauge("taxi_join_waiting", "Predictions and trip ends waiting for their partner.")
+MODEL_INFO = Info("taxi_model", "The model whose predictions are being scored.")
+
+AggregationFactory = Callable[[], Aggregation]
+
+
+class AggregateTransform:
+    """The aggregator's stateful transform for TransactionalProcessor.
+
+    Without new records, windows still close: `tick` moves record time on by the wall-clock
+    time since the last record, so the last window of a replay is published too.
+    """
+
+    def __init__(
+        self,
+        new_state: AggregationFactory,
+        restore: Callable[[Aggregation], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._new_state = new_state
+        self._restore = restore
+        self._clock = clock
+        # Restored when the processor says the committed state is the truth (after its
+        # producer fenced any predecessor, on assignment, after a failed transaction).
+        self.state = new_state()
+        self._last_record: tuple[int, float] | None = None  # (record ms, clock when read)
+
+    def __call__(self, messages: Sequence[Message]) -> TransformResult:
+        failures = []
+        for message in messages:
+            event_type = EVENT_TYPES.get(message.topic() or "")
+            if event_type is None:
+                failures.append(Failure(message, f"unexpected topic {message.topic()}", "topic"))
+                continue
+            try:
+                event = decode(message.value(), event_type)
+            except EventDecodeError as exc:
+                failures.append(
+                    Failure(message, f"undecodable {event_type.__name__}: {exc}", "decode")
+                )
+                continue
+            timestamp_ms = message.timestamp()[1]
+            self.state.add(event, timestamp_ms)
+            if isinstance(event, TripFinished):
+                LATENCY.labels(SERVICE).observe(max(0.0, time.time() - timestamp_ms / 1000))
+            self._last_record = max(self._last_record or (0, 0.0), (timestamp_ms, self._clock()))
+        if self._last_record is None:
+            return TransformResult((), failures)
+        return self._publish(self.state.advance(self._last_record[0]), failures)
+
+    def tick(self) -> TransformResult:
+        """Called when a poll brought nothing: let record time run on with the wall clock."""
+        if self._last_record is None:
+            return TransformResult()
+        record_ms, seen_at = self._last_record
+        now_ms = record_ms + int((self._clock() - seen_at) * 1000)
+        return self._publish(self.state.advance(now_ms), [])
+
+    def committed(self) -> None:
+        """The last result's transaction committed: its figures are now public."""
+        WAITING.set(len(self.state.join))
+        for source, tally in self.state.windows.cumulative.items():
+            quality = tally.quality.metrics()
+            MATCHED.labels(source).set(quality.count)
+            UNMATCHED.labels(source).set(tally.unmatched)
+            for metric, value in (
+                ("rmsle", quality.rmsle),
+                ("mae_seconds", quality.mae),
+                ("median_ape", quality.median_ape),
+                ("within_30", quality.within_30),
+            ):
+                if value is not None:
+                    MODEL_QUALITY.labels(source, metric).set(value)
+            if tally.model_version:
+                MODEL_INFO.info({"version": tally.model_version})
+
+    def rolled_back(self) -> None:
+        """The last result did not commit (or partitions moved): back to the committed state."""
+        self.state = self._new_state()
+        self._restore(self.state)
+        self._last_record = None
+
+    def _publish(self, metrics: list[ModelMetrics], failures: list[Failure]) -> TransformResult:
+        records = [OutputRecord(MODEL_METRICS, encode(m), m.source.encode()) for m in metrics]
+        records += [
+            OutputRecord(AGGREGATOR_CHANGELOG, value, key.encode())
+            for key, value in self.state.take_changes().items()
+        ]
+        for m in metrics:
+            if m.scope == "window":
+                log.info(
+                    "%s window %s: %d matched, RMSLE %s, unmatched %d",
+                    m.source,
+                    m.window_start,
+                    m.count,
+                    f"{m.rmsle:.4f}" if m.rmsle is not None else "-",
+                    m.unmatched,
+                )
+        return TransformResult(records, failures)
+
+
+def changelog_restorer(kafka: KafkaConfig) -> Callable[[Aggregation], None]:
+    def restore(state: Aggregation) -> None:
+        table = read_table(kafka, AGGREGATOR_CHANGELOG)
+        for key, value in table.items():
+            state.apply_change(key.decode(), value)
+        log.info("state restored: %d side(s) waiting", len(state.join))
+
+    return restore
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@service_options(SERVICE, metrics_port=9104)
+@option(
+    "--window",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    help="Seconds per tumbling window.",
+)
+@option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=2.0,
+    help="Seconds a window stays open past its end for late records.",
+)
+@option(
+    "--ttl",
+    type=click.FloatRange(1),
+    default=120.0,
+    help="Seconds a prediction or trip end waits for its partner before it counts as unmatched.",
+)
+def main(
+    *, kafka: KafkaConfig, metrics_port: int, instance: str, window: float, grace: float, ttl: float
+) -> None:
+    """Join predictions with trip ends and publish model quality to model_metrics.
+
+    Per source (train, test), for every tumbling window and cumulatively: matched count, RMSLE,
+    MAE, median absolute percentage error, share within ±30% and unmatched count. Exactly once,
+    with its state kept in aggregator_changelog. Run a single instance.
+    """
+    serve_metrics(metrics_port)
+
+    def new_state() -> Aggregation:
+        return Aggregation.create(int(ttl * 1000), int(window * 1000), int(grace * 1000))
+
+    transform = AggregateTransform(new_state, changelog_restorer(kafka))
+    processor = TransactionalProcessor(
+        kafka,
+        service=SERVICE,
+        instance=instance,
+        group_id=GROUP_ID,
+        input_topics=[ML_PREDICTIONS, FINISHED_TRIPS],
+        transform=transform,
+        batch=BatchPolicy(max_messages=10_000, max_wait=0.2),
+        observer=PrometheusObserver(SERVICE),
+    )
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        processor.run(stop)
+    log.info("stopped")

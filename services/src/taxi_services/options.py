@@ -1,0 +1,96 @@
+"""Options every service shares: where Kafka is, librdkafka pass-through, metrics, identity."""
+
+from __future__ import annotations
+
+import functools
+import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from taxi_kafka.config import BOOTSTRAP_ENV, ConfigError, KafkaConfig
+from taxi_services.logs import configure_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def env_option(service: str) -> Callable[..., Callable[[F], F]]:
+    """click.option whose variable is TAXI_<SERVICE>_<OPTION>, shown in --help with the
+    default."""
+
+    def option(flag: str, **kwargs: Any) -> Callable[[F], F]:
+        variable = f"TAXI_{service}_{flag.lstrip('-')}".upper().replace("-", "_")
+        kwargs.setdefault("show_default", True)
+        return click.option(flag, envvar=variable, show_envvar=True, **kwargs)
+
+    return option
+
+
+def service_options(service: str, metrics_port: int) -> Callable[[F], F]:
+    """--bootstrap-servers, -X, --metrics-port, --instance and --log-level, for `service`.
+
+    Logging is configured before the command runs.
+
+    The decorated command receives `kafka: KafkaConfig`, `metrics_port: int` and `instance: str`.
+    """
+
+    option = env_option(service)
+
+    def decorate(command: F) -> F:
+        @click.option(
+            "--bootstrap-servers",
+            envvar=BOOTSTRAP_ENV,
+            show_envvar=True,
+            help="Every broker, comma-separated [default: the three local brokers].",
+        )
+        @click.option(
+            "-X",
+            "kafka_settings",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Any librdkafka setting (repeatable), e.g. -X security.protocol=SSL. "
+            "TAXI_KAFKA_<NAME> variables do the same: TAXI_KAFKA_SASL_MECHANISM=PLAIN.",
+        )
+        @option(
+            "--metrics-port",
+            type=click.IntRange(0, 65535),
+            default=metrics_port,
+            help="Port of the Prometheus /metrics endpoint (0: none).",
+        )
+        @click.option(
+            "--instance",
+            default=socket.gethostname,
+            show_default="the host name",
+            envvar="TAXI_INSTANCE",
+            show_envvar=True,
+            help="This instance's stable name. A restarted instance must reuse it, so that it "
+            "fences its predecessor; two live instances must not share it.",
+        )
+        @click.option(
+            "--log-level",
+            envvar="TAXI_LOG_LEVEL",
+            default="INFO",
+            show_default=True,
+            show_envvar=True,
+            type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+        )
+        @functools.wraps(command)
+        def wrapper(
+            bootstrap_servers: str | None,
+            kafka_settings: tuple[str, ...],
+            log_level: str,
+            **kwargs: Any,
+        ) -> Any:
+            configure_logging(log_level)
+            try:
+                kafka = KafkaConfig.from_env(
+                    bootstrap_servers=bootstrap_servers, overrides=kafka_settings
+                )
+            except ConfigError as exc:
+                raise click.BadParameter(str(exc), param_hint="-X") from exc
+            return command(kafka=kafka, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

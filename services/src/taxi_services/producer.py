@@ -1,0 +1,218 @@
+"""A trip producer: replays one CSV (train or test rows) as trip starts on `new_trips` and, a
+few seconds later, trip ends on `finished_trips`.
+
+Every batch of events and the replay's checkpoint commit in one Kafka transaction, so a killed
+and restarted producer resumes exactly: no trip starts twice and every started trip still ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import cast
+
+import click
+import pandas as pd
+from prometheus_client import Counter, Gauge
+from tqdm import tqdm
+
+from taxi_events import Source, encode
+from taxi_kafka.config import KafkaConfig
+from taxi_kafka.records import OutputRecord
+from taxi_kafka.shutdown import stop_on_signals
+from taxi_kafka.table import read_table
+from taxi_kafka.topics import FINISHED_TRIPS, NEW_TRIPS, PRODUCER_CHECKPOINTS
+from taxi_kafka.transactions import TransactionalProducer, instance_id
+from taxi_model.data import CsvSchemaError, read_trips
+from taxi_model.replay import CheckpointMismatchError, Replay, ReplayCheckpoint, ReplayStep
+from taxi_model.synth import synthetic_train_test
+from taxi_services.metrics import PrometheusObserver, serve_metrics
+from taxi_services.options import env_option, service_options
+
+log = logging.getLogger("taxi.producer")
+
+SERVICE = "producer"
+option = env_option(SERVICE)
+# How often the loop wakes when nothing is due: the granularity of the replay's clock.
+TICK_S = 0.02
+SYNTHETIC_SEED = 2016
+
+BAD_ROWS = Counter(
+    "taxi_producer_bad_rows_total", "CSV rows skipped, by reason.", ["source", "reason"]
+)
+REPLAY_POSITION = Gauge(
+    "taxi_producer_replay_position_rows", "Rows of the file started so far.", ["source"]
+)
+PENDING_ENDS = Gauge(
+    "taxi_producer_pending_trip_ends", "Started trips whose end is still to be sent.", ["source"]
+)
+
+
+def checkpoint_record(name: str, checkpoint: ReplayCheckpoint) -> OutputRecord:
+    value = json.dumps(checkpoint.to_json(), separators=(",", ":")).encode()
+    return OutputRecord(PRODUCER_CHECKPOINTS, value, name.encode())
+
+
+def step_records(step: ReplayStep) -> list[OutputRecord]:
+    """A step's events as records keyed by trip id: starts first, then ends."""
+    starts = [OutputRecord(NEW_TRIPS, encode(e), e.trip_id.encode()) for e in step.started]
+    ends = [OutputRecord(FINISHED_TRIPS, encode(e), e.trip_id.encode()) for e in step.finished]
+    return starts + ends
+
+
+def run_replay(
+    replay: Replay,
+    producer: TransactionalProducer,
+    name: str,
+    stop: threading.Event,
+    *,
+    batch_size: int,
+    progress: tqdm | None = None,
+) -> None:
+    """Commit due events with the checkpoint, transaction by transaction, until done or stopped.
+    A failed transaction rolls the replay back to the last committed checkpoint."""
+    committed = replay.checkpoint()
+    while not stop.is_set() and not replay.done:
+        step = replay.step(int(time.time() * 1000), batch_size)
+        for reason, count in step.bad_rows.items():
+            BAD_ROWS.labels(replay.source, reason).inc(count)
+        if not step.started and not step.finished:
+            stop.wait(TICK_S)
+            continue
+        records = [*step_records(step), checkpoint_record(name, replay.checkpoint())]
+        if producer.commit(records):
+            committed = replay.checkpoint()
+            if progress is not None:
+                progress.update(replay.next_row - progress.n)
+        else:
+            replay.restore(committed)
+        REPLAY_POSITION.labels(replay.source).set(replay.next_row)
+        PENDING_ENDS.labels(replay.source).set(replay.pending_ends)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@option(
+    "--source",
+    type=click.Choice(["train", "test"]),
+    required=True,
+    help="Which rows: train (real durations) or test (estimated durations).",
+)
+@service_options(SERVICE, metrics_port=9101)
+@option(
+    "--data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Kaggle-schema CSV to replay [default: data/<source>.csv; synthetic trips if absent].",
+)
+@option(
+    "--rate",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Trips started per second [default: as fast as possible].",
+)
+@option(
+    "--time-scale",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="End each trip after its duration divided by this [default: 2-5 s after its start].",
+)
+@option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    help="Replay only the first N trips, send all their ends, then exit.",
+)
+@option(
+    "--synthetic-rows",
+    type=click.IntRange(1),
+    default=100_000,
+    help="Trips to generate when there is no CSV.",
+)
+@option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    default=2_000,
+    help="Most trip starts per transaction.",
+)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def main(
+    *,
+    source: str,
+    kafka: KafkaConfig,
+    metrics_port: int,
+    instance: str,
+    data: Path | None,
+    rate: float | None,
+    time_scale: float | None,
+    limit: int | None,
+    synthetic_rows: int,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    """Replay taxi trips as live events: starts on new_trips, ends on finished_trips.
+
+    Resumes where it stopped: its position commits with its events (producer_checkpoints),
+    so a restart neither repeats a start nor loses an end. --instance names the replay (one
+    checkpoint each): reuse it to resume, change it to replay the file afresh.
+    """
+    trip_source = cast(Source, source)
+    trips = _load_trips(trip_source, data, synthetic_rows)
+    replay = Replay(trips, trip_source, rate=rate, time_scale=time_scale, limit=limit)
+    name = f"{source}-{instance}"
+    serve_metrics(metrics_port)
+    producer = TransactionalProducer(
+        kafka,
+        instance_id(SERVICE, name),
+        settings={"compression.type": "lz4"},
+        observer=PrometheusObserver(f"{SERVICE}-{source}"),
+        name=f"{SERVICE}-{source}",
+    )
+    saved = read_table(kafka, PRODUCER_CHECKPOINTS).get(name.encode())
+    if saved is not None:
+        try:
+            replay.restore(ReplayCheckpoint.from_json(json.loads(saved)))
+        except CheckpointMismatchError as exc:
+            producer.close()
+            raise click.ClickException(f"{exc} (use another --instance)") from exc
+        log.info(
+            "resuming %s at row %d with %d trip end(s) owed",
+            name,
+            replay.next_row,
+            replay.pending_ends,
+        )
+    stop = threading.Event()
+    bar = tqdm(
+        total=replay.total, initial=replay.next_row, desc=f"{source} trips", disable=not progress
+    )
+    try:
+        with stop_on_signals(stop):
+            run_replay(replay, producer, name, stop, batch_size=batch_size, progress=bar)
+    finally:
+        bar.close()
+        producer.close()
+    log.info(
+        "%s: %d of %d trips started, %d ends owed",
+        name,
+        replay.next_row,
+        replay.total,
+        replay.pending_ends,
+    )
+
+
+def _load_trips(source: Source, data: Path | None, synthetic_rows: int) -> pd.DataFrame:
+    path = data or Path(f"data/{source}.csv")
+    if path.is_file():
+        try:
+            loaded = read_trips(path, source)
+        except CsvSchemaError as exc:
+            raise click.ClickException(str(exc)) from exc
+        log.info("replaying %s: %s", path, loaded.report.summary())
+        return loaded.frame
+    if data is not None:
+        raise click.ClickException(f"no trip data at {data}")
+    log.info("no %s; replaying %d synthetic trips", path, synthetic_rows)
+    # Both producers draw from one simulation, so train and test trip ids never collide.
+    train, test = synthetic_train_test(synthetic_rows, SYNTHETIC_SEED, synthetic_rows)
+    return train if source == "train" else test

@@ -1,0 +1,152 @@
+"""End to end on a real 3-broker cluster: producer -> predictor -> aggregator, run as the
+console scripts a user runs, each in its own process."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from taxi_events import ModelMetrics, Prediction, decode
+from taxi_kafka.cluster import LocalCluster
+from taxi_kafka.testing import free_base_port, read_all
+from taxi_model.artifact import load_model
+from taxi_model.data import read_trips
+from taxi_model.metrics import quality_metrics
+from taxi_model.synth import write_synthetic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+TRIPS = 2000
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def pipeline_cluster() -> Iterator[LocalCluster]:
+    """A cluster of its own: the pipeline's topic and group names are fixed."""
+    runtime_dir = Path(tempfile.mkdtemp(prefix="taxi-pipeline-test-"))
+    cluster = LocalCluster(runtime_dir, base_port=free_base_port())
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+class Services:
+    """Starts the pipeline's console scripts against one cluster and stops them all."""
+
+    def __init__(self, cluster: LocalCluster, workdir: Path) -> None:
+        self.env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+            "TAXI_LOG_LEVEL": "INFO",
+        }
+        self.workdir = workdir
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, script: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{script}-{len(self.running)}.log").open("wb")
+        process = subprocess.Popen(
+            [str(BIN / script), "--metrics-port", "0", *args],
+            env=self.env,
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.running.append(process)
+        return process
+
+    def stop_all(self) -> list[int]:
+        """SIGTERM every process still running; their exit codes (0: a clean shutdown)."""
+        stopping = [p for p in self.running if p.poll() is None]
+        for process in stopping:
+            process.send_signal(signal.SIGTERM)
+        return [p.wait(timeout=60) for p in stopping]
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def predictions(cluster: LocalCluster) -> list[Prediction]:
+    return [
+        decode(m.value(), Prediction) for m in read_all(cluster.bootstrap_servers, "ml_predictions")
+    ]
+
+
+def final_cumulative(cluster: LocalCluster) -> ModelMetrics | None:
+    metrics = [
+        decode(m.value(), ModelMetrics)
+        for m in read_all(cluster.bootstrap_servers, "model_metrics")
+    ]
+    train = [m for m in metrics if m.scope == "cumulative" and m.source == "train"]
+    return train[-1] if train and train[-1].count == TRIPS else None
+
+
+@pytest.mark.parametrize("kill_predictor", [False, True], ids=["clean", "predictor-killed"])
+def test_every_trip_is_predicted_once_and_scored_exactly(
+    pipeline_cluster, trained_model_path, tmp_path, kill_predictor
+):
+    train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=77, test_rows=0)
+    services = Services(pipeline_cluster, tmp_path)
+    model = str(trained_model_path)
+    try:
+        services.start("taxi-predictor", "--model", model, "--instance", "p1")
+        services.start("taxi-aggregator", "--instance", "a1", "--window", "2", "--grace", "1")
+        producer = services.start(
+            "taxi-producer",
+            "--source",
+            "train",
+            "--data",
+            str(train_csv),
+            "--no-progress",
+            "--instance",
+            "e2e",
+            *(["--rate", "200"] if kill_predictor else []),
+        )
+        if kill_predictor:
+            wait_for("some predictions", lambda: len(predictions(pipeline_cluster)) > 300, 90)
+            services.running[0].kill()  # SIGKILL, mid-transaction as likely as not
+            services.running[0].wait()
+            services.start("taxi-predictor", "--model", model, "--instance", "p1")
+        assert producer.wait(timeout=120) == 0
+
+        got = wait_for(
+            f"{TRIPS} predictions",
+            lambda: (p := predictions(pipeline_cluster)) and len(p) >= TRIPS and p,
+            120,
+        )
+        cumulative = wait_for(
+            "the final cumulative metrics", lambda: final_cumulative(pipeline_cluster), 120
+        )
+    finally:
+        codes = services.stop_all()
+
+    assert len(got) == TRIPS
+    assert len({p.trip_id for p in got}) == TRIPS
+    trips = read_trips(train_csv).frame
+    assert {p.trip_id for p in got} == set(trips["id"])
+
+    offline_predicted = load_model(trained_model_path).predict(trips)
+    offline = quality_metrics(trips["trip_duration"], offline_predicted)
+    assert cumulative.count == TRIPS
+    assert cumulative.unmatched == 0
+    assert math.isclose(cumulative.rmsle, offline.rmsle, rel_tol=0, abs_tol=1e-9)
+    assert codes == [0, 0]  # the predictor and the aggregator shut down cleanly

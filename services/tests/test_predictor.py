@@ -1,0 +1,96 @@
+"""The predictor's transform, on hand-made Kafka messages: no broker needed."""
+
+from datetime import UTC, datetime
+
+import attrs
+import numpy as np
+import pytest
+from confluent_kafka import Message
+
+from taxi_events import Prediction, TripStarted, decode, encode
+from taxi_events import testing as events
+from taxi_model.artifact import TripDurationModel, load_model
+from taxi_model.features import events_to_frame
+from taxi_services.predictor import PredictTransform
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def trip(n: int) -> TripStarted:
+    return events.trip_started(
+        f"id{n:07d}",
+        vendor_id=1 + n % 2,
+        pickup_datetime=datetime(2016, 3, 1 + n % 28, n % 24, 15),
+        passenger_count=1 + n % 4,
+        pickup_longitude=-73.98 + n * 1e-3,
+        dropoff_latitude=40.78 - n * 1e-3,
+        source="train" if n % 3 else "test",
+        produced_at=datetime(2026, 11, 27, 11, 59, 59, tzinfo=UTC),
+    )
+
+
+def message(value: bytes | None, offset: int) -> Message:
+    return Message(topic="new_trips", partition=2, offset=offset, key=b"k", value=value)
+
+
+@attrs.define
+class CountingModel:
+    """A real model that counts its predict calls."""
+
+    model: TripDurationModel
+    calls: list[int] = attrs.Factory(list)
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    def predict(self, trips):
+        self.calls.append(len(trips))
+        return self.model.predict(trips)
+
+
+@pytest.fixture
+def model(trained_model_path):
+    return CountingModel(load_model(trained_model_path))
+
+
+def test_a_batch_is_predicted_in_one_call(model):
+    trips = [trip(n) for n in range(50)]
+    result = PredictTransform(model, clock=lambda: NOW)(
+        [message(encode(t), i) for i, t in enumerate(trips)]
+    )
+    assert model.calls == [50]
+    assert not result.failures
+    predictions = [decode(r.value, Prediction) for r in result.records]
+    assert [r.key for r in result.records] == [t.trip_id.encode() for t in trips]
+    assert {r.topic for r in result.records} == {"ml_predictions"}
+    expected = model.model.predict(events_to_frame(trips))
+    assert np.allclose([p.predicted_duration for p in predictions], expected)
+    first = predictions[0]
+    assert first.model_version == model.version
+    assert first.trip_started_at == trips[0].produced_at
+    assert first.predicted_at == NOW
+    assert (first.source, first.pickup_latitude) == (trips[0].source, trips[0].pickup_latitude)
+
+
+def test_bad_records_become_failures_and_the_rest_goes_on(model):
+    newer = encode(trip(2)).replace(b'"schema_version":"1.0"', b'"schema_version":"2.0"')
+    batch = [
+        message(encode(trip(1)), 0),
+        message(b"\xff\x00 not json", 1),
+        message(None, 2),
+        message(newer, 3),
+        message(encode(trip(4)), 4),
+    ]
+    result = PredictTransform(model, clock=lambda: NOW)(batch)
+    assert [decode(r.value, Prediction).trip_id for r in result.records] == [
+        "id0000001",
+        "id0000004",
+    ]
+    assert [f.message.offset() for f in result.failures] == [1, 2, 3]
+    assert {f.kind for f in result.failures} == {"decode"}
+    assert "schema_version" in result.failures[2].reason
+
+
+def test_an_empty_batch_gives_nothing(model):
+    assert PredictTransform(model)([]).records == []
