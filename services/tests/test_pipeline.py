@@ -150,3 +150,26 @@ def test_every_trip_is_predicted_once_and_scored_exactly(
     assert cumulative.unmatched == 0
     assert math.isclose(cumulative.rmsle, offline.rmsle, rel_tol=0, abs_tol=1e-9)
     assert codes == [0, 0]  # the predictor and the aggregator shut down cleanly
+
+
+def test_a_killed_producer_resumes_without_repeating_or_losing_trips(pipeline_cluster, tmp_path):
+    train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=78, test_rows=0)
+    services = Services(pipeline_cluster, tmp_path)
+    args = ["--source", "train", "--data", str(train_csv), "--no-progress", "--instance", "k"]
+    first = services.start("taxi-producer", *args, "--rate", "300")
+
+    def started() -> list[str]:
+        return [m.key().decode() for m in read_all(pipeline_cluster.bootstrap_servers, "new_trips")]
+
+    wait_for("a third of the trips started", lambda: len(started()) > TRIPS // 3, 60)
+    first.kill()  # SIGKILL: trip ends are owed, a transaction may be open
+    first.wait()
+    second = services.start("taxi-producer", *args)
+    assert second.wait(timeout=120) == 0
+
+    ended = [
+        m.key().decode() for m in read_all(pipeline_cluster.bootstrap_servers, "finished_trips")
+    ]
+    ids = set(read_trips(train_csv).frame["id"])
+    assert sorted(started()) == sorted(ids)  # every trip started, none twice
+    assert sorted(ended) == sorted(ids)  # every started trip ended, once
