@@ -4,9 +4,11 @@ Each batch is one transaction: its outputs, its dead letters and its input offse
 (send_offsets_to_transaction) commit together or not at all. Readers downstream use
 read_committed, so they never see an aborted or pending batch.
 
-- Identity. The transactional.id and the static group.instance.id both derive from the service
-  and its instance name, so a restarted instance fences its predecessor: any transaction the
-  dead one left open is aborted, and its partitions come straight back.
+- Identity. The transactional.id derives from the service and its instance name, so a restarted
+  instance fences its predecessor: any transaction the dead one left open is aborted. Group
+  membership is dynamic: with a static group.instance.id, a coordinator failover while a broker
+  died fenced the live member (FENCED_INSTANCE_ID) and stopped it. A restarted instance gets
+  its partitions back once the dead member's session (10 s) expires.
 - Rebalances. A transaction is never open while consume() runs, and rebalance callbacks only run
   inside consume(), so no revocation can cut into a transaction. A batch during which partitions
   were revoked or lost is dropped and its partitions rewound to their committed offsets:
@@ -80,7 +82,6 @@ class TransactionalProcessor:
             config,
             group_id,
             input_topics,
-            instance_id=self.transactional_id,
             settings=consumer_settings,
             observer=self._observer,
             lag_from_stored=True,
