@@ -19,6 +19,7 @@ COMMANDS = {
     "data": "taxi_services.commands.data:data",
     "train": "taxi_services.commands.model:train",
     "evaluate": "taxi_services.commands.model:evaluate",
+    "up": "taxi_services.commands.up:up",
 }
 
 

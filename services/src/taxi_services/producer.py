@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from taxi_events import Source, encode
 from taxi_kafka.config import KafkaConfig
+from taxi_kafka.observer import Observer, report_outputs
 from taxi_kafka.records import OutputRecord
 from taxi_kafka.shutdown import stop_on_signals
 from taxi_kafka.table import read_table
@@ -70,6 +71,7 @@ def run_replay(
     stop: threading.Event,
     *,
     batch_size: int,
+    observer: Observer,
     progress: tqdm | None = None,
 ) -> None:
     """Commit due events with the checkpoint, transaction by transaction, until done or stopped.
@@ -84,6 +86,7 @@ def run_replay(
             continue
         records = [*step_records(step), checkpoint_record(name, replay.checkpoint())]
         if producer.commit(records):
+            report_outputs(observer, records, ())
             committed = replay.checkpoint()
             if progress is not None:
                 progress.update(replay.next_row - progress.n)
@@ -162,11 +165,12 @@ def main(
     replay = Replay(trips, trip_source, rate=rate, time_scale=time_scale, limit=limit)
     name = f"{source}-{instance}"
     serve_metrics(metrics_port)
+    observer = PrometheusObserver(f"{SERVICE}-{source}")
     producer = TransactionalProducer(
         kafka,
         instance_id(SERVICE, name),
         settings={"compression.type": "lz4"},
-        observer=PrometheusObserver(f"{SERVICE}-{source}"),
+        observer=observer,
         name=f"{SERVICE}-{source}",
     )
     saved = read_table(kafka, PRODUCER_CHECKPOINTS).get(name.encode())
@@ -188,7 +192,9 @@ def main(
     )
     try:
         with stop_on_signals(stop):
-            run_replay(replay, producer, name, stop, batch_size=batch_size, progress=bar)
+            run_replay(
+                replay, producer, name, stop, batch_size=batch_size, observer=observer, progress=bar
+            )
     finally:
         bar.close()
         producer.close()

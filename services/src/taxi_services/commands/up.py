@@ -1,0 +1,232 @@
+"""`taxi up`: the whole pipeline on one machine, on a real local 3-broker Kafka cluster."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from taxi_kafka.cluster import ClusterError, LocalCluster
+from taxi_model.artifact import DEFAULT_MODEL_PATH, ModelLoadError, load_model
+from taxi_model.data import read_trips
+from taxi_model.synth import synthetic_train_test
+from taxi_model.workflow import train_and_save
+from taxi_services.supervisor import Child, stop_all, total
+
+log = logging.getLogger("taxi.up")
+
+SYNTHETIC_TRAINING_ROWS = 50_000
+STATUS_EVERY_S = 2.0
+DRAIN_TIMEOUT_S = 120.0
+
+
+def ensure_model(model_path: Path, data_dir: Path) -> str:
+    """Use the model in place, or train one: on data/train.csv, else on synthetic trips."""
+    try:
+        return load_model(model_path).version
+    except ModelLoadError:
+        if model_path.exists():
+            raise
+    train_csv = data_dir / "train.csv"
+    if train_csv.is_file():
+        click.echo(f"no model yet: training on {train_csv}")
+        trips, description = read_trips(train_csv).frame, str(train_csv)
+    else:
+        click.echo(
+            f"no model and no {train_csv}: training on {SYNTHETIC_TRAINING_ROWS:,} synthetic trips"
+        )
+        trips, _ = synthetic_train_test(SYNTHETIC_TRAINING_ROWS, seed=1, test_rows=0)
+        description = f"synthetic rows={SYNTHETIC_TRAINING_ROWS} seed=1"
+    saved = train_and_save(trips, description, model_path)
+    click.echo(f"model {saved.card.version}: held-out RMSLE {saved.card.holdout.rmsle:.3f}")
+    return saved.card.version
+
+
+def pipeline(
+    model_path: Path, data_dir: Path, logs: Path, rate: float | None, limit: int | None
+) -> list[Child]:
+    producer_args = [
+        *(["--rate", str(rate)] if rate else []),
+        *(["--limit", str(limit)] if limit else []),
+    ]
+    return [
+        Child(
+            "predictor",
+            ["taxi-predictor", "--instance", "up", "--model", str(model_path)],
+            9103,
+            logs / "predictor.log",
+        ),
+        Child("aggregator", ["taxi-aggregator", "--instance", "up"], 9104, logs / "aggregator.log"),
+        *(
+            Child(
+                f"producer-{source}",
+                [
+                    "taxi-producer",
+                    "--source",
+                    source,
+                    "--instance",
+                    "up",
+                    "--no-progress",
+                    *producer_args,
+                    *_data_args(data_dir / f"{source}.csv"),
+                ],
+                port,
+                logs / f"producer-{source}.log",
+            )
+            for source, port in (("train", 9101), ("test", 9102))
+        ),
+    ]
+
+
+def _data_args(csv: Path) -> list[str]:
+    # Without the CSV the producer replays synthetic trips.
+    return ["--data", str(csv)] if csv.is_file() else []
+
+
+class Status:
+    """The live one-line status, from the children's own metrics."""
+
+    def __init__(self, children: list[Child]) -> None:
+        self.children = {c.name: c for c in children}
+        self.started = {"train": 0.0, "test": 0.0}
+        self.scored = 0.0
+        self._last: tuple[float, float] | None = None
+
+    def line(self) -> str:
+        for source in self.started:
+            samples = self.children[f"producer-{source}"].metrics()
+            if samples:
+                self.started[source] = total(
+                    samples, "taxi_records_produced_total", topic="new_trips"
+                )
+        predictor = self.children["predictor"].metrics()
+        aggregator = self.children["aggregator"].metrics()
+        predicted = total(predictor, "taxi_records_produced_total", topic="ml_predictions")
+        if aggregator:
+            self.scored = total(aggregator, "taxi_matched_trips") + total(
+                aggregator, "taxi_unmatched_trips"
+            )
+        now = time.monotonic()
+        rate = 0.0
+        if self._last is not None and now > self._last[0]:
+            rate = (predicted - self._last[1]) / (now - self._last[0])
+        self._last = (now, predicted)
+        return (
+            f"started {self.started['train']:,.0f} train + {self.started['test']:,.0f} test"
+            f" | predicted {predicted:,.0f} ({rate:,.0f}/s)"
+            f" | lag {total(predictor, 'taxi_consumer_lag_records'):,.0f}"
+            f" | scored {self.scored:,.0f}"
+            f" | RMSLE train {self._rmsle(aggregator):.3f}"
+        )
+
+    @staticmethod
+    def _rmsle(aggregator: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+        return total(aggregator, "taxi_model_quality", source="train", metric="rmsle")
+
+    def drained(self) -> bool:
+        return self.scored >= sum(self.started.values())
+
+
+@click.command()
+@click.option(
+    "--rate",
+    type=click.FloatRange(0, min_open=True),
+    default=50.0,
+    show_default=True,
+    help="Trips started per second by each producer.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    help="Stop after N trips per producer, once every one is predicted and scored.",
+)
+@click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="Where train.csv and test.csv are (synthetic trips if not).",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_MODEL_PATH,
+    show_default=True,
+    help="Trained here if missing.",
+)
+def up(
+    rate: float, limit: int | None, no_dashboard: bool, data_dir: Path, model_path: Path
+) -> None:
+    """Run the whole pipeline on this machine until Ctrl+C.
+
+    Starts the local 3-broker cluster if it is not running (and ensures the topics), trains a
+    model if there is none, then starts both producers, the predictor and the aggregator, prints
+    their URLs and a live status line. Ctrl+C stops every process cleanly, the cluster too if
+    this command started it. Logs go to .taxi/logs/.
+    """
+    cluster = LocalCluster()
+    try:
+        result = cluster.up()
+    except ClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    started_cluster = not result.already_running
+    state = "started" if started_cluster else "already running"
+    click.echo(f"Kafka: {cluster.bootstrap_servers} ({state})")
+    stop = threading.Event()
+    children: list[Child] = []
+    try:
+        try:
+            version = ensure_model(model_path, data_dir)
+        except ModelLoadError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"model {version} at {model_path}")
+        if not no_dashboard:
+            click.echo("dashboard: not part of this version yet (see the README)")
+        children = pipeline(model_path, data_dir, cluster.runtime_dir.parent / "logs", rate, limit)
+        env = {"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers}
+        for child in children:
+            child.start(env)
+            click.echo(f"{child.name:<17} {child.metrics_url}   log: {child.log_path}")
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        _watch(children, Status(children), stop, limit is not None)
+    except KeyboardInterrupt:
+        click.echo("\nstopping (Ctrl+C)")
+    finally:
+        codes = stop_all(children)
+        if codes:
+            click.echo("stopped: " + ", ".join(f"{name} ({code})" for name, code in codes.items()))
+        if started_cluster:
+            cluster.down()
+            click.echo("stopped the Kafka cluster")
+
+
+def _watch(children: list[Child], status: Status, stop: threading.Event, drain: bool) -> None:
+    """Print the status until stopped, a service dies, or (with --limit) all is scored."""
+    producers = [c for c in children if c.name.startswith("producer")]
+    tty = sys.stdout.isatty()
+    drained_since = None
+    while not stop.wait(STATUS_EVERY_S):
+        line = status.line()
+        click.echo(("\r" + line.ljust(110)) if tty else line, nl=not tty)
+        failed = [c for c in children if c.exit_code not in (None, 0)]
+        if failed:
+            raise click.ClickException(
+                ", ".join(f"{c.name} exited with {c.exit_code} (see {c.log_path})" for c in failed)
+            )
+        if drain and all(c.exit_code == 0 for c in producers):
+            drained_since = drained_since or time.monotonic()
+            if status.drained():
+                click.echo("\nevery trip predicted and scored")
+                return
+            if time.monotonic() - drained_since > DRAIN_TIMEOUT_S:
+                raise click.ClickException(
+                    f"not drained {DRAIN_TIMEOUT_S:.0f} s after the producers finished"
+                )

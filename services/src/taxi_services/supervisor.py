@@ -1,0 +1,91 @@
+"""Child processes for `taxi up`: start the services, watch them, stop them all cleanly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+log = logging.getLogger("taxi.up")
+
+BIN = Path(sys.executable).parent
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Child:
+    name: str
+    args: Sequence[str]
+    metrics_port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self, env: Mapping[str, str]) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(BIN / self.args[0]), *self.args[1:], "--metrics-port", str(self.metrics_port)],
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # Its own process group: the terminal's Ctrl+C reaches only `taxi up`, which
+                # then stops each child in order.
+                start_new_session=True,
+            )
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The child's current samples, or nothing while it is not serving."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=1) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+
+def total(
+    samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    """Sum of the samples called `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
+
+
+def stop_all(children: Sequence[Child], timeout: float = STOP_TIMEOUT_S) -> dict[str, int]:
+    """SIGTERM every running child (each finishes its batch and commits), SIGKILL stragglers."""
+    running = [c for c in children if c.process is not None and c.process.poll() is None]
+    for child in running:
+        assert child.process is not None
+        child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    codes = {}
+    for child in running:
+        assert child.process is not None
+        try:
+            codes[child.name] = child.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0f s; killing it", child.name, timeout)
+            child.process.kill()
+            codes[child.name] = child.process.wait()
+    return codes

@@ -1,0 +1,76 @@
+"""`taxi up` as a user runs it: a cluster of its own, a model trained on the spot, every
+service started, and nothing left running afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from taxi_kafka.testing import free_base_port
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+TAXI = str(Path(sys.executable).parent / "taxi")
+
+
+def start_up(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "TAXI_RUNTIME_DIR": str(tmp_path / ".taxi"),
+        "TAXI_CLUSTER_BASE_PORT": str(free_base_port()),
+    }
+    return subprocess.Popen(
+        [TAXI, "up", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def leftovers(tmp_path: Path) -> list[str]:
+    """Processes still running in this test's folder: Kafka nodes, services."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd.startswith(str(tmp_path)):
+            found.append(f"{pid}: {cmdline[:120]}")
+    return found
+
+
+def test_up_with_a_limit_drains_and_stops_everything(tmp_path):
+    up = start_up(tmp_path, "--limit", "200", "--rate", "200")
+    output, _ = up.communicate(timeout=400)
+    assert up.returncode == 0, output
+    assert "training on 50,000 synthetic trips" in output
+    assert "every trip predicted and scored" in output
+    assert "started 200 train + 200 test | predicted 400" in output
+    assert "stopped: predictor (0), aggregator (0)" in output
+    assert (tmp_path / "models" / "taxi_pipeline.pkl").is_file()
+    assert leftovers(tmp_path) == []
+
+
+def test_ctrl_c_stops_every_process(tmp_path):
+    up = start_up(tmp_path, "--rate", "20")
+    deadline = time.monotonic() + 300
+    assert up.stdout is not None
+    for line in up.stdout:
+        if line.startswith("started") and "predicted 0 " not in line:
+            break
+        assert time.monotonic() < deadline, "no predictions in time"
+    up.send_signal(signal.SIGINT)
+    output, _ = up.communicate(timeout=120)
+    assert up.returncode == 0, output
+    assert "stopped the Kafka cluster" in output
+    assert leftovers(tmp_path) == []
