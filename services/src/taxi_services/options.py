@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from taxi_kafka.config import BOOTSTRAP_ENV, ConfigError, KafkaConfig
+from taxi_model.artifact import DEFAULT_MODEL_PATH
 from taxi_services.logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,6 +27,19 @@ def env_option(service: str) -> Callable[..., Callable[[F], F]]:
         return click.option(flag, envvar=variable, show_envvar=True, **kwargs)
 
     return option
+
+
+def model_option(help_text: str, name: str = "model_path", **kwargs: Any) -> Callable[[F], F]:
+    """--model: the trained pipeline file, passed to the command as `name`."""
+    return click.option(
+        "--model",
+        name,
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_MODEL_PATH,
+        show_default=True,
+        help=help_text,
+        **kwargs,
+    )
 
 
 def service_options(service: str, metrics_port: int) -> Callable[[F], F]:

@@ -21,9 +21,9 @@ from taxi_kafka.processor import TransactionalProcessor
 from taxi_kafka.records import Failure, OutputRecord, TransformResult
 from taxi_kafka.shutdown import stop_on_signals
 from taxi_kafka.topics import ML_PREDICTIONS, NEW_TRIPS
-from taxi_model.artifact import DEFAULT_MODEL_PATH, ModelLoadError, TripDurationModel, load_model
+from taxi_model.artifact import ModelLoadError, TripDurationModel, load_model
 from taxi_services.metrics import LATENCY, PrometheusObserver, serve_metrics
-from taxi_services.options import env_option, service_options
+from taxi_services.options import env_option, model_option, service_options
 
 log = logging.getLogger("taxi.predictor")
 
@@ -95,15 +95,8 @@ class PredictTransform:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @service_options(SERVICE, metrics_port=9103)
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_MODEL_PATH,
-    show_default=True,
-    envvar="TAXI_MODEL",
-    show_envvar=True,
-    help="The trained pipeline (`taxi train` writes it).",
+@model_option(
+    "The trained pipeline (`taxi train` writes it).", envvar="TAXI_MODEL", show_envvar=True
 )
 @option(
     "--batch-size",

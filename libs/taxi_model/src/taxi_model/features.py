@@ -10,18 +10,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from taxi_events import TripStarted
 from taxi_model import geo
+from taxi_model.data import TEST_COLUMNS
 
 # The raw columns a prediction needs; Kaggle's names, so a CSV frame and a batch of events agree.
-INPUT_COLUMNS = (
-    "vendor_id",
-    "pickup_datetime",
-    "passenger_count",
-    "pickup_longitude",
-    "pickup_latitude",
-    "dropoff_longitude",
-    "dropoff_latitude",
-    "store_and_fwd_flag",
-)
+INPUT_COLUMNS = tuple(c for c in TEST_COLUMNS if c != "id")
 
 
 def trip_features(trips: pd.DataFrame) -> pd.DataFrame:

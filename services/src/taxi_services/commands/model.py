@@ -11,11 +11,12 @@ from typing import TypeVar
 import click
 from tqdm import tqdm
 
-from taxi_model.artifact import DEFAULT_MODEL_PATH, ModelLoadError, file_sha256, load_model
+from taxi_model.artifact import ModelLoadError, file_sha256, load_model
 from taxi_model.data import CsvSchemaError, TripData, read_trips
 from taxi_model.estimator import LogDurationRegressor
 from taxi_model.training import evaluate as evaluate_model
 from taxi_model.workflow import BetterModelExistsError, train_and_save
+from taxi_services import options
 
 log = logging.getLogger("taxi.train")
 
@@ -27,13 +28,8 @@ NO_DATA_HINT = (
     "and pass --data to the train.csv it writes."
 )
 
-model_option = click.option(
-    "--model",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_MODEL_PATH,
-    show_default=True,
-    show_envvar=True,
-    help="The pipeline file; its card is the .json beside it.",
+model_option = options.model_option(
+    "The pipeline file; its card is the .json beside it.", name="model", show_envvar=True
 )
 
 

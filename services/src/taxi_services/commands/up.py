@@ -12,10 +12,11 @@ from pathlib import Path
 import click
 
 from taxi_kafka.cluster import ClusterError, LocalCluster
-from taxi_model.artifact import DEFAULT_MODEL_PATH, ModelLoadError, load_model
+from taxi_model.artifact import ModelLoadError, load_model
 from taxi_model.data import read_trips
 from taxi_model.synth import synthetic_train_test
 from taxi_model.workflow import train_and_save
+from taxi_services.options import model_option
 from taxi_services.supervisor import Child, stop_all, total
 
 log = logging.getLogger("taxi.up")
@@ -154,14 +155,7 @@ class Status:
     show_default=True,
     help="Where train.csv and test.csv are (synthetic trips if not).",
 )
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_MODEL_PATH,
-    show_default=True,
-    help="Trained here if missing.",
-)
+@model_option("Trained here if missing.")
 def up(
     rate: float, limit: int | None, no_dashboard: bool, data_dir: Path, model_path: Path
 ) -> None:
