@@ -173,3 +173,45 @@ def test_a_killed_producer_resumes_without_repeating_or_losing_trips(pipeline_cl
     ids = set(read_trips(train_csv).frame["id"])
     assert sorted(started()) == sorted(ids)  # every trip started, none twice
     assert sorted(ended) == sorted(ids)  # every started trip ended, once
+
+
+def test_two_predictors_split_the_partitions(pipeline_cluster, trained_model_path, tmp_path):
+    train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=79, test_rows=0)
+    services = Services(pipeline_cluster, tmp_path)
+    model = str(trained_model_path)
+    try:
+        services.start("taxi-predictor", "--model", model, "--instance", "p1")
+        services.start("taxi-predictor", "--model", model, "--instance", "p2")
+        producer = services.start(
+            "taxi-producer",
+            "--source",
+            "train",
+            "--data",
+            str(train_csv),
+            "--no-progress",
+            "--instance",
+            "two",
+            "--rate",
+            "400",
+        )
+        assert producer.wait(timeout=120) == 0
+        got = wait_for(
+            f"{TRIPS} predictions",
+            lambda: (p := predictions(pipeline_cluster)) and len(p) >= TRIPS and p,
+            120,
+        )
+    finally:
+        codes = services.stop_all()
+    assert codes == [0, 0]
+    assert len(got) == len({p.trip_id for p in got}) == TRIPS
+
+    def partitions_of(log: Path) -> set[str]:
+        """new_trips partitions in the instance's latest assignment."""
+        assigned = [line for line in log.read_text().splitlines() if " assign: " in line]
+        return set(assigned[-1].split(" assign: ")[1].split(", ")) if assigned else set()
+
+    first, second = (partitions_of(tmp_path / f"taxi-predictor-{i}.log") for i in (0, 1))
+    assert first
+    assert second
+    assert not first & second
+    assert len(first | second) == 6
