@@ -85,6 +85,29 @@ def wait_for(what: str, check: Callable[[], object], timeout: float) -> object:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def replay(csv: Path, instance: str, *extra: str) -> list[str]:
+    """taxi-producer arguments replaying the train rows of `csv`."""
+    return [
+        "--source",
+        "train",
+        "--data",
+        str(csv),
+        "--no-progress",
+        "--instance",
+        instance,
+        *extra,
+    ]
+
+
+def all_predictions(cluster: LocalCluster) -> list[Prediction]:
+    """Wait until every trip has its prediction (or more: duplicates must show)."""
+    return wait_for(
+        f"{TRIPS} predictions",
+        lambda: (p := predictions(cluster)) and len(p) >= TRIPS and p,
+        120,
+    )
+
+
 def predictions(cluster: LocalCluster) -> list[Prediction]:
     return [
         decode(m.value(), Prediction) for m in read_all(cluster.bootstrap_servers, "ml_predictions")
@@ -112,14 +135,7 @@ def test_every_trip_is_predicted_once_and_scored_exactly(
         services.start("taxi-aggregator", "--instance", "a1", "--window", "2", "--grace", "1")
         producer = services.start(
             "taxi-producer",
-            "--source",
-            "train",
-            "--data",
-            str(train_csv),
-            "--no-progress",
-            "--instance",
-            "e2e",
-            *(["--rate", "200"] if kill_predictor else []),
+            *replay(train_csv, "e2e", *(["--rate", "200"] if kill_predictor else [])),
         )
         if kill_predictor:
             wait_for("some predictions", lambda: len(predictions(pipeline_cluster)) > 300, 90)
@@ -128,11 +144,7 @@ def test_every_trip_is_predicted_once_and_scored_exactly(
             services.start("taxi-predictor", "--model", model, "--instance", "p1")
         assert producer.wait(timeout=120) == 0
 
-        got = wait_for(
-            f"{TRIPS} predictions",
-            lambda: (p := predictions(pipeline_cluster)) and len(p) >= TRIPS and p,
-            120,
-        )
+        got = all_predictions(pipeline_cluster)
         cumulative = wait_for(
             "the final cumulative metrics", lambda: final_cumulative(pipeline_cluster), 120
         )
@@ -155,7 +167,7 @@ def test_every_trip_is_predicted_once_and_scored_exactly(
 def test_a_killed_producer_resumes_without_repeating_or_losing_trips(pipeline_cluster, tmp_path):
     train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=78, test_rows=0)
     services = Services(pipeline_cluster, tmp_path)
-    args = ["--source", "train", "--data", str(train_csv), "--no-progress", "--instance", "k"]
+    args = replay(train_csv, "k")
     first = services.start("taxi-producer", *args, "--rate", "300")
 
     def started() -> list[str]:
@@ -182,24 +194,9 @@ def test_two_predictors_split_the_partitions(pipeline_cluster, trained_model_pat
     try:
         services.start("taxi-predictor", "--model", model, "--instance", "p1")
         services.start("taxi-predictor", "--model", model, "--instance", "p2")
-        producer = services.start(
-            "taxi-producer",
-            "--source",
-            "train",
-            "--data",
-            str(train_csv),
-            "--no-progress",
-            "--instance",
-            "two",
-            "--rate",
-            "400",
-        )
+        producer = services.start("taxi-producer", *replay(train_csv, "two", "--rate", "400"))
         assert producer.wait(timeout=120) == 0
-        got = wait_for(
-            f"{TRIPS} predictions",
-            lambda: (p := predictions(pipeline_cluster)) and len(p) >= TRIPS and p,
-            120,
-        )
+        got = all_predictions(pipeline_cluster)
     finally:
         codes = services.stop_all()
     assert codes == [0, 0]
