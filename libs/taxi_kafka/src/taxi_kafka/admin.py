@@ -132,7 +132,9 @@ def topic_states(
     return states
 
 
-def _create(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> None:
+def _create(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> list[str]:
+    """Create `specs`; returns the names this call created. A topic that turned out to exist
+    already (metadata lagged, or someone else created it) is not among them."""
     new_topics = [
         NewTopic(
             spec.name,
@@ -143,14 +145,17 @@ def _create(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> N
         for spec in specs
     ]
     futures = admin.create_topics(new_topics, operation_timeout=timeout, request_timeout=timeout)
+    created = []
     for name, future in futures.items():
         try:
             future.result()
         except KafkaException as exc:
-            # Someone else created it between our look and our create: just as good.
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+            continue
         log.info("created topic %s", name)
+        created.append(name)
+    return created
 
 
 def _require_leaders(admin: AdminClient, names: Iterable[str], timeout: float) -> None:
@@ -174,18 +179,24 @@ def ensure_topics(
     each existing topic whose partitions, replication factor or min.insync.replicas differ.
     Existing topics are never changed. Returns the names created."""
 
+    created: list[str] = []
+
     def attempt() -> list[str]:
         states = topic_states(admin, [spec.name for spec in specs], timeout)
         missing = [spec for spec in specs if spec.name not in states]
         if missing:
-            _create(admin, missing, timeout)
+            new = _create(admin, missing, timeout)
+            created.extend(new)
             _require_leaders(admin, [spec.name for spec in missing], timeout)
+            if len(new) < len(missing):
+                # Some existed after all: look again, so that their settings get checked.
+                raise NotReadyError("the topic metadata lagged behind the cluster")
         for spec in specs:
             state = states.get(spec.name)
             diffs = differences(spec, state) if state else []
             if diffs:
                 log.warning("topic %s differs (left unchanged): %s", spec.name, "; ".join(diffs))
-        return [spec.name for spec in missing]
+        return created
 
     return retry.call(attempt, retryable=is_transient, what="ensure topics")
 
