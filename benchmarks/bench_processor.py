@@ -17,14 +17,12 @@ import contextlib
 import functools
 import json
 import logging
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from taxi_kafka.admin import admin_client, ensure_topics
-from taxi_kafka.cluster import LocalCluster
+from taxi_kafka.cluster import scratch_cluster
 from taxi_kafka.config import KafkaConfig
 from taxi_kafka.consumer import KafkaConsumer
 from taxi_kafka.loop import ConsumerLoop
@@ -33,7 +31,6 @@ from taxi_kafka.policy import BatchPolicy, CommitPolicy
 from taxi_kafka.processor import TransactionalProcessor
 from taxi_kafka.producer import KafkaProducer
 from taxi_kafka.records import identity
-from taxi_kafka.testing import free_base_port
 from taxi_kafka.topics import TopicSpec
 
 # A deadline per run, so a stuck run fails instead of hanging.
@@ -45,13 +42,8 @@ def cluster_at(bootstrap: str | None) -> Iterator[str]:
     if bootstrap:
         yield bootstrap
         return
-    with tempfile.TemporaryDirectory(prefix="taxi-bench-cluster-") as runtime_dir:
-        cluster = LocalCluster(Path(runtime_dir), base_port=free_base_port())
-        try:
-            cluster.up()
-            yield cluster.bootstrap_servers
-        finally:
-            cluster.down()
+    with scratch_cluster("taxi-bench-cluster-") as cluster:
+        yield cluster.bootstrap_servers
 
 
 def fill(config: KafkaConfig, topic: str, records: int, value_size: int) -> None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from taxi_events import ModelMetrics, Prediction, decode
-from taxi_kafka.cluster import LocalCluster
-from taxi_kafka.testing import free_base_port, read_all
+from taxi_kafka.cluster import LocalCluster, scratch_cluster
+from taxi_kafka.testing import read_all
 from taxi_model.artifact import load_model
 from taxi_model.data import read_trips
 from taxi_model.metrics import quality_metrics
@@ -33,14 +31,8 @@ BIN = Path(sys.executable).parent
 @pytest.fixture
 def pipeline_cluster() -> Iterator[LocalCluster]:
     """A cluster of its own: the pipeline's topic and group names are fixed."""
-    runtime_dir = Path(tempfile.mkdtemp(prefix="taxi-pipeline-test-"))
-    cluster = LocalCluster(runtime_dir, base_port=free_base_port())
-    try:
-        cluster.up()
+    with scratch_cluster("taxi-pipeline-test-") as cluster:
         yield cluster
-    finally:
-        cluster.down()
-        shutil.rmtree(runtime_dir, ignore_errors=True)
 
 
 class Services:

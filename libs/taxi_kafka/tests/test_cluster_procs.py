@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from taxi_kafka.cluster import ClusterError, LocalCluster, PortInUseError
+from taxi_kafka.cluster import ClusterError, LocalCluster, PortInUseError, free_base_port
 from taxi_kafka.cluster.procs import (
     is_kafka_node,
     listening_inodes,
@@ -22,7 +22,6 @@ from taxi_kafka.cluster.procs import (
     port_owner,
     read_pid,
 )
-from taxi_kafka.testing import free_base_port
 
 PROC_NET_TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "taxi_services.commands.model:train",
     "evaluate": "taxi_services.commands.model:evaluate",
     "up": "taxi_services.commands.up:up",
+    "status": "taxi_services.commands.status:status",
 }
 
 

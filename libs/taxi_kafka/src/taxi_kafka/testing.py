@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import shutil
 import tempfile
@@ -31,8 +30,7 @@ import pytest
 from confluent_kafka import Message
 
 from taxi_kafka.admin import ensure_topics
-from taxi_kafka.cluster import NODE_IDS, ClusterPorts, LocalCluster
-from taxi_kafka.cluster.procs import port_free
+from taxi_kafka.cluster import NODE_IDS, LocalCluster, free_base_port
 from taxi_kafka.config import KafkaConfig
 from taxi_kafka.producer import KafkaProducer
 from taxi_kafka.table import read_to_end
@@ -41,21 +39,7 @@ from taxi_kafka.topics import DEFAULT_PARTITIONS, TopicSpec
 log = logging.getLogger(__name__)
 
 TEST_BASE_PORT_ENV = "TAXI_TEST_CLUSTER_BASE_PORT"
-# Far from the default 19092 (and its controllers at 19192), in steps that never overlap.
-_SCAN_FIRST, _SCAN_STEP, _SCAN_SLOTS = 29092, 10, 200
-
 MakeTopic = Callable[..., str]
-
-
-def free_base_port() -> int:
-    """A base port whose six broker and controller ports are all free. The scan starts at a
-    random slot, so concurrent test sessions rarely race for the same ports."""
-    first = random.randrange(_SCAN_SLOTS)
-    for slot in range(first, first + _SCAN_SLOTS):
-        ports = ClusterPorts(_SCAN_FIRST + slot % _SCAN_SLOTS * _SCAN_STEP)
-        if all(port_free(port) for n in NODE_IDS for port in ports.of_node(n)):
-            return ports.base
-    raise RuntimeError(f"no free ports for a test cluster from {_SCAN_FIRST} on")
 
 
 def pytest_configure(config: pytest.Config) -> None:

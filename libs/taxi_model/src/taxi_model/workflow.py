@@ -1,4 +1,5 @@
-"""Train, compare with the model already in place, and save: what `taxi train` and `taxi up` do."""
+"""Train, compare with the model already in place, and save: what `taxi train` and `taxi up` do,
+and docker compose's trainer (`taxi train --if-missing`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,18 @@ import attrs
 import pandas as pd
 
 from taxi_model.artifact import ModelCard, ModelLoadError, load_model, save_model
+from taxi_model.data import read_trips
 from taxi_model.report import write_report
+from taxi_model.synth import synthetic_train_test
 from taxi_model.training import holdout_rmsle, train_model
 
 log = logging.getLogger(__name__)
+
+# What a model is trained on when there is neither a model nor a train.csv.
+SYNTHETIC_TRAINING_ROWS = 50_000
+SYNTHETIC_SEED = 1
+
+SYNTHETIC_TRAINING_ROWS = 50_000
 
 
 class BetterModelExistsError(RuntimeError):
@@ -59,3 +68,63 @@ def train_and_save(
     card = save_model(result.pipeline, result.card, model_path)
     report_path = write_report(result.holdout, card, model_path.with_suffix(".png"))
     return SavedModel(card, model_path, report_path, old_rmsle)
+
+
+def ensure_model(model_path: Path, data_dir: Path, say: Callable[[str], None] = log.info) -> str:
+    """The version of the model at `model_path`, trained first if there is none: on
+    `data_dir`/train.csv when present, else on synthetic trips. A model file that exists but
+    cannot be loaded is an error (ModelLoadError), never silently replaced."""
+    try:
+        return load_model(model_path).version
+    except ModelLoadError:
+        if model_path.exists():
+            raise
+    train_csv = data_dir / "train.csv"
+    if train_csv.is_file():
+        say(f"no model yet: training on {train_csv}")
+        trips, description = read_trips(train_csv).frame, str(train_csv)
+    else:
+        say(f"no model and no {train_csv}: training on {SYNTHETIC_TRAINING_ROWS:,} synthetic trips")
+        trips, _ = synthetic_train_test(SYNTHETIC_TRAINING_ROWS, seed=1, test_rows=0)
+        description = f"synthetic rows={SYNTHETIC_TRAINING_ROWS} seed=1"
+    saved = train_and_save(trips, description, model_path)
+    say(f"model {saved.card.version}: held-out RMSLE {saved.card.holdout.rmsle:.3f}")
+    return saved.card.version
+
+
+@attrs.frozen
+class EnsuredModel:
+    version: str
+    saved: SavedModel | None  # None: the model in place was kept
+
+
+def ensure_model(
+    model_path: Path,
+    train_csv: Path,
+    *,
+    announce: Callable[[str], None] = log.info,
+    synthetic_rows: int = SYNTHETIC_TRAINING_ROWS,
+    on_rounds: Callable[[int], None] | None = None,
+) -> EnsuredModel:
+    """Keep the model at `model_path` if there is one; else train one on `train_csv`, or on
+    synthetic trips if that file does not exist. `announce` hears what is about to be trained.
+
+    A model file that exists but does not load raises ModelLoadError: never silently replaced.
+    """
+    try:
+        return EnsuredModel(load_model(model_path).version, None)
+    except ModelLoadError:
+        if model_path.exists():
+            raise
+    if train_csv.is_file():
+        announce(f"no model yet: training on {train_csv}")
+        trips = read_trips(train_csv, kind="train").frame
+        description, data_sha256 = str(train_csv), file_sha256(train_csv)
+    else:
+        announce(f"no model and no {train_csv}: training on {synthetic_rows:,} synthetic trips")
+        trips, _ = synthetic_train_test(synthetic_rows, seed=SYNTHETIC_SEED, test_rows=0)
+        description, data_sha256 = f"synthetic rows={synthetic_rows} seed={SYNTHETIC_SEED}", None
+    saved = train_and_save(
+        trips, description, model_path, data_sha256=data_sha256, on_rounds=on_rounds
+    )
+    return EnsuredModel(saved.card.version, saved)

@@ -7,45 +7,23 @@ import signal
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
 from taxi_kafka.cluster import ClusterError, LocalCluster
-from taxi_model.artifact import ModelLoadError, load_model
-from taxi_model.data import read_trips
-from taxi_model.synth import synthetic_train_test
-from taxi_model.workflow import train_and_save
+from taxi_model.artifact import ModelLoadError
+from taxi_model.workflow import ensure_model
 from taxi_services.options import model_option
+from taxi_services.ports import METRICS_PORTS
 from taxi_services.supervisor import Child, stop_all, total
+from taxi_services.up_state import state_path, write_state
 
 log = logging.getLogger("taxi.up")
 
-SYNTHETIC_TRAINING_ROWS = 50_000
 STATUS_EVERY_S = 2.0
 DRAIN_TIMEOUT_S = 120.0
-
-
-def ensure_model(model_path: Path, data_dir: Path) -> str:
-    """Use the model in place, or train one: on data/train.csv, else on synthetic trips."""
-    try:
-        return load_model(model_path).version
-    except ModelLoadError:
-        if model_path.exists():
-            raise
-    train_csv = data_dir / "train.csv"
-    if train_csv.is_file():
-        click.echo(f"no model yet: training on {train_csv}")
-        trips, description = read_trips(train_csv).frame, str(train_csv)
-    else:
-        click.echo(
-            f"no model and no {train_csv}: training on {SYNTHETIC_TRAINING_ROWS:,} synthetic trips"
-        )
-        trips, _ = synthetic_train_test(SYNTHETIC_TRAINING_ROWS, seed=1, test_rows=0)
-        description = f"synthetic rows={SYNTHETIC_TRAINING_ROWS} seed=1"
-    saved = train_and_save(trips, description, model_path)
-    click.echo(f"model {saved.card.version}: held-out RMSLE {saved.card.holdout.rmsle:.3f}")
-    return saved.card.version
 
 
 def pipeline(
@@ -59,10 +37,15 @@ def pipeline(
         Child(
             "predictor",
             ["taxi-predictor", "--instance", "up", "--model", str(model_path)],
-            9103,
+            METRICS_PORTS["predictor"],
             logs / "predictor.log",
         ),
-        Child("aggregator", ["taxi-aggregator", "--instance", "up"], 9104, logs / "aggregator.log"),
+        Child(
+            "aggregator",
+            ["taxi-aggregator", "--instance", "up"],
+            METRICS_PORTS["aggregator"],
+            logs / "aggregator.log",
+        ),
         *(
             Child(
                 f"producer-{source}",
@@ -76,10 +59,10 @@ def pipeline(
                     *producer_args,
                     *_data_args(data_dir / f"{source}.csv"),
                 ],
-                port,
+                METRICS_PORTS[f"producer-{source}"],
                 logs / f"producer-{source}.log",
             )
-            for source, port in (("train", 9101), ("test", 9102))
+            for source in ("train", "test")
         ),
     ]
 
@@ -178,22 +161,33 @@ def up(
     children: list[Child] = []
     try:
         try:
-            version = ensure_model(model_path, data_dir)
+            version = ensure_model(model_path, data_dir, click.echo)
         except ModelLoadError as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(f"model {version} at {model_path}")
         if not no_dashboard:
             click.echo("dashboard: not part of this version yet (see the README)")
-        children = pipeline(model_path, data_dir, cluster.runtime_dir.parent / "logs", rate, limit)
+        logs = cluster.runtime_dir.parent / "logs"
+        children = pipeline(model_path, data_dir, logs, rate, limit)
         env = {"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers}
         for child in children:
             child.start(env)
             click.echo(f"{child.name:<17} {child.metrics_url}   log: {child.log_path}")
+        write_state(
+            state_path(cluster),
+            {
+                "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "bootstrap_servers": cluster.bootstrap_servers,
+                "logs": str(logs),
+                "services": {c.name: c.process.pid for c in children if c.process},
+            },
+        )
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         _watch(children, Status(children), stop, limit is not None)
     except KeyboardInterrupt:
         click.echo("\nstopping (Ctrl+C)")
     finally:
+        state_path(cluster).unlink(missing_ok=True)
         codes = stop_all(children)
         if codes:
             click.echo("stopped: " + ", ".join(f"{name} ({code})" for name, code in codes.items()))

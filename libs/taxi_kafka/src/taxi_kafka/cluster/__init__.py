@@ -4,6 +4,7 @@ from taxi_kafka.cluster.config import DEFAULT_BASE_PORT, NODE_IDS, ClusterPorts
 from taxi_kafka.cluster.errors import ClusterError, PortInUseError, PrerequisiteError
 from taxi_kafka.cluster.jars import KAFKA_VERSION, KafkaJars
 from taxi_kafka.cluster.local import LocalCluster, UpResult, default_runtime_dir
+from taxi_kafka.cluster.scratch import free_base_port, scratch_cluster
 from taxi_kafka.cluster.status import ClusterStatus, NodeStatus, PartitionState, format_status
 
 __all__ = [
@@ -22,4 +23,6 @@ __all__ = [
     "UpResult",
     "default_runtime_dir",
     "format_status",
+    "free_base_port",
+    "scratch_cluster",
 ]
