@@ -4,6 +4,7 @@ service started, and nothing left running afterwards."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,19 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from taxi_kafka.testing import free_base_port
+from taxi_kafka.cluster import free_base_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 TAXI = str(Path(sys.executable).parent / "taxi")
 
 
-def start_up(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    env = {
+def environment(tmp_path: Path) -> dict[str, str]:
+    """`taxi` commands run in `tmp_path`, on a cluster of their own."""
+    return {
         **os.environ,
         "TAXI_RUNTIME_DIR": str(tmp_path / ".taxi"),
         "TAXI_CLUSTER_BASE_PORT": str(free_base_port()),
     }
+
+
+def start_up(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [TAXI, "up", *args],
         cwd=tmp_path,
@@ -50,7 +55,7 @@ def leftovers(tmp_path: Path) -> list[str]:
 
 
 def test_up_with_a_limit_drains_and_stops_everything(tmp_path):
-    up = start_up(tmp_path, "--limit", "200", "--rate", "200")
+    up = start_up(tmp_path, environment(tmp_path), "--limit", "200", "--rate", "200")
     output, _ = up.communicate(timeout=400)
     assert up.returncode == 0, output
     assert "training on 50,000 synthetic trips" in output
@@ -61,16 +66,35 @@ def test_up_with_a_limit_drains_and_stops_everything(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_ctrl_c_stops_every_process(tmp_path):
-    up = start_up(tmp_path, "--rate", "20")
+def test_status_while_up_runs_and_ctrl_c_stops_every_process(tmp_path):
+    env = environment(tmp_path)
+    up = start_up(tmp_path, env, "--rate", "20")
     deadline = time.monotonic() + 300
     assert up.stdout is not None
     for line in up.stdout:
         if line.startswith("started") and "predicted 0 " not in line:
             break
         assert time.monotonic() < deadline, "no predictions in time"
+    status = subprocess.run(
+        [TAXI, "status"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     up.send_signal(signal.SIGINT)
     output, _ = up.communicate(timeout=120)
     assert up.returncode == 0, output
     assert "stopped the Kafka cluster" in output
     assert leftovers(tmp_path) == []
+
+    assert status.returncode == 0, status.stderr
+    report = status.stdout
+    assert "Kafka: 3 of 3 brokers up" in report
+    assert f"taxi up: running (pid {up.pid})" in report
+    assert re.search(r"^predictor +running .* predicted [1-9]", report, re.MULTILINE), report
+    assert re.search(r"^producer-test +running .* started [1-9]", report, re.MULTILINE), report
+    assert "consumer lag: taxi-predictor " in report
+    assert re.search(r"^model: \w+ at models/taxi_pipeline.pkl, held-out RMSLE", report, re.M)

@@ -1,0 +1,91 @@
+"""`taxi status`: what is running on this machine, from the cluster to the dashboard."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import urllib.request
+from pathlib import Path
+
+import click
+from confluent_kafka import KafkaException
+
+from taxi_kafka.cluster import LocalCluster
+from taxi_kafka.groups import group_lag
+from taxi_kafka.records import PartitionKey
+from taxi_kafka.topics import FINISHED_TRIPS, ML_PREDICTIONS, NEW_TRIPS
+from taxi_model.artifact import ModelLoadError, read_card
+from taxi_services.options import model_option
+from taxi_services.ports import DASHBOARD_PORT, METRICS_PORTS, PROMETHEUS_PORT
+from taxi_services.scrape import scrape
+from taxi_services.status import PipelineStatus, ServiceState, format_report, service_detail
+from taxi_services.up_state import read_state, state_path
+
+# The consumer groups of the pipeline and the topics they read.
+GROUPS = {
+    "taxi-predictor": (NEW_TRIPS,),
+    "taxi-aggregator": (ML_PREDICTIONS, FINISHED_TRIPS),
+}
+
+
+def probe_services() -> list[ServiceState]:
+    services = []
+    for name, port in METRICS_PORTS.items():
+        url = f"http://127.0.0.1:{port}/metrics"
+        samples = scrape(url)
+        detail = service_detail(name, samples) if samples is not None else ""
+        services.append(ServiceState(name, url, samples is not None, detail))
+    dashboard = f"http://127.0.0.1:{DASHBOARD_PORT}"
+    prometheus = f"http://127.0.0.1:{PROMETHEUS_PORT}"
+    services.append(
+        ServiceState("dashboard UI", dashboard, _answers(f"{dashboard}/_stcore/health"))
+    )
+    services.append(ServiceState("prometheus", prometheus, _answers(f"{prometheus}/-/ready")))
+    return services
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def lag_by_group(cluster: LocalCluster) -> dict[str, dict[PartitionKey, int]]:
+    admin = cluster.admin()
+    lags = {}
+    for group, topics in GROUPS.items():
+        with contextlib.suppress(KafkaException):  # a broker going away mid-call: skip it
+            lags[group] = group_lag(admin, group, topics, timeout=3.0)
+    return lags
+
+
+def describe_model(model_path: Path) -> str:
+    try:
+        card = read_card(model_path)
+    except ModelLoadError:
+        return f"none usable at {model_path} (`taxi up` or `taxi train` makes one)"
+    return f"{card.version} at {model_path}, held-out RMSLE {card.holdout.rmsle:.3f}"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@model_option("The model to describe.")
+def status(as_json: bool, model_path: Path) -> None:
+    """What runs here: the local Kafka cluster, the consumer groups' lag, the model, each
+    service (probed on its default metrics port), the dashboard and Prometheus, and the
+    `taxi up` that started them, if any."""
+    cluster = LocalCluster()
+    cluster_status = cluster.status(timeout=3.0)
+    report = PipelineStatus(
+        cluster=cluster_status,
+        services=probe_services(),
+        group_lag=lag_by_group(cluster) if cluster_status.metadata_error is None else {},
+        model=describe_model(model_path),
+        up=read_state(state_path(cluster)),
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(format_report(report))
