@@ -1,0 +1,58 @@
+"""The dashboard's Prometheus metrics, named like the services' (taxi_services/metrics.py):
+a `taxi_` prefix, base units, `_total` counters, a `service` label, no trip ids in labels.
+
+The default registry also exports process_resident_memory_bytes, which shows that the memory
+of a long-running dashboard stays flat.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from prometheus_client import Counter, Gauge, start_http_server
+
+log = logging.getLogger("taxi.dashboard")
+
+SERVICE = "dashboard"
+
+RECORDS_CONSUMED = Counter(
+    "taxi_records_consumed_total", "Records consumed, by topic.", ["service", "topic"]
+)
+MALFORMED_RECORDS = Counter(
+    "taxi_malformed_records_total",
+    "Records that did not decode and were skipped, by topic.",
+    ["service", "topic"],
+)
+BUFFER_ITEMS = Gauge(
+    "taxi_dashboard_buffer_items", "Items held in each bounded buffer.", ["buffer"]
+)
+BROKERS_UP = Gauge("taxi_dashboard_brokers_up", "Brokers in the cluster metadata.")
+UNDER_REPLICATED = Gauge(
+    "taxi_dashboard_under_replicated_partitions", "Partitions with fewer in-sync replicas."
+)
+
+
+def record_batch(consumed: Mapping[str, int], malformed: Mapping[str, int]) -> None:
+    for topic, count in consumed.items():
+        RECORDS_CONSUMED.labels(SERVICE, topic).inc(count)
+    for topic, count in malformed.items():
+        MALFORMED_RECORDS.labels(SERVICE, topic).inc(count)
+
+
+def record_buffers(sizes: Mapping[str, int]) -> None:
+    for name, size in sizes.items():
+        BUFFER_ITEMS.labels(name).set(size)
+
+
+def serve_metrics(port: int) -> None:
+    """Expose /metrics on `port` (0: don't). A port in use is logged, not fatal: the page
+    matters more than its metrics."""
+    if not port:
+        return
+    try:
+        start_http_server(port)
+    except OSError as exc:
+        log.error("cannot serve metrics on port %d: %s", port, exc)
+        return
+    log.info("metrics on http://127.0.0.1:%d/metrics", port)

@@ -1,0 +1,238 @@
+"""The dashboard in a real browser (Debian's Chromium, driven by Playwright) on a real cluster,
+with the real pipeline processes feeding it; then with one broker stopped.
+
+The cluster is this module's own: it starts empty (for the page without data) and one of its
+brokers is stopped. Screenshots go to $TAXI_TEST_ARTIFACTS, or else <repo>/test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from taxi_kafka.admin import ensure_topics
+from taxi_kafka.cluster import LocalCluster
+from taxi_kafka.testing import free_base_port
+from taxi_kafka.topics import PROJECT_TOPICS
+from taxi_model.synth import generate_trips, write_synthetic
+from taxi_model.workflow import train_and_save
+from taxi_services.supervisor import Child, free_port, stop_all
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Generous: the page's first paint waits for Streamlit's scripts, on a machine shared with
+# several Kafka clusters. Nothing here asserts a timing.
+PAINT_TIMEOUT_MS = 240_000
+ARTIFACTS_ENV = "TAXI_TEST_ARTIFACTS"
+STOPPED_BROKER = 2
+
+
+def artifacts_dir() -> Path:
+    configured = os.environ.get(ARTIFACTS_ENV)
+    directory = Path(configured) if configured else Path(__file__).parents[2] / "test-artifacts"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def screenshot(page: Page, name: str) -> Path:
+    path = artifacts_dir() / name
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    runtime_dir = Path(tempfile.mkdtemp(prefix="taxi-dashboard-test-"))
+    cluster = LocalCluster(runtime_dir, base_port=free_base_port())
+    try:
+        cluster.up()
+        ensure_topics(cluster.admin(), PROJECT_TOPICS)
+        yield cluster
+    finally:
+        cluster.down()
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "taxi_pipeline.pkl"
+    train_and_save(generate_trips(rows=3000, seed=5), "synthetic rows=3000 seed=5", path)
+    return path
+
+
+def dashboard(workdir: Path) -> tuple[Child, str]:
+    port = free_port()
+    child = Child(
+        "dashboard",
+        [
+            "taxi-dashboard",
+            "--port",
+            str(port),
+            "--address",
+            "127.0.0.1",
+            "--refresh",
+            "1",
+            "--health-interval",
+            "1",
+        ],
+        0,
+        workdir / "dashboard.log",
+    )
+    return child, f"http://127.0.0.1:{port}"
+
+
+def open_page(browser: Browser, url: str) -> Page:
+    page = browser.new_page(viewport={"width": 1500, "height": 1900})
+    deadline = time.monotonic() + 120
+    while True:  # until the server listens
+        try:
+            page.goto(url)
+            return page
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def records_read(page: Page) -> int:
+    text = page.locator(".st-key-status").inner_text()
+    found = re.search(r"([\d,]+) records read", text)
+    assert found, text
+    return int(found[1].replace(",", ""))
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(1)
+
+
+def assert_no_exception(page: Page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_without_data_the_page_says_what_to_start(cluster, browser, tmp_path):
+    child, url = dashboard(tmp_path)
+    child.start({"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers})
+    try:
+        page = open_page(browser, url)
+        expect(page.get_by_text("No trips yet.")).to_be_visible(timeout=PAINT_TIMEOUT_MS)
+        expect(page.get_by_text("uv run taxi up").first).to_be_visible()
+        expect(page.locator(".st-key-status")).to_contain_text("0 records read")
+        assert page.locator(".st-key-live-map").count() == 0
+        assert_no_exception(page)
+        screenshot(page, "dashboard-empty.png")
+        page.close()
+    finally:
+        codes = stop_all([child])
+    assert codes == {"dashboard": 0}, child.log_path.read_text()
+
+
+def test_the_live_page_shows_trips_and_keeps_updating_with_a_broker_down(
+    cluster, browser, model_path, tmp_path
+):
+    train_csv, test_csv = write_synthetic(tmp_path / "data", rows=20_000, seed=11, test_rows=20_000)
+    children = [
+        Child(
+            "predictor",
+            ["taxi-predictor", "--model", str(model_path), "--instance", "p1"],
+            0,
+            tmp_path / "predictor.log",
+        ),
+        Child(
+            "aggregator",
+            ["taxi-aggregator", "--instance", "a1", "--window", "2", "--grace", "1"],
+            0,
+            tmp_path / "aggregator.log",
+        ),
+        *(
+            Child(
+                f"producer-{source}",
+                [
+                    *("taxi-producer", "--source", source, "--data", str(csv)),
+                    *("--instance", "b", "--rate", "20", "--no-progress"),
+                ],
+                0,
+                tmp_path / f"producer-{source}.log",
+            )
+            for source, csv in (("train", train_csv), ("test", test_csv))
+        ),
+    ]
+    child, url = dashboard(tmp_path)
+    children.append(child)
+    env = {"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers}
+    started = time.monotonic()
+    try:
+        for process in children:
+            process.start(env)
+        page = open_page(browser, url)
+        expect(page.locator(".st-key-live-map canvas").first).to_be_visible(
+            timeout=PAINT_TIMEOUT_MS
+        )
+        # The table draws on a canvas; its cells are in the accessibility tree behind it.
+        first_trip = page.locator(
+            ".st-key-live-records [role=gridcell]", has_text=re.compile("^id")
+        )
+        first_trip.first.wait_for(state="attached", timeout=PAINT_TIMEOUT_MS)
+        expect(page.get_by_text("Model version")).to_be_visible(timeout=PAINT_TIMEOUT_MS)
+        assert_no_exception(page)
+        print(f"live page drawn {time.monotonic() - started:.0f} s after the start")
+        shot = screenshot(page, "dashboard.png")
+        assert shot.stat().st_size > 50_000
+
+        # A second tab is served by the same reader: the topics are assigned once.
+        second = open_page(browser, url)
+        expect(second.locator(".st-key-live-map canvas").first).to_be_visible(
+            timeout=PAINT_TIMEOUT_MS
+        )
+        assert child.log_path.read_text().count("reading new_trips") == 1
+        second.close()
+
+        assert cluster.stop_broker(STOPPED_BROKER)
+        expect(page.get_by_text(f"1 of 3 brokers down (broker {STOPPED_BROKER})")).to_be_visible(
+            timeout=120_000
+        )
+        before = records_read(page)
+        wait_for("records read with a broker down", lambda: records_read(page) > before + 50, 180)
+        assert_no_exception(page)
+        screenshot(page, "dashboard-broker-down.png")
+
+        assert cluster.start_broker(STOPPED_BROKER)
+        expect(page.get_by_text("brokers down")).to_have_count(0, timeout=180_000)
+        assert_no_exception(page)
+        page.close()
+    finally:
+        codes = stop_all(children)
+    assert codes["dashboard"] == 0, child.log_path.read_text()

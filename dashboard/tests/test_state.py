@@ -1,0 +1,132 @@
+"""The dashboard's state from raw records: decode, file, count, skip what is malformed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taxi_dashboard.state import RATE_WINDOW_S, TOPICS, DashboardState, RawRecord
+from taxi_events import DeadLetter, ModelMetrics, encode
+from taxi_events.testing import prediction, trip_finished, trip_started
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+
+
+def record(topic: str, value: bytes | None, *, age_s: float = 2.0, headers=None) -> RawRecord:
+    return RawRecord(topic, value, NOW_MS - int(age_s * 1000), headers)
+
+
+def cumulative(**fields) -> ModelMetrics:
+    values = {
+        "source": "train",
+        "scope": "cumulative",
+        "window_start": None,
+        "window_end": None,
+        "count": 3,
+        "rmsle": 0.3,
+        "mae": 50.0,
+        "median_ape": 0.1,
+        "within_30": 0.9,
+        "unmatched": 0,
+        "model_version": "m1",
+    }
+    return ModelMetrics(**{**values, **fields})
+
+
+def test_each_topic_is_filed_where_it_belongs():
+    state = DashboardState()
+    letter = DeadLetter(
+        source_topic="new_trips", partition=1, offset=7, service="predictor", reason="bad JSON"
+    )
+    records = [
+        record("new_trips", encode(trip_started("t1"))),
+        record("ml_predictions", encode(prediction("t1", predicted_duration=300.0))),
+        record("finished_trips", encode(trip_finished("t1", trip_duration=330.0))),
+        record("model_metrics", encode(cumulative())),
+        record("dead_letters", b"\xff not an event", headers=letter.to_headers()),
+    ]
+    assert all(state.ingest(r, NOW) for r in records)
+    snapshot = state.snapshot(NOW)
+    [trip] = snapshot.trips
+    assert (trip.trip_id, trip.predicted_duration, trip.actual_duration) == ("t1", 300, 330)
+    assert snapshot.cumulative["train"].rmsle == 0.3
+    assert snapshot.model_version == "m1"
+    assert snapshot.dead_letters == (letter,)
+    assert snapshot.dead_letter_count == 1
+    assert snapshot.consumed == dict.fromkeys(TOPICS, 1)
+    assert snapshot.malformed == {}
+    assert snapshot.last_record_at == NOW
+    assert snapshot.has_data
+    assert snapshot.records_read == 5
+
+
+def test_malformed_records_are_counted_skipped_and_explained():
+    state = DashboardState()
+    assert not state.ingest(record("ml_predictions", b"{not json"), NOW)
+    assert not state.ingest(record("finished_trips", encode(prediction("t1"))), NOW)
+    assert not state.ingest(record("dead_letters", b"x", headers=[("taxi.reason", b"?")]), NOW)
+    assert not state.ingest(record("new_trips", None), NOW)
+    assert not state.ingest(record("somewhere_else", b"{}"), NOW)
+    snapshot = state.snapshot(NOW)
+    assert snapshot.malformed_count == 5
+    assert snapshot.malformed["ml_predictions"] == 1
+    assert snapshot.problems[0].topic == "somewhere_else"
+    assert "not valid JSON" in snapshot.problems[-1].reason
+    assert not snapshot.has_data
+    assert snapshot.trips == ()
+    assert snapshot.dead_letter_count == 0
+
+
+def test_rates_count_records_by_their_own_timestamps():
+    state = DashboardState()
+    # Two trips a second over the whole rate window, read all at once (a look-back burst).
+    for tenth in range(RATE_WINDOW_S * 10):
+        if tenth % 5 == 0:
+            stamp = NOW_MS - 1_000 - RATE_WINDOW_S * 1_000 + tenth * 100
+            state.ingest(RawRecord("new_trips", encode(trip_started(f"t{tenth}")), stamp), NOW)
+    snapshot = state.snapshot(NOW)
+    assert snapshot.rates["new_trips"] == 2.0
+    assert snapshot.rates["ml_predictions"] == 0.0
+    assert sum(count for _, count in snapshot.rate_series["new_trips"]) == 2 * RATE_WINDOW_S
+
+
+def test_a_record_without_a_timestamp_counts_at_arrival():
+    state = DashboardState()
+    arrival = NOW - timedelta(seconds=3)
+    state.ingest(RawRecord("new_trips", encode(trip_started()), -1), arrival)
+    series = dict(state.snapshot(NOW).rate_series["new_trips"])
+    assert series[int(arrival.timestamp())] == 1
+    assert sum(series.values()) == 1
+
+
+def test_dead_letters_keep_the_newest_but_count_all():
+    state = DashboardState(dead_letters=3)
+    for i in range(10):
+        letter = DeadLetter(
+            source_topic="new_trips", partition=0, offset=i, service="predictor", reason=f"r{i}"
+        )
+        state.ingest(record("dead_letters", b"", headers=letter.to_headers()), NOW)
+    snapshot = state.snapshot(NOW)
+    assert [d.reason for d in snapshot.dead_letters] == ["r9", "r8", "r7"]
+    assert snapshot.dead_letter_count == 10
+
+
+@given(
+    values=st.lists(
+        st.tuples(st.sampled_from(TOPICS), st.one_of(st.none(), st.binary(max_size=64))),
+        max_size=100,
+    )
+)
+def test_any_bytes_on_any_topic_are_filed_or_counted_never_raised(values):
+    state = DashboardState(trips=5, windows=5, dead_letters=5)
+    for topic, value in values:
+        state.ingest(record(topic, value), NOW)
+    snapshot = state.snapshot(NOW)
+    assert snapshot.records_read == len(values)
+    sizes = snapshot.buffer_sizes
+    assert sizes["trips"] <= 5
+    assert sizes["dead_letters"] <= 5
+    assert sizes["malformed"] <= 20

@@ -1,0 +1,237 @@
+"""What the page draws: colours, fading, map rows, the records table and the chart frames."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taxi_dashboard.health import GroupLag
+from taxi_dashboard.state import DashboardState, RawRecord
+from taxi_dashboard.trips import LiveTrip
+from taxi_dashboard.views import (
+    DURATION_STOPS,
+    ERROR_STOPS,
+    RATE_LABELS,
+    cumulative_rows,
+    dead_letters_frame,
+    duration_colour,
+    error_colour,
+    fade_alpha,
+    format_duration,
+    format_error,
+    in_progress_count,
+    lag_frame,
+    map_rows,
+    quality_frames,
+    rates_frame,
+    records_frame,
+    tooltip_text,
+)
+from taxi_events import DeadLetter, ModelMetrics, encode
+from taxi_events.testing import prediction, trip_finished, trip_started
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def trip(trip_id: str, *, started_s_ago: float = 1.0, **fields) -> LiveTrip:
+    return LiveTrip.of(
+        prediction(trip_id, trip_started_at=NOW - timedelta(seconds=started_s_ago), **fields)
+    )
+
+
+def ended(live: LiveTrip, *, ago_s: float, duration: float = 500.0, **fields) -> LiveTrip:
+    finish = trip_finished(
+        live.trip_id, trip_duration=duration, produced_at=NOW - timedelta(seconds=ago_s), **fields
+    )
+    return live.ended(finish)
+
+
+def test_colour_scales_run_from_their_first_to_their_last_stop():
+    assert duration_colour(1) == DURATION_STOPS[0][1]
+    assert duration_colour(DURATION_STOPS[-1][0] * 10) == DURATION_STOPS[-1][1]
+    assert duration_colour(600) == DURATION_STOPS[1][1]
+    assert error_colour(0.0) == ERROR_STOPS[0][1]
+    assert error_colour(5.0) == ERROR_STOPS[-1][1]
+    assert error_colour(None) == (140, 140, 140)
+
+
+@given(st.floats(0, 1e6, allow_nan=False), st.floats(0, 1e6, allow_nan=False))
+def test_colours_are_valid_rgb_for_any_value(a, b):
+    for colour in (duration_colour(a), error_colour(b)):
+        assert len(colour) == 3
+        assert all(0 <= c <= 255 for c in colour)
+
+
+def test_a_finished_trip_fades_out_over_the_fade_time():
+    assert fade_alpha(-1, 20) == 255
+    assert fade_alpha(0, 20) == 255
+    assert fade_alpha(10, 20) == 128
+    assert fade_alpha(20, 20) == 0
+    assert fade_alpha(99, 20) == 0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "-"),
+        (0, "0 s"),
+        (45.4, "45 s"),
+        (125, "2 min 05 s"),
+        (3_900, "1 h 05 min"),
+        (-125, "-2 min 05 s"),
+    ],
+)
+def test_durations_read_like_durations(seconds, text):
+    assert format_duration(seconds) == text
+
+
+def test_errors_show_sign_and_share():
+    done = ended(trip("t1", predicted_duration=600.0), ago_s=1, duration=500.0)
+    assert format_error(done) == "+1 min 40 s (20%)"
+    assert format_error(trip("t2")) == "-"
+
+
+def test_the_tooltip_shows_the_details_as_plain_text():
+    done = ended(trip("<b>x</b>", predicted_duration=600.0), ago_s=1, duration=500.0)
+    text = tooltip_text(done, "finished")
+    assert text.splitlines() == [
+        "<b>x</b> (train, finished)",
+        "pickup 2016-03-01 08:00",
+        "predicted 10 min 00 s",
+        "actual 8 min 20 s",
+        "error +1 min 40 s (20%)",
+    ]
+
+
+def test_map_rows_split_trips_in_progress_from_fading_finished_ones():
+    running = trip("run", predicted_duration=120.0)
+    fresh = ended(trip("fresh"), ago_s=0.0, duration=600.0)  # exact prediction
+    fading = ended(trip("fading"), ago_s=10.0)
+    gone = ended(trip("gone"), ago_s=60.0)
+    stale = trip("stale", started_s_ago=3_600)  # its end never came
+    rows = map_rows([stale, gone, fading, fresh, running], NOW, fade_s=20)
+    assert [r["tip"].split()[0] for r in rows.in_progress] == ["run"]
+    assert [r["tip"].split()[0] for r in rows.finished] == ["fresh", "fading"]
+    assert rows.in_progress[0]["color"] == [*DURATION_STOPS[0][1], 200]
+    assert rows.finished[0]["color"] == [*ERROR_STOPS[0][1], 255]
+    assert rows.finished[1]["color"][3] == 128
+    assert rows.in_progress[0]["pickup"] == [-73.98, 40.75]
+    assert rows.in_progress[0]["dropoff"] == [-73.96, 40.77]
+    assert len(rows) == 3
+    assert in_progress_count([stale, gone, running], NOW) == 1
+
+
+def test_map_rows_are_capped_newest_first():
+    trips = [trip(f"r{i}") for i in range(50)] + [ended(trip(f"f{i}"), ago_s=1) for i in range(50)]
+    rows = map_rows(trips, NOW, max_in_progress=5, max_finished=3)
+    assert [r["tip"].split()[0] for r in rows.in_progress] == [
+        f"r{i}" for i in (49, 48, 47, 46, 45)
+    ]
+    assert [r["tip"].split()[0] for r in rows.finished] == ["f49", "f48", "f47"]
+
+
+def test_records_are_the_latest_first_filtered_by_source():
+    trips = [
+        ended(trip("a", source="train", predicted_duration=600.0), ago_s=1, duration=500.0),
+        trip("b", source="test"),
+        ended(trip("c", source="test"), ago_s=1, is_estimate=True, source="test"),
+    ]
+    both = records_frame(trips, ["train", "test"])
+    assert list(both["trip"]) == ["c", "b", "a"]
+    assert list(both["status"]) == ["finished", "in progress", "finished"]
+    assert both["estimate"].tolist() == [True, None, False]
+    row = both.iloc[2]
+    assert (row["predicted_s"], row["actual_s"], row["error_s"]) == (600, 500, 100)
+    assert row["error_pct"] == pytest.approx(20.0)
+    assert list(records_frame(trips, ["test"], limit=1)["trip"]) == ["c"]
+    assert records_frame(trips, []).empty
+
+
+def window(source: str, start_s: int, **fields) -> ModelMetrics:
+    start = NOW + timedelta(seconds=start_s)
+    values = {
+        "count": 5,
+        "rmsle": 0.4,
+        "mae": 60.0,
+        "median_ape": 0.2,
+        "within_30": 0.7,
+        "unmatched": 0,
+        "model_version": "m1",
+    }
+    return ModelMetrics(
+        source=source,
+        scope="window",
+        window_start=start,
+        window_end=start + timedelta(seconds=10),
+        **{**values, **fields},
+    )
+
+
+def test_quality_frames_have_a_column_per_source_and_skip_empty_windows():
+    empty = {"count": 0, "rmsle": None, "mae": None, "median_ape": None, "within_30": None}
+    windows = [
+        window("train", 0, rmsle=0.5),
+        window("test", 0, rmsle=0.3),
+        window("train", 10, rmsle=0.6),
+        window("test", 10, **empty),
+    ]
+    frames = quality_frames(windows)
+    assert set(frames) == {"rmsle", "mae", "within_30"}
+    rmsle = frames["rmsle"]
+    assert list(rmsle.columns) == ["test", "train"]
+    assert rmsle.index.name == "window end"
+    assert rmsle["train"].tolist() == [0.5, 0.6]
+    assert rmsle["test"].iloc[0] == 0.3
+    assert pd.isna(rmsle["test"].iloc[1])
+    assert quality_frames([])["mae"].empty
+
+
+def test_the_rates_frame_smooths_each_topic_per_second():
+    state = DashboardState()
+    now_ms = int(NOW.timestamp() * 1000)
+    for age_s in range(1, 11):
+        stamp = now_ms - age_s * 1000
+        for i in range(age_s % 2 * 4):  # 4 trips every other second: 2 per second on average
+            state.ingest(RawRecord("new_trips", encode(trip_started(f"{age_s}-{i}")), stamp), NOW)
+    frame = rates_frame(state.snapshot(NOW), smooth_s=2)
+    assert list(frame.columns) == list(RATE_LABELS.values())
+    assert frame["trips in"].iloc[-4:].tolist() == [2.0, 2.0, 2.0, 2.0]
+    assert frame["predictions out"].max() == 0
+
+
+def test_tables_of_lag_dead_letters_and_cumulative_figures():
+    lags = lag_frame(
+        [
+            GroupLag("taxi-predictor", 3, partitions=6, committed=6),
+            GroupLag("taxi-aggregator", None, error="end offsets: timed out"),
+            GroupLag("new-group", 0, partitions=6, committed=0),
+        ]
+    )
+    assert lags["state"].tolist() == ["running", "end offsets: timed out", "no commits yet"]
+    assert lags["partitions committed"].tolist() == ["6/6", "0/0", "0/6"]
+
+    state = DashboardState()
+    letter = DeadLetter(source_topic="t", partition=0, offset=1, service="s", reason="why")
+    state.ingest(RawRecord("dead_letters", b"", 1, letter.to_headers()), NOW)
+    assert dead_letters_frame(state.snapshot(NOW))["reason"].tolist() == ["why"]
+
+    cumulative = ModelMetrics(
+        source="train",
+        scope="cumulative",
+        window_start=None,
+        window_end=None,
+        count=9,
+        rmsle=0.4,
+        mae=60.0,
+        median_ape=0.25,
+        within_30=0.7,
+        unmatched=1,
+        model_version="m1",
+    )
+    rows = cumulative_rows({"train": cumulative})
+    assert rows.iloc[0]["median APE %"] == 25.0
+    assert rows.iloc[0]["within ±30% (%)"] == 70.0
