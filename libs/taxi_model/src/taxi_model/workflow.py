@@ -1,5 +1,4 @@
-"""Train, compare with the model already in place, and save: what `taxi train` and `taxi up` do,
-and docker compose's trainer (`taxi train --if-missing`)."""
+"""Train, compare with the model already in place, and save: what `taxi train` and `taxi up` do."""
 
 from __future__ import annotations
 
@@ -17,10 +16,6 @@ from taxi_model.synth import synthetic_train_test
 from taxi_model.training import holdout_rmsle, train_model
 
 log = logging.getLogger(__name__)
-
-# What a model is trained on when there is neither a model nor a train.csv.
-SYNTHETIC_TRAINING_ROWS = 50_000
-SYNTHETIC_SEED = 1
 
 SYNTHETIC_TRAINING_ROWS = 50_000
 
@@ -90,41 +85,3 @@ def ensure_model(model_path: Path, data_dir: Path, say: Callable[[str], None] = 
     saved = train_and_save(trips, description, model_path)
     say(f"model {saved.card.version}: held-out RMSLE {saved.card.holdout.rmsle:.3f}")
     return saved.card.version
-
-
-@attrs.frozen
-class EnsuredModel:
-    version: str
-    saved: SavedModel | None  # None: the model in place was kept
-
-
-def ensure_model(
-    model_path: Path,
-    train_csv: Path,
-    *,
-    announce: Callable[[str], None] = log.info,
-    synthetic_rows: int = SYNTHETIC_TRAINING_ROWS,
-    on_rounds: Callable[[int], None] | None = None,
-) -> EnsuredModel:
-    """Keep the model at `model_path` if there is one; else train one on `train_csv`, or on
-    synthetic trips if that file does not exist. `announce` hears what is about to be trained.
-
-    A model file that exists but does not load raises ModelLoadError: never silently replaced.
-    """
-    try:
-        return EnsuredModel(load_model(model_path).version, None)
-    except ModelLoadError:
-        if model_path.exists():
-            raise
-    if train_csv.is_file():
-        announce(f"no model yet: training on {train_csv}")
-        trips = read_trips(train_csv, kind="train").frame
-        description, data_sha256 = str(train_csv), file_sha256(train_csv)
-    else:
-        announce(f"no model and no {train_csv}: training on {synthetic_rows:,} synthetic trips")
-        trips, _ = synthetic_train_test(synthetic_rows, seed=SYNTHETIC_SEED, test_rows=0)
-        description, data_sha256 = f"synthetic rows={synthetic_rows} seed={SYNTHETIC_SEED}", None
-    saved = train_and_save(
-        trips, description, model_path, data_sha256=data_sha256, on_rounds=on_rounds
-    )
-    return EnsuredModel(saved.card.version, saved)
