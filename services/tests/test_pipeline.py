@@ -4,18 +4,14 @@ console scripts a user runs, each in its own process."""
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from taxi_events import ModelMetrics, Prediction, decode
-from taxi_kafka.cluster import LocalCluster, scratch_cluster
+from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.testing import read_all
 from taxi_model.artifact import load_model
 from taxi_model.data import read_trips
@@ -25,46 +21,6 @@ from taxi_model.synth import write_synthetic
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 TRIPS = 2000
-BIN = Path(sys.executable).parent
-
-
-@pytest.fixture
-def pipeline_cluster() -> Iterator[LocalCluster]:
-    """A cluster of its own: the pipeline's topic and group names are fixed."""
-    with scratch_cluster("taxi-pipeline-test-") as cluster:
-        yield cluster
-
-
-class Services:
-    """Starts the pipeline's console scripts against one cluster and stops them all."""
-
-    def __init__(self, cluster: LocalCluster, workdir: Path) -> None:
-        self.env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
-            "TAXI_LOG_LEVEL": "INFO",
-        }
-        self.workdir = workdir
-        self.running: list[subprocess.Popen[bytes]] = []
-
-    def start(self, script: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{script}-{len(self.running)}.log").open("wb")
-        process = subprocess.Popen(
-            [str(BIN / script), "--metrics-port", "0", *args],
-            env=self.env,
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.running.append(process)
-        return process
-
-    def stop_all(self) -> list[int]:
-        """SIGTERM every process still running; their exit codes (0: a clean shutdown)."""
-        stopping = [p for p in self.running if p.poll() is None]
-        for process in stopping:
-            process.send_signal(signal.SIGTERM)
-        return [p.wait(timeout=60) for p in stopping]
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float) -> object:
@@ -117,10 +73,9 @@ def final_cumulative(cluster: LocalCluster) -> ModelMetrics | None:
 
 @pytest.mark.parametrize("kill_predictor", [False, True], ids=["clean", "predictor-killed"])
 def test_every_trip_is_predicted_once_and_scored_exactly(
-    pipeline_cluster, trained_model_path, tmp_path, kill_predictor
+    pipeline_cluster, services, trained_model_path, tmp_path, kill_predictor
 ):
     train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=77, test_rows=0)
-    services = Services(pipeline_cluster, tmp_path)
     model = str(trained_model_path)
     try:
         services.start("taxi-predictor", "--model", model, "--instance", "p1")
@@ -156,9 +111,10 @@ def test_every_trip_is_predicted_once_and_scored_exactly(
     assert codes == [0, 0]  # the predictor and the aggregator shut down cleanly
 
 
-def test_a_killed_producer_resumes_without_repeating_or_losing_trips(pipeline_cluster, tmp_path):
+def test_a_killed_producer_resumes_without_repeating_or_losing_trips(
+    pipeline_cluster, services, tmp_path
+):
     train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=78, test_rows=0)
-    services = Services(pipeline_cluster, tmp_path)
     args = replay(train_csv, "k")
     first = services.start("taxi-producer", *args, "--rate", "300")
 
@@ -179,9 +135,10 @@ def test_a_killed_producer_resumes_without_repeating_or_losing_trips(pipeline_cl
     assert sorted(ended) == sorted(ids)  # every started trip ended, once
 
 
-def test_two_predictors_split_the_partitions(pipeline_cluster, trained_model_path, tmp_path):
+def test_two_predictors_split_the_partitions(
+    pipeline_cluster, services, trained_model_path, tmp_path
+):
     train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=79, test_rows=0)
-    services = Services(pipeline_cluster, tmp_path)
     model = str(trained_model_path)
     try:
         services.start("taxi-predictor", "--model", model, "--instance", "p1")

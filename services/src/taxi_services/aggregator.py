@@ -13,6 +13,7 @@ half the partitions and publish half-figures.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,9 +29,16 @@ from taxi_kafka.processor import TransactionalProcessor
 from taxi_kafka.records import Failure, OutputRecord, TransformResult
 from taxi_kafka.shutdown import stop_on_signals
 from taxi_kafka.table import read_table
-from taxi_kafka.topics import AGGREGATOR_CHANGELOG, FINISHED_TRIPS, ML_PREDICTIONS, MODEL_METRICS
+from taxi_kafka.topics import (
+    AGGREGATOR_CHANGELOG,
+    DEAD_LETTERS,
+    FINISHED_TRIPS,
+    ML_PREDICTIONS,
+    MODEL_METRICS,
+)
 from taxi_model.aggregation import Aggregation
-from taxi_services.metrics import LATENCY, PrometheusObserver, serve_metrics
+from taxi_model.metrics import QualityMetrics
+from taxi_services.metrics import CommitLatency, PrometheusObserver, serve_metrics
 from taxi_services.options import env_option, service_options
 
 log = logging.getLogger("taxi.aggregator")
@@ -43,10 +51,27 @@ EVENT_TYPES: dict[str, type[Prediction] | type[TripFinished]] = {
     FINISHED_TRIPS: TripFinished,
 }
 
-MODEL_QUALITY = Gauge(
-    "taxi_model_quality",
-    "Cumulative model quality per source (rmsle, mae_seconds, median_ape, within_30).",
-    ["source", "metric"],
+# Dead-letter reasons (Failure.kind): a record that is no event of its topic's type, and a
+# record from a topic the aggregator does not read.
+DECODE = "decode"
+TOPIC = "topic"
+
+# Model quality per source, scope "cumulative" (since the start) or "window" (the last closed
+# window; NaN when it matched no trip).
+_QUALITY_LABELS = ["source", "scope"]
+RMSLE = Gauge("taxi_model_rmsle", "Root mean squared log error.", _QUALITY_LABELS)
+MAE = Gauge("taxi_model_mae_seconds", "Mean absolute error.", _QUALITY_LABELS)
+MEDIAN_APE = Gauge(
+    "taxi_model_median_ape_ratio", "Median absolute percentage error (0.18: 18%).", _QUALITY_LABELS
+)
+WITHIN_30 = Gauge(
+    "taxi_model_within_30_ratio", "Share of trips predicted within ±30%.", _QUALITY_LABELS
+)
+QUALITY_GAUGES = (
+    (RMSLE, "rmsle"),
+    (MAE, "mae"),
+    (MEDIAN_APE, "median_ape"),
+    (WITHIN_30, "within_30"),
 )
 MATCHED = Gauge(
     "taxi_matched_trips", "Trips matched with their prediction, cumulative.", ["source"]
@@ -54,8 +79,8 @@ MATCHED = Gauge(
 UNMATCHED = Gauge(
     "taxi_unmatched_trips", "Predictions or trip ends that expired unmatched.", ["source"]
 )
-WAITING = Gauge("taxi_join_waiting", "Predictions and trip ends waiting for their partner.")
-MODEL_INFO = Info("taxi_model", "The model whose predictions are being scored.")
+WAITING = Gauge("taxi_join_waiting_records", "Predictions and trip ends waiting for their partner.")
+MODEL_INFO = Info("taxi_model", "The model whose predictions are being scored.", ["source"])
 
 AggregationFactory = Callable[[], Aggregation]
 
@@ -64,7 +89,8 @@ class AggregateTransform:
     """The aggregator's stateful transform for TransactionalProcessor.
 
     Without new records, windows still close: `tick` moves record time on by the wall-clock
-    time since the last record, so the last window of a replay is published too.
+    time since the last record, so the last window of a replay is published too. Each event's
+    time goes to `latency`, observed once the batch commits.
     """
 
     def __init__(
@@ -72,10 +98,14 @@ class AggregateTransform:
         new_state: AggregationFactory,
         restore: Callable[[Aggregation], None],
         clock: Callable[[], float] = time.monotonic,
+        latency: CommitLatency | None = None,
     ) -> None:
         self._new_state = new_state
         self._restore = restore
         self._clock = clock
+        self._latency = latency
+        # What the last result published: its window figures become gauges once committed.
+        self._published: list[ModelMetrics] = []
         # Restored when the processor says the committed state is the truth (after its
         # producer fenced any predecessor, on assignment, after a failed transaction).
         self.state = new_state()
@@ -86,19 +116,19 @@ class AggregateTransform:
         for message in messages:
             event_type = EVENT_TYPES.get(message.topic() or "")
             if event_type is None:
-                failures.append(Failure(message, f"unexpected topic {message.topic()}", "topic"))
+                failures.append(Failure(message, f"unexpected topic {message.topic()}", TOPIC))
                 continue
             try:
                 event = decode(message.value(), event_type)
             except EventDecodeError as exc:
                 failures.append(
-                    Failure(message, f"undecodable {event_type.__name__}: {exc}", "decode")
+                    Failure(message, f"undecodable {event_type.__name__}: {exc}", DECODE)
                 )
                 continue
             timestamp_ms = message.timestamp()[1]
             self.state.add(event, timestamp_ms)
-            if isinstance(event, TripFinished):
-                LATENCY.labels(SERVICE).observe(max(0.0, time.time() - timestamp_ms / 1000))
+            if self._latency is not None:
+                self._latency.add(message.topic() or "", event.produced_at)
             self._last_record = max(self._last_record or (0, 0.0), (timestamp_ms, self._clock()))
         if self._last_record is None:
             return TransformResult((), failures)
@@ -119,24 +149,25 @@ class AggregateTransform:
             quality = tally.quality.metrics()
             MATCHED.labels(source).set(quality.count)
             UNMATCHED.labels(source).set(tally.unmatched)
-            for metric, value in (
-                ("rmsle", quality.rmsle),
-                ("mae_seconds", quality.mae),
-                ("median_ape", quality.median_ape),
-                ("within_30", quality.within_30),
-            ):
-                if value is not None:
-                    MODEL_QUALITY.labels(source, metric).set(value)
+            if quality.count:
+                _set_quality(source, "cumulative", quality)
             if tally.model_version:
-                MODEL_INFO.info({"version": tally.model_version})
+                MODEL_INFO.labels(source).info({"version": tally.model_version})
+        # The last closed window per source; earlier ones of the same batch are superseded.
+        for m in self._published:
+            if m.scope == "window":
+                window = QualityMetrics(m.count, m.rmsle, m.mae, m.median_ape, m.within_30)
+                _set_quality(m.source, "window", window)
 
     def rolled_back(self) -> None:
         """The last result did not commit (or partitions moved): back to the committed state."""
         self.state = self._new_state()
         self._restore(self.state)
         self._last_record = None
+        self._published = []
 
     def _publish(self, metrics: list[ModelMetrics], failures: list[Failure]) -> TransformResult:
+        self._published = metrics
         records = [OutputRecord(MODEL_METRICS, encode(m), m.source.encode()) for m in metrics]
         records += [
             OutputRecord(AGGREGATOR_CHANGELOG, value, key.encode())
@@ -153,6 +184,13 @@ class AggregateTransform:
                     m.unmatched,
                 )
         return TransformResult(records, failures)
+
+
+def _set_quality(source: str, scope: str, quality: QualityMetrics) -> None:
+    """One scope's figures; a figure that is undefined (no trip matched) reads NaN."""
+    for gauge, field in QUALITY_GAUGES:
+        value = getattr(quality, field)
+        gauge.labels(source, scope).set(math.nan if value is None else value)
 
 
 def changelog_restorer(kafka: KafkaConfig) -> Callable[[Aggregation], None]:
@@ -199,16 +237,25 @@ def main(
     def new_state() -> Aggregation:
         return Aggregation.create(int(ttl * 1000), int(window * 1000), int(grace * 1000))
 
-    transform = AggregateTransform(new_state, changelog_restorer(kafka))
+    inputs = [ML_PREDICTIONS, FINISHED_TRIPS]
+    latency = CommitLatency(SERVICE, inputs)
+    transform = AggregateTransform(new_state, changelog_restorer(kafka), latency=latency)
     processor = TransactionalProcessor(
         kafka,
         service=SERVICE,
         instance=instance,
         group_id=GROUP_ID,
-        input_topics=[ML_PREDICTIONS, FINISHED_TRIPS],
+        input_topics=inputs,
         transform=transform,
         batch=BatchPolicy(max_messages=10_000, max_wait=0.2),
-        observer=PrometheusObserver(SERVICE),
+        observer=PrometheusObserver(
+            SERVICE,
+            group=GROUP_ID,
+            inputs=inputs,
+            outputs=[MODEL_METRICS, AGGREGATOR_CHANGELOG, DEAD_LETTERS],
+            dead_letter_reasons=[DECODE, TOPIC],
+            latency=latency,
+        ),
     )
     stop = threading.Event()
     with stop_on_signals(stop):

@@ -1,65 +1,154 @@
-"""Prometheus metrics shared by every service: one `taxi_` prefix, base units, no trip ids."""
+"""Prometheus metrics shared by every service: one `taxi_` prefix, base units, `_total` on
+counters, no trip ids in labels. Prometheus adds `job` and `instance` when it scrapes; the
+`service` label says which of the pipeline's services a series is from wherever it is read."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from taxi_kafka.observer import Observer
 from taxi_kafka.records import PartitionKey
 
 log = logging.getLogger(__name__)
 
+# No `_created` twin of every counter and histogram: Prometheus 2 stores each as one more gauge
+# series, and nothing here reads them.
+disable_created_metrics()
+
 RECORDS_CONSUMED = Counter(
     "taxi_records_consumed_total", "Records consumed, by topic.", ["service", "topic"]
 )
 RECORDS_PRODUCED = Counter(
-    "taxi_records_produced_total", "Records produced, by topic.", ["service", "topic"]
+    "taxi_records_produced_total",
+    "Records produced and committed, by topic.",
+    ["service", "topic"],
 )
 BATCH_SIZE = Histogram(
     "taxi_batch_size_records",
-    "Records per processed batch.",
+    "Records per committed batch: consumed records for the processors, trip events for the "
+    "producers.",
     ["service"],
     buckets=(1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 20_000),
 )
 CONSUMER_LAG = Gauge(
     "taxi_consumer_lag_records",
-    "Records not yet processed, per topic and partition.",
-    ["service", "topic", "partition"],
+    "Records not yet handed to the service, per consumer group, topic and partition.",
+    ["service", "group", "topic", "partition"],
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "taxi_consumer_lag_seconds",
+    "How far behind a partition is in time: 0 when caught up, else the age of the last record "
+    "handed over (the oldest waiting record is at most that old).",
+    ["service", "group", "topic", "partition"],
 )
 DEAD_LETTERS = Counter(
-    "taxi_dead_letters_total", "Records sent to dead_letters, by reason.", ["service", "reason"]
+    "taxi_dead_letters_total",
+    "Records sent to dead_letters, by source topic and reason.",
+    ["service", "topic", "reason"],
 )
 TRANSACTIONS = Counter(
     "taxi_transactions_total", "Kafka transactions, by outcome.", ["service", "outcome"]
 )
 PRODUCERS_RECREATED = Counter(
     "taxi_producers_recreated_total",
-    "Transactional producers replaced after a fatal error or a timeout.",
-    ["service", "reason"],
+    "Transactional producers replaced after a fatal error or a timeout (the error is logged).",
+    ["service"],
 )
 DELIVERY_ERRORS = Counter(
     "taxi_producer_delivery_errors_total",
-    "Records the producer could not deliver, by topic and error.",
-    ["service", "topic", "error"],
+    "Records the producer could not deliver, by topic (their transaction aborts; its error "
+    "is logged).",
+    ["service", "topic"],
 )
-# From an event's creation upstream to this service's output, in seconds.
+# From an event's creation upstream (its produced_at) to the commit of this service's output.
 LATENCY = Histogram(
     "taxi_processing_latency_seconds",
-    "Event time to output time.",
-    ["service"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    "Event time to committed output, by input topic.",
+    ["service", "topic"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+BROKER_UP = Gauge(
+    "taxi_kafka_broker_up",
+    "1 while the client is connected to the broker (librdkafka state UP), else 0.",
+    ["service", "client", "broker"],
+)
+
+OUTCOMES = ("committed", "aborted")
+BROKER_CONNECTED = "UP"
+
+
+class CommitLatency:
+    """Event times of the records in the transaction being built, observed into
+    taxi_processing_latency_seconds once it commits: the latency a read_committed reader
+    downstream sees. An aborted transaction's records are processed again, and count then."""
+
+    def __init__(
+        self, service: str, topics: Iterable[str], clock: Callable[[], float] = time.time
+    ) -> None:
+        self._service = service
+        self._clock = clock
+        self._children = {topic: LATENCY.labels(service, topic) for topic in topics}
+        self._pending: list[tuple[str, float]] = []
+
+    def add(self, topic: str, event_time: datetime) -> None:
+        self._pending.append((topic, event_time.timestamp()))
+
+    def committed(self) -> None:
+        now = self._clock()
+        for topic, at in self._pending:
+            child = self._children.get(topic)
+            if child is None:
+                child = self._children[topic] = LATENCY.labels(self._service, topic)
+            child.observe(max(0.0, now - at))
+        self._pending.clear()
+
+    def aborted(self) -> None:
+        self._pending.clear()
 
 
 class PrometheusObserver(Observer):
-    """Feeds the shared metrics from the Kafka library's reports."""
+    """Feeds the shared metrics from the Kafka library's reports.
 
-    def __init__(self, service: str) -> None:
+    The label sets a service knows in advance (its topics, its dead-letter reasons, both
+    transaction outcomes) start at 0, so that rate() over them reads 0 rather than nothing.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        group: str = "",
+        inputs: Sequence[str] = (),
+        outputs: Sequence[str] = (),
+        dead_letter_reasons: Sequence[str] = (),
+        latency: CommitLatency | None = None,
+    ) -> None:
         self.service = service
+        self.group = group
+        self.latency = latency
+        for topic in inputs:
+            RECORDS_CONSUMED.labels(service, topic)
+            for reason in dead_letter_reasons:
+                DEAD_LETTERS.labels(service, topic, reason)
+        for topic in outputs:
+            RECORDS_PRODUCED.labels(service, topic)
+            DELIVERY_ERRORS.labels(service, topic)
+        for outcome in OUTCOMES:
+            TRANSACTIONS.labels(service, outcome)
+        PRODUCERS_RECREATED.labels(service)
+        BATCH_SIZE.labels(service)
 
     def consumed(self, topic: str, count: int) -> None:
         RECORDS_CONSUMED.labels(self.service, topic).inc(count)
@@ -72,28 +161,41 @@ class PrometheusObserver(Observer):
 
     def lag(self, lags: Mapping[PartitionKey, int]) -> None:
         for (topic, partition), lag in lags.items():
-            CONSUMER_LAG.labels(self.service, topic, str(partition)).set(lag)
+            CONSUMER_LAG.labels(self.service, self.group, topic, str(partition)).set(lag)
+
+    def lag_seconds(self, seconds: Mapping[PartitionKey, float]) -> None:
+        for (topic, partition), age in seconds.items():
+            CONSUMER_LAG_SECONDS.labels(self.service, self.group, topic, str(partition)).set(age)
+
+    def broker_states(self, client: str, states: Mapping[int, str]) -> None:
+        for broker, state in states.items():
+            BROKER_UP.labels(self.service, client, str(broker)).set(state == BROKER_CONNECTED)
 
     def dead_lettered(self, source_topic: str, kind: str) -> None:
-        DEAD_LETTERS.labels(self.service, kind).inc()
+        DEAD_LETTERS.labels(self.service, source_topic, kind).inc()
 
     def transaction_committed(self, records: int) -> None:
         TRANSACTIONS.labels(self.service, "committed").inc()
+        if self.latency is not None:
+            self.latency.committed()
 
     def transaction_aborted(self, reason: str) -> None:
         TRANSACTIONS.labels(self.service, "aborted").inc()
+        if self.latency is not None:
+            self.latency.aborted()
 
     def producer_recreated(self, reason: str) -> None:
-        PRODUCERS_RECREATED.labels(self.service, reason).inc()
+        PRODUCERS_RECREATED.labels(self.service).inc()
 
     def delivery_failed(self, topic: str, error: str) -> None:
-        DELIVERY_ERRORS.labels(self.service, topic, error).inc()
+        DELIVERY_ERRORS.labels(self.service, topic).inc()
 
     def rebalanced(self, event: str, partitions: Sequence[PartitionKey]) -> None:
         if event != "assign":  # a partition this instance no longer owns has no lag here
             for topic, partition in partitions:
-                with contextlib.suppress(KeyError):  # no lag was reported for it yet
-                    CONSUMER_LAG.remove(self.service, topic, str(partition))
+                for gauge in (CONSUMER_LAG, CONSUMER_LAG_SECONDS):
+                    with contextlib.suppress(KeyError):  # no lag was reported for it yet
+                        gauge.remove(self.service, self.group, topic, str(partition))
 
 
 def serve_metrics(port: int) -> None:

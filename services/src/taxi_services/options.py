@@ -42,6 +42,51 @@ def model_option(help_text: str, name: str = "model_path", **kwargs: Any) -> Cal
     )
 
 
+def topic_prefix_option() -> Callable[[F], F]:
+    """--topic-prefix: a namespace for the topic and consumer group names a service uses."""
+    return click.option(
+        "--topic-prefix",
+        envvar="TAXI_TOPIC_PREFIX",
+        default="",
+        show_envvar=True,
+        help="Put this before every topic and consumer group name, so that a second pipeline "
+        "shares a cluster without touching the first (`taxi bench` runs its own) [default: none].",
+    )
+
+
+def kafka_options(command: F) -> F:
+    """--bootstrap-servers and -X (plus TAXI_KAFKA_* variables); the command receives
+    `kafka: KafkaConfig`."""
+
+    @click.option(
+        "--bootstrap-servers",
+        envvar=BOOTSTRAP_ENV,
+        show_envvar=True,
+        help="Every broker, comma-separated [default: the three local brokers].",
+    )
+    @click.option(
+        "-X",
+        "kafka_settings",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Any librdkafka setting (repeatable), e.g. -X security.protocol=SSL. "
+        "TAXI_KAFKA_<NAME> variables do the same: TAXI_KAFKA_SASL_MECHANISM=PLAIN.",
+    )
+    @functools.wraps(command)
+    def wrapper(
+        bootstrap_servers: str | None, kafka_settings: tuple[str, ...], **kwargs: Any
+    ) -> Any:
+        try:
+            kafka = KafkaConfig.from_env(
+                bootstrap_servers=bootstrap_servers, overrides=kafka_settings
+            )
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="-X") from exc
+        return command(kafka=kafka, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def service_options(service: str, metrics_port: int) -> Callable[[F], F]:
     """--bootstrap-servers, -X, --metrics-port, --instance and --log-level, for `service`.
 
@@ -53,20 +98,6 @@ def service_options(service: str, metrics_port: int) -> Callable[[F], F]:
     option = env_option(service)
 
     def decorate(command: F) -> F:
-        @click.option(
-            "--bootstrap-servers",
-            envvar=BOOTSTRAP_ENV,
-            show_envvar=True,
-            help="Every broker, comma-separated [default: the three local brokers].",
-        )
-        @click.option(
-            "-X",
-            "kafka_settings",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Any librdkafka setting (repeatable), e.g. -X security.protocol=SSL. "
-            "TAXI_KAFKA_<NAME> variables do the same: TAXI_KAFKA_SASL_MECHANISM=PLAIN.",
-        )
         @option(
             "--metrics-port",
             type=click.IntRange(0, 65535),
@@ -90,21 +121,11 @@ def service_options(service: str, metrics_port: int) -> Callable[[F], F]:
             show_envvar=True,
             type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
         )
+        @kafka_options
         @functools.wraps(command)
-        def wrapper(
-            bootstrap_servers: str | None,
-            kafka_settings: tuple[str, ...],
-            log_level: str,
-            **kwargs: Any,
-        ) -> Any:
+        def wrapper(log_level: str, **kwargs: Any) -> Any:
             configure_logging(log_level)
-            try:
-                kafka = KafkaConfig.from_env(
-                    bootstrap_servers=bootstrap_servers, overrides=kafka_settings
-                )
-            except ConfigError as exc:
-                raise click.BadParameter(str(exc), param_hint="-X") from exc
-            return command(kafka=kafka, **kwargs)
+            return command(**kwargs)
 
         return wrapper  # type: ignore[return-value]
 

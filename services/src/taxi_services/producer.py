@@ -31,7 +31,7 @@ from taxi_model.data import CsvSchemaError, read_trips
 from taxi_model.replay import CheckpointMismatchError, Replay, ReplayCheckpoint, ReplayStep
 from taxi_model.synth import synthetic_train_test
 from taxi_services.metrics import PrometheusObserver, serve_metrics
-from taxi_services.options import env_option, service_options
+from taxi_services.options import env_option, service_options, topic_prefix_option
 
 log = logging.getLogger("taxi.producer")
 
@@ -52,16 +52,19 @@ PENDING_ENDS = Gauge(
 )
 
 
-def checkpoint_record(name: str, checkpoint: ReplayCheckpoint) -> OutputRecord:
+def checkpoint_record(
+    name: str, checkpoint: ReplayCheckpoint, topic_prefix: str = ""
+) -> OutputRecord:
     value = json.dumps(checkpoint.to_json(), separators=(",", ":")).encode()
-    return OutputRecord(PRODUCER_CHECKPOINTS, value, name.encode())
+    return OutputRecord(topic_prefix + PRODUCER_CHECKPOINTS, value, name.encode())
 
 
-def step_records(step: ReplayStep) -> list[OutputRecord]:
+def step_records(step: ReplayStep, topic_prefix: str = "") -> list[OutputRecord]:
     """A step's events as records keyed by trip id: starts first, then ends."""
-    starts = [OutputRecord(NEW_TRIPS, encode(e), e.trip_id.encode()) for e in step.started]
-    ends = [OutputRecord(FINISHED_TRIPS, encode(e), e.trip_id.encode()) for e in step.finished]
-    return starts + ends
+    starts, ends = topic_prefix + NEW_TRIPS, topic_prefix + FINISHED_TRIPS
+    return [OutputRecord(starts, encode(e), e.trip_id.encode()) for e in step.started] + [
+        OutputRecord(ends, encode(e), e.trip_id.encode()) for e in step.finished
+    ]
 
 
 def run_replay(
@@ -73,6 +76,7 @@ def run_replay(
     batch_size: int,
     observer: Observer,
     progress: tqdm | None = None,
+    topic_prefix: str = "",
 ) -> None:
     """Commit due events with the checkpoint, transaction by transaction, until done or stopped.
     A failed transaction rolls the replay back to the last committed checkpoint."""
@@ -84,9 +88,13 @@ def run_replay(
         if not step.started and not step.finished:
             stop.wait(TICK_S)
             continue
-        records = [*step_records(step), checkpoint_record(name, replay.checkpoint())]
+        records = [
+            *step_records(step, topic_prefix),
+            checkpoint_record(name, replay.checkpoint(), topic_prefix),
+        ]
         if producer.commit(records):
             report_outputs(observer, records, ())
+            observer.batch_processed(len(step.started) + len(step.finished))
             committed = replay.checkpoint()
             if progress is not None:
                 progress.update(replay.next_row - progress.n)
@@ -140,6 +148,7 @@ def run_replay(
     help="Most trip starts per transaction.",
 )
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@topic_prefix_option()
 def main(
     *,
     source: str,
@@ -153,6 +162,7 @@ def main(
     synthetic_rows: int,
     batch_size: int,
     progress: bool,
+    topic_prefix: str,
 ) -> None:
     """Replay taxi trips as live events: starts on new_trips, ends on finished_trips.
 
@@ -165,7 +175,10 @@ def main(
     replay = Replay(trips, trip_source, rate=rate, time_scale=time_scale, limit=limit)
     name = f"{source}-{instance}"
     serve_metrics(metrics_port)
-    observer = PrometheusObserver(f"{SERVICE}-{source}")
+    observer = PrometheusObserver(
+        f"{SERVICE}-{source}",
+        outputs=[topic_prefix + t for t in (NEW_TRIPS, FINISHED_TRIPS, PRODUCER_CHECKPOINTS)],
+    )
     producer = TransactionalProducer(
         kafka,
         instance_id(SERVICE, name),
@@ -173,7 +186,7 @@ def main(
         observer=observer,
         name=f"{SERVICE}-{source}",
     )
-    saved = read_table(kafka, PRODUCER_CHECKPOINTS).get(name.encode())
+    saved = read_table(kafka, topic_prefix + PRODUCER_CHECKPOINTS).get(name.encode())
     if saved is not None:
         try:
             replay.restore(ReplayCheckpoint.from_json(json.loads(saved)))
@@ -193,7 +206,14 @@ def main(
     try:
         with stop_on_signals(stop):
             run_replay(
-                replay, producer, name, stop, batch_size=batch_size, observer=observer, progress=bar
+                replay,
+                producer,
+                name,
+                stop,
+                batch_size=batch_size,
+                observer=observer,
+                progress=bar,
+                topic_prefix=topic_prefix,
             )
     finally:
         bar.close()

@@ -52,7 +52,7 @@ def service_detail(name: str, samples: Samples) -> str:
     if name == "aggregator":
         scored = total(samples, "taxi_matched_trips")
         unmatched = total(samples, "taxi_unmatched_trips")
-        rmsle = total(samples, "taxi_model_quality", source="train", metric="rmsle")
+        rmsle = total(samples, "taxi_model_rmsle", source="train", scope="cumulative")
         return f"scored {scored:,.0f}, unmatched {unmatched:,.0f}, RMSLE train {rmsle:.3f}"
     if name == "dashboard":
         read = total(samples, "taxi_records_consumed_total")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ log = logging.getLogger("taxi.up")
 
 BIN = Path(sys.executable).parent
 STOP_TIMEOUT_S = 30.0
+ABORT_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -50,6 +52,14 @@ class Child:
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
+    def kill(self) -> int | None:
+        """SIGKILL the child, a crash with no chance to clean up, and reap it. Its exit code;
+        None when it was not running."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        self.process.kill()
+        return self.process.wait()
+
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """The child's current samples, or nothing while it is not serving."""
         try:
@@ -64,6 +74,13 @@ class Child:
         }
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it), for a child's metrics."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def total(
     samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
 ) -> float:
@@ -72,8 +89,12 @@ def total(
     return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
 
 
-def stop_all(children: Sequence[Child], timeout: float = STOP_TIMEOUT_S) -> dict[str, int]:
-    """SIGTERM every running child (each finishes its batch and commits), SIGKILL stragglers."""
+def stop_all(
+    children: Sequence[Child], timeout: float = STOP_TIMEOUT_S, *, dump_stacks: bool = False
+) -> dict[str, int]:
+    """SIGTERM every running child (each finishes its batch and commits), SIGKILL stragglers.
+    With `dump_stacks`, a straggler gets SIGABRT first: a child running with
+    PYTHONFAULTHANDLER=1 then writes where each of its threads is stuck to its log."""
     running = [c for c in children if c.process is not None and c.process.poll() is None]
     for child in running:
         assert child.process is not None
@@ -86,6 +107,16 @@ def stop_all(children: Sequence[Child], timeout: float = STOP_TIMEOUT_S) -> dict
             codes[child.name] = child.process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop in %.0f s; killing it", child.name, timeout)
-            child.process.kill()
-            codes[child.name] = child.process.wait()
+            codes[child.name] = _kill(child.process, dump_stacks)
     return codes
+
+
+def _kill(process: subprocess.Popen[bytes], dump_stacks: bool) -> int:
+    if dump_stacks:
+        process.send_signal(signal.SIGABRT)
+        try:
+            return process.wait(ABORT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass
+    process.kill()
+    return process.wait()

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from taxi_kafka.admin import QUIET_CLIENT_CONFIG, is_transient
 from taxi_kafka.config import KafkaConfig
 from taxi_kafka.errors import fatal_error, log_client_error
-from taxi_kafka.lag import consumer_lag
+from taxi_kafka.lag import broker_states, consumer_lag, lag_seconds
 from taxi_kafka.observer import Observer
 from taxi_kafka.records import PartitionKey, partition_offsets, topic_partitions
 from taxi_kafka.retry import RetryPolicy
@@ -83,6 +91,8 @@ class KafkaConsumer:
         self.listener: RebalanceListener | None = None
         self._observer = observer or Observer()
         self._lag_from_stored = lag_from_stored
+        # Timestamp (ms) of the last record handed over per partition, for lag in seconds.
+        self._newest_ms: dict[PartitionKey, int] = {}
         self._fatal: KafkaError | None = None
         self.client = Consumer(
             {
@@ -104,7 +114,10 @@ class KafkaConsumer:
         log_client_error(error)
 
     def _on_stats(self, stats_json: str) -> None:
-        self._observer.lag(consumer_lag(stats_json, stored=self._lag_from_stored))
+        lags = consumer_lag(stats_json, stored=self._lag_from_stored)
+        self._observer.lag(lags)
+        self._observer.lag_seconds(lag_seconds(lags, self._newest_ms, int(time.time() * 1000)))
+        self._observer.broker_states("consumer", broker_states(stats_json))
 
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalanced("assign", _keys(partitions))
@@ -117,6 +130,9 @@ class KafkaConsumer:
 
     def _rebalanced(self, event: str, partitions: list[PartitionKey]) -> None:
         log.info("%s: %s", event, ", ".join(f"{t}-{p}" for t, p in partitions) or "nothing")
+        if event != "assign":
+            for key in partitions:
+                self._newest_ms.pop(key, None)
         self._observer.rebalanced(event, partitions)
         if self.listener is not None:
             getattr(self.listener, f"on_{event}")(partitions)
@@ -139,10 +155,17 @@ class KafkaConsumer:
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("%s [%s]: %s", message.topic(), message.partition(), error.str())
         counts: dict[str, int] = {}
+        last: dict[PartitionKey, Message] = {}
         for message in good:
             counts[message.topic()] = counts.get(message.topic(), 0) + 1
+            last[(message.topic(), message.partition())] = message
         for topic, count in counts.items():
             self._observer.consumed(topic, count)
+        for key, message in last.items():
+            timestamp_type, timestamp_ms = message.timestamp()
+            if timestamp_type != TIMESTAMP_NOT_AVAILABLE:
+                # The last one handed over, not the highest: a rewind moves it back too.
+                self._newest_ms[key] = timestamp_ms
         return good
 
     def assignment(self) -> list[PartitionKey]:

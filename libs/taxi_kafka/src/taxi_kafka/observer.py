@@ -28,6 +28,13 @@ class Observer:
     def lag(self, lags: Mapping[PartitionKey, int]) -> None:
         """Consumer lag per assigned partition, from the client's statistics."""
 
+    def lag_seconds(self, seconds: Mapping[PartitionKey, float]) -> None:
+        """Consumer lag per assigned partition in seconds (see taxi_kafka.lag.lag_seconds)."""
+
+    def broker_states(self, client: str, states: Mapping[int, str]) -> None:
+        """Connection state (UP, DOWN, ...) per broker id as `client`, the consumer or the
+        producer, sees it, from its statistics."""
+
     def dead_lettered(self, source_topic: str, kind: str) -> None:
         """A record of `source_topic` went to the dead letters; `kind` is the failure's label."""
 

@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from taxi_kafka.admin import QUIET_CLIENT_CONFIG
 from taxi_kafka.config import KafkaConfig
 from taxi_kafka.errors import fatal_error, log_client_error
+from taxi_kafka.lag import broker_states
 from taxi_kafka.observer import Observer
 from taxi_kafka.records import Headers, OutputRecord
 
@@ -27,6 +28,8 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
     # them; co-partitioned topics need every producer to agree.
     "partitioner": "murmur2_random",
     "linger.ms": 5,
+    # Broker connection states for the observer (stats are served by poll and flush).
+    "statistics.interval.ms": 5000,
 }
 # What "no loss, no duplicates" rests on; user settings cannot weaken it.
 PRODUCER_ENFORCED: Mapping[str, Any] = {"enable.idempotence": True, "acks": "all"}
@@ -73,6 +76,7 @@ class KafkaProducer:
                 # librdkafka's own lines go to DEBUG; errors arrive through error_cb.
                 "logger": QUIET_CLIENT_CONFIG["logger"],
                 "error_cb": self._on_error,
+                "stats_cb": self._on_stats,
                 "on_delivery": self._delivered,
             }
         )
@@ -83,6 +87,9 @@ class KafkaProducer:
         if error.fatal():
             self._fatal = error
         log_client_error(error)
+
+    def _on_stats(self, stats_json: str) -> None:
+        self._observer.broker_states("producer", broker_states(stats_json))
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
