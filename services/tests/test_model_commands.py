@@ -1,10 +1,12 @@
 """`taxi train` and `taxi evaluate`, driven as a user would, on small synthetic files."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+from taxi_model.artifact import card_path
 from taxi_model.synth import write_synthetic
 
 
@@ -64,3 +66,45 @@ def test_evaluate_without_a_model_says_how_to_train(taxi, synthetic_dir):
     assert code == 1
     assert "no model at models/taxi_pipeline.pkl" in errors
     assert "taxi train" in errors
+
+
+def test_train_if_missing_keeps_the_model_in_place(taxi, in_tmp, trained_model_path):
+    models = in_tmp / "models"
+    models.mkdir()
+    for path in (trained_model_path, card_path(trained_model_path)):
+        shutil.copy(path, models / path.name)
+    before = (models / "taxi_pipeline.pkl").read_bytes()
+    version = json.loads(card_path(trained_model_path).read_text())["version"]
+
+    code, output, errors = taxi("train", "--if-missing")
+
+    assert code == 0, errors
+    assert output == f"model {version} is at models/taxi_pipeline.pkl\n"
+    assert (models / "taxi_pipeline.pkl").read_bytes() == before
+
+
+def test_train_if_missing_trains_on_data_train_csv(taxi, in_tmp, synthetic_dir):
+    (in_tmp / "data").mkdir()
+    shutil.copy(synthetic_dir / "train.csv", in_tmp / "data" / "train.csv")
+
+    code, output, errors = taxi("train", "--if-missing")
+
+    assert code == 0, errors
+    assert "no model yet: training on data/train.csv" in output
+    card = json.loads(Path("models/taxi_pipeline.json").read_text())
+    assert f"model {card['version']} is at models/taxi_pipeline.pkl" in output
+    assert card["data"]["description"] == "data/train.csv"
+
+
+@pytest.mark.usefixtures("in_tmp")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--force"], "--force and --if-missing contradict each other"),
+        (["--data", "data/trips.csv"], "--data must be a file named train.csv"),
+    ],
+)
+def test_train_if_missing_refuses_contradictory_options(taxi, args, message):
+    code, _output, errors = taxi("train", "--if-missing", *args)
+    assert code == 2
+    assert message in errors

@@ -15,7 +15,7 @@ from taxi_model.artifact import ModelLoadError, file_sha256, load_model
 from taxi_model.data import CsvSchemaError, TripData, read_trips
 from taxi_model.estimator import LogDurationRegressor
 from taxi_model.training import evaluate as evaluate_model
-from taxi_model.workflow import BetterModelExistsError, train_and_save
+from taxi_model.workflow import BetterModelExistsError, ensure_model, train_and_save
 from taxi_services import options
 
 log = logging.getLogger("taxi.train")
@@ -69,12 +69,22 @@ def _read_labelled(path: Path) -> TripData:
     show_envvar=True,
     help="Replace the model in place even if it is better.",
 )
-def train(data: Path, model: Path, force: bool) -> None:
+@click.option(
+    "--if-missing",
+    is_flag=True,
+    show_envvar=True,
+    help="Keep the model at --model if there is one. Train only if there is none, as `taxi up` "
+    "does: on --data (which must be a train.csv), or on synthetic trips if it does not exist.",
+)
+def train(data: Path, model: Path, force: bool, if_missing: bool) -> None:
     """Train the trip-duration model and write the model, its card and a PNG report.
 
     Fits on a fixed 80% of the trips and reports RMSLE, MAE, median absolute percentage error
     and the share within ±30% on the other 20%.
     """
+    if if_missing:
+        _train_if_missing(data, model, force)
+        return
     trips = _read_labelled(data)
     max_rounds = LogDurationRegressor().max_rounds
     with tqdm(total=max_rounds, desc="boosting rounds", unit="round") as bar:
@@ -105,6 +115,19 @@ def train(data: Path, model: Path, force: bool) -> None:
     if saved.replaced_rmsle is not None:
         click.echo(f"replaced a model scoring RMSLE {saved.replaced_rmsle:.4f} on the same trips")
     click.echo(f"wrote {saved.model_path}, its card and the report {saved.report_path}")
+
+
+def _train_if_missing(data: Path, model: Path, force: bool) -> None:
+    if force:
+        raise click.UsageError("--force and --if-missing contradict each other.")
+    # ensure_model looks for train.csv in a folder, as `taxi up --data-dir` does.
+    if data.name != DEFAULT_TRAIN_DATA.name:
+        raise click.UsageError(f"with --if-missing, --data must be a file named train.csv: {data}")
+    try:
+        version = ensure_model(model, data.parent, click.echo)
+    except (ModelLoadError, CsvSchemaError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"model {version} is at {model}")
 
 
 @click.command()

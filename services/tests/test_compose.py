@@ -1,0 +1,516 @@
+"""docker-compose.yml, the Dockerfile and .dockerignore, checked against the local
+configuration without Docker.
+
+The brokers must carry the local cluster's settings (taxi_kafka.cluster.config), every client
+must list all three brokers, every service's command line must parse as its console script
+parses it, and every file mounted into a container must exist. Where the docker compose plugin
+is installed, `docker compose config` validates the file as well.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+from taxi_kafka.cluster.config import (
+    BROKER_SETTINGS,
+    JVM_OPTIONS,
+    NODE_IDS,
+    ClusterPorts,
+    server_properties,
+)
+from taxi_kafka.cluster.jars import KAFKA_VERSION
+from taxi_kafka.topics import (
+    MIN_INSYNC_REPLICAS,
+    PROJECT_TOPICS,
+    REPLICATION_FACTOR,
+    project_topics,
+)
+from taxi_model.artifact import DEFAULT_MODEL_PATH
+from taxi_services.commands.model import DEFAULT_TRAIN_DATA
+from taxi_services.ports import DASHBOARD_PORT, METRICS_PORTS, PROMETHEUS_PORT
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+PROMETHEUS_CONFIG = REPO / "observability" / "prometheus.compose.yml"
+SCRIPT_SOURCES = (REPO / "services" / "pyproject.toml", REPO / "dashboard" / "pyproject.toml")
+
+TAXI_IMAGE = "ml-taxi:local"
+BROKERS = {f"kafka-{node}": node for node in NODE_IDS}
+KAFKA_CLIENTS = {
+    "topics",
+    "producer-train",
+    "producer-test",
+    "predictor",
+    "aggregator",
+    "dashboard",
+}
+PRODUCERS = {"producer-train": "train", "producer-test": "test"}
+LONG_RUNNING = {"predictor", "aggregator", "dashboard"}
+ONE_SHOT = {"topics", "trainer"}
+EXPECTED_SERVICES = {*BROKERS, *KAFKA_CLIENTS, "trainer", "prometheus", "grafana"}
+GRAFANA_PORT = 3000
+
+# Variables the apache/kafka image reads itself instead of writing them to server.properties.
+IMAGE_VARIABLES = {
+    "KAFKA_VERSION",
+    "KAFKA_HEAP_OPTS",
+    "KAFKA_LOG4J_OPTS",
+    "KAFKA_OPTS",
+    "KAFKA_JMX_OPTS",
+    "KAFKA_JVM_PERFORMANCE_OPTS",
+    "KAFKA_GC_LOG_OPTS",
+    "KAFKA_LOG4J_ROOT_LOGLEVEL",
+    "KAFKA_LOG4J_LOGGERS",
+    "KAFKA_TOOLS_LOG4J_LOGLEVEL",
+}
+# `taxi`'s entry point is a plain function that runs this group with auto_envvar_prefix="TAXI".
+GROUPS = {"taxi": ("taxi_services.cli:cli", "TAXI")}
+
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")
+
+
+def interpolate(node: Any) -> Any:
+    """Compose's ${NAME} and ${NAME:-default}, as when no such variable is set."""
+    if isinstance(node, str):
+        text = _VARIABLE.sub(lambda match: match["default"] or "", node)
+        assert "$" not in text, f"interpolation this test does not understand: {node!r}"
+        return text
+    if isinstance(node, dict):
+        return {key: interpolate(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate(value) for value in node]
+    return node
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return interpolate(yaml.safe_load(COMPOSE_FILE.read_text()))
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def environment(service: Mapping[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.partition("=")[::2] for item in env)
+    return {name: str(value) for name, value in env.items()}
+
+
+def property_name(variable: str) -> str:
+    """The server.properties name of a KAFKA_ variable, as the apache/kafka image reads it:
+    '___' stands for '-', '__' for '_' and '_' for '.'."""
+    parts = variable.removeprefix("KAFKA_").lower().split("___")
+    return "-".join(".".join(p.replace("__", "\0").split("_")).replace("\0", "_") for p in parts)
+
+
+def broker_properties(service: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        property_name(name): value
+        for name, value in environment(service).items()
+        if name.startswith("KAFKA_") and name not in IMAGE_VARIABLES
+    }
+
+
+def listeners(value: str) -> dict[str, tuple[str, str]]:
+    """'PLAINTEXT://kafka-1:9092,CONTROLLER://:9093' -> {name: (host, port)}."""
+    parsed = {}
+    for listener in value.split(","):
+        name, _, address = listener.partition("://")
+        host, _, port = address.rpartition(":")
+        parsed[name] = (host, port)
+    return parsed
+
+
+def mounts(service: Mapping[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Container path -> (source, read-only) of the service's short-syntax volumes."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target, *mode = volume.split(":")
+        found[target] = (source, mode == ["ro"])
+    return found
+
+
+def console_scripts() -> dict[str, tuple[str, Path]]:
+    """Script name -> (entry point, the pyproject.toml that defines it)."""
+    scripts = {}
+    for path in SCRIPT_SOURCES:
+        for name, target in (
+            tomllib.loads(path.read_text()).get("project", {}).get("scripts", {}).items()
+        ):
+            scripts[name] = (target, path)
+    return scripts
+
+
+def parse_command(argv: list[str], target: str) -> dict[str, Any]:
+    """What the console script `argv[0]` (entry point `target`) makes of `argv` and the
+    environment: its command path, parameters and where each came from. Nothing runs."""
+    info_name, *args = argv
+    target, prefix = GROUPS.get(info_name, (target, None))
+    module, attribute = target.split(":")
+    command = getattr(importlib.import_module(module), attribute)
+    parent = None
+    try:
+        while isinstance(command, click.Group):
+            parent = click.Context(
+                command, info_name=info_name, parent=parent, auto_envvar_prefix=prefix
+            )
+            info_name, *args = args
+            sub = command.get_command(parent, info_name)
+            if sub is None:
+                return {"error": f"{parent.command_path} has no command {info_name}"}
+            command, prefix = sub, None
+        ctx = command.make_context(info_name, args, parent=parent, auto_envvar_prefix=prefix)
+    except click.ClickException as exc:
+        return {"error": exc.format_message()}
+    return {
+        "command_path": ctx.command_path,
+        "params": json.loads(json.dumps(ctx.params, default=str)),
+        "sources": {name: ctx.get_parameter_source(name).name for name in ctx.params},
+    }
+
+
+def _parse_requests() -> None:
+    """The subprocess side of `parsed`: JSON requests on stdin, results on stdout."""
+    results = {}
+    for request in json.load(sys.stdin):
+        for variable in [v for v in os.environ if v.startswith(("TAXI_", "KAFKA_"))]:
+            del os.environ[variable]
+        os.environ.update(request["environment"])
+        results[request["service"]] = parse_command(request["command"], request["target"])
+    json.dump(results, sys.stdout)
+
+
+@pytest.fixture(scope="module")
+def parsed(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each of our services' command line and environment as its console script parses them.
+
+    The scripts of one distribution are parsed in a fresh interpreter: each package registers
+    Prometheus metrics on import, and the services' and the dashboard's share names (on purpose:
+    they are separate processes), so they cannot be imported into one process.
+    """
+    scripts = console_scripts()
+    requests: dict[Path, list[dict[str, Any]]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for name, service in services.items():
+        if service.get("image") != TAXI_IMAGE:
+            continue
+        script = service["command"][0]
+        if script not in scripts:
+            sources = ", ".join(str(p.relative_to(REPO)) for p in SCRIPT_SOURCES)
+            results[name] = {"error": f"{script} is in no [project.scripts] of {sources}"}
+            continue
+        target, source = scripts[script]
+        requests.setdefault(source, []).append(
+            {
+                "service": name,
+                "command": service["command"],
+                "target": target,
+                "environment": environment(service),
+            }
+        )
+    for batch in requests.values():
+        done = subprocess.run(
+            [sys.executable, __file__],
+            input=json.dumps(batch),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        results |= json.loads(done.stdout)
+    return results
+
+
+@pytest.fixture
+def parse(parsed: dict[str, dict[str, Any]]) -> Any:
+    """parse(name): the service's parsed command; fails the test if it does not parse."""
+
+    def parse_service(name: str) -> dict[str, Any]:
+        result = parsed[name]
+        assert "error" not in result, f"{name}: {result['error']}"
+        return result
+
+    return parse_service
+
+
+def test_every_expected_service_is_there(services):
+    assert set(services) == EXPECTED_SERVICES
+
+
+@pytest.mark.parametrize(("name", "node_id"), BROKERS.items())
+def test_each_broker_has_the_local_clusters_settings(services, name, node_id):
+    service = services[name]
+    assert service["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    props = broker_properties(service)
+    local = server_properties(node_id, ClusterPorts(), Path("unused"))
+    shared = [*BROKER_SETTINGS, "process.roles", "node.id"]
+    shared += ["controller.listener.names", "inter.broker.listener.name"]
+    wrong = {key: (props.get(key), local[key]) for key in shared if props.get(key) != local[key]}
+    assert not wrong, f"{name}: setting: (compose, local) = {wrong}"
+    protocols = dict(p.split(":") for p in props["listener.security.protocol.map"].split(","))
+    local_protocols = dict(p.split(":") for p in local["listener.security.protocol.map"].split(","))
+    assert local_protocols.items() <= protocols.items()
+    assert set(listeners(props["listeners"])) <= set(protocols)
+
+
+def test_the_brokers_share_one_cluster_id_and_the_local_heap(services):
+    ids = {environment(services[name]).get("CLUSTER_ID") for name in BROKERS}
+    assert len(ids) == 1, ids
+    (cluster_id,) = ids
+    assert cluster_id is not None
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16, "a cluster id is 16 bytes"
+    local_max_heap = [o for o in JVM_OPTIONS if o.startswith("-Xmx")]
+    for name in BROKERS:
+        heap = environment(services[name]).get("KAFKA_HEAP_OPTS", "").split()
+        assert [o for o in heap if o.startswith("-Xmx")] == local_max_heap, name
+
+
+def test_the_quorum_voters_are_the_brokers_controller_listeners(services):
+    voter_lists = {
+        broker_properties(services[name])["controller.quorum.voters"] for name in BROKERS
+    }
+    assert len(voter_lists) == 1, voter_lists
+    voters = {}
+    for voter in voter_lists.pop().split(","):
+        node, _, address = voter.partition("@")
+        host, _, port = address.rpartition(":")
+        voters[int(node)] = (host, port)
+    assert sorted(voters) == sorted(NODE_IDS)
+    for node, (host, port) in voters.items():
+        assert BROKERS.get(host) == node, f"voter {node} is {host}, not broker {node}'s service"
+        props = broker_properties(services[host])
+        controller = props["controller.listener.names"]
+        assert listeners(props["listeners"])[controller][1] == port
+
+
+def test_every_kafka_client_lists_all_three_brokers(services):
+    advertised = set()
+    for name in BROKERS:
+        props = broker_properties(services[name])
+        host, port = listeners(props["advertised.listeners"])[props["inter.broker.listener.name"]]
+        assert host == name, f"{name} advertises itself as {host}"
+        assert listeners(props["listeners"])[props["inter.broker.listener.name"]][1] == port
+        advertised.add(f"{host}:{port}")
+    ours = {name for name, service in services.items() if service.get("image") == TAXI_IMAGE}
+    assert ours - {"trainer"} == KAFKA_CLIENTS
+    for name in KAFKA_CLIENTS:
+        bootstrap = environment(services[name]).get("KAFKA_BOOTSTRAP_SERVERS", "")
+        assert set(bootstrap.split(",")) == advertised, name
+
+
+def test_restart_policies_and_start_order(services):
+    for name in BROKERS:
+        assert services[name]["restart"] == "unless-stopped"
+        assert "test" in services[name]["healthcheck"]
+    for name in LONG_RUNNING:
+        assert services[name]["restart"] == "unless-stopped", name
+    # A producer exits when its replay is done; only a failure should restart it.
+    for name in PRODUCERS:
+        assert services[name]["restart"] == "on-failure", name
+    for name in ONE_SHOT:
+        assert services[name].get("restart", "no") == "no", name
+    healthy = {"condition": "service_healthy"}
+    assert services["topics"]["depends_on"] == dict.fromkeys(BROKERS, healthy)
+    completed = {"condition": "service_completed_successfully"}
+    for name in KAFKA_CLIENTS - {"topics"}:
+        assert services[name]["depends_on"]["topics"] == completed, name
+    assert services["predictor"]["depends_on"]["trainer"] == completed
+    for name, service in services.items():
+        dependencies = service.get("depends_on", {})
+        assert set(dependencies) <= set(services), f"{name} waits for no such service"
+
+
+def test_the_topics_job_ensures_the_project_topics_with_rf_3_and_min_isr_2(parse):
+    ensure = parse("topics")
+    assert ensure["command_path"] == "taxi topics ensure"
+    assert ensure["params"]["internal"], "the internal topics should be created with all up"
+    specs = project_topics(ensure["params"]["partitions"])
+    assert specs == list(PROJECT_TOPICS)
+    assert {(s.replication_factor, s.min_insync_replicas) for s in specs} == {
+        (REPLICATION_FACTOR, MIN_INSYNC_REPLICAS)
+    }
+    assert len(BROKERS) >= REPLICATION_FACTOR
+
+
+def test_every_service_runs_a_console_script_that_accepts_its_arguments(services, parse):
+    for name, service in services.items():
+        if service.get("image") == TAXI_IMAGE:
+            assert parse(name)["params"], name
+
+
+def test_instances_keep_their_names_across_restarts(parse):
+    # Producers, predictor and aggregator resume and fence by instance name; the default (the
+    # host name) is a new container id after every re-creation.
+    for name in [*PRODUCERS, "predictor", "aggregator"]:
+        command = parse(name)
+        assert command["sources"]["instance"] != "DEFAULT", name
+        assert command["params"]["instance"], name
+
+
+def test_the_model_and_data_are_mounted_where_the_commands_look(services, parse):
+    workdir = [
+        line.split()[1]
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.startswith("WORKDIR")
+    ][-1]
+    model_dir = f"{workdir}/{DEFAULT_MODEL_PATH.parent}"
+    data_dir = f"{workdir}/{DEFAULT_TRAIN_DATA.parent}"
+
+    trainer = parse("trainer")
+    assert trainer["command_path"] == "taxi train"
+    assert trainer["params"]["if_missing"]
+    assert trainer["params"]["model"] == str(DEFAULT_MODEL_PATH)
+    assert trainer["params"]["data"] == str(DEFAULT_TRAIN_DATA)
+    model_source, read_only = mounts(services["trainer"])[model_dir]
+    assert not read_only, "the trainer writes the model"
+    assert mounts(services["trainer"])[data_dir] == ("./data", True)
+
+    assert parse("predictor")["params"]["model_path"] == str(DEFAULT_MODEL_PATH)
+    assert mounts(services["predictor"])[model_dir] == (model_source, True)
+
+    for name, source in PRODUCERS.items():
+        producer = parse(name)["params"]
+        assert producer["source"] == source
+        assert producer["data"] is None, "the default, data/<source>.csv, is mounted"
+        assert mounts(services[name])[data_dir] == ("./data", True), name
+
+
+def test_mounted_files_and_volumes_exist(compose, services):
+    declared = set(compose.get("volumes") or {})
+    for name, service in services.items():
+        for target, (source, _read_only) in mounts(service).items():
+            if source.startswith((".", "/")):
+                path = (REPO / source).resolve()
+                assert path.exists(), (
+                    f"{name} mounts {source} at {target}: no such file in the repo"
+                )
+            else:
+                assert source in declared, f"{name} mounts volume {source}, which is not declared"
+
+
+def test_the_metrics_ports_agree_with_the_prometheus_config(services, parse):
+    for name, port in METRICS_PORTS.items():
+        assert parse(name)["params"]["metrics_port"] == port, name
+        assert f"{port}:{port}" in services[name]["ports"], name
+    assert PROMETHEUS_CONFIG.is_file(), (
+        f"{PROMETHEUS_CONFIG.relative_to(REPO)} is missing: the prometheus service mounts it"
+    )
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    }
+    assert {f"{name}:{port}" for name, port in METRICS_PORTS.items()} <= targets
+    unknown = {t for t in targets if t.rpartition(":")[0] not in {*services, "localhost"}}
+    assert not unknown, f"targets that are no compose service: {unknown}"
+
+
+def test_the_published_ports(services, parse):
+    assert parse("dashboard")["params"]["port"] == DASHBOARD_PORT
+    assert f"{DASHBOARD_PORT}:{DASHBOARD_PORT}" in services["dashboard"]["ports"]
+    assert services["prometheus"]["ports"] == [f"{PROMETHEUS_PORT}:{PROMETHEUS_PORT}"]
+    assert services["grafana"]["ports"] == [f"{GRAFANA_PORT}:{GRAFANA_PORT}"]
+    assert (
+        mounts(services["prometheus"])["/etc/prometheus/prometheus.yml"][0]
+        == f"./{PROMETHEUS_CONFIG.relative_to(REPO)}"
+    )
+
+
+def test_grafana_reads_the_compose_prometheus_and_the_mounted_dashboards(services):
+    grafana = {target: source for target, (source, _ro) in mounts(services["grafana"]).items()}
+    provisioning = REPO / grafana["/etc/grafana/provisioning"]
+    datasources = [
+        source
+        for path in sorted((provisioning / "datasources").glob("*.y*ml"))
+        for source in yaml.safe_load(path.read_text()).get("datasources", [])
+    ]
+    urls = {d.get("url") for d in datasources if d.get("type") == "prometheus"}
+    assert urls == {f"http://prometheus:{PROMETHEUS_PORT}"}, urls
+    providers = [
+        provider
+        for path in sorted((provisioning / "dashboards").glob("*.y*ml"))
+        for provider in yaml.safe_load(path.read_text()).get("providers", [])
+    ]
+    assert providers, f"no dashboard provider in {provisioning / 'dashboards'}"
+    dashboards_dir = next(t for t, s in grafana.items() if s.endswith("/dashboards"))
+    assert {p["options"]["path"] for p in providers} == {dashboards_dir}
+
+
+def test_the_image_installs_the_locked_workspace_as_a_non_root_user():
+    dockerfile = DOCKERFILE.read_text()
+    workspace = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]
+    members = [
+        path.parent.relative_to(REPO)
+        for pattern in workspace["members"]
+        for path in sorted(REPO.glob(f"{pattern}/pyproject.toml"))
+    ]
+    assert len(members) >= 5
+    for member in members:
+        # Without it, `uv sync --locked --no-install-workspace` cannot check the lock.
+        assert f"COPY {member}/pyproject.toml {member}/" in dockerfile, member
+    assert dockerfile.count("uv sync --locked --no-dev") == 2
+    final_stage = dockerfile.rpartition("\nFROM ")[2]
+    users = [line.split()[1] for line in final_stage.splitlines() if line.startswith("USER ")]
+    assert users
+    assert users[-1] not in {"root", "0"}
+
+
+def test_the_build_context_leaves_local_state_out():
+    ignored = {
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip()[:1] != "#"
+    }
+    assert {".venv", "data", "models", ".taxi", ".git"} <= ignored
+    copied = re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.MULTILINE)
+    sources = {source.split("/")[0] for line in copied for source in line.split()}
+    assert not sources & ignored
+
+
+@pytest.mark.parametrize("models", [None, "./models"])
+def test_docker_compose_config_accepts_the_file(models):
+    docker = shutil.which("docker")
+    plugin = docker and subprocess.run(
+        [docker, "compose", "version"], capture_output=True, check=False
+    )
+    if not plugin or plugin.returncode != 0:
+        pytest.skip(
+            "the docker compose plugin is not installed, so `docker compose config` cannot "
+            "validate the file here (the other checks in this file do not need it)"
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAXI_")}
+    if models:
+        env["TAXI_COMPOSE_MODELS"] = models
+    result = subprocess.run(
+        [docker, "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+if __name__ == "__main__":
+    _parse_requests()
