@@ -1,0 +1,187 @@
+"""The pipeline of one chaos run: both producers, the predictor and the aggregator, each the
+console script a user runs, in its own process, watched through its Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from taxi_events import Source
+from taxi_services.supervisor import Child, free_port, stop_all, total
+
+log = logging.getLogger("taxi.chaos")
+
+PROCESSORS = ("predictor", "aggregator")  # they run until stopped; producers finish
+SCRAPE_TRIES = 3
+REPLAYED = "taxi_producer_replay_position_rows"
+
+
+class PipelineError(RuntimeError):
+    """A service would not start."""
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """One producer's share of the trips: its CSV, trip count and pace (trips/s)."""
+
+    csv: Path
+    trips: int
+    rate: float
+
+
+def producer_name(source: Source) -> str:
+    return f"producer-{source}"
+
+
+class Pipeline:
+    """The four services against one cluster. Their --instance is `instance` (the run's folder
+    name), so their command lines name the run, and a restart reuses it."""
+
+    def __init__(
+        self,
+        *,
+        instance: str,
+        bootstrap_servers: str,
+        model_path: Path,
+        replays: Mapping[Source, Replayed],
+        logs: Path,
+    ) -> None:
+        self.replays = dict(replays)
+        self.env = {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+            "TAXI_LOG_LEVEL": "INFO",
+            # A service stuck at the end is aborted: its threads' stacks go to its log.
+            "PYTHONFAULTHANDLER": "1",
+        }
+        named = ["--instance", instance]
+        commands = {
+            "predictor": ["taxi-predictor", *named, "--model", str(model_path)],
+            "aggregator": ["taxi-aggregator", *named],
+            **{
+                producer_name(source): [
+                    "taxi-producer",
+                    "--source",
+                    source,
+                    "--data",
+                    str(replay.csv),
+                    "--rate",
+                    f"{replay.rate:g}",
+                    "--no-progress",
+                    *named,
+                ]
+                for source, replay in self.replays.items()
+            },
+        }
+        self.children = {
+            name: Child(name, args, free_port(), logs / f"{name}.log")
+            for name, args in commands.items()
+        }
+        self._positions = dict.fromkeys(self.replays, 0)
+
+    def start(self, name: str) -> None:
+        child = self.children[name]
+        child.start(self.env)
+        log.info("%s started, log %s", name, child.log_path)
+
+    def kill(self, name: str) -> None:
+        code = self.children[name].kill()
+        log.info("%s killed (exit code %s)", name, code)
+
+    def start_all(self, timeout: float) -> None:
+        """Start every service and wait until each serves its metrics (the model loaded, the
+        trips read), so that a service that cannot start fails the run at once."""
+        for name in self.children:
+            self.start(name)
+        deadline = time.monotonic() + timeout
+        for name, child in self.children.items():
+            while not child.metrics() and child.exit_code is None:
+                if time.monotonic() > deadline:
+                    raise PipelineError(f"{name} not up in {timeout:.0f} s: {child.log_path}")
+                time.sleep(0.5)
+        crashed = self.crashed()
+        if crashed:
+            raise PipelineError(f"could not start: {crashed}")
+
+    def started(self) -> int:
+        """Trips started so far (each producer's furthest committed replay position)."""
+        for source, replay in self.replays.items():
+            child = self.children[producer_name(source)]
+            if child.exit_code == 0:  # finished: every trip started
+                self._positions[source] = replay.trips
+                continue
+            position = total(child.metrics(), REPLAYED, source=source)
+            self._positions[source] = max(self._positions[source], int(position))
+        return sum(self._positions.values())
+
+    def crashed(self) -> list[str]:
+        """Services that stopped by themselves when they should not have: a processor that
+        exited at all, a producer that exited with an error."""
+        return [
+            f"{name} exited with {child.exit_code} (log: {child.log_path})"
+            for name, child in self.children.items()
+            if child.exit_code is not None and (name in PROCESSORS or child.exit_code != 0)
+        ]
+
+    def producers_done(self) -> bool:
+        return all(self.children[producer_name(s)].exit_code is not None for s in self.replays)
+
+    def scored(self) -> dict[Source, int]:
+        """Trips the aggregator has published as matched or unmatched, per source."""
+        samples = self.children["aggregator"].metrics()
+        return {
+            source: int(
+                total(samples, "taxi_matched_trips", source=source)
+                + total(samples, "taxi_unmatched_trips", source=source)
+            )
+            for source in self.replays
+        }
+
+    def drained(self) -> bool:
+        scored = self.scored()
+        return all(scored[source] >= replay.trips for source, replay in self.replays.items())
+
+    def committed_transactions(self) -> int | None:
+        """Transactions committed so far by every service, from their own counters; None when
+        one of them does not answer."""
+        count = 0.0
+        for child in self.children.values():
+            for _ in range(SCRAPE_TRIES):
+                samples = child.metrics()
+                if samples:
+                    break
+                time.sleep(0.5)
+            else:
+                return None
+            count += total(samples, "taxi_transactions_total", outcome="committed")
+        return int(count)
+
+    def activity(self) -> dict[str, float]:
+        """What each answering service has done so far: records read by the predictor and the
+        aggregator, trips started by the producers. Work shows as a change."""
+        done = {}
+        for name, child in self.children.items():
+            samples = child.metrics()
+            if samples:
+                counter = "taxi_records_consumed_total" if name in PROCESSORS else REPLAYED
+                done[name] = total(samples, counter)
+        return done
+
+    def progress(self) -> str:
+        trips = sum(r.trips for r in self.replays.values())
+        scored = self.scored()
+        read = total(self.children["aggregator"].metrics(), "taxi_records_consumed_total")
+        lag = total(self.children["predictor"].metrics(), "taxi_consumer_lag_records")
+        return (
+            f"started {self.started():,}/{trips:,} | predictor lag {lag:,.0f}"
+            f" | aggregator read {read:,.0f} | scored "
+            + ", ".join(f"{s} {scored[s]:,}/{r.trips:,}" for s, r in self.replays.items())
+        )
+
+    def stop(self, timeout: float) -> dict[str, int | None]:
+        """SIGTERM whatever still runs (each commits its batch and exits); every service's
+        exit code."""
+        stop_all(list(self.children.values()), timeout, dump_stacks=True)
+        return {name: child.exit_code for name, child in self.children.items()}

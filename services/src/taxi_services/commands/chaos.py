@@ -1,0 +1,162 @@
+"""`taxi chaos SCENARIO`: the pipeline under faults, proven by a report anyone can rerun."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import click
+
+from taxi_model.artifact import ModelLoadError
+from taxi_model.workflow import ensure_model
+from taxi_services.chaos.runner import RunOptions, run_scenario, stop_leftovers
+from taxi_services.chaos.scenarios import SCENARIOS
+from taxi_services.options import env_option, model_option
+
+log = logging.getLogger("taxi.chaos")
+
+option = env_option("chaos")
+ALL = "all"
+INTERRUPTED = 130  # the shell's code for a command stopped by SIGINT
+
+HELP = (
+    """Prove the pipeline under faults, as Kafka's own system tests do.
+
+Each scenario runs on a fresh 3-broker cluster in a temporary folder: both producers replay a
+fixed set of synthetic trips (half train, half test), with the predictor and the aggregator,
+all as real processes. Once half the trips have started, the scenario's fault strikes. When
+every trip is scored, the services stop and an independent checker reads every topic
+(read_committed) and prints a JSON report on stdout: trips started and finished, predictions
+unique, duplicated and missing, whether the metrics add up to the trips, dead letters, the
+longest gap without predictions and the time to recover after the fault ended.
+
+\b
+Scenarios:
+"""
+    + "\n".join(f"  {s.name:<17} {s.summary}" for s in SCENARIOS.values())
+    + f"""
+  {ALL:<17} every scenario in turn, then an overall line
+
+Exits 1 if anything is lost or duplicated or an acceptance bound is broken (the longest gap
+during kill-broker at most 15 s; after two-brokers-down, everything delivered within 60 s of
+the broker's return). A failed scenario keeps its folder and prints where its service logs
+are. Progress goes to stderr. Nothing is left running afterwards, Ctrl+C included.
+"""
+)
+
+
+@click.command(help=HELP)
+@click.argument("scenario", type=click.Choice([*SCENARIOS, ALL]))
+@option(
+    "--trips",
+    type=click.IntRange(100),
+    default=20_000,
+    help="Trips to replay, half through each producer.",
+)
+@option(
+    "--rate",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Trips started per second, both producers together [default: the scenario's, which "
+    "lands the fault midway: 200/s for kill-broker at 20,000 trips].",
+)
+@model_option("The model the predictor uses; trained here if missing.")
+@option("--keep", is_flag=True, help="Keep each scenario's folder: cluster, trips, service logs.")
+@option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the JSON report(s) to this file, one line each.",
+)
+def chaos(
+    *,
+    scenario: str,
+    trips: int,
+    rate: float | None,
+    model_path: Path,
+    keep: bool,
+    report: Path | None,
+) -> None:
+    try:
+        version = ensure_model(model_path, Path("data"), log.info)
+    except ModelLoadError as exc:
+        raise click.ClickException(str(exc)) from exc
+    log.info("model %s at %s", version, model_path)
+    options = RunOptions(trips=trips, rate=rate, model_path=model_path, keep=keep)
+    # Every folder, broker and service of this invocation carries this in its name.
+    marker = f"taxi-chaos-{os.getpid()}-"
+    names = list(SCENARIOS) if scenario == ALL else [scenario]
+    began = time.monotonic()
+    reports: list[dict[str, Any]] = []
+    with _output(report) as out, _first_signal_interrupts():
+        try:
+            for name in names:
+                reports.append(run_scenario(SCENARIOS[name], options, marker))
+                _emit(reports[-1], out)
+        except KeyboardInterrupt:
+            left = stop_leftovers(marker)
+            log.error(
+                "interrupted; %s",
+                f"stopped {len(left)} leftover(s)" if left else "nothing left running",
+            )
+            raise click.exceptions.Exit(INTERRUPTED) from None
+        if scenario == ALL:
+            _emit(
+                {
+                    "scenario": ALL,
+                    "passed": all(r["passed"] for r in reports),
+                    "failed": [r["scenario"] for r in reports if not r["passed"]],
+                    "seconds": round(time.monotonic() - began, 1),
+                },
+                out,
+            )
+    if not all(r["passed"] for r in reports):
+        raise click.exceptions.Exit(1)
+
+
+def _emit(report: dict[str, Any], out: IO[str] | None) -> None:
+    line = json.dumps(report)
+    click.echo(line)
+    if out is not None:
+        out.write(line + "\n")
+        out.flush()
+
+
+@contextlib.contextmanager
+def _output(path: Path | None) -> Iterator[IO[str] | None]:
+    if path is None:
+        yield None
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        yield out
+
+
+@contextlib.contextmanager
+def _first_signal_interrupts() -> Iterator[None]:
+    """The first Ctrl+C (or SIGTERM) interrupts the run; later ones cannot cut short the
+    clean-up that follows, which stops every service and broker the run started."""
+    interrupted = False
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        nonlocal interrupted
+        if interrupted:
+            log.warning("still stopping everything this run started; please wait")
+            return
+        interrupted = True
+        log.warning("%s: stopping", signal.Signals(signum).name)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,121 @@
+"""`taxi chaos` for real: the command a user runs, on fresh 3-broker clusters, with the services
+as processes. CI runs the cheaper scenarios with fewer trips; `taxi chaos all` runs them all."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+TAXI = Path(sys.executable).parent / "taxi"
+RUN_TIMEOUT_S = 600
+
+
+def processes_naming(marker: str) -> list[str]:
+    """Command lines of the live processes that name `marker` (pgrep -fa, without pgrep)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+            state = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        text = b" ".join(argv).decode(errors="replace")
+        if marker in text and state not in ("Z", "X"):
+            found.append(text)
+    return found
+
+
+def kept_folders(marker: str) -> list[Path]:
+    return sorted(Path(tempfile.gettempdir()).glob(f"{marker}*"))
+
+
+# Short replays, at rates that land the fault while trips still flow: a killed broker is
+# restarted 20 s after the kill, around the replay's end; a killed service at once.
+@pytest.mark.parametrize(
+    ("scenario", "trips", "rate"),
+    [("kill-broker", 2_000, 60), ("kill-predictor", 2_000, 150), ("kill-producer", 2_000, 150)],
+)
+def test_nothing_is_lost_or_duplicated(scenario, trips, rate, trained_model_path, tmp_path):
+    report_file = tmp_path / "report.json"
+    run = subprocess.run(
+        [
+            str(TAXI),
+            "chaos",
+            scenario,
+            *("--trips", str(trips), "--rate", str(rate)),
+            *("--model", str(trained_model_path), "--report", str(report_file)),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert run.stdout, run.stderr[-5000:]
+    report = json.loads(run.stdout)
+    assert json.loads(report_file.read_text()) == report
+    # Timing bounds (the longest gap, the recovery) are measured, not asserted: others share
+    # this machine. Everything else must hold, and decides the exit code.
+    broken = report["bounds"]["broken"]
+    assert [p for p in report["problems"] if p not in broken] == [], run.stderr[-5000:]
+    if broken:
+        warnings.warn(f"{scenario}: timing bounds broken on this machine: {broken}", stacklevel=1)
+    assert run.returncode == (1 if broken else 0)
+    assert report["passed"] == (not broken)
+    for topic in ("started", "finished", "predictions"):
+        assert report[topic] == {"unique": trips, "duplicated": 0, "missing": 0, "unexpected": 0}
+    assert report["metrics"]["train"]["consistent"]
+    assert report["metrics"]["test"]["consistent"]
+    assert report["dead_letters"]["count"] == 0
+    assert set(report["exit_codes"].values()) == {0}
+    # The fault struck while trips were still being started, and ended.
+    assert 0 < report["fault"]["started_at_s"] <= report["fault"]["ended_at_s"]
+    assert processes_naming(report["run"]) == []
+    assert not kept_folders(report["run"])  # a passed scenario leaves nothing behind
+
+
+def test_ctrl_c_stops_everything_the_run_started(trained_model_path, tmp_path):
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("w") as err:
+        run = subprocess.Popen(
+            [
+                str(TAXI),
+                "chaos",
+                "kill-broker",
+                *("--trips", "5000", "--rate", "50", "--model", str(trained_model_path)),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    marker = f"taxi-chaos-{run.pid}-"
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        # Interrupt once the cluster and every service run.
+        while "every service is up" not in stderr.read_text():
+            assert run.poll() is None, stderr.read_text()[-5000:]
+            assert time.monotonic() < deadline, "the pipeline never started"
+            time.sleep(0.5)
+        assert len(processes_naming(marker)) >= 3 + 4  # brokers and services
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=180) == 130
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for folder in kept_folders(marker):  # kept for a post-mortem, as after a failure
+            shutil.rmtree(folder, ignore_errors=True)
+    assert run.stdout is not None
+    assert run.stdout.read() == ""  # no report for an interrupted scenario
+    assert processes_naming(marker) == [], stderr.read_text()[-5000:]

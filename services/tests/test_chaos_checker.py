@@ -1,0 +1,342 @@
+"""The chaos checker's judgement, on hand-made topic contents: no Kafka, no processes."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taxi_events import ModelMetrics, Source
+from taxi_services.chaos.checker import (
+    LATE_END_MS,
+    SLOW_MS,
+    Bounds,
+    MetricsRecord,
+    Observed,
+    Stamped,
+    Timeline,
+    caught_up_ms,
+    check,
+    delivery,
+    longest_gap,
+    metrics_caught_up_ms,
+    source_metrics,
+)
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+STEP_MS = 100  # a trip starts every 100 ms
+PREDICT_MS = 200  # and is predicted 200 ms later
+END_MS = 3_000  # and ends 3 s later
+NO_FAULT = Timeline(origin_ms=0, fault_started_ms=10_000, fault_ended_ms=10_000)
+
+
+def metrics(
+    source: Source,
+    count: int,
+    *,
+    scope: str = "cumulative",
+    window: int | None = None,
+    unmatched: int = 0,
+) -> ModelMetrics:
+    start = EPOCH + timedelta(seconds=10 * window) if window is not None else None
+    return ModelMetrics(
+        source=source,
+        scope=scope,
+        window_start=start,
+        window_end=start + timedelta(seconds=10) if start is not None else None,
+        count=count,
+        rmsle=0.4 if count else None,
+        mae=300.0 if count else None,
+        median_ape=0.2 if count else None,
+        within_30=0.7 if count else None,
+        unmatched=unmatched,
+        model_version="v1",
+    )
+
+
+def published(source: Source, window_counts: list[int], at_ms: int = 0) -> list[MetricsRecord]:
+    """A source's windows, each followed by its cumulative, as the aggregator publishes them."""
+    records, cumulative = [], 0
+    for index, count in enumerate(window_counts):
+        cumulative += count
+        records += [
+            MetricsRecord(at_ms + index, metrics(source, count, scope="window", window=index)),
+            MetricsRecord(at_ms + index, metrics(source, cumulative)),
+        ]
+    return records
+
+
+def clean_run(trips: int = 40) -> Observed:
+    """Every trip started, predicted and ended once; metrics that add up (half train, half
+    test, alternating)."""
+    ids = [f"id{i:04d}" for i in range(trips)]
+    sources: dict[str, Source] = {t: ("train" if i % 2 == 0 else "test") for i, t in enumerate(ids)}
+    per_source = collections.Counter(sources.values())
+    half = per_source["train"] // 2
+    return Observed(
+        trips=sources,
+        starts=[Stamped(t, i * STEP_MS) for i, t in enumerate(ids)],
+        ends=[Stamped(t, i * STEP_MS + END_MS) for i, t in enumerate(ids)],
+        predictions=[Stamped(t, i * STEP_MS + PREDICT_MS) for i, t in enumerate(ids)],
+        metrics=[
+            *published("train", [half, per_source["train"] - half]),
+            *published("test", [per_source["test"]]),
+        ],
+        dead_letters=[],
+    )
+
+
+def test_a_clean_run_passes():
+    result = check(clean_run(), NO_FAULT, Bounds(max_gap_s=15, max_recovery_s=60))
+    assert result.problems == []
+    assert result.broken_bounds == []
+    assert result.passed
+    assert result.figures["predictions"] == {
+        "unique": 40,
+        "duplicated": 0,
+        "missing": 0,
+        "unexpected": 0,
+    }
+    assert result.figures["metrics"]["train"]["consistent"]
+    assert result.figures["max_gap_s"] == STEP_MS / 1000
+
+
+def test_a_duplicated_prediction_fails_the_report():
+    run = clean_run()
+    twice = dataclasses.replace(run, predictions=[*run.predictions, run.predictions[7]])
+    result = check(twice, NO_FAULT, Bounds())
+    assert not result.passed
+    assert result.figures["predictions"]["duplicated"] == 1
+    assert any(p.startswith("predictions:") and "1 duplicated" in p for p in result.problems)
+
+
+def test_a_missing_prediction_fails_the_report():
+    run = clean_run()
+    result = check(dataclasses.replace(run, predictions=run.predictions[1:]), NO_FAULT, Bounds())
+    assert not result.passed
+    assert result.figures["predictions"]["missing"] == 1
+    assert any("1 missing" in p for p in result.problems)
+
+
+def test_a_missing_trip_end_or_start_fails_the_report():
+    run = clean_run()
+    assert not check(dataclasses.replace(run, ends=run.ends[:-1]), NO_FAULT, Bounds()).passed
+    assert not check(dataclasses.replace(run, starts=run.starts * 2), NO_FAULT, Bounds()).passed
+
+
+def test_dead_letters_fail_the_report():
+    run = dataclasses.replace(clean_run(), dead_letters=["undecodable TripStarted"] * 2)
+    result = check(run, NO_FAULT, Bounds())
+    assert result.figures["dead_letters"] == {
+        "count": 2,
+        "reasons": {"undecodable TripStarted": 2},
+    }
+    assert not result.passed
+
+
+@st.composite
+def expected_and_keys(draw: st.DrawFn) -> tuple[set[str], dict[str, int]]:
+    """Expected trip ids, and how many records each id (expected or not) has."""
+    expected = draw(st.sets(st.text("abc", min_size=1, max_size=4), max_size=20))
+    extras = draw(st.sets(st.text("xyz", min_size=1, max_size=3), max_size=5))
+    counts = {key: draw(st.integers(0, 4)) for key in sorted(expected | extras)}
+    return expected, counts
+
+
+@given(expected_and_keys(), st.randoms())
+def test_delivery_counts_are_exact_for_any_multiset(case, rng):
+    expected, counts = case
+    keys = [key for key, n in counts.items() for _ in range(n)]
+    rng.shuffle(keys)
+    counted = delivery(expected, keys)
+    assert counted.unique == sum(1 for k in expected if counts[k] > 0)
+    assert counted.missing == sum(1 for k in expected if counts[k] == 0)
+    assert counted.duplicated == sum(n - 1 for n in counts.values() if n > 1)
+    assert counted.unexpected == sum(1 for k, n in counts.items() if k not in expected and n)
+    assert counted.exact == all(counts[k] == (1 if k in expected else 0) for k in counts)
+
+
+@given(st.lists(st.integers(0, 10_000_000), max_size=1))
+def test_no_gap_without_two_records(times):
+    assert longest_gap(times).seconds == 0
+    assert longest_gap(times).after_ms is None
+
+
+@given(st.lists(st.integers(0, 10_000_000), min_size=2, max_size=60), st.randoms())
+def test_the_gap_is_the_longest_time_with_no_record_in_between(times, rng):
+    shuffled = list(times)
+    rng.shuffle(shuffled)
+    gap = longest_gap(shuffled)
+    gap_ms = round(gap.seconds * 1000)
+    # Order does not matter; the gap follows a record and ends at the next one.
+    assert gap == longest_gap(sorted(times))
+    assert gap.after_ms in times
+    assert gap.after_ms + gap_ms in times
+    assert not any(gap.after_ms < t < gap.after_ms + gap_ms for t in times)
+    # No longer stretch of time is free of records.
+    for a in times:
+        for b in times:
+            if b - a > gap_ms:
+                assert any(a < t < b for t in times)
+
+
+@given(expected_and_keys())
+def test_any_duplicate_or_missing_prediction_fails_the_check(case):
+    expected, counts = case
+    trips: dict[str, Source] = dict.fromkeys(sorted(expected), "train")
+    once = [Stamped(k, 0) for k in trips]
+    observed = Observed(
+        trips=trips,
+        starts=once,
+        ends=once,
+        predictions=[Stamped(k, 0) for k, n in counts.items() for _ in range(n)],
+        metrics=published("train", [len(trips)]) if trips else [],
+        dead_letters=[],
+    )
+    result = check(observed, Timeline(0, 0, 0), Bounds())
+    exact = all(counts[k] == (1 if k in expected else 0) for k in counts)
+    assert result.passed == exact
+
+
+def test_metrics_must_add_up_to_the_trips():
+    assert source_metrics(10, [r.metrics for r in published("train", [4, 6])]).consistent
+    short = source_metrics(10, [r.metrics for r in published("train", [4, 5])])
+    assert not short.consistent
+    assert short.count == 9
+
+
+def test_unmatched_trips_count_towards_the_total():
+    records = [
+        metrics("test", 7, scope="window", window=0, unmatched=3),
+        metrics("test", 7, unmatched=3),
+    ]
+    figures = source_metrics(10, records)
+    assert figures.consistent
+    assert (figures.count, figures.unmatched) == (7, 3)
+
+
+def test_a_window_published_twice_is_double_counting():
+    records = [r.metrics for r in published("train", [4, 6])]
+    again = [*records[:2], records[0], *records[2:]]  # window 0 repeated
+    figures = source_metrics(10, again)
+    assert figures.repeated_windows == 1
+    assert not figures.consistent
+
+
+def test_windows_must_add_up_to_the_cumulative_figures():
+    records = [
+        metrics("train", 4, scope="window", window=0),
+        metrics("train", 10),  # says 10, the windows only 4
+    ]
+    figures = source_metrics(10, records)
+    assert not figures.windows_add_up
+    assert not figures.consistent
+
+
+def test_cumulative_figures_must_never_go_back():
+    records = [r.metrics for r in published("train", [4, 6])]
+    figures = source_metrics(10, [*records, metrics("train", 9), metrics("train", 10)])
+    assert not figures.never_decreasing
+    assert not figures.consistent
+
+
+def test_no_metrics_at_all_is_inconsistent():
+    figures = source_metrics(10, [])
+    assert (figures.count, figures.windows) == (0, 0)
+    assert not figures.consistent
+
+
+def stalled_run(fault: Timeline, resume_ms: int) -> Observed:
+    """A clean run whose trips started during the fault are predicted only at `resume_ms`."""
+    run = clean_run(400)
+    stalled = [
+        Stamped(p.key, resume_ms) if fault.fault_started_ms <= s.at_ms <= resume_ms else p
+        for p, s in zip(run.predictions, run.starts, strict=True)
+    ]
+    return dataclasses.replace(run, predictions=stalled)
+
+
+def test_recovery_runs_until_the_held_up_predictions_are_made():
+    fault = Timeline(origin_ms=0, fault_started_ms=10_000, fault_ended_ms=20_000)
+    run = stalled_run(fault, resume_ms=25_000)
+    assert caught_up_ms(run, fault) == 25_000
+    result = check(run, fault, Bounds(max_gap_s=10, max_recovery_s=4))
+    assert result.figures["recovery_s"] == 5.0
+    assert result.figures["max_gap_s"] == 14.9
+    assert result.figures["max_gap_after_s"] == 10.1  # the last prediction before the stall
+    assert any("longest gap" in p for p in result.broken_bounds)
+    assert any("caught up 5.0 s" in p for p in result.broken_bounds)
+    assert result.problems == []  # every record is there: only the timings fail
+    assert not result.passed
+
+
+def test_recovery_is_the_normal_latency_when_the_fault_held_nothing_up():
+    fault = Timeline(origin_ms=0, fault_started_ms=10_000, fault_ended_ms=20_000)
+    run = clean_run(400)
+    # The trip started exactly at the fault's end is the last one that counts.
+    assert caught_up_ms(run, fault) == 20_000 + PREDICT_MS
+
+
+def test_a_slow_prediction_long_after_the_fault_counts():
+    fault = Timeline(origin_ms=0, fault_started_ms=10_000, fault_ended_ms=20_000)
+    run = clean_run(400)
+    slow = Stamped(run.starts[300].key, run.starts[300].at_ms + SLOW_MS + 1)
+    predictions = [slow if p.key == slow.key else p for p in run.predictions]
+    assert caught_up_ms(dataclasses.replace(run, predictions=predictions), fault) == slow.at_ms
+
+
+def test_recovery_waits_for_trip_ends_the_fault_held_up():
+    fault = Timeline(origin_ms=0, fault_started_ms=10_000, fault_ended_ms=20_000)
+    run = clean_run(400)
+    # A producer was down: the ends due meanwhile were sent only at 26 s.
+    ends = [
+        Stamped(e.key, 26_000) if fault.fault_started_ms <= e.at_ms <= 26_000 else e
+        for e in run.ends
+    ]
+    assert ends[100].at_ms - run.starts[100].at_ms > LATE_END_MS
+    assert caught_up_ms(dataclasses.replace(run, ends=ends), fault) == 26_000
+
+
+def test_metrics_recovery_waits_for_the_cumulative_covering_what_was_matched():
+    fault = Timeline(origin_ms=0, fault_started_ms=1_000, fault_ended_ms=2_000)
+    run = clean_run(40)  # starts 0-3.9 s, predictions +0.2 s, ends +3 s
+    # Matched by 2 s: none (the first end is at 3 s). So nothing is due: caught up at once.
+    assert metrics_caught_up_ms(run, fault) == fault.fault_ended_ms
+    late = Timeline(origin_ms=0, fault_started_ms=1_000, fault_ended_ms=5_000)
+    # Matched by 5 s: trips started by 2 s, 21 of them: 11 train, 10 test.
+    covering = [
+        MetricsRecord(4_000, metrics("train", 5)),
+        MetricsRecord(9_000, metrics("train", 11)),
+        MetricsRecord(7_000, metrics("test", 10)),
+    ]
+    assert metrics_caught_up_ms(dataclasses.replace(run, metrics=covering), late) == 9_000
+    assert metrics_caught_up_ms(dataclasses.replace(run, metrics=covering[:1]), late) is None
+
+
+def test_never_caught_up_metrics_break_a_recovery_bound():
+    fault = Timeline(origin_ms=0, fault_started_ms=1_000, fault_ended_ms=5_000)
+    run = dataclasses.replace(clean_run(40), metrics=[])
+    result = check(run, fault, Bounds(max_recovery_s=60))
+    assert result.figures["metrics_recovery_s"] is None
+    assert "metrics never caught up after the fault" in result.broken_bounds
+
+
+def test_predictions_that_stop_for_good_leave_a_gap_until_the_last_trip_start():
+    run = clean_run(400)  # starts 0-39.9 s
+    stopped = dataclasses.replace(run, predictions=[p for p in run.predictions if p.at_ms < 30_000])
+    fault = Timeline(origin_ms=0, fault_started_ms=25_000, fault_ended_ms=26_000)
+    result = check(stopped, fault, Bounds(max_gap_s=5, max_recovery_s=60))
+    assert result.figures["max_gap_s"] == 39.9 - 29.9
+    assert result.figures["recovery_s"] is None  # it never caught up
+    assert "predictions and trip ends never caught up after the fault" in result.broken_bounds
+    assert any("longest gap without predictions 10.0 s" in p for p in result.broken_bounds)
+
+
+def test_a_trip_start_inside_a_stall_does_not_split_the_gap():
+    fault = Timeline(origin_ms=0, fault_started_ms=10_000, fault_ended_ms=20_000)
+    run = stalled_run(fault, resume_ms=45_000)  # resumes after the last start (39.9 s)
+    assert longest_gap(p.at_ms for p in run.predictions).seconds == 34.9
+    assert check(run, fault, Bounds()).figures["max_gap_s"] == 34.9
