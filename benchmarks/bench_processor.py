@@ -13,16 +13,14 @@ at --bootstrap-servers, or starts a local one on spare ports (and stops it after
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from taxi_kafka.admin import admin_client, ensure_topics
-from taxi_kafka.cluster import scratch_cluster
 from taxi_kafka.config import KafkaConfig
 from taxi_kafka.consumer import KafkaConsumer
 from taxi_kafka.loop import ConsumerLoop
@@ -32,27 +30,16 @@ from taxi_kafka.processor import TransactionalProcessor
 from taxi_kafka.producer import KafkaProducer
 from taxi_kafka.records import identity
 from taxi_kafka.topics import TopicSpec
+from taxi_services.bench.cluster import Backlog, cluster_at
 
 # A deadline per run, so a stuck run fails instead of hanging.
 RUN_TIMEOUT = 600.0
 
 
-@contextlib.contextmanager
-def cluster_at(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    with scratch_cluster("taxi-bench-cluster-") as cluster:
-        yield cluster.bootstrap_servers
-
-
 def fill(config: KafkaConfig, topic: str, records: int, value_size: int) -> None:
     padding = b"x" * max(value_size - 8, 0)
-    with KafkaProducer(config, name="filler") as producer:
-        for i in range(records):
-            producer.produce(topic, b"%08d" % i + padding, f"trip-{i % 10_000}".encode())
-        if producer.flush(RUN_TIMEOUT) or producer.stats.failed:
-            raise RuntimeError(f"filling {topic} failed: {producer.stats.last_error}")
+    values = ((f"trip-{i % 10_000}".encode(), b"%08d" % i + padding) for i in range(records))
+    Backlog(config, topic, values).release()
 
 
 def timed(step: Callable[[], int], records: int, finish: Callable[[], None]) -> float:
@@ -114,7 +101,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     batch = BatchPolicy(args.max_messages, args.max_wait)
 
-    with cluster_at(args.bootstrap_servers) as bootstrap:
+    with cluster_at(args.bootstrap_servers) as cluster:
+        bootstrap = cluster.bootstrap_servers
         config = KafkaConfig(bootstrap)
         run = uuid.uuid4().hex[:8]
         source, plain_sink, txn_sink = (f"bench-{name}-{run}" for name in ("in", "plain", "txn"))

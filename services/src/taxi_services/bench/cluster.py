@@ -1,0 +1,162 @@
+"""Where the bench runs: a scratch cluster or an existing one, and namespaces of its own on it.
+
+Every part of a run gets a namespace: a topic prefix (`--topic-prefix` of the services) under
+which its own new_trips, ml_predictions, ... and consumer groups live. So parts never see each
+other's records, and a pipeline already running on an existing cluster is never touched. The
+namespaces' topics are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka.admin import AdminClient
+
+from taxi_kafka.admin import admin_client, ensure_topics
+from taxi_kafka.cluster import scratch_cluster
+from taxi_kafka.config import KafkaConfig
+from taxi_kafka.producer import KafkaProducer
+from taxi_kafka.topics import (
+    DEAD_LETTERS,
+    FINISHED_TRIPS,
+    ML_PREDICTIONS,
+    NEW_TRIPS,
+    PRODUCER_CHECKPOINTS,
+    PROJECT_TOPICS,
+    TopicSpec,
+)
+
+log = logging.getLogger(__name__)
+
+# A deadline for writing a backlog, so a stuck cluster fails the run instead of hanging it.
+FILL_TIMEOUT = 600.0
+# The topics the predictor and the producer use.
+SERVICE_TOPICS = (NEW_TRIPS, FINISHED_TRIPS, ML_PREDICTIONS, DEAD_LETTERS, PRODUCER_CHECKPOINTS)
+
+
+@dataclass(frozen=True)
+class BenchCluster:
+    bootstrap_servers: str
+    scratch: bool
+    kafka_version: str | None  # None: an existing cluster, whose version the client can't see
+
+
+@contextlib.contextmanager
+def cluster_at(bootstrap_servers: str | None) -> Iterator[BenchCluster]:
+    """The cluster at `bootstrap_servers`, or a fresh local one (stopped and deleted after)."""
+    if bootstrap_servers:
+        yield BenchCluster(bootstrap_servers, scratch=False, kafka_version=None)
+        return
+    log.info("starting a scratch 3-broker cluster on free ports")
+    with scratch_cluster("taxi-bench-cluster-") as cluster:
+        yield BenchCluster(
+            cluster.bootstrap_servers, scratch=True, kafka_version=cluster.status().kafka_version
+        )
+
+
+class Backlog:
+    """Records written to a topic in one open transaction: invisible to read_committed
+    readers until `release()`, when they all appear at once. So readers can join first and
+    then drain a full backlog, with nothing written while they are measured."""
+
+    def __init__(
+        self, config: KafkaConfig, topic: str, records: Iterable[tuple[bytes, bytes]]
+    ) -> None:
+        self.topic = topic
+        # Per partition, the offset of its first record and the one after its last.
+        self.begins: dict[int, int] = {}
+        self.ends: dict[int, int] = {}
+        self._producer = KafkaProducer(
+            config,
+            transactional_id=f"taxi-bench-backlog-{uuid.uuid4().hex}",
+            # Held open while readers start: up to the brokers' default maximum (15 min).
+            settings={"transaction.timeout.ms": 900_000},
+            on_delivery=self._delivered,
+            name=f"{topic} backlog",
+        )
+        client = self._producer.client
+        client.init_transactions(FILL_TIMEOUT)
+        client.begin_transaction()
+        self.count = 0
+        for key, value in records:
+            self._producer.produce(topic, value, key)
+            self.count += 1
+        if self._producer.flush(FILL_TIMEOUT) or self._producer.stats.failed:
+            raise RuntimeError(f"writing to {topic} failed: {self._producer.stats.last_error}")
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            partition, offset = message.partition(), message.offset()
+            self.begins[partition] = min(self.begins.get(partition, offset), offset)
+            self.ends[partition] = max(self.ends.get(partition, 0), offset + 1)
+
+    def release(self) -> None:
+        """Commit: every record becomes visible."""
+        self._producer.client.commit_transaction(FILL_TIMEOUT)
+        self._producer.close()
+
+    def abort(self) -> None:
+        """Drop the records (after a failure), so no open transaction is left behind."""
+        try:
+            self._producer.client.abort_transaction(FILL_TIMEOUT)
+        except KafkaException as exc:
+            log.warning("could not abort the backlog of %s: %s", self.topic, exc)
+        self._producer.close()
+
+
+class Namespaces:
+    """Topic prefixes for the parts of one run, their topics created on demand and deleted
+    by `delete_all`."""
+
+    def __init__(self, admin: AdminClient, run_id: str) -> None:
+        self.admin = admin
+        self._run_id = run_id
+        self._topics: list[str] = []
+
+    @property
+    def run_prefix(self) -> str:
+        """What every topic and group name of this run starts with."""
+        return f"taxi-bench-{self._run_id}-"
+
+    @classmethod
+    def on(cls, config: KafkaConfig, run_id: str) -> Namespaces:
+        return cls(admin_client(config.bootstrap_servers, **config.settings), run_id)
+
+    def create(self, part: str, topics: Iterable[str] = SERVICE_TOPICS) -> str:
+        """A new namespace: its prefix, with `topics` (names under the prefix) created as the
+        project's topic of that name is, or else like new_trips."""
+        prefix = f"{self.run_prefix}{part}."
+        project = {spec.name: spec for spec in PROJECT_TOPICS}
+        specs = [
+            dataclasses.replace(project.get(name, TopicSpec(name)), name=prefix + name)
+            for name in topics
+        ]
+        self._topics += [spec.name for spec in specs]
+        ensure_topics(self.admin, specs)
+        return prefix
+
+    def delete_all(self, timeout: float = 30.0) -> None:
+        """Delete the run's topics and consumer groups (call once its clients are closed)."""
+        groups = [
+            g.group_id
+            for g in self.admin.list_consumer_groups(request_timeout=timeout).result().valid
+            if g.group_id.startswith(self.run_prefix)
+        ]
+        doomed = {}
+        if self._topics:
+            doomed |= self.admin.delete_topics(self._topics, operation_timeout=timeout)
+        if groups:
+            doomed |= self.admin.delete_consumer_groups(groups, request_timeout=timeout)
+        for name, future in doomed.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                log.warning("could not delete the bench's %s: %s", name, exc)
+        log.info("deleted the bench's %d topics and %d groups", len(self._topics), len(groups))
+        self._topics = []

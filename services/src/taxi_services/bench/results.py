@@ -1,0 +1,206 @@
+"""What each part of a bench run measured, and the JSON report built from it (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from taxi_services.bench.figures import (
+    Progress,
+    Seen,
+    percentiles_ms,
+    rate,
+    ratio,
+    start_rate,
+    steady,
+    steady_visible,
+    targets,
+)
+
+# The parts of a run, as --only names them.
+PARTS = {
+    "a": "baseline: plain confluent-kafka consume-and-produce passthrough, no model",
+    "b": "our predictor: the taxi-predictor process, exactly once, batched",
+    "b2": "two taxi-predictor processes sharing the partitions",
+    "c": "naive: one DataFrame and one predict call per message, a flush per produce",
+    "d": "latency from trip start to prediction visible downstream, at fixed rates",
+    "e": "the taxi-producer process replaying trips as fast as it can",
+}
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@dataclass(frozen=True)
+class Drain:
+    """One backlog drained: the group's committed records of it when it was revealed
+    (`start`) and when all were committed (`end`)."""
+
+    start: Progress
+    end: Progress
+    process_cpu_s: float | None = None  # of the measured processes, from start to end
+    machine_busy: float | None = None  # share of all cores busy, from start to end
+
+    @property
+    def records(self) -> int:
+        return self.end.count - self.start.count
+
+    @property
+    def seconds(self) -> float:
+        return self.end.time - self.start.time
+
+    @property
+    def records_per_s(self) -> float:
+        return rate(self.start, self.end)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """A design draining backlogs, one after another; the fastest drain counts (the others
+    were slowed down by whatever else the machine ran)."""
+
+    part: str
+    processes: str
+    drains: tuple[Drain, ...]
+    processed: int  # input records committed in all, once the processes stopped
+    outputs: int  # records in the output topic afterwards
+    distinct_outputs: int
+
+    @property
+    def best(self) -> Drain:
+        return max(self.drains, key=lambda d: d.records_per_s)
+
+    @property
+    def records_per_s(self) -> float:
+        return self.best.records_per_s
+
+    def to_json(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "what": PARTS[self.part],
+            "processes": self.processes,
+            "records_per_s": round(best.records_per_s),
+            "runs_records_per_s": [round(d.records_per_s) for d in self.drains],
+            "measured_records": best.records,
+            "seconds": round(best.seconds, 2),
+            "input_records": self.processed,
+            "output_records": self.outputs,
+            "distinct_output_keys": self.distinct_outputs,
+            "process_cores_used": _round(
+                None if best.process_cpu_s is None else best.process_cpu_s / best.seconds, 2
+            ),
+            "machine_busy": _round(best.machine_busy, 2),
+        }
+
+
+@dataclass(frozen=True)
+class LatencyRun:
+    rate: float
+    trips: int  # the producer's --limit
+    seen: tuple[Seen, ...]
+    distinct: int  # distinct trip ids among the predictions seen
+    # (started, seen) of each trip start on new_trips: how long the producer takes.
+    trips_visible: tuple[tuple[float, float], ...]
+    warmup_s: float
+    machine_busy: float | None = None
+
+    @property
+    def window(self) -> list[Seen]:
+        return steady(self.seen, self.warmup_s)
+
+    @property
+    def p99_ms(self) -> float:
+        return self.visible_ms()["p99_ms"]
+
+    def visible_ms(self) -> dict[str, float]:
+        return percentiles_ms([s.seen - s.started for s in self.window])
+
+    def to_json(self) -> dict[str, Any]:
+        window = self.window
+        return {
+            "rate": self.rate,
+            "achieved_rate": _round(start_rate(self.seen)),
+            "trips": self.trips,
+            "predictions_seen": len(self.seen),
+            "distinct_trips": self.distinct,
+            "warmup_s": self.warmup_s,
+            "steady_window_trips": len(window),
+            "visible": self.visible_ms(),
+            # Where the time goes: until the trip start is visible (the producer's commit),
+            # until the predictor's batch (the above, plus waiting for the batch), the rest
+            # being the model call and the predictor's commit.
+            "trip_visible": percentiles_ms(
+                steady_visible(self.trips_visible, self.seen, self.warmup_s)
+            ),
+            "predicted": percentiles_ms([s.predicted - s.started for s in window]),
+            "machine_busy": _round(self.machine_busy, 2),
+        }
+
+
+@dataclass(frozen=True)
+class ReplayRun:
+    trips: int
+    trips_per_s: float | None
+    transactions: int
+    started: int  # records on new_trips afterwards
+    distinct_started: int
+    ended: int  # records on finished_trips afterwards
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "what": PARTS["e"],
+            "trips_per_s": _round(self.trips_per_s, 0),
+            "trips": self.trips,
+            "transactions": self.transactions,
+            "started": self.started,
+            "distinct_started": self.distinct_started,
+            "ended": self.ended,
+        }
+
+
+@dataclass
+class Results:
+    throughput: dict[str, Throughput]
+    latency: dict[float, LatencyRun]
+    replay: ReplayRun | None = None
+
+
+def report(
+    results: Results,
+    *,
+    environment: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    notes: list[str],
+) -> dict[str, Any]:
+    rates: dict[str, float | None] = {
+        part: run.records_per_s for part, run in results.throughput.items()
+    }
+    p99 = {run.rate: run.p99_ms for run in results.latency.values()}
+    two = results.throughput.get("b2")
+    found = targets(
+        rates, p99, environment["cores"], scaling_busy=two.best.machine_busy if two else None
+    )
+    ratios = {
+        "b_over_a": ratio(rates.get("b"), rates.get("a")),
+        "b_over_c": ratio(rates.get("b"), rates.get("c")),
+        "two_over_one": ratio(rates.get("b2"), rates.get("b")),
+    }
+    return {
+        "environment": dict(environment),
+        "settings": dict(settings),
+        "rates_records_per_s": {part: round(r) for part, r in rates.items() if r is not None},
+        "ratios": {name: _round(value, 3) for name, value in ratios.items()},
+        "targets": [t.to_json() for t in found],
+        "parts": {
+            **{part: run.to_json() for part, run in results.throughput.items()},
+            **(
+                {"d": {f"{r:g}": run.to_json() for r, run in results.latency.items()}}
+                if results.latency
+                else {}
+            ),
+            **({"e": results.replay.to_json()} if results.replay else {}),
+        },
+        "notes": notes,
+    }

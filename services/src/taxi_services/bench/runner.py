@@ -1,0 +1,407 @@
+"""One bench run: each part in a namespace of its own, the measured designs as processes.
+
+- (a), (b), (b2) and (c) each drain a backlog of trip starts. It is written in one open
+  transaction before the processes start, and committed once their consumer group holds every
+  partition: so nothing is written while they are measured, and the time it takes a process
+  to start, load its model and join does not count. Their rate is the group's committed
+  records per second from that moment until all are committed, followed by admin requests:
+  off the measured processes' data path, and the same for every design.
+- (d) runs one predictor, then a producer at a fixed rate, and a read_committed reader of the
+  predictions notes when each becomes visible.
+- (e) runs a producer as fast as it goes; its rate comes from its own replay checkpoints
+  (one per transaction, timestamped when produced).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from confluent_kafka.admin import AdminClient
+
+from taxi_events import Prediction, TripStarted, decode, encode
+from taxi_kafka.config import KafkaConfig
+from taxi_kafka.topics import FINISHED_TRIPS, ML_PREDICTIONS, NEW_TRIPS, PRODUCER_CHECKPOINTS
+from taxi_model.replay import Replay
+from taxi_services.bench.cluster import Backlog, Namespaces
+from taxi_services.bench.figures import Progress, Seen, busy_share, replay_rate
+from taxi_services.bench.probes import (
+    GroupWatch,
+    Watcher,
+    cpu_reading,
+    machine_ticks,
+    records_of,
+    timestamped_values,
+)
+from taxi_services.bench.results import (
+    PARTS,
+    Drain,
+    LatencyRun,
+    ReplayRun,
+    Results,
+    Throughput,
+)
+from taxi_services.predictor import GROUP_ID
+from taxi_services.supervisor import Child, stop_all
+
+log = logging.getLogger("taxi.bench")
+
+POLL_S = 0.05
+WATCH_S = 0.005
+# How long a process may take to start and join its group (model loading included).
+JOIN_TIMEOUT = 180.0
+# How long progress may stand still before the run is declared stuck.
+STALL_TIMEOUT = 120.0
+PROGRESS_EVERY_S = 5.0
+WORKERS = ("python", "-m", "taxi_services.bench.workers")
+# The output topics (and consumer groups) of (a) and (c), in the backlog's namespace.
+PLAIN, NAIVE = "bench-plain", "bench-naive"
+
+
+class BenchError(RuntimeError):
+    """A part could not be measured: a process failed, or progress stopped."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    records: int
+    naive_records: int
+    latency_seconds: float
+    latency_warmup: float
+    latency_rates: tuple[float, ...]
+    parts: frozenset[str]
+    batch_size: int
+    batch_wait: float
+    partitions: int
+    repeat: int  # backlogs (a), (b) and (b2) drain; the fastest counts
+
+    def latency_trips(self, rate: float) -> int:
+        return round(rate * (self.latency_warmup + self.latency_seconds))
+
+    @property
+    def trips_needed(self) -> int:
+        """Rows of trip data the run replays at most."""
+        needed = [self.records] if self.parts & {"a", "b", "b2", "e"} else []
+        if "c" in self.parts:
+            needed.append(self.naive_records)
+        if "d" in self.parts:
+            needed += [self.latency_trips(r) for r in self.latency_rates]
+        return max(needed, default=0)
+
+
+class Bench:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        settings: Settings,
+        *,
+        namespaces: Namespaces,
+        model_path: Path,
+        trips: pd.DataFrame,
+        trips_csv: Path,
+        logs: Path,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.namespaces = namespaces
+        self.model_path = model_path
+        self.trips = trips
+        self.trips_csv = trips_csv
+        self.logs = logs
+        self.env = {"KAFKA_BOOTSTRAP_SERVERS": config.bootstrap_servers, "TAXI_LOG_LEVEL": "INFO"}
+        self._children: list[Child] = []
+        self._encoded: list[tuple[bytes, bytes]] | None = None
+
+    def run(self) -> Results:
+        parts = self.settings.parts
+        results = Results(throughput={}, latency={})
+        try:
+            if "a" in parts:
+                results.throughput["a"] = self._a()
+            if "b" in parts:
+                results.throughput["b"] = self._b(instances=1)
+            if "b2" in parts:
+                results.throughput["b2"] = self._b(instances=2)
+            if "c" in parts:
+                results.throughput["c"] = self._c()
+            if "e" in parts:
+                results.replay = self._e()
+            if "d" in parts:
+                for trips_per_s in self.settings.latency_rates:
+                    results.latency[trips_per_s] = self._d(trips_per_s)
+        finally:
+            stop_all(self._children)
+        return results
+
+    # -- throughput: (a), (b), (b2), (c) ---------------------------------------------------
+
+    def _a(self) -> Throughput:
+        prefix = self.namespaces.create("a", [NEW_TRIPS, PLAIN])
+        worker = self._child(
+            "a-passthrough",
+            *WORKERS,
+            "passthrough",
+            *("--source", prefix + NEW_TRIPS, "--sink", prefix + PLAIN, "--group", prefix + PLAIN),
+            *self._batch_args(),
+        )
+        return self._drain("a", [worker], prefix, group=PLAIN, sink=PLAIN, command_words=4)
+
+    def _b(self, instances: int) -> Throughput:
+        part = "b" if instances == 1 else "b2"
+        prefix = self.namespaces.create(part)
+        predictors = [self._predictor(prefix, part, f"p{i}") for i in range(1, instances + 1)]
+        return self._drain(part, predictors, prefix, group=GROUP_ID, sink=ML_PREDICTIONS)
+
+    def _c(self) -> Throughput:
+        prefix = self.namespaces.create("c", [NEW_TRIPS, NAIVE])
+        worker = self._child(
+            "c-naive",
+            *WORKERS,
+            "naive",
+            *("--source", prefix + NEW_TRIPS, "--sink", prefix + NAIVE, "--group", prefix + NAIVE),
+            *("--model", str(self.model_path)),
+        )
+        return self._drain(
+            "c",
+            [worker],
+            prefix,
+            group=NAIVE,
+            sink=NAIVE,
+            records=self.settings.naive_records,
+            repeat=1,
+            command_words=4,
+        )
+
+    def _drain(
+        self,
+        part: str,
+        children: Sequence[Child],
+        prefix: str,
+        *,
+        group: str,
+        sink: str,
+        records: int | None = None,
+        repeat: int | None = None,
+        command_words: int = 1,
+    ) -> Throughput:
+        """Start `children` (the members of `group`) and, once they hold every partition,
+        have them drain `repeat` backlogs of `records` trip starts, one after another."""
+        records = records or self.settings.records
+        repeat = repeat or self.settings.repeat
+        log.info("(%s) %s: %d x %d records", part, PARTS[part], repeat, records)
+        watch = GroupWatch(
+            self._admin, prefix + group, prefix + NEW_TRIPS, self.settings.partitions
+        )
+        self._start_and_join(children, watch)
+        drains = []
+        for _ in range(repeat):
+            drain = self._drain_one(children, watch, self._trip_starts()[:records])
+            log.info("(%s) %d records/s", part, drain.records_per_s)
+            drains.append(drain)
+        self._stop(children)
+        outputs, distinct = records_of(self.config, prefix + sink)
+        return Throughput(
+            part,
+            processes=f"{len(children)} x {' '.join(children[0].args[:command_words])}",
+            drains=tuple(drains),
+            processed=sum(d.end.count for d in drains),
+            outputs=outputs,
+            distinct_outputs=distinct,
+        )
+
+    def _drain_one(
+        self, children: Sequence[Child], watch: GroupWatch, records: list[tuple[bytes, bytes]]
+    ) -> Drain:
+        """Write a hidden backlog while the members idle, reveal it, and follow the group's
+        committed offsets until all of it is committed."""
+        backlog = Backlog(self.config, watch.topic, records)
+        try:
+            start = watch.progress(backlog)
+            backlog.release()
+        except BaseException:
+            backlog.abort()
+            raise
+        pids = [c.process.pid for c in children if c.process is not None]
+        cpu_start, machine_start = cpu_reading(pids)
+        now = moved = start
+        while now.count < backlog.count:
+            time.sleep(POLL_S)
+            now = watch.progress(backlog)
+            if now.count > moved.count:
+                if now.time - moved.time > PROGRESS_EVERY_S:
+                    log.info("%d of %d records", now.count, backlog.count)
+                moved = now
+            self._check(children, moved, f"{now.count} of {backlog.count} records committed")
+        cpu_end, machine_end = cpu_reading(pids)
+        return Drain(start, now, cpu_end - cpu_start, busy_share(machine_start, machine_end))
+
+    def _trip_starts(self) -> list[tuple[bytes, bytes]]:
+        """Encoded trip starts (key, value) for the backlogs, made once."""
+        if self._encoded is None:
+            count = max(self.settings.records, self.settings.naive_records)
+            step = Replay(self.trips, "train").step(int(time.time() * 1000), count)
+            self._encoded = [(e.trip_id.encode(), encode(e)) for e in step.started]
+        return self._encoded
+
+    # -- (e): the producer at full speed ---------------------------------------------------
+
+    def _e(self) -> ReplayRun:
+        prefix = self.namespaces.create("e")
+        trips = self.settings.records
+        producer = self._producer(prefix, "e", trips)
+        log.info("(e) %s: %d trips", PARTS["e"], trips)
+        producer.start(self.env)
+        self._wait_for_exit(producer, JOIN_TIMEOUT + trips / 100)
+        self._stop([producer])
+        checkpoints = [
+            Progress(at, json.loads(value)["next_row"])
+            for at, value in timestamped_values(self.config, prefix + PRODUCER_CHECKPOINTS)
+        ]
+        started, distinct = records_of(self.config, prefix + NEW_TRIPS)
+        ended, _ = records_of(self.config, prefix + FINISHED_TRIPS)
+        run = ReplayRun(
+            trips, replay_rate(checkpoints, trips), len(checkpoints), started, distinct, ended
+        )
+        log.info("(e) %s trips/s over %d transactions", run.trips_per_s, run.transactions)
+        return run
+
+    # -- (d): latency at a fixed rate ------------------------------------------------------
+
+    def _d(self, trips_per_s: float) -> LatencyRun:
+        settings = self.settings
+        name = f"d{trips_per_s:g}"
+        prefix = self.namespaces.create(name)
+        trips = settings.latency_trips(trips_per_s)
+        predictor = self._predictor(prefix, name, "p1")
+        watch = GroupWatch(self._admin, prefix + GROUP_ID, prefix + NEW_TRIPS, settings.partitions)
+        log.info(
+            "(d) %g trips/s: %d trips, the first %g s warm-up",
+            trips_per_s,
+            trips,
+            settings.latency_warmup,
+        )
+        self._start_and_join([predictor], watch)
+        producer = self._producer(prefix, name, trips, "--rate", f"{trips_per_s:g}")
+        watcher = Watcher(self.config, prefix + ML_PREDICTIONS, settings.partitions)
+        trip_watcher = Watcher(self.config, prefix + NEW_TRIPS, settings.partitions)
+        try:
+            producer.start(self.env)
+            machine_start = machine_ticks()
+            moved = Progress(time.monotonic(), 0)
+            while len(watcher.seen) < trips:
+                # Short waits on both, so that neither notes its records late.
+                trip_watcher.poll(WATCH_S)
+                if watcher.poll(WATCH_S):
+                    moved = Progress(time.monotonic(), len(watcher.seen))
+                what = f"{len(watcher.seen)} of {trips} predictions seen"
+                self._check([predictor], moved, what)
+                if producer.exit_code not in (None, 0):
+                    raise BenchError(
+                        f"{producer.name} exited with {producer.exit_code}; see {producer.log_path}"
+                    )
+            machine_end = machine_ticks()
+            # It ends by itself once the trips' ends (due 2-5 s after their starts) are sent.
+            self._wait_for_exit(producer)
+        finally:
+            watcher.close()
+            trip_watcher.close()
+        self._stop([predictor, producer])
+        predictions = [(at, decode(value, Prediction)) for at, value in watcher.seen]
+        run = LatencyRun(
+            rate=trips_per_s,
+            trips=trips,
+            seen=tuple(
+                Seen(p.trip_started_at.timestamp(), p.predicted_at.timestamp(), at)
+                for at, p in predictions
+            ),
+            distinct=len({p.trip_id for _, p in predictions}),
+            trips_visible=tuple(
+                (decode(value, TripStarted).produced_at.timestamp(), at)
+                for at, value in trip_watcher.seen
+            ),
+            warmup_s=settings.latency_warmup,
+            machine_busy=busy_share(machine_start, machine_end),
+        )
+        log.info("(d) %g trips/s: visible %s", trips_per_s, run.visible_ms())
+        return run
+
+    # -- processes -------------------------------------------------------------------------
+
+    @property
+    def _admin(self) -> AdminClient:
+        return self.namespaces.admin
+
+    def _batch_args(self) -> list[str]:
+        return [
+            *("--batch-size", str(self.settings.batch_size)),
+            *("--batch-wait", str(self.settings.batch_wait)),
+        ]
+
+    def _child(self, name: str, *args: str) -> Child:
+        child = Child(name, list(args), 0, self.logs / f"{name}.log")
+        self._children.append(child)
+        return child
+
+    def _predictor(self, prefix: str, part: str, instance: str) -> Child:
+        return self._child(
+            f"{part}-predictor-{instance}",
+            "taxi-predictor",
+            *("--model", str(self.model_path), "--topic-prefix", prefix),
+            *("--instance", prefix + instance),
+            *self._batch_args(),
+        )
+
+    def _producer(self, prefix: str, part: str, trips: int, *extra: str) -> Child:
+        return self._child(
+            f"{part}-producer",
+            "taxi-producer",
+            *("--source", "train", "--data", str(self.trips_csv), "--no-progress"),
+            *("--topic-prefix", prefix, "--instance", prefix.rstrip(".")),
+            *("--limit", str(trips), *extra),
+        )
+
+    def _start_and_join(self, children: Sequence[Child], watch: GroupWatch) -> None:
+        """Start the members of `watch`'s group; return once they hold all the partitions."""
+        for child in children:
+            child.start(self.env)
+        started = Progress(time.monotonic(), 0)
+        while not watch.ready(len(children)):
+            self._check(children, started, f"{watch.group} to hold its partitions", JOIN_TIMEOUT)
+            time.sleep(POLL_S)
+
+    def _wait_for_exit(self, child: Child, timeout: float = STALL_TIMEOUT) -> None:
+        assert child.process is not None
+        try:
+            child.process.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"{child.name} did not finish; see {child.log_path}") from exc
+
+    def _check(
+        self,
+        children: Sequence[Child],
+        moved: Progress,
+        waiting_for: str,
+        timeout: float = STALL_TIMEOUT,
+    ) -> None:
+        """Raise BenchError if one of `children` ended, or nothing moved for `timeout` s."""
+        for child in children:
+            if child.exit_code is not None:
+                raise BenchError(
+                    f"{child.name} exited with {child.exit_code}; see {child.log_path}"
+                )
+        if time.monotonic() - moved.time > timeout:
+            raise BenchError(f"waited {timeout:.0f} s for {waiting_for}")
+
+    def _stop(self, children: Sequence[Child]) -> None:
+        """Stop the children cleanly; an exit code but 0 is an error."""
+        codes = {c.name: c.exit_code for c in children if c.exit_code is not None}
+        codes |= stop_all(children)
+        failed = {name: code for name, code in codes.items() if code != 0}
+        if failed:
+            raise BenchError(f"exit codes {failed}; see the logs in {self.logs}")

@@ -1,0 +1,369 @@
+"""`taxi bench`: its arithmetic and report without I/O, then one tiny run on a real cluster."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import click
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taxi_services.bench.figures import (
+    SCALING_CORES,
+    MachineTicks,
+    Progress,
+    Seen,
+    busy_share,
+    caught_up,
+    cpu_ticks,
+    percentiles_ms,
+    rate,
+    replay_rate,
+    start_rate,
+    steady,
+    steady_visible,
+    targets,
+)
+from taxi_services.bench.results import (
+    PARTS,
+    Drain,
+    LatencyRun,
+    ReplayRun,
+    Results,
+    Throughput,
+    report,
+)
+from taxi_services.bench.runner import Settings
+from taxi_services.commands.bench import missed_targets, parse_parts, parse_rates, reproduce
+
+# -- rates -----------------------------------------------------------------------------------
+
+
+def test_rate_is_records_per_second_between_two_samples():
+    assert rate(Progress(10.0, 1_000), Progress(12.5, 6_000)) == 2_000
+
+
+def test_rate_needs_time_to_pass():
+    with pytest.raises(ValueError, match="no time passed"):
+        rate(Progress(3.0, 0), Progress(3.0, 10))
+
+
+def test_caught_up_counts_the_backlogs_records_in_each_partition():
+    ends, begins = {0: 100, 1: 50, 2: 0}, {0: 0, 1: 10}
+    # Partition 0 stepped over its commit marker (101): still 100 records. Partition 1 has
+    # no commit yet (-1001), partition 3 is not part of the backlog.
+    assert caught_up({0: 101, 1: -1001, 2: 0, 3: 7}, ends, begins) == 100
+    assert caught_up({0: 40, 1: 50}, ends, begins) == 80
+    assert caught_up({}, ends, begins) == 0
+    # A second backlog after the first: what the group committed of the first is no progress.
+    assert caught_up({0: 101, 1: 51}, {0: 300, 1: 60}, {0: 102, 1: 52}) == 0
+
+
+@given(
+    st.dictionaries(
+        st.integers(0, 11), st.tuples(st.integers(0, 5_000), st.integers(0, 5_000)), max_size=12
+    ),
+    st.dictionaries(st.integers(0, 11), st.integers(-1001, 20_000), max_size=12),
+)
+def test_caught_up_is_between_nothing_and_the_whole_backlog(spans, committed):
+    begins = {p: begin for p, (begin, _) in spans.items()}
+    ends = {p: begin + size for p, (begin, size) in spans.items()}
+    records = sum(size for _, size in spans.values())
+    assert 0 <= caught_up(committed, ends, begins) <= records
+    assert caught_up({p: end + 1 for p, end in ends.items()}, ends, begins) == records
+    assert caught_up(begins, ends, begins) == 0
+
+
+def test_replay_rate_spans_the_transactions_after_the_first():
+    # Checkpoints of a 5,000-trip replay: 2,000 trips per transaction, then ends only.
+    samples = [Progress(0.0, 2_000), Progress(1.0, 4_000), Progress(2.0, 5_000), Progress(4, 5_000)]
+    assert replay_rate(samples, 5_000) == 1_500
+
+
+def test_replay_rate_is_unknown_from_one_transaction_or_an_unfinished_replay():
+    assert replay_rate([Progress(0.0, 2_000)], 2_000) is None
+    assert replay_rate([Progress(0.0, 2_000), Progress(1.0, 4_000)], 5_000) is None
+    assert replay_rate([], 10) is None
+
+
+# -- latency ---------------------------------------------------------------------------------
+
+
+def test_percentiles_of_known_latencies():
+    summary = percentiles_ms([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert summary == {"p50_ms": 50.5, "p95_ms": 95.0, "p99_ms": 99.0, "max_ms": 100.0}
+
+
+@given(st.lists(st.floats(0, 60, allow_nan=False), min_size=1, max_size=300))
+def test_percentiles_are_ordered(seconds):
+    s = percentiles_ms(seconds)
+    assert s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"] <= s["max_ms"]
+    assert s["max_ms"] == pytest.approx(max(seconds) * 1000, abs=0.05)
+
+
+def test_percentiles_need_latencies():
+    with pytest.raises(ValueError, match="no durations"):
+        percentiles_ms([])
+
+
+def seen(started: float, latency: float = 0.1) -> Seen:
+    return Seen(started=started, predicted=started + latency / 2, seen=started + latency)
+
+
+def test_the_steady_window_leaves_out_trips_started_during_the_warmup():
+    trips = [seen(100 + i / 10) for i in range(100)]  # 10 trips/s for 10 s
+    window = steady(trips, warmup_s=2)
+    assert [s.started for s in window] == [s.started for s in trips[20:]]
+    assert steady([], 2) == []
+
+
+def test_trip_visibility_over_the_steady_window_of_the_predictions():
+    predictions = [seen(100 + i) for i in range(5)]
+    trips = [(100.0 + i, 100.0 + i + 0.01 * i) for i in range(6)]
+    assert steady_visible(trips, predictions, warmup_s=3) == pytest.approx([0.03, 0.04, 0.05])
+    assert steady_visible(trips, [], warmup_s=3) == []
+
+
+def test_start_rate_from_the_first_start_to_the_last():
+    assert start_rate([seen(100 + i / 10) for i in range(101)]) == pytest.approx(10)
+    assert start_rate([seen(5)]) is None
+
+
+# -- CPU -------------------------------------------------------------------------------------
+
+
+def test_cpu_ticks_of_a_process_whose_name_has_spaces_and_parentheses():
+    line = (
+        "4242 (taxi (bench) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 "
+        "350 25 0 0 20 0 3 0 12345 1000 200 18446744073709551615"
+    )
+    assert cpu_ticks(line) == 375
+
+
+def test_busy_share_of_the_whole_machine():
+    first = MachineTicks.parse("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4")
+    second = MachineTicks.parse("cpu  250 0 100 850 50 0 0 0 0 0\ncpu0 1 2 3 4")
+    assert first == MachineTicks(busy=150, total=1000)
+    assert busy_share(first, second) == pytest.approx(200 / 250)
+    assert busy_share(first, first) is None
+
+
+# -- targets and the report ------------------------------------------------------------------
+
+
+def by_name(found: list) -> dict:
+    return {t.name: t for t in found}
+
+
+def test_targets_met_and_missed():
+    found = by_name(
+        targets({"a": 10_000, "b": 6_000, "c": 100, "b2": 9_000}, {2000.0: 180.0}, cores=8)
+    )
+    assert found["predictor_vs_baseline"].value == pytest.approx(0.6)
+    assert found["predictor_vs_baseline"].met is True
+    assert found["predictor_vs_naive"].met is True
+    assert found["p99_at_2000_ms"].met is True
+    assert found["two_instances_vs_one"].value == pytest.approx(1.5)
+    assert found["two_instances_vs_one"].met is False
+    assert found["two_instances_vs_one"].applicable is True
+    slow = by_name(targets({"a": 10_000, "b": 4_000, "c": 400}, {2000.0: 300.0}, cores=8))
+    assert slow["predictor_vs_baseline"].met is False
+    assert slow["predictor_vs_naive"].met is False
+    assert slow["p99_at_2000_ms"].met is False
+
+
+def test_targets_not_measured_are_neither_met_nor_missed():
+    found = by_name(targets({"b": 5_000}, {500.0: 90.0}, cores=8))
+    assert all(t.value is None and t.met is None for t in found.values())
+
+
+def test_scaling_is_not_applicable_without_a_core_per_predictor():
+    found = by_name(
+        targets({"b": 5_000, "b2": 5_500}, {}, cores=SCALING_CORES - 2, scaling_busy=0.97)
+    )
+    scaling = found["two_instances_vs_one"]
+    assert scaling.met is False
+    assert not scaling.applicable
+    assert "2 cores" in scaling.note
+    assert "97% busy" in scaling.note
+
+
+def drain(records: int, seconds: float) -> Drain:
+    return Drain(Progress(100.0, 0), Progress(100.0 + seconds, records), seconds / 2, 0.75)
+
+
+def throughput(part: str, records: int, *seconds: float) -> Throughput:
+    return Throughput(
+        part,
+        processes="1 x test",
+        drains=tuple(drain(records, s) for s in seconds),
+        processed=records * len(seconds),
+        outputs=records * len(seconds),
+        distinct_outputs=records * len(seconds),
+    )
+
+
+def test_the_fastest_drain_counts():
+    run = throughput("b", 1_000, 0.5, 0.25, 0.4).to_json()
+    assert run["records_per_s"] == 4_000
+    assert run["runs_records_per_s"] == [2_000, 4_000, 2_500]
+    assert run["seconds"] == 0.25
+    assert run["input_records"] == run["output_records"] == 3_000
+
+
+def results() -> Results:
+    latency = LatencyRun(
+        rate=2000.0,
+        trips=300,
+        seen=tuple(seen(1_000 + i / 100, latency=0.05 + i / 10_000) for i in range(300)),
+        distinct=300,
+        trips_visible=tuple((1_000 + i / 100, 1_000.01 + i / 100) for i in range(300)),
+        warmup_s=1.0,
+        machine_busy=0.5,
+    )
+    return Results(
+        throughput={
+            "a": throughput("a", 10_000, 1.0, 1.2),
+            "b": throughput("b", 10_000, 2.5, 2.0),
+            "b2": throughput("b2", 10_000, 1.6),
+            "c": throughput("c", 100, 1.0),
+        },
+        latency={2000.0: latency},
+        replay=ReplayRun(
+            trips=10_000,
+            trips_per_s=8_000.0,
+            transactions=7,
+            started=10_000,
+            distinct_started=10_000,
+            ended=10_000,
+        ),
+    )
+
+
+def test_the_report_holds_rates_ratios_latencies_targets_and_the_environment():
+    result = report(results(), environment={"cores": 2}, settings={"records": 10_000}, notes=["n"])
+    json.dumps(result)  # plain JSON
+    assert result["rates_records_per_s"] == {"a": 10_000, "b": 5_000, "b2": 6_250, "c": 100}
+    assert result["ratios"] == {"b_over_a": 0.5, "b_over_c": 50.0, "two_over_one": 1.25}
+    assert set(result["parts"]) == set(PARTS)
+    assert result["parts"]["b"]["process_cores_used"] == 0.5
+    d = result["parts"]["d"]["2000"]
+    assert d["steady_window_trips"] == 200  # the first second (100 trips) is warm-up
+    assert d["visible"]["p50_ms"] < d["visible"]["p99_ms"] < 80
+    assert d["trip_visible"]["p50_ms"] == d["trip_visible"]["max_ms"] == 10.0
+    assert d["predicted"]["p99_ms"] < d["visible"]["p99_ms"]
+    assert result["parts"]["e"]["trips_per_s"] == 8_000
+    names = [t["name"] for t in result["targets"]]
+    assert names == [
+        "predictor_vs_baseline",
+        "predictor_vs_naive",
+        "p99_at_2000_ms",
+        "two_instances_vs_one",
+    ]
+    assert missed_targets(result) == []  # the scaling miss does not count on 2 cores
+    on_eight = report(results(), environment={"cores": 8}, settings={}, notes=[])
+    assert missed_targets(on_eight) == ["two_instances_vs_one"]
+
+
+def test_a_report_of_some_parts_only():
+    only_b = Results(throughput={"b": throughput("b", 1_000, 1.0)}, latency={})
+    result = report(only_b, environment={"cores": 2}, settings={}, notes=[])
+    assert set(result["parts"]) == {"b"}
+    assert result["ratios"] == {"b_over_a": None, "b_over_c": None, "two_over_one": None}
+    assert missed_targets(result) == []
+
+
+# -- options ---------------------------------------------------------------------------------
+
+
+def test_parts_and_rates_from_the_command_line():
+    assert parse_parts(None) == frozenset(PARTS)
+    assert parse_parts("b, d") == {"b", "d"}
+    with pytest.raises(click.BadParameter, match="unknown part"):
+        parse_parts("b,x")
+    assert parse_rates("500,2000") == (500.0, 2000.0)
+    for bad in ("", "fast", "500,-1"):
+        with pytest.raises(click.BadParameter):
+            parse_rates(bad)
+
+
+def settings(**changes) -> Settings:
+    values = {
+        "records": 1_000,
+        "naive_records": 50,
+        "latency_seconds": 2.0,
+        "latency_warmup": 1.0,
+        "latency_rates": (500.0, 2000.0),
+        "parts": frozenset(PARTS),
+        "batch_size": 5_000,
+        "batch_wait": 0.1,
+        "partitions": 6,
+        "repeat": 2,
+        **changes,
+    }
+    return Settings(**values)
+
+
+def test_the_run_needs_as_many_trips_as_its_largest_part():
+    assert settings().trips_needed == 6_000  # 2,000 trips/s for 3 s
+    assert settings(parts=frozenset({"a", "c"})).trips_needed == 1_000
+    assert settings(parts=frozenset({"c"}), naive_records=70).trips_needed == 70
+
+
+def test_the_report_names_the_command_that_repeats_the_run():
+    assert reproduce(settings(parts=frozenset({"d", "b"})), None) == (
+        "taxi bench --records 1000 --repeat 2 --naive-records 50 --latency-seconds 2 "
+        "--latency-warmup 1 --latency-rates 500,2000 --batch-size 5000 --batch-wait 0.1 "
+        "--only b,d"
+    )
+    assert reproduce(settings(), "h:1").endswith("--batch-wait 0.1 --bootstrap-servers h:1")
+
+
+# -- a real run ------------------------------------------------------------------------------
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_tiny_run_on_a_scratch_cluster(taxi, trained_model_path, in_tmp):
+    records, repeat, naive, rates = 3_000, 2, 40, (500.0,)
+    code, out, err = taxi(
+        "bench",
+        *("--records", str(records), "--repeat", str(repeat), "--naive-records", str(naive)),
+        *("--latency-seconds", "2", "--latency-warmup", "1"),
+        *("--latency-rates", ",".join(f"{r:g}" for r in rates)),
+        *("--model", str(trained_model_path), "--output", "bench.json"),
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert json.loads((in_tmp / "bench.json").read_text()) == result
+    assert "(b)" in err  # progress on stderr
+
+    parts = result["parts"]
+    assert set(parts) == set(PARTS)
+    for part in ("a", "b", "b2", "c"):
+        run = parts[part]
+        sent = naive if part == "c" else records * repeat
+        assert len(run["runs_records_per_s"]) == (1 if part == "c" else repeat)
+        assert run["records_per_s"] == max(run["runs_records_per_s"]) > 0
+        assert run["measured_records"] == sent // len(run["runs_records_per_s"])
+        assert run["input_records"] == run["output_records"] == sent
+        assert run["distinct_output_keys"] == sent // len(run["runs_records_per_s"])
+    assert parts["b2"]["processes"] == "2 x taxi-predictor"
+    for r in rates:
+        d = parts["d"][f"{r:g}"]
+        trips = round(r * 3)
+        assert d["trips"] == d["predictions_seen"] == d["distinct_trips"] == trips
+        assert 0 < d["steady_window_trips"] < trips
+        for timing in (d["visible"], d["trip_visible"], d["predicted"]):
+            assert 0 < timing["p50_ms"] <= timing["p95_ms"] <= timing["p99_ms"] <= timing["max_ms"]
+    e = parts["e"]
+    assert e["trips_per_s"] > 0
+    assert e["started"] == e["distinct_started"] == e["ended"] == records
+
+    assert result["environment"]["cores"] >= 1
+    assert result["environment"]["cluster"] == "scratch"
+    assert result["environment"]["brokers"] == 3
+    assert all(not math.isnan(v) for v in result["ratios"].values())
+    assert {t["name"] for t in result["targets"]} >= {"predictor_vs_baseline"}
