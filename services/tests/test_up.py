@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,9 @@ from taxi_kafka.cluster import free_base_port
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 TAXI = str(Path(sys.executable).parent / "taxi")
+# taxi up runs Prometheus when it is installed (CI installs it).
+PROMETHEUS_INSTALLED = shutil.which("prometheus") is not None
+PROMETHEUS_STOPPED = ", prometheus (0)" if PROMETHEUS_INSTALLED else ""
 
 
 def environment(tmp_path: Path) -> dict[str, str]:
@@ -61,9 +65,22 @@ def test_up_with_a_limit_drains_and_stops_everything(tmp_path):
     assert "training on 50,000 synthetic trips" in output
     assert "every trip predicted and scored" in output
     assert "started 200 train + 200 test | predicted 400" in output
-    assert "stopped: predictor (0), aggregator (0)" in output
+    assert f"stopped: predictor (0), aggregator (0), dashboard (0){PROMETHEUS_STOPPED}\n" in output
     assert (tmp_path / "models" / "taxi_pipeline.pkl").is_file()
     assert leftovers(tmp_path) == []
+
+
+def status_once_the_dashboard_has_read(tmp_path: Path, env: dict[str, str]) -> str:
+    """`taxi status`, repeated until the dashboard (started last) has read records."""
+    dashboard_read = re.compile(r"^dashboard +running .* read [1-9]", re.MULTILINE)
+    for _ in range(45):
+        status = subprocess.run(
+            [TAXI, "status"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+        )
+        if dashboard_read.search(status.stdout):
+            break
+        time.sleep(2)
+    return status.stdout
 
 
 def test_status_while_up_runs_and_ctrl_c_stops_every_process(tmp_path):
@@ -75,26 +92,19 @@ def test_status_while_up_runs_and_ctrl_c_stops_every_process(tmp_path):
         if line.startswith("started") and "predicted 0 " not in line:
             break
         assert time.monotonic() < deadline, "no predictions in time"
-    status = subprocess.run(
-        [TAXI, "status"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    report = status_once_the_dashboard_has_read(tmp_path, env)
     up.send_signal(signal.SIGINT)
     output, _ = up.communicate(timeout=120)
     assert up.returncode == 0, output
     assert "stopped the Kafka cluster" in output
     assert leftovers(tmp_path) == []
 
-    assert status.returncode == 0, status.stderr
-    report = status.stdout
     assert "Kafka: 3 of 3 brokers up" in report
     assert f"taxi up: running (pid {up.pid})" in report
     assert re.search(r"^predictor +running .* predicted [1-9]", report, re.MULTILINE), report
     assert re.search(r"^producer-test +running .* started [1-9]", report, re.MULTILINE), report
     assert "consumer lag: taxi-predictor " in report
+    assert re.search(r"^dashboard UI +running +http://127.0.0.1:8501", report, re.MULTILINE)
+    assert re.search(r"^dashboard +running .* read [1-9]", report, re.MULTILINE), report
+    assert ("prometheus      running" in report) == PROMETHEUS_INSTALLED, report
     assert re.search(r"^model: \w+ at models/taxi_pipeline.pkl, held-out RMSLE", report, re.M)

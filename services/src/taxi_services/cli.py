@@ -21,6 +21,9 @@ COMMANDS = {
     "evaluate": "taxi_services.commands.model:evaluate",
     "up": "taxi_services.commands.up:up",
     "status": "taxi_services.commands.status:status",
+    "topics": "taxi_services.commands.topics:topics",
+    "chaos": "taxi_services.commands.chaos:chaos",
+    "bench": "taxi_services.commands.bench:bench",
 }
 
 

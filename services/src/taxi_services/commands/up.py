@@ -13,10 +13,17 @@ from pathlib import Path
 import click
 
 from taxi_kafka.cluster import ClusterError, LocalCluster
+from taxi_kafka.cluster.procs import port_free
 from taxi_model.artifact import ModelLoadError
 from taxi_model.workflow import ensure_model
 from taxi_services.options import model_option
-from taxi_services.ports import METRICS_PORTS
+from taxi_services.ports import DASHBOARD_PORT, METRICS_PORTS, PROMETHEUS_PORT
+from taxi_services.prometheus import (
+    LOCAL_CONFIG,
+    PrometheusError,
+    PrometheusServer,
+    find_binary,
+)
 from taxi_services.supervisor import Child, stop_all, total
 from taxi_services.up_state import state_path, write_state
 
@@ -27,7 +34,13 @@ DRAIN_TIMEOUT_S = 120.0
 
 
 def pipeline(
-    model_path: Path, data_dir: Path, logs: Path, rate: float | None, limit: int | None
+    model_path: Path,
+    data_dir: Path,
+    logs: Path,
+    *,
+    rate: float | None,
+    limit: int | None,
+    dashboard: bool,
 ) -> list[Child]:
     producer_args = [
         *(["--rate", str(rate)] if rate else []),
@@ -64,7 +77,49 @@ def pipeline(
             )
             for source in ("train", "test")
         ),
+        *(
+            [
+                Child(
+                    "dashboard",
+                    ["taxi-dashboard", "--port", str(DASHBOARD_PORT)],
+                    METRICS_PORTS["dashboard"],
+                    logs / "dashboard.log",
+                )
+            ]
+            if dashboard
+            else []
+        ),
     ]
+
+
+def start_prometheus(runtime: Path, logs: Path) -> PrometheusServer | None:
+    """Prometheus on :9090 scraping every service, when it is installed and the port is free."""
+    try:
+        binary = find_binary()
+    except PrometheusError as exc:
+        click.echo(f"Prometheus: {exc}; skipped")
+        return None
+    if binary is None:
+        click.echo("Prometheus: not installed (apt-get install prometheus); skipped")
+        return None
+    if not port_free(PROMETHEUS_PORT):
+        click.echo(f"Prometheus: port {PROMETHEUS_PORT} is taken; skipped")
+        return None
+    server = PrometheusServer(
+        binary,
+        LOCAL_CONFIG,
+        port=PROMETHEUS_PORT,
+        data_dir=runtime / "prometheus",
+        log_path=logs / "prometheus.log",
+    )
+    server.start()
+    try:
+        server.wait_ready()
+    except PrometheusError as exc:
+        server.stop()
+        click.echo(f"Prometheus: {exc}; skipped (log: {server.log_path})")
+        return None
+    return server
 
 
 def _data_args(csv: Path) -> list[str]:
@@ -110,7 +165,7 @@ class Status:
 
     @staticmethod
     def _rmsle(aggregator: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
-        return total(aggregator, "taxi_model_quality", source="train", metric="rmsle")
+        return total(aggregator, "taxi_model_rmsle", source="train", scope="cumulative")
 
     def drained(self) -> bool:
         return self.scored >= sum(self.started.values())
@@ -131,6 +186,7 @@ class Status:
     help="Stop after N trips per producer, once every one is predicted and scored.",
 )
 @click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
+@click.option("--no-prometheus", is_flag=True, help="Do not start Prometheus, even if installed.")
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -140,13 +196,20 @@ class Status:
 )
 @model_option("Trained here if missing.")
 def up(
-    rate: float, limit: int | None, no_dashboard: bool, data_dir: Path, model_path: Path
+    *,
+    rate: float,
+    limit: int | None,
+    no_dashboard: bool,
+    no_prometheus: bool,
+    data_dir: Path,
+    model_path: Path,
 ) -> None:
     """Run the whole pipeline on this machine until Ctrl+C.
 
     Starts the local 3-broker cluster if it is not running (and ensures the topics), trains a
-    model if there is none, then starts both producers, the predictor and the aggregator, prints
-    their URLs and a live status line. Ctrl+C stops every process cleanly, the cluster too if
+    model if there is none, then starts both producers, the predictor, the aggregator, the
+    dashboard (:8501) and Prometheus (:9090, when installed), prints their URLs and a live
+    status line. Ctrl+C stops every process cleanly, the cluster too if
     this command started it. Logs go to .taxi/logs/.
     """
     cluster = LocalCluster()
@@ -159,26 +222,37 @@ def up(
     click.echo(f"Kafka: {cluster.bootstrap_servers} ({state})")
     stop = threading.Event()
     children: list[Child] = []
+    prometheus = None
     try:
         try:
             version = ensure_model(model_path, data_dir, click.echo)
         except ModelLoadError as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(f"model {version} at {model_path}")
-        if not no_dashboard:
-            click.echo("dashboard: not part of this version yet (see the README)")
         logs = cluster.runtime_dir.parent / "logs"
-        children = pipeline(model_path, data_dir, logs, rate, limit)
+        children = pipeline(
+            model_path, data_dir, logs, rate=rate, limit=limit, dashboard=not no_dashboard
+        )
         env = {"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers}
         for child in children:
             child.start(env)
             click.echo(f"{child.name:<17} {child.metrics_url}   log: {child.log_path}")
+        urls = {}
+        if not no_dashboard:
+            urls["dashboard"] = f"http://127.0.0.1:{DASHBOARD_PORT}"
+        if not no_prometheus:
+            prometheus = start_prometheus(cluster.runtime_dir.parent, logs)
+            if prometheus is not None:
+                urls["prometheus"] = prometheus.url
+        for name, url in urls.items():
+            click.echo(f"{name:<17} {url}")
         write_state(
             state_path(cluster),
             {
                 "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "bootstrap_servers": cluster.bootstrap_servers,
                 "logs": str(logs),
+                "urls": urls,
                 "services": {c.name: c.process.pid for c in children if c.process},
             },
         )
@@ -189,6 +263,9 @@ def up(
     finally:
         state_path(cluster).unlink(missing_ok=True)
         codes = stop_all(children)
+        stopped_prometheus = prometheus.stop() if prometheus is not None else None
+        if stopped_prometheus is not None:
+            codes["prometheus"] = stopped_prometheus
         if codes:
             click.echo("stopped: " + ", ".join(f"{name} ({code})" for name, code in codes.items()))
         if started_cluster:
