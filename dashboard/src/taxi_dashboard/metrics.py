@@ -1,8 +1,9 @@
 """The dashboard's Prometheus metrics, named like the services' (taxi_services/metrics.py):
 a `taxi_` prefix, base units, `_total` counters, a `service` label, no trip ids in labels.
 
-The default registry also exports process_resident_memory_bytes, which shows that the memory
-of a long-running dashboard stays flat.
+They live in a registry of their own, with the process collector's
+process_resident_memory_bytes (which shows that a long-running dashboard's memory stays flat):
+the services' shared metrics have the same names, and both may be imported in one process.
 """
 
 from __future__ import annotations
@@ -10,26 +11,40 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, start_http_server
 
 log = logging.getLogger("taxi.dashboard")
 
 SERVICE = "dashboard"
 
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+
 RECORDS_CONSUMED = Counter(
-    "taxi_records_consumed_total", "Records consumed, by topic.", ["service", "topic"]
+    "taxi_records_consumed_total",
+    "Records consumed, by topic.",
+    ["service", "topic"],
+    registry=REGISTRY,
 )
 MALFORMED_RECORDS = Counter(
     "taxi_malformed_records_total",
     "Records that did not decode and were skipped, by topic.",
     ["service", "topic"],
+    registry=REGISTRY,
 )
 BUFFER_ITEMS = Gauge(
-    "taxi_dashboard_buffer_items", "Items held in each bounded buffer.", ["buffer"]
+    "taxi_dashboard_buffer_items",
+    "Items held in each bounded buffer.",
+    ["buffer"],
+    registry=REGISTRY,
 )
-BROKERS_UP = Gauge("taxi_dashboard_brokers_up", "Brokers in the cluster metadata.")
+BROKERS_UP = Gauge(
+    "taxi_dashboard_brokers_up", "Brokers in the cluster metadata.", registry=REGISTRY
+)
 UNDER_REPLICATED = Gauge(
-    "taxi_dashboard_under_replicated_partitions", "Partitions with fewer in-sync replicas."
+    "taxi_dashboard_under_replicated_partitions",
+    "Partitions with fewer in-sync replicas.",
+    registry=REGISTRY,
 )
 
 
@@ -51,7 +66,7 @@ def serve_metrics(port: int) -> None:
     if not port:
         return
     try:
-        start_http_server(port)
+        start_http_server(port, registry=REGISTRY)
     except OSError as exc:
         log.error("cannot serve metrics on port %d: %s", port, exc)
         return
