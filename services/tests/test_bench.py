@@ -33,10 +33,11 @@ from taxi_services.bench.results import (
     ReplayRun,
     Results,
     Throughput,
+    missed_targets,
     report,
 )
-from taxi_services.bench.runner import Settings
-from taxi_services.commands.bench import missed_targets, parse_parts, parse_rates, reproduce
+from taxi_services.bench.runner import Settings, reproduce
+from taxi_services.commands.bench import parse_parts, parse_rates
 
 # -- rates -----------------------------------------------------------------------------------
 

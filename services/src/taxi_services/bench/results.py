@@ -204,3 +204,8 @@ def report(
         },
         "notes": notes,
     }
+
+
+def missed_targets(result: dict[str, Any]) -> list[str]:
+    """Targets measured, applicable and not met: what --check fails on."""
+    return [t["name"] for t in result["targets"] if t["applicable"] and t["met"] is False]

@@ -16,20 +16,30 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
+import shutil
 import subprocess
+import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import confluent_kafka
 import pandas as pd
 from confluent_kafka.admin import AdminClient
 
 from taxi_events import Prediction, TripStarted, decode, encode
 from taxi_kafka.config import KafkaConfig
 from taxi_kafka.topics import FINISHED_TRIPS, ML_PREDICTIONS, NEW_TRIPS, PRODUCER_CHECKPOINTS
+from taxi_model.artifact import load_model
+from taxi_model.data import read_trips
 from taxi_model.replay import Replay
-from taxi_services.bench.cluster import Backlog, Namespaces
+from taxi_model.synth import write_synthetic
+from taxi_services.bench.cluster import Backlog, Namespaces, cluster_at
 from taxi_services.bench.figures import Progress, Seen, busy_share, replay_rate
 from taxi_services.bench.probes import (
     GroupWatch,
@@ -46,8 +56,9 @@ from taxi_services.bench.results import (
     ReplayRun,
     Results,
     Throughput,
+    report,
 )
-from taxi_services.predictor import GROUP_ID
+from taxi_services.predictor import GROUP_ID, MODEL_THREADS
 from taxi_services.supervisor import Child, stop_all
 
 log = logging.getLogger("taxi.bench")
@@ -62,6 +73,8 @@ PROGRESS_EVERY_S = 5.0
 WORKERS = ("python", "-m", "taxi_services.bench.workers")
 # The output topics (and consumer groups) of (a) and (c), in the backlog's namespace.
 PLAIN, NAIVE = "bench-plain", "bench-naive"
+# The synthetic trips every run replays.
+TRIPS_SEED = 2024
 
 
 class BenchError(RuntimeError):
@@ -405,3 +418,106 @@ class Bench:
         failed = {name: code for name, code in codes.items() if code != 0}
         if failed:
             raise BenchError(f"exit codes {failed}; see the logs in {self.logs}")
+
+
+def reproduce(settings: Settings, bootstrap_servers: str | None) -> str:
+    """The command line that repeats this run."""
+    words = [
+        "taxi bench",
+        f"--records {settings.records}",
+        f"--repeat {settings.repeat}",
+        f"--naive-records {settings.naive_records}",
+        f"--latency-seconds {settings.latency_seconds:g}",
+        f"--latency-warmup {settings.latency_warmup:g}",
+        "--latency-rates " + ",".join(f"{r:g}" for r in settings.latency_rates),
+        f"--batch-size {settings.batch_size}",
+        f"--batch-wait {settings.batch_wait:g}",
+    ]
+    if settings.parts != PARTS.keys():
+        words.append("--only " + ",".join(p for p in PARTS if p in settings.parts))
+    if bootstrap_servers:
+        words.append(f"--bootstrap-servers {bootstrap_servers}")
+    return " ".join(words)
+
+
+def measure(
+    settings: Settings, *, bootstrap_servers: str | None, model_path: Path
+) -> dict[str, Any]:
+    """Run the bench on the cluster at `bootstrap_servers` (None: a scratch one) and return
+    its report. Raises BenchError, ClusterError or KafkaException; its files are then kept."""
+    began = time.monotonic()
+    load_before = os.getloadavg()
+    workdir = Path(tempfile.mkdtemp(prefix="taxi-bench-"))
+    try:
+        trips_csv, _ = write_synthetic(
+            workdir, rows=settings.trips_needed, seed=TRIPS_SEED, test_rows=0
+        )
+        with cluster_at(bootstrap_servers) as cluster:
+            config = KafkaConfig.from_env(bootstrap_servers=cluster.bootstrap_servers)
+            namespaces = Namespaces.on(config, uuid.uuid4().hex[:8])
+            brokers = len(namespaces.admin.list_topics(timeout=10).brokers)
+            try:
+                results = Bench(
+                    config,
+                    settings,
+                    namespaces=namespaces,
+                    model_path=model_path,
+                    trips=read_trips(trips_csv).frame,
+                    trips_csv=trips_csv,
+                    logs=workdir / "logs",
+                ).run()
+            finally:
+                namespaces.delete_all()
+    except BaseException:
+        log.warning("the bench's trips and process logs are kept in %s", workdir)
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    environment = {
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "cluster": "scratch" if cluster.scratch else "existing",
+        "kafka_version": cluster.kafka_version,
+        "brokers": brokers,
+        "partitions": settings.partitions,
+        "python": platform.python_version(),
+        "confluent_kafka": confluent_kafka.__version__,
+        "librdkafka": confluent_kafka.libversion()[0],
+        "model_version": load_model(model_path).version,
+        "duration_s": round(time.monotonic() - began, 1),
+    }
+    return report(
+        results,
+        environment=environment,
+        settings={
+            "records": settings.records,
+            "repeat": settings.repeat,
+            "naive_records": settings.naive_records,
+            "latency_seconds": settings.latency_seconds,
+            "latency_warmup": settings.latency_warmup,
+            "latency_rates": list(settings.latency_rates),
+            "parts": sorted(settings.parts),
+            "predictor_batch_size": settings.batch_size,
+            "predictor_batch_wait": settings.batch_wait,
+            "predictor_model_threads": MODEL_THREADS,
+            "command": reproduce(settings, bootstrap_servers),
+        },
+        notes=NOTES,
+    )
+
+
+NOTES = [
+    "(a), (b), (b2) and (c) drain a backlog written beforehand in one open transaction and "
+    "committed once the consumer group holds every partition; their rate is committed input "
+    "records per second from then until all are committed. Starting, loading the model and "
+    "joining do not count, for any design.",
+    "(b), (b2) and (d) run the real taxi-predictor process, (d) and (e) the real taxi-producer, "
+    "each on topics and groups of its own (--topic-prefix).",
+    "Latency is the time a read_committed reader sees a prediction minus its trip's "
+    "produced_at (trip_started_at), over trips started after the warm-up; 'predicted' is the "
+    "part up to the predictor's batch (predicted_at).",
+    "The machine may be shared: brokers, the measured processes and the bench use the same "
+    "cores, often with other work; machine_busy (share of all cores busy during a part) and "
+    "the load averages say how loaded it was.",
+]
