@@ -9,12 +9,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
+from taxi_services.scrape import Samples, scrape
 
 log = logging.getLogger("taxi.up")
 
@@ -60,18 +59,9 @@ class Child:
         self.process.kill()
         return self.process.wait()
 
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    def metrics(self) -> Samples:
         """The child's current samples, or nothing while it is not serving."""
-        try:
-            with urllib.request.urlopen(self.metrics_url, timeout=1) as response:
-                text = response.read().decode()
-        except OSError:
-            return {}
-        return {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
+        return scrape(self.metrics_url) or {}
 
 
 def free_port() -> int:
@@ -79,14 +69,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def total(
-    samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float:
-    """Sum of the samples called `name` whose labels include `labels`."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
 
 
 def stop_all(

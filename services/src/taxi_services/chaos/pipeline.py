@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taxi_events import Source
-from taxi_services.supervisor import Child, free_port, stop_all, total
+from taxi_services.scrape import total
+from taxi_services.supervisor import Child, free_port, stop_all
 
 log = logging.getLogger("taxi.chaos")
 

@@ -24,7 +24,8 @@ from taxi_services.prometheus import (
     PrometheusServer,
     find_binary,
 )
-from taxi_services.supervisor import Child, stop_all, total
+from taxi_services.scrape import total
+from taxi_services.supervisor import Child, stop_all
 from taxi_services.up_state import state_path, write_state
 
 log = logging.getLogger("taxi.up")
