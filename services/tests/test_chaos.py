@@ -87,35 +87,34 @@ def test_nothing_is_lost_or_duplicated(scenario, trips, rate, trained_model_path
 
 def test_ctrl_c_stops_everything_the_run_started(trained_model_path, tmp_path):
     stderr = tmp_path / "stderr.log"
-    with stderr.open("w") as err:
-        run = subprocess.Popen(
-            [
-                str(TAXI),
-                "chaos",
-                "kill-broker",
-                *("--trips", "5000", "--rate", "50", "--model", str(trained_model_path)),
-            ],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-    marker = f"taxi-chaos-{run.pid}-"
-    try:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        # Interrupt once the cluster and every service run.
-        while "every service is up" not in stderr.read_text():
-            assert run.poll() is None, stderr.read_text()[-5000:]
-            assert time.monotonic() < deadline, "the pipeline never started"
-            time.sleep(0.5)
-        assert len(processes_naming(marker)) >= 3 + 4  # brokers and services
-        run.send_signal(signal.SIGINT)
-        assert run.wait(timeout=180) == 130
-    finally:
-        if run.poll() is None:
-            run.kill()
-        for folder in kept_folders(marker):  # kept for a post-mortem, as after a failure
-            shutil.rmtree(folder, ignore_errors=True)
-    assert run.stdout is not None
-    assert run.stdout.read() == ""  # no report for an interrupted scenario
+    command = [
+        str(TAXI),
+        "chaos",
+        "kill-broker",
+        *("--trips", "5000", "--rate", "50", "--model", str(trained_model_path)),
+    ]
+    with (
+        stderr.open("w") as err,
+        subprocess.Popen(
+            command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True
+        ) as run,
+    ):
+        marker = f"taxi-chaos-{run.pid}-"
+        try:
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            # Interrupt once the cluster and every service run.
+            while "every service is up" not in stderr.read_text():
+                assert run.poll() is None, stderr.read_text()[-5000:]
+                assert time.monotonic() < deadline, "the pipeline never started"
+                time.sleep(0.5)
+            assert len(processes_naming(marker)) >= 3 + 4  # brokers and services
+            run.send_signal(signal.SIGINT)
+            output, _ = run.communicate(timeout=180)
+            assert run.returncode == 130
+        finally:
+            if run.poll() is None:
+                run.kill()
+            for folder in kept_folders(marker):  # kept for a post-mortem, as after a failure
+                shutil.rmtree(folder, ignore_errors=True)
+    assert output == ""  # no report for an interrupted scenario
     assert processes_naming(marker) == [], stderr.read_text()[-5000:]
