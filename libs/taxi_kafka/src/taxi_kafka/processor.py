@@ -17,8 +17,10 @@ read_committed, so they never see an aborted or pending batch.
   a pending one).
 - Errors. The TransactionalProducer (taxi_kafka.transactions) aborts on an abortable error, and
   replaces its producer when the transaction's fate is unknown (a fatal error, a commit or abort
-  timeout: librdkafka lacks KIP-890). Either way the consumer then rewinds to whatever was
-  committed. Being fenced means a newer instance runs: FencedError, and this one stops.
+  timeout: librdkafka lacks KIP-890; a send_offsets_to_transaction() stuck after the group
+  coordinator's broker went away: librdkafka #5456/#5511). Either way the consumer then rewinds
+  to whatever was committed. Being fenced means a newer instance runs: FencedError, and this one
+  stops.
 - Timeouts. transaction.timeout.ms (30 s by default) bounds how long a dead instance that never
   comes back holds read_committed readers up; batches take well under a second.
   session.timeout.ms (10 s) is how long a dead member keeps its partitions when nobody restarts

@@ -4,7 +4,9 @@
 It returns True once committed. On failure it returns False and leaves a producer ready for the
 next try: an abortable error is aborted; a fatal error, or a commit or abort whose outcome is
 unknown (a timeout included), gets a new producer, whose init_transactions() finishes or aborts
-the old transaction (librdkafka lacks KIP-890's guard against a late write of the old one).
+the old transaction (librdkafka lacks KIP-890's guard against a late write of the old one). So
+does a send_offsets_to_transaction() that outlives its timeout (taxi_kafka.deadline): the stuck
+producer is abandoned, and its successor's new epoch fences it.
 Either way nothing of a failed transaction is visible to read_committed readers, and the caller
 rolls its own state back to its last committed point. Being fenced raises FencedError: a newer
 instance with the same transactional.id runs, and this one must stop.
@@ -21,6 +23,7 @@ from confluent_kafka import KafkaException
 
 from taxi_kafka.admin import is_transient
 from taxi_kafka.config import KafkaConfig
+from taxi_kafka.deadline import StuckCallError, call_with_deadline
 from taxi_kafka.errors import FatalKafkaError, FencedError, TxnAction, error_of, transaction_action
 from taxi_kafka.observer import Observer
 from taxi_kafka.producer import KafkaProducer
@@ -48,6 +51,12 @@ class Timeouts:
     commit: float = 30.0
     abort: float = 30.0
     init: float = 30.0
+    # Well under transaction.timeout.ms, so a producer stuck sending offsets is replaced before
+    # the coordinator times its transaction out (which looks like being fenced). A coordinator
+    # failover after a broker is killed takes about 5 s here.
+    offsets: float = 8.0
+    # How long past its own timeout a call may run before it counts as stuck.
+    grace: float = 2.0
 
 
 class TransactionalProducer:
@@ -83,15 +92,29 @@ class TransactionalProducer:
             for record in records:
                 self._producer.produce_record(record)
             if offsets:
-                client.send_offsets_to_transaction(
-                    topic_partitions(offsets), group_metadata, self._timeouts.commit
-                )
+                self._send_offsets(offsets, group_metadata)
             client.commit_transaction(self._timeouts.commit)
         except (KafkaException, FatalKafkaError) as exc:
             self._recover(exc)
             return False
+        except StuckCallError as exc:
+            log.warning("%s: %s; abandoning that producer", self._name, exc)
+            self._replace_producer("STUCK")
+            return False
         self._observer.transaction_committed(len(records))
         return True
+
+    def _send_offsets(
+        self, offsets: Mapping[PartitionKey, int], group_metadata: object | None
+    ) -> None:
+        client, timeout = self._producer.client, self._timeouts.offsets
+        call_with_deadline(
+            lambda: client.send_offsets_to_transaction(
+                topic_partitions(offsets), group_metadata, timeout
+            ),
+            timeout + self._timeouts.grace,
+            what="send_offsets_to_transaction",
+        )
 
     def close(self) -> None:
         try:
@@ -107,10 +130,16 @@ class TransactionalProducer:
         if action is TxnAction.FENCED:
             raise FencedError(error) from exc
         if action is TxnAction.RECREATE or not self._aborted():
-            self._observer.producer_recreated(error.name())
-            # The old producer is dropped, not closed: closing would try to abort and flush.
-            self._producer = self._new_producer()
-        self._observer.transaction_aborted(error.name())
+            self._replace_producer(error.name())
+        else:
+            self._observer.transaction_aborted(error.name())
+
+    def _replace_producer(self, reason: str) -> None:
+        """A new producer in place of one whose transaction's fate is unknown. The old one is
+        dropped, not closed: closing would try to abort and flush, and may block."""
+        self._observer.producer_recreated(reason)
+        self._producer = self._new_producer()
+        self._observer.transaction_aborted(reason)
 
     def _aborted(self) -> bool:
         try:
