@@ -61,8 +61,12 @@ def make(changelog: Changelog, clock: FakeClock | None = None) -> AggregateTrans
     return transform
 
 
+def metrics_of_topic(result, topic: str) -> list[ModelMetrics]:
+    return [decode(r.value, ModelMetrics) for r in result.records if r.topic == topic]
+
+
 def metrics_of(result) -> list[ModelMetrics]:
-    return [decode(r.value, ModelMetrics) for r in result.records if r.topic == "model_metrics"]
+    return metrics_of_topic(result, "model_metrics")
 
 
 def test_matches_publish_window_and_cumulative_metrics(changelog):
@@ -109,3 +113,24 @@ def test_a_rollback_returns_to_the_committed_state(changelog):
     assert len(transform.state.join) == 2
     transform.rolled_back()
     assert [p.event.trip_id for p in transform.state.join.pending()] == ["t1"]
+
+
+def test_a_topic_prefix_names_every_topic_read_and_written():
+    changelog = Changelog()
+    transform = AggregateTransform(
+        lambda: Aggregation.create(ttl_ms=60_000, window_ms=10_000, grace_ms=2_000),
+        changelog.restore,
+        FakeClock(),
+        topic_prefix="run7.",
+    )
+    transform.rolled_back()
+    batch = [message("run7.ml_predictions", encode(prediction(1)), 1_000)]
+    batch += [message("run7.finished_trips", encode(finish(1)), 2_000)]
+    batch += [message("ml_predictions", encode(prediction(2)), 3_000)]  # another pipeline's
+    result = transform(batch)
+    assert [f.kind for f in result.failures] == ["topic"]
+    assert {r.topic for r in result.records} == {"run7.aggregator_changelog"}
+    result = transform([message("run7.finished_trips", encode(finish(9)), 12_500)])
+    assert {r.topic for r in result.records} == {"run7.model_metrics", "run7.aggregator_changelog"}
+    published = metrics_of_topic(result, "run7.model_metrics")
+    assert [m.count for m in published if m.scope == "window"] == [1]

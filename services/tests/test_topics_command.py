@@ -63,6 +63,20 @@ def test_ensure_creates_what_is_missing_and_reports_what_existed(taxi, kafka_clu
     assert "created: none\n" in output
 
 
+def test_a_topic_prefix_gives_a_second_pipeline_topics_of_its_own(taxi, kafka_cluster):
+    env = _bootstrap(kafka_cluster)
+    code, output, errors = taxi("topics", "ensure", "--topic-prefix", "run7.", env=env)
+    assert code == 0, errors
+    names = [f"run7.{spec.name}" for spec in PROJECT_TOPICS]
+    assert f"created: {', '.join(names)}\n" in output
+    code, listed = _listed(taxi, env, "--topic-prefix", "run7.")
+    assert code == 0
+    assert set(names) <= set(listed)
+    admin = kafka_cluster.admin()
+    for name in names:
+        _delete(admin, name)
+
+
 def test_list_shows_every_topic_healthy_then_under_replicated_with_a_broker_down(
     taxi, kafka_cluster
 ):

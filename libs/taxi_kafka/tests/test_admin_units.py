@@ -38,6 +38,9 @@ def test_project_topics_follow_the_contract():
     resized = project_topics(12)
     assert {spec.partitions for spec in resized if spec.co_partitioned} == {12}
     assert {spec.partitions for spec in resized if not spec.co_partitioned} == {1}
+    prefixed = project_topics(prefix="run7.")
+    assert [spec.name for spec in prefixed] == [f"run7.{spec.name}" for spec in PROJECT_TOPICS]
+    assert [spec.configs for spec in prefixed] == [spec.configs for spec in PROJECT_TOPICS]
 
 
 def test_spec_configs_keep_min_isr_authoritative():

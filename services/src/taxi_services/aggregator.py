@@ -39,7 +39,7 @@ from taxi_kafka.topics import (
 from taxi_model.aggregation import Aggregation
 from taxi_model.metrics import QualityMetrics
 from taxi_services.metrics import CommitLatency, PrometheusObserver, serve_metrics
-from taxi_services.options import env_option, service_options
+from taxi_services.options import env_option, service_options, topic_prefix_option
 
 log = logging.getLogger("taxi.aggregator")
 
@@ -90,7 +90,7 @@ class AggregateTransform:
 
     Without new records, windows still close: `tick` moves record time on by the wall-clock
     time since the last record, so the last window of a replay is published too. Each event's
-    time goes to `latency`, observed once the batch commits.
+    time goes to `latency`, observed once the batch commits. Topic names carry `topic_prefix`.
     """
 
     def __init__(
@@ -99,7 +99,11 @@ class AggregateTransform:
         restore: Callable[[Aggregation], None],
         clock: Callable[[], float] = time.monotonic,
         latency: CommitLatency | None = None,
+        topic_prefix: str = "",
     ) -> None:
+        self._event_types = {topic_prefix + topic: kind for topic, kind in EVENT_TYPES.items()}
+        self._metrics_topic = topic_prefix + MODEL_METRICS
+        self._changelog_topic = topic_prefix + AGGREGATOR_CHANGELOG
         self._new_state = new_state
         self._restore = restore
         self._clock = clock
@@ -114,7 +118,7 @@ class AggregateTransform:
     def __call__(self, messages: Sequence[Message]) -> TransformResult:
         failures = []
         for message in messages:
-            event_type = EVENT_TYPES.get(message.topic() or "")
+            event_type = self._event_types.get(message.topic() or "")
             if event_type is None:
                 failures.append(Failure(message, f"unexpected topic {message.topic()}", TOPIC))
                 continue
@@ -168,9 +172,9 @@ class AggregateTransform:
 
     def _publish(self, metrics: list[ModelMetrics], failures: list[Failure]) -> TransformResult:
         self._published = metrics
-        records = [OutputRecord(MODEL_METRICS, encode(m), m.source.encode()) for m in metrics]
+        records = [OutputRecord(self._metrics_topic, encode(m), m.source.encode()) for m in metrics]
         records += [
-            OutputRecord(AGGREGATOR_CHANGELOG, value, key.encode())
+            OutputRecord(self._changelog_topic, value, key.encode())
             for key, value in self.state.take_changes().items()
         ]
         for m in metrics:
@@ -193,9 +197,11 @@ def _set_quality(source: str, scope: str, quality: QualityMetrics) -> None:
         gauge.labels(source, scope).set(math.nan if value is None else value)
 
 
-def changelog_restorer(kafka: KafkaConfig) -> Callable[[Aggregation], None]:
+def changelog_restorer(
+    kafka: KafkaConfig, topic: str = AGGREGATOR_CHANGELOG
+) -> Callable[[Aggregation], None]:
     def restore(state: Aggregation) -> None:
-        table = read_table(kafka, AGGREGATOR_CHANGELOG)
+        table = read_table(kafka, topic)
         for key, value in table.items():
             state.apply_change(key.decode(), value)
         log.info("state restored: %d side(s) waiting", len(state.join))
@@ -223,8 +229,16 @@ def changelog_restorer(kafka: KafkaConfig) -> Callable[[Aggregation], None]:
     default=120.0,
     help="Seconds a prediction or trip end waits for its partner before it counts as unmatched.",
 )
+@topic_prefix_option()
 def main(
-    *, kafka: KafkaConfig, metrics_port: int, instance: str, window: float, grace: float, ttl: float
+    *,
+    kafka: KafkaConfig,
+    metrics_port: int,
+    instance: str,
+    window: float,
+    grace: float,
+    ttl: float,
+    topic_prefix: str,
 ) -> None:
     """Join predictions with trip ends and publish model quality to model_metrics.
 
@@ -237,22 +251,39 @@ def main(
     def new_state() -> Aggregation:
         return Aggregation.create(int(ttl * 1000), int(window * 1000), int(grace * 1000))
 
-    inputs = [ML_PREDICTIONS, FINISHED_TRIPS]
+    group, predictions, trip_ends, metrics, changelog, dead_letters = (
+        topic_prefix + name
+        for name in (
+            GROUP_ID,
+            ML_PREDICTIONS,
+            FINISHED_TRIPS,
+            MODEL_METRICS,
+            AGGREGATOR_CHANGELOG,
+            DEAD_LETTERS,
+        )
+    )
+    inputs = [predictions, trip_ends]
     latency = CommitLatency(SERVICE, inputs)
-    transform = AggregateTransform(new_state, changelog_restorer(kafka), latency=latency)
+    transform = AggregateTransform(
+        new_state,
+        changelog_restorer(kafka, changelog),
+        latency=latency,
+        topic_prefix=topic_prefix,
+    )
     processor = TransactionalProcessor(
         kafka,
         service=SERVICE,
         instance=instance,
-        group_id=GROUP_ID,
+        group_id=group,
         input_topics=inputs,
         transform=transform,
+        dead_letter_topic=dead_letters,
         batch=BatchPolicy(max_messages=10_000, max_wait=0.2),
         observer=PrometheusObserver(
             SERVICE,
-            group=GROUP_ID,
+            group=group,
             inputs=inputs,
-            outputs=[MODEL_METRICS, AGGREGATOR_CHANGELOG, DEAD_LETTERS],
+            outputs=[metrics, changelog, dead_letters],
             dead_letter_reasons=[DECODE, TOPIC],
             latency=latency,
         ),

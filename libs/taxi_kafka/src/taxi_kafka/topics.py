@@ -55,9 +55,14 @@ PROJECT_TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
-def project_topics(partitions: int = DEFAULT_PARTITIONS) -> list[TopicSpec]:
-    """PROJECT_TOPICS with another partition count for the co-partitioned ones."""
+def project_topics(partitions: int = DEFAULT_PARTITIONS, prefix: str = "") -> list[TopicSpec]:
+    """PROJECT_TOPICS with another partition count for the co-partitioned ones, each name
+    after `prefix` (the services' --topic-prefix)."""
     return [
-        dataclasses.replace(spec, partitions=partitions) if spec.co_partitioned else spec
+        dataclasses.replace(
+            spec,
+            name=prefix + spec.name,
+            partitions=partitions if spec.co_partitioned else spec.partitions,
+        )
         for spec in PROJECT_TOPICS
     ]

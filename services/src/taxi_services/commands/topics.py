@@ -38,7 +38,7 @@ from taxi_kafka.topics import (
     TopicSpec,
     project_topics,
 )
-from taxi_services.options import env_option, kafka_options
+from taxi_services.options import env_option, kafka_options, topic_prefix_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,7 +64,7 @@ def _topic_options(timeout: float) -> Callable[[F], F]:
             default=timeout,
             help="Seconds to keep retrying while the cluster is unreachable or not ready.",
         )(command)
-        return kafka_options(command)
+        return kafka_options(topic_prefix_option()(command))
 
     return decorate
 
@@ -224,7 +224,9 @@ def topics() -> None:
     help="Also make the brokers create __consumer_offsets and __transaction_state now, while "
     "all brokers are up (created lazily, they would fail to appear with one broker down).",
 )
-def ensure(kafka: KafkaConfig, partitions: int, timeout: float, internal: bool) -> None:
+def ensure(
+    kafka: KafkaConfig, partitions: int, timeout: float, internal: bool, topic_prefix: str
+) -> None:
     """Create the project's topics that are missing (replication factor 3, min.insync.replicas
     2), and print what was created and what already existed.
 
@@ -234,7 +236,7 @@ def ensure(kafka: KafkaConfig, partitions: int, timeout: float, internal: bool) 
     """
     started = time.monotonic()
     budget = _Budget.of(timeout)
-    specs = project_topics(partitions)
+    specs = project_topics(partitions, topic_prefix)
     admin = _admin(kafka)
     click.echo(
         f"waiting for the Kafka cluster at {kafka.bootstrap_servers} (up to {timeout:.0f} s)"
@@ -261,7 +263,9 @@ def ensure(kafka: KafkaConfig, partitions: int, timeout: float, internal: bool) 
 @topics.command("list")
 @_topic_options(timeout=30.0)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def list_topics(kafka: KafkaConfig, partitions: int, timeout: float, as_json: bool) -> None:
+def list_topics(
+    kafka: KafkaConfig, partitions: int, timeout: float, as_json: bool, topic_prefix: str
+) -> None:
     """Each project topic, and Kafka's internal ones: partitions, replication factor,
     min.insync.replicas, under-replicated and offline partitions.
 
@@ -270,7 +274,7 @@ def list_topics(kafka: KafkaConfig, partitions: int, timeout: float, as_json: bo
     """
     admin = _admin(kafka)
     try:
-        reports = _reports(admin, project_topics(partitions), _Budget.of(timeout))
+        reports = _reports(admin, project_topics(partitions, topic_prefix), _Budget.of(timeout))
     except (KafkaException, NotReadyError) as exc:
         raise _fail(kafka, exc, timeout) from exc
     if as_json:
