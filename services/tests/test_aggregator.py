@@ -51,11 +51,14 @@ def changelog() -> Changelog:
     return Changelog()
 
 
-def make(changelog: Changelog, clock: FakeClock | None = None) -> AggregateTransform:
+def make(
+    changelog: Changelog, clock: FakeClock | None = None, topic_prefix: str = ""
+) -> AggregateTransform:
     transform = AggregateTransform(
         lambda: Aggregation.create(ttl_ms=60_000, window_ms=10_000, grace_ms=2_000),
         changelog.restore,
         clock or FakeClock(),
+        topic_prefix=topic_prefix,
     )
     transform.rolled_back()
     return transform
@@ -115,15 +118,8 @@ def test_a_rollback_returns_to_the_committed_state(changelog):
     assert [p.event.trip_id for p in transform.state.join.pending()] == ["t1"]
 
 
-def test_a_topic_prefix_names_every_topic_read_and_written():
-    changelog = Changelog()
-    transform = AggregateTransform(
-        lambda: Aggregation.create(ttl_ms=60_000, window_ms=10_000, grace_ms=2_000),
-        changelog.restore,
-        FakeClock(),
-        topic_prefix="run7.",
-    )
-    transform.rolled_back()
+def test_a_topic_prefix_names_every_topic_read_and_written(changelog):
+    transform = make(changelog, topic_prefix="run7.")
     batch = [message("run7.ml_predictions", encode(prediction(1)), 1_000)]
     batch += [message("run7.finished_trips", encode(finish(1)), 2_000)]
     batch += [message("ml_predictions", encode(prediction(2)), 3_000)]  # another pipeline's
