@@ -192,7 +192,8 @@ def test_the_live_page_shows_trips_and_keeps_updating_with_a_broker_down(
     ]
     child, url = dashboard(tmp_path)
     children.append(child)
-    env = {"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers}
+    # A crash or a hang then leaves each thread's Python stack in the service's log.
+    env = {"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers, "PYTHONFAULTHANDLER": "1"}
     started = time.monotonic()
     try:
         for process in children:
@@ -234,5 +235,7 @@ def test_the_live_page_shows_trips_and_keeps_updating_with_a_broker_down(
         assert_no_exception(page)
         page.close()
     finally:
-        codes = stop_all(children)
+        codes = stop_all(children, dump_stacks=True)
+        exits = {c.name: c.process.returncode for c in children if c.process is not None}
+        print(f"exit codes: {exits}; dashboard log: {child.log_path}")
     assert codes["dashboard"] == 0, child.log_path.read_text()
