@@ -1,4 +1,6 @@
-"""Cluster facts for the health panel, from the AdminClient: brokers, replicas, group lag.
+"""Cluster facts for the health panel: brokers, replicas and end offsets from the AdminClient,
+and the pipeline groups' committed offsets through an idle consumer of each (see
+taxi_kafka.groups.group_reader).
 
 Every call has a short timeout, and each part fails on its own: while a partition's leader is
 being re-elected the lag may be unknown for a moment, but the brokers are still reported.
@@ -6,10 +8,11 @@ being re-elected the lag may be unknown for a moment, but the brokers are still 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from taxi_dashboard.health import (
@@ -35,6 +38,7 @@ def _reason(exc: BaseException) -> str:
 
 def probe_cluster(
     admin: AdminClient,
+    readers: Mapping[str, Consumer],
     memory: BrokerMemory,
     *,
     expected_brokers: int,
@@ -60,15 +64,15 @@ def probe_cluster(
         brokers_missing=memory.missing(up),
         under_replicated=under,
         offline=offline,
-        groups=group_lags(admin, metadata, timeout),
+        groups=group_lags(admin, readers, metadata, timeout),
     )
 
 
 def group_lags(
-    admin: AdminClient, metadata: ClusterMetadata, timeout: float
+    admin: AdminClient, readers: Mapping[str, Consumer], metadata: ClusterMetadata, timeout: float
 ) -> tuple[GroupLag, ...]:
-    """Each pipeline group's lag: its committed offsets against the read_committed end offsets
-    of every partition of the topics it reads."""
+    """Each pipeline group's lag: its committed offsets (read by `readers[group]`) against the
+    read_committed end offsets of every partition of the topics it reads."""
     wanted = {
         group: [
             (topic, partition)
@@ -85,7 +89,7 @@ def group_lags(
     lags = []
     for group, keys in wanted.items():
         try:
-            committed = committed_offsets(admin, group, timeout)
+            committed = committed_offsets(readers[group], keys, timeout)
         except _FAILURES as exc:
             lags.append(GroupLag(group, None, error=f"committed offsets: {_reason(exc)}"))
             continue

@@ -23,12 +23,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from confluent_kafka.admin import AdminClient
 
 from taxi_dashboard import metrics
-from taxi_dashboard.health import BrokerMemory, ClusterHealth
+from taxi_dashboard.health import PIPELINE_GROUPS, BrokerMemory, ClusterHealth
 from taxi_dashboard.lookback import lookback_s, start_offset
 from taxi_dashboard.probe import probe_cluster
 from taxi_dashboard.settings import DashboardSettings
 from taxi_dashboard.state import TOPICS, DashboardState, RawRecord, Snapshot
 from taxi_kafka.admin import QUIET_CLIENT_CONFIG
+from taxi_kafka.groups import group_reader
 
 log = logging.getLogger("taxi.dashboard")
 
@@ -204,22 +205,31 @@ class LiveData:
             {"reconnect.backoff.max.ms": 1_000}, what="dashboard health check"
         )
         admin = AdminClient({**settings, **QUIET_CLIENT_CONFIG})
+        readers = {group: group_reader(settings, group) for group in PIPELINE_GROUPS}
         memory = BrokerMemory()
-        while True:
-            try:
-                health = probe_cluster(
-                    admin, memory, expected_brokers=self.settings.brokers, now=self._clock()
-                )
-            except Exception:
-                log.exception("the cluster health check failed")
-            else:
-                with self._lock:
-                    self._health = health
-                if health.reachable:
-                    metrics.BROKERS_UP.set(len(health.brokers_up))
-                    metrics.UNDER_REPLICATED.set(health.under_replicated)
-            if self._stop.wait(self.settings.health_interval_s):
-                return
+        try:
+            while True:
+                try:
+                    health = probe_cluster(
+                        admin,
+                        readers,
+                        memory,
+                        expected_brokers=self.settings.brokers,
+                        now=self._clock(),
+                    )
+                except Exception:
+                    log.exception("the cluster health check failed")
+                else:
+                    with self._lock:
+                        self._health = health
+                    if health.reachable:
+                        metrics.BROKERS_UP.set(len(health.brokers_up))
+                        metrics.UNDER_REPLICATED.set(health.under_replicated)
+                if self._stop.wait(self.settings.health_interval_s):
+                    return
+        finally:
+            for reader in readers.values():
+                reader.close()
 
 
 _shared: LiveData | None = None

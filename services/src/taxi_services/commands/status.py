@@ -11,7 +11,7 @@ import click
 from confluent_kafka import KafkaException
 
 from taxi_kafka.cluster import LocalCluster
-from taxi_kafka.groups import group_lag
+from taxi_kafka.groups import group_lag, group_reader
 from taxi_kafka.records import PartitionKey
 from taxi_kafka.topics import FINISHED_TRIPS, ML_PREDICTIONS, NEW_TRIPS
 from taxi_model.artifact import ModelLoadError, read_card
@@ -56,8 +56,12 @@ def lag_by_group(cluster: LocalCluster) -> dict[str, dict[PartitionKey, int]]:
     admin = cluster.admin()
     lags = {}
     for group, topics in GROUPS.items():
-        with contextlib.suppress(KafkaException):  # a broker going away mid-call: skip it
-            lags[group] = group_lag(admin, group, topics, timeout=3.0)
+        reader = group_reader({"bootstrap.servers": cluster.bootstrap_servers}, group)
+        try:
+            with contextlib.suppress(KafkaException):  # a broker going away mid-call: skip it
+                lags[group] = group_lag(admin, reader, topics, timeout=3.0)
+        finally:
+            reader.close()
     return lags
 
 
