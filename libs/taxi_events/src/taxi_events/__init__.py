@@ -9,6 +9,7 @@ from taxi_events.errors import (
 )
 from taxi_events.events import (
     DEAD_LETTER_HEADER_PREFIX,
+    MAX_INTEGER,
     MAX_TRIP_ID_LENGTH,
     SCHEMA_VERSION,
     SUPPORTED_MAJOR,
@@ -24,6 +25,7 @@ from taxi_events.events import (
 
 __all__ = [
     "DEAD_LETTER_HEADER_PREFIX",
+    "MAX_INTEGER",
     "MAX_TRIP_ID_LENGTH",
     "SCHEMA_VERSION",
     "SUPPORTED_MAJOR",

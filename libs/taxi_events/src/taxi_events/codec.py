@@ -4,12 +4,12 @@ cattrs only reshapes JSON into constructor arguments (ISO strings into datetimes
 range checks live in the attrs validators, so decoding enforces exactly what construction does.
 """
 
-import json
 from datetime import datetime
-from typing import Literal, NoReturn, TypeVar, get_args, get_origin
+from typing import Literal, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
+import orjson
 from cattrs.errors import AttributeValidationNote, ClassValidationError
 
 from taxi_events.errors import EventDecodeError, InvalidFieldError, describe, show
@@ -44,7 +44,6 @@ def _is_literal(kind: object) -> bool:
 
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(detailed_validation=True)
-    converter.register_unstructure_hook(datetime, datetime.isoformat)
     converter.register_structure_hook(datetime, _structure_datetime)
     for plain in (str, int, float, bool):
         converter.register_structure_hook(plain, _as_is)
@@ -55,20 +54,36 @@ def _make_converter() -> cattrs.Converter:
 _converter = _make_converter()
 
 
+def dumps(document: dict[str, object]) -> bytes:
+    """Compact UTF-8 JSON with sorted keys, the one way events are written.
+
+    Datetimes may stay objects: orjson writes naive and UTC ones as datetime.isoformat() does.
+    """
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+
+
 def encode(event: Event) -> bytes:
     """Encode an event as compact UTF-8 JSON with sorted keys: equal events give equal bytes."""
     if not isinstance(event, _EVENT_TYPES):
         raise TypeError(f"cannot encode {type(event).__name__}: not an event")
-    document = _converter.unstructure(event)
-    text = json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-    return text.encode("utf-8")
+    return dumps(_converter.unstructure(event))
 
 
-def _reject_constant(constant: str) -> NoReturn:
-    # Python's json accepts NaN and Infinity by default; JSON itself does not.
-    raise ValueError(f"{constant} is not a JSON number")
+def loads(data: bytes | bytearray, event: str) -> object:
+    """Parse a record's bytes as strict JSON, the one way events are read.
+
+    orjson rejects NaN and Infinity, lone surrogates and nesting deeper than 1024, and reads
+    integers beyond 64 bits as floats (which the integer fields then reject).
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            reason = f"not valid UTF-8: {bad.reason} at byte {bad.start}"
+            raise EventDecodeError(None, reason, event) from None
+        raise EventDecodeError(None, f"not valid JSON: {error}", event) from None
 
 
 def decode(data: bytes | bytearray | None, event_type: type[E]) -> E:
@@ -83,14 +98,7 @@ def decode(data: bytes | bytearray | None, event_type: type[E]) -> E:
     name = event_type.__name__
     if not isinstance(data, bytes | bytearray):
         raise EventDecodeError(None, f"expected the record's bytes, got {describe(data)}", name)
-    try:
-        document = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as error:
-        reason = f"not valid UTF-8: {error.reason} at byte {error.start}"
-        raise EventDecodeError(None, reason, name) from None
-    except (ValueError, RecursionError) as error:
-        # ValueError also covers integers beyond the interpreter's digit limit.
-        raise EventDecodeError(None, f"not valid JSON: {error}", name) from None
+    document = loads(data, name)
     if not isinstance(document, dict):
         raise EventDecodeError(None, f"expected a JSON object, got {describe(document)}", name)
     # Checked first: a newer major version may have renamed the other fields.

@@ -26,6 +26,8 @@ SCHEMA_VERSION = "1.0"
 # Readers accept any minor version of their major: minor bumps only add fields, which are ignored.
 SUPPORTED_MAJOR = 1
 MAX_TRIP_ID_LENGTH = 64
+# Integers are signed 64-bit, as Kafka's (and Java's) longs and most JSON readers have them.
+MAX_INTEGER = 2**63 - 1
 # Kafka's own limit on topic names.
 _MAX_TOPIC_LENGTH = 249
 DEAD_LETTER_HEADER_PREFIX = "taxi."
@@ -90,6 +92,8 @@ def _integer(minimum: int, maximum: int | None = None) -> _Validator:
         if isinstance(value, bool) or not isinstance(value, int):
             _wrong_type(instance, attribute, "an integer", value)
         problem = _out_of_range(value, minimum, maximum)
+        if problem is None and value > MAX_INTEGER:
+            problem = f"{show(value)} is above {MAX_INTEGER}, the largest 64-bit integer"
         if problem is not None:
             _reject(instance, attribute, problem)
 
