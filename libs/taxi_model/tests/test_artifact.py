@@ -5,8 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from taxi_events.columns import TripStartColumns
+from taxi_events.testing import trip_started
 from taxi_model.artifact import ModelLoadError, card_path, content_version, load_model
-from taxi_model.features import INPUT_COLUMNS
+from taxi_model.features import INPUT_COLUMNS, events_to_frame
 from taxi_model.workflow import SavedModel
 
 
@@ -51,6 +53,14 @@ def test_loaded_model_predicts_a_batch_of_frames_and_events(saved_model, synthet
     assert (predicted > 0).all()
     assert np.isfinite(predicted).all()
     assert model.predict([]).shape == (0,)
+    events = [
+        trip_started(f"id{i}", passenger_count=i % 6, pickup_latitude=40.70 + i / 1000)
+        for i in range(20)
+    ]
+    from_events = model.predict(events)
+    assert np.array_equal(model.predict(TripStartColumns.from_events(events)), from_events)
+    assert np.array_equal(model.predict(events_to_frame(events)), from_events)
+    assert model.predict(TripStartColumns()).shape == (0,)
 
 
 def test_missing_model_says_how_to_train(tmp_path):

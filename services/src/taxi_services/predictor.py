@@ -15,7 +15,7 @@ from confluent_kafka import Message
 from prometheus_client import Histogram, Info
 from threadpoolctl import threadpool_limits
 
-from taxi_events import EventDecodeError, Prediction, TripStarted, decode, encode
+from taxi_events.columns import decode_trip_starts, encode_predictions
 from taxi_kafka.config import KafkaConfig
 from taxi_kafka.policy import BatchPolicy
 from taxi_kafka.processor import TransactionalProcessor
@@ -71,40 +71,23 @@ class PredictTransform:
         self._latency = latency
 
     def __call__(self, messages: Sequence[Message]) -> TransformResult:
-        trips: list[TripStarted] = []
-        failures: list[Failure] = []
-        for message in messages:
-            try:
-                trip = decode(message.value(), TripStarted)
-            except EventDecodeError as exc:
-                failures.append(Failure(message, f"undecodable TripStarted: {exc}", DECODE))
-                continue
-            trips.append(trip)
-            if self._latency is not None:
-                self._latency.add(message.topic() or NEW_TRIPS, trip.produced_at)
+        batch = decode_trip_starts([message.value() for message in messages])
+        failures = [
+            Failure(messages[position], f"undecodable TripStarted: {error}", DECODE)
+            for position, error in batch.errors
+        ]
+        trips = batch.columns
+        if self._latency is not None:
+            for position, started_at in zip(batch.positions, trips.produced_at, strict=True):
+                self._latency.add(messages[position].topic() or NEW_TRIPS, started_at)
         started = time.perf_counter()
         durations = self._model.predict(trips)
         INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        now = self._clock()
-        records = []
-        for trip, duration in zip(trips, durations, strict=True):
-            prediction = Prediction(
-                trip_id=trip.trip_id,
-                source=trip.source,
-                predicted_duration=float(duration),
-                model_version=self._model.version,
-                pickup_datetime=trip.pickup_datetime,
-                pickup_longitude=trip.pickup_longitude,
-                pickup_latitude=trip.pickup_latitude,
-                dropoff_longitude=trip.dropoff_longitude,
-                dropoff_latitude=trip.dropoff_latitude,
-                trip_started_at=trip.produced_at,
-                predicted_at=now,
-                produced_at=now,
-            )
-            records.append(
-                OutputRecord(self._output_topic, encode(prediction), trip.trip_id.encode())
-            )
+        values = encode_predictions(trips, durations.tolist(), self._model.version, self._clock())
+        records = [
+            OutputRecord(self._output_topic, value, trip_id.encode())
+            for value, trip_id in zip(values, trips.trip_id, strict=True)
+        ]
         return TransformResult(records, failures)
 
 

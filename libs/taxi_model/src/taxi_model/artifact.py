@@ -20,7 +20,8 @@ from sklearn.exceptions import InconsistentVersionWarning
 from sklearn.pipeline import Pipeline
 
 from taxi_events import TripStarted
-from taxi_model.features import events_to_frame
+from taxi_events.columns import TripStartColumns
+from taxi_model.features import columns_to_frame, events_to_frame
 from taxi_model.metrics import QualityMetrics
 
 DEFAULT_MODEL_PATH = Path("models/taxi_pipeline.pkl")
@@ -97,9 +98,14 @@ class TripDurationModel:
     def version(self) -> str:
         return self.card.version
 
-    def predict(self, trips: pd.DataFrame | Sequence[TripStarted]) -> np.ndarray:
+    def predict(self, trips: pd.DataFrame | TripStartColumns | Sequence[TripStarted]) -> np.ndarray:
         """Predicted durations in seconds, one per trip, in input order."""
-        frame = trips if isinstance(trips, pd.DataFrame) else events_to_frame(trips)
+        if isinstance(trips, pd.DataFrame):
+            frame = trips
+        elif isinstance(trips, TripStartColumns):
+            frame = columns_to_frame(trips)
+        else:
+            frame = events_to_frame(trips)
         if frame.empty:
             return np.empty(0, dtype=np.float64)
         return np.asarray(self.pipeline.predict(frame), dtype=np.float64)

@@ -9,6 +9,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from taxi_events import TripStarted
+from taxi_events.columns import TripStartColumns
 from taxi_model import geo
 from taxi_model.data import TEST_COLUMNS
 
@@ -67,21 +68,26 @@ def _flag_is_set(flag: pd.Series) -> np.ndarray:
     return (flag.astype(str) == "Y").to_numpy(np.float64)
 
 
-def events_to_frame(events: Sequence[TripStarted]) -> pd.DataFrame:
-    """A batch of TripStarted events as a frame with the model's input columns."""
+def columns_to_frame(trips: TripStartColumns) -> pd.DataFrame:
+    """Decoded trip starts as a frame with the model's input columns."""
     return pd.DataFrame(
         {
-            "vendor_id": [e.vendor_id for e in events],
-            "pickup_datetime": pd.to_datetime([e.pickup_datetime for e in events]),
-            "passenger_count": [e.passenger_count for e in events],
-            "pickup_longitude": [e.pickup_longitude for e in events],
-            "pickup_latitude": [e.pickup_latitude for e in events],
-            "dropoff_longitude": [e.dropoff_longitude for e in events],
-            "dropoff_latitude": [e.dropoff_latitude for e in events],
-            "store_and_fwd_flag": [e.store_and_fwd_flag for e in events],
+            "vendor_id": trips.vendor_id,
+            "pickup_datetime": pd.to_datetime(trips.pickup_datetime),
+            "passenger_count": trips.passenger_count,
+            "pickup_longitude": trips.pickup_longitude,
+            "pickup_latitude": trips.pickup_latitude,
+            "dropoff_longitude": trips.dropoff_longitude,
+            "dropoff_latitude": trips.dropoff_latitude,
+            "store_and_fwd_flag": trips.store_and_fwd_flag,
         },
         columns=list(INPUT_COLUMNS),
     )
+
+
+def events_to_frame(events: Sequence[TripStarted]) -> pd.DataFrame:
+    """A batch of TripStarted events as a frame with the model's input columns."""
+    return columns_to_frame(TripStartColumns.from_events(events))
 
 
 class TripFeatures(TransformerMixin, BaseEstimator):
