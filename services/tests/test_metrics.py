@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
+import numpy as np
 import pytest
 from confluent_kafka import Message
-from prometheus_client import REGISTRY, generate_latest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
 from taxi_events import ModelMetrics, decode, encode
@@ -20,7 +24,7 @@ from taxi_kafka.lag import broker_states, lag_seconds
 from taxi_model.aggregation import Aggregation
 from taxi_services import aggregator, metrics, predictor, producer
 from taxi_services.aggregator import AggregateTransform
-from taxi_services.metrics import CommitLatency, PrometheusObserver
+from taxi_services.metrics import BatchHistogram, CommitLatency, PrometheusObserver
 
 SERVICE_MODULES = (metrics, predictor, aggregator, producer)
 # prometheus_client's own process and runtime collectors.
@@ -34,14 +38,28 @@ TIME_WORDS = re.compile(r"latency|duration|inference|_age|_time")
 _services = count()
 
 
-def service_metrics() -> list[MetricWrapperBase]:
+@dataclass(frozen=True)
+class Defined:
+    name: str
+    kind: str
+    documentation: str
+    labelnames: tuple[str, ...]
+
+
+def service_metrics() -> list[Defined]:
     """Every metric the services define (at module level, as prometheus_client wants)."""
-    return [
-        value
-        for module in SERVICE_MODULES
-        for value in vars(module).values()
-        if isinstance(value, MetricWrapperBase)
-    ]
+    found = []
+    for module in SERVICE_MODULES:
+        for value in vars(module).values():
+            if isinstance(value, MetricWrapperBase):
+                found.append(
+                    Defined(value._name, value._type, value._documentation, value._labelnames)
+                )
+            elif isinstance(value, BatchHistogram):
+                found.append(
+                    Defined(value.name, "histogram", value.documentation, value.labelnames)
+                )
+    return found
 
 
 def exposed_names() -> dict[str, str]:
@@ -66,7 +84,7 @@ def test_every_metric_has_the_prefix_and_a_help_text():
     names = [n for n in exposed_names() if not n.startswith(DEFAULT_PREFIXES)]
     assert len(names) >= 20
     assert [n for n in names if not n.startswith("taxi_")] == []
-    assert [m._name for m in service_metrics() if not m._documentation.strip()] == []
+    assert [m.name for m in service_metrics() if not m.documentation.strip()] == []
 
 
 def test_counters_alone_end_in_total():
@@ -79,24 +97,24 @@ def test_counters_alone_end_in_total():
 
 def test_histograms_and_time_quantities_carry_base_units():
     defined = service_metrics()
-    assert [m._name for m in defined if NON_BASE_UNITS.search(m._name)] == []
-    histograms = [m._name for m in defined if m._type == "histogram"]
+    assert [m.name for m in defined if NON_BASE_UNITS.search(m.name)] == []
+    histograms = [m.name for m in defined if m.kind == "histogram"]
     assert histograms
     assert [n for n in histograms if not n.endswith(UNIT_SUFFIXES)] == []
-    timed = [m._name for m in defined if TIME_WORDS.search(m._name)]
+    timed = [m.name for m in defined if TIME_WORDS.search(m.name)]
     assert timed
     assert [n for n in timed if not n.endswith("_seconds")] == []
-    ratios = [m._name for m in defined if re.search(r"share|percentage", m._documentation)]
+    ratios = [m.name for m in defined if re.search(r"share|percentage", m.documentation)]
     assert ratios
     assert [n for n in ratios if not n.endswith("_ratio")] == []
 
 
 def test_info_metrics_end_in_info_and_no_label_names_a_trip():
     defined = service_metrics()
-    infos = [m._name for m in defined if m._type == "info"]
+    infos = [m.name for m in defined if m.kind == "info"]
     assert sorted(infos) == ["taxi_model", "taxi_predictor_model"]
     assert {n + "_info" for n in infos} <= exposed_names().keys()
-    labels = {label for m in defined for label in m._labelnames}
+    labels = {label for m in defined for label in m.labelnames}
     assert {"service", "topic", "source"} <= labels
     assert [label for label in labels if "trip" in label or label == "id"] == []
 
@@ -211,6 +229,55 @@ def test_latency_is_observed_when_the_transaction_commits_and_dropped_on_abort()
     assert sample("taxi_processing_latency_seconds_bucket", **labels, le="0.25") == 1
     observer.transaction_committed(0)  # nothing pending: nothing observed twice
     assert sample("taxi_processing_latency_seconds_count", **labels) == 2
+
+
+BOUNDS = (0.01, 0.1, 0.25, 1, 10)
+
+
+def histogram_samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+    """{(sample name, le): value} of the one histogram in `registry`, its sum left out."""
+    return {
+        (found.name, found.labels.get("le", "")): found.value
+        for family in registry.collect()
+        for found in family.samples
+        if not found.name.endswith(("_sum", "_created"))
+    }
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from([0.0, -1.0, *BOUNDS])
+            | st.floats(-5, 50, allow_nan=False, allow_infinity=False),
+            max_size=6,
+        ),
+        max_size=4,
+    )
+)
+def test_a_batch_histogram_exposes_what_a_histogram_of_the_same_values_does(
+    batches: list[list[float]],
+) -> None:
+    expected, actual = CollectorRegistry(), CollectorRegistry()
+    reference = Histogram("h_seconds", "h", ["a"], buckets=BOUNDS, registry=expected)
+    batched = BatchHistogram("h_seconds", "h", ["a"], buckets=BOUNDS, registry=actual)
+    reference.labels("x")
+    batched.declare("x")
+    for values in batches:
+        for value in values:
+            reference.labels("x").observe(value)
+        batched.observe_many(("x",), np.asarray(values, dtype=np.float64))
+    assert histogram_samples(actual) == histogram_samples(expected)
+    # numpy sums pairwise, so the last bits of the sum may differ.
+    assert actual.get_sample_value("h_seconds_sum", {"a": "x"}) == pytest.approx(
+        expected.get_sample_value("h_seconds_sum", {"a": "x"}), abs=1e-9
+    )
+
+
+def test_a_batch_histogram_wants_every_label() -> None:
+    batched = BatchHistogram("h_seconds", "h", ["a", "b"], BOUNDS, registry=CollectorRegistry())
+    with pytest.raises(ValueError, match=r"takes labels \('a', 'b'\)"):
+        batched.observe_many(("x",), np.zeros(1))
 
 
 # -- the aggregator's model-quality gauges ---------------------------------------------------

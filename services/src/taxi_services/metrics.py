@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 
+import numpy as np
 from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
     start_http_server,
 )
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from taxi_kafka.observer import Observer
 from taxi_kafka.records import PartitionKey
@@ -72,8 +79,65 @@ DELIVERY_ERRORS = Counter(
     "is logged).",
     ["service", "topic"],
 )
+
+
+class BatchHistogram(Collector):
+    """A labelled Prometheus histogram fed a whole batch of observations at once.
+
+    prometheus_client's Histogram.observe takes about 1.5 us a value, a tenth of the predictor's
+    time per record; here a batch costs one numpy bincount. Scrapes read the same series a
+    Histogram writes.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._bounds = np.asarray(sorted(buckets), dtype=np.float64)
+        self._bucket_names = [*map(floatToGoString, self._bounds), "+Inf"]
+        # Per label set: observations per bucket (the last is +Inf only), and their sum.
+        self._series: dict[tuple[str, ...], tuple[np.ndarray, float]] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def declare(self, *labels: str) -> None:
+        """Start a series at 0, so that rate() over it reads 0 rather than nothing."""
+        self.observe_many(labels, np.empty(0))
+
+    def observe_many(self, labels: Sequence[str], values: np.ndarray) -> None:
+        if len(labels) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {labels}")
+        # Like Histogram.observe: a value goes to the first bucket whose bound it is <= to.
+        counts = np.bincount(
+            np.searchsorted(self._bounds, values, side="left"), minlength=len(self._bounds) + 1
+        )
+        key = tuple(labels)
+        with self._lock:
+            before, total = self._series.get(key, (np.zeros(len(counts), np.int64), 0.0))
+            self._series[key] = (before + counts, total + float(np.sum(values)))
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._lock:
+            series = dict(self._series)
+        for labels, (counts, total) in series.items():
+            buckets = zip(self._bucket_names, np.cumsum(counts).tolist(), strict=True)
+            family.add_metric(list(labels), list(buckets), total)
+        yield family
+
+
 # From an event's creation upstream (its produced_at) to the commit of this service's output.
-LATENCY = Histogram(
+LATENCY = BatchHistogram(
     "taxi_processing_latency_seconds",
     "Event time to committed output, by input topic.",
     ["service", "topic"],
@@ -99,19 +163,21 @@ class CommitLatency:
     ) -> None:
         self._service = service
         self._clock = clock
-        self._children = {topic: LATENCY.labels(service, topic) for topic in topics}
-        self._pending: list[tuple[str, float]] = []
+        for topic in topics:
+            LATENCY.declare(service, topic)
+        self._pending: dict[str, list[float]] = {}
 
     def add(self, topic: str, event_time: datetime) -> None:
-        self._pending.append((topic, event_time.timestamp()))
+        times = self._pending.get(topic)
+        if times is None:
+            times = self._pending[topic] = []
+        times.append(event_time.timestamp())
 
     def committed(self) -> None:
         now = self._clock()
-        for topic, at in self._pending:
-            child = self._children.get(topic)
-            if child is None:
-                child = self._children[topic] = LATENCY.labels(self._service, topic)
-            child.observe(max(0.0, now - at))
+        for topic, times in self._pending.items():
+            latencies = np.maximum(0.0, now - np.asarray(times, dtype=np.float64))
+            LATENCY.observe_many((self._service, topic), latencies)
         self._pending.clear()
 
     def aborted(self) -> None:
