@@ -58,7 +58,7 @@ class Drain:
 
 @dataclass(frozen=True)
 class Throughput:
-    """A design draining backlogs, one after another; the fastest drain counts (the others
+    """A design draining backlogs, one at a time; the fastest drain counts (the others
     were slowed down by whatever else the machine ran)."""
 
     part: str

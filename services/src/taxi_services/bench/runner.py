@@ -1,11 +1,13 @@
 """One bench run: each part in a namespace of its own, the measured designs as processes.
 
-- (a), (b), (b2) and (c) each drain a backlog of trip starts. It is written in one open
-  transaction before the processes start, and committed once their consumer group holds every
-  partition: so nothing is written while they are measured, and the time it takes a process
-  to start, load its model and join does not count. Their rate is the group's committed
-  records per second from that moment until all are committed, followed by admin requests:
-  off the measured processes' data path, and the same for every design.
+- (a), (b), (b2) and (c) each drain backlogs of trip starts; (a), (b) and (b2) take turns, so
+  that the brokers, which speed up through a run as their JIT compiles, are about as warm for
+  each. A backlog is written in one open transaction while its processes idle, and committed
+  once their consumer group holds every partition: so nothing is written while they are
+  measured, and the time it takes a process to start, load its model and join does not count.
+  The rate is the group's committed records per second from that moment until all are
+  committed, followed by admin requests: off the measured processes' data path, and the same
+  for every design.
 - (d) runs one predictor, then a producer at a fixed rate, and a read_committed reader of the
   predictions notes when each becomes visible.
 - (e) runs a producer as fast as it goes; its rate comes from its own replay checkpoints
@@ -108,6 +110,24 @@ class Settings:
         return max(needed, default=0)
 
 
+@dataclass(frozen=True)
+class Contender:
+    """The processes of one throughput part: the members of `group`, reading `prefix`'s
+    new_trips and writing its `sink`."""
+
+    part: str
+    children: list[Child]
+    prefix: str
+    group: str
+    sink: str
+    command_words: int = 1  # of the first child's command line, to name the design
+
+    @property
+    def design(self) -> str:
+        command = " ".join(self.children[0].args[: self.command_words])
+        return f"{len(self.children)} x {command}"
+
+
 class Bench:
     def __init__(
         self,
@@ -135,14 +155,15 @@ class Bench:
         parts = self.settings.parts
         results = Results(throughput={}, latency={})
         try:
-            if "a" in parts:
-                results.throughput["a"] = self._a()
-            if "b" in parts:
-                results.throughput["b"] = self._b(instances=1)
-            if "b2" in parts:
-                results.throughput["b2"] = self._b(instances=2)
+            contenders = [self._contender(p) for p in ("a", "b", "b2") if p in parts]
+            if contenders:
+                results.throughput |= self._race(
+                    contenders, rounds=self.settings.repeat, records=self.settings.records
+                )
             if "c" in parts:
-                results.throughput["c"] = self._c()
+                results.throughput |= self._race(
+                    [self._contender("c")], rounds=1, records=self.settings.naive_records
+                )
             if "e" in parts:
                 results.replay = self._e()
             if "d" in parts:
@@ -154,79 +175,66 @@ class Bench:
 
     # -- throughput: (a), (b), (b2), (c) ---------------------------------------------------
 
-    def _a(self) -> Throughput:
-        prefix = self.namespaces.create("a", [NEW_TRIPS, PLAIN])
+    def _contender(self, part: str) -> Contender:
+        """The processes of a throughput part, in a namespace of their own (not started)."""
+        if part in ("b", "b2"):
+            prefix = self.namespaces.create(part)
+            instances = 1 if part == "b" else 2
+            predictors = [self._predictor(prefix, part, f"p{i}") for i in range(1, instances + 1)]
+            return Contender(part, predictors, prefix, group=GROUP_ID, sink=ML_PREDICTIONS)
+        design, sink, extra = {
+            "a": ("passthrough", PLAIN, self._batch_args()),
+            "c": ("naive", NAIVE, ["--model", str(self.model_path)]),
+        }[part]
+        prefix = self.namespaces.create(part, [NEW_TRIPS, sink])
         worker = self._child(
-            "a-passthrough",
-            *WORKERS,
-            "passthrough",
-            *("--source", prefix + NEW_TRIPS, "--sink", prefix + PLAIN, "--group", prefix + PLAIN),
-            *self._batch_args(),
+            f"{part}-{design}",
+            *(*WORKERS, design),
+            *("--source", prefix + NEW_TRIPS, "--sink", prefix + sink, "--group", prefix + sink),
+            *extra,
         )
-        return self._drain("a", [worker], prefix, group=PLAIN, sink=PLAIN, command_words=4)
+        return Contender(part, [worker], prefix, group=sink, sink=sink, command_words=4)
 
-    def _b(self, instances: int) -> Throughput:
-        part = "b" if instances == 1 else "b2"
-        prefix = self.namespaces.create(part)
-        predictors = [self._predictor(prefix, part, f"p{i}") for i in range(1, instances + 1)]
-        return self._drain(part, predictors, prefix, group=GROUP_ID, sink=ML_PREDICTIONS)
+    def _race(
+        self, contenders: Sequence[Contender], *, rounds: int, records: int
+    ) -> dict[str, Throughput]:
+        """Start every contender, then have each drain a backlog of `records` trip starts in
+        turn, `rounds` times.
 
-    def _c(self) -> Throughput:
-        prefix = self.namespaces.create("c", [NEW_TRIPS, NAIVE])
-        worker = self._child(
-            "c-naive",
-            *WORKERS,
-            "naive",
-            *("--source", prefix + NEW_TRIPS, "--sink", prefix + NAIVE, "--group", prefix + NAIVE),
-            *("--model", str(self.model_path)),
-        )
-        return self._drain(
-            "c",
-            [worker],
-            prefix,
-            group=NAIVE,
-            sink=NAIVE,
-            records=self.settings.naive_records,
-            repeat=1,
-            command_words=4,
-        )
-
-    def _drain(
-        self,
-        part: str,
-        children: Sequence[Child],
-        prefix: str,
-        *,
-        group: str,
-        sink: str,
-        records: int | None = None,
-        repeat: int | None = None,
-        command_words: int = 1,
-    ) -> Throughput:
-        """Start `children` (the members of `group`) and, once they hold every partition,
-        have them drain `repeat` backlogs of `records` trip starts, one after another."""
-        records = records or self.settings.records
-        repeat = repeat or self.settings.repeat
-        log.info("(%s) %s: %d x %d records", part, PARTS[part], repeat, records)
-        watch = GroupWatch(
-            self._admin, prefix + group, prefix + NEW_TRIPS, self.settings.partitions
-        )
-        self._start_and_join(children, watch)
-        drains = []
-        for _ in range(repeat):
-            drain = self._drain_one(children, watch, self._trip_starts()[:records])
-            log.info("(%s) %d records/s", part, drain.records_per_s)
-            drains.append(drain)
-        self._stop(children)
-        outputs, distinct = records_of(self.config, prefix + sink)
-        return Throughput(
-            part,
-            processes=f"{len(children)} x {' '.join(children[0].args[:command_words])}",
-            drains=tuple(drains),
-            processed=sum(d.end.count for d in drains),
-            outputs=outputs,
-            distinct_outputs=distinct,
-        )
+        The brokers' JIT keeps speeding them up through a run (a design's first drains can be
+        half as fast as its last); taking turns, every design meets them about as warm.
+        """
+        watches = {}
+        for contender in contenders:
+            watches[contender.part] = GroupWatch(
+                self._admin,
+                contender.prefix + contender.group,
+                contender.prefix + NEW_TRIPS,
+                self.settings.partitions,
+            )
+            self._start_and_join(contender.children, watches[contender.part])
+        drains: dict[str, list[Drain]] = {c.part: [] for c in contenders}
+        for round_number in range(1, rounds + 1):
+            for contender in contenders:
+                part = contender.part
+                log.info("(%s) %s: round %d of %d", part, PARTS[part], round_number, rounds)
+                watch = watches[part]
+                drain = self._drain_one(contender.children, watch, self._trip_starts()[:records])
+                log.info("(%s) %d records/s", part, drain.records_per_s)
+                drains[part].append(drain)
+        results = {}
+        for contender in contenders:
+            self._stop(contender.children)
+            outputs, distinct = records_of(self.config, contender.prefix + contender.sink)
+            results[contender.part] = Throughput(
+                contender.part,
+                processes=contender.design,
+                drains=tuple(drains[contender.part]),
+                processed=sum(d.end.count for d in drains[contender.part]),
+                outputs=outputs,
+                distinct_outputs=distinct,
+            )
+        return results
 
     def _drain_one(
         self, children: Sequence[Child], watch: GroupWatch, records: list[tuple[bytes, bytes]]

@@ -70,7 +70,7 @@ def _predictor_default(name: str) -> Any:
     type=click.IntRange(1),
     default=3,
     show_default=True,
-    help="Backlogs (a), (b) and (b2) each drain, one after another; the fastest counts.",
+    help="Backlogs (a), (b) and (b2) each drain, taking turns; the fastest counts.",
 )
 @click.option(
     "--naive-records",
