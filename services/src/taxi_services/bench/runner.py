@@ -520,6 +520,10 @@ NOTES = [
     "committed once the consumer group holds every partition; their rate is committed input "
     "records per second from then until all are committed. Starting, loading the model and "
     "joining do not count, for any design.",
+    "(a), (b) and (b2) take turns, one backlog each per round, --repeat rounds, and the "
+    "fastest drain of each counts: the brokers speed up through a run as their JIT compiles, "
+    "so a design measured first would meet them cold. While one design drains, the others "
+    "idle, polling.",
     "(b), (b2) and (d) run the real taxi-predictor process, (d) and (e) the real taxi-producer, "
     "each on topics and groups of its own (--topic-prefix).",
     "Latency is the time a read_committed reader sees a prediction minus its trip's "
