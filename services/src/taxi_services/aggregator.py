@@ -39,7 +39,7 @@ from taxi_kafka.topics import (
 from taxi_model.aggregation import Aggregation
 from taxi_model.metrics import QualityMetrics
 from taxi_services.metrics import CommitLatency, PrometheusObserver, serve_metrics
-from taxi_services.options import env_option, service_options, topic_prefix_option
+from taxi_services.options import env_option, prefixed, service_options, topic_prefix_option
 
 log = logging.getLogger("taxi.aggregator")
 
@@ -251,16 +251,14 @@ def main(
     def new_state() -> Aggregation:
         return Aggregation.create(int(ttl * 1000), int(window * 1000), int(grace * 1000))
 
-    group, predictions, trip_ends, metrics, changelog, dead_letters = (
-        topic_prefix + name
-        for name in (
-            GROUP_ID,
-            ML_PREDICTIONS,
-            FINISHED_TRIPS,
-            MODEL_METRICS,
-            AGGREGATOR_CHANGELOG,
-            DEAD_LETTERS,
-        )
+    group, predictions, trip_ends, metrics, changelog, dead_letters = prefixed(
+        topic_prefix,
+        GROUP_ID,
+        ML_PREDICTIONS,
+        FINISHED_TRIPS,
+        MODEL_METRICS,
+        AGGREGATOR_CHANGELOG,
+        DEAD_LETTERS,
     )
     inputs = [predictions, trip_ends]
     latency = CommitLatency(SERVICE, inputs)

@@ -54,6 +54,11 @@ def topic_prefix_option() -> Callable[[F], F]:
     )
 
 
+def prefixed(topic_prefix: str, *names: str) -> list[str]:
+    """Topic and consumer group names in the namespace of --topic-prefix."""
+    return [topic_prefix + name for name in names]
+
+
 def kafka_options(command: F) -> F:
     """--bootstrap-servers and -X (plus TAXI_KAFKA_* variables); the command receives
     `kafka: KafkaConfig`."""

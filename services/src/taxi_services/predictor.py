@@ -24,7 +24,13 @@ from taxi_kafka.shutdown import stop_on_signals
 from taxi_kafka.topics import DEAD_LETTERS, ML_PREDICTIONS, NEW_TRIPS
 from taxi_model.artifact import ModelLoadError, TripDurationModel, load_model
 from taxi_services.metrics import CommitLatency, PrometheusObserver, serve_metrics
-from taxi_services.options import env_option, model_option, service_options, topic_prefix_option
+from taxi_services.options import (
+    env_option,
+    model_option,
+    prefixed,
+    service_options,
+    topic_prefix_option,
+)
 
 log = logging.getLogger("taxi.predictor")
 
@@ -137,8 +143,8 @@ def main(
     threadpool_limits(MODEL_THREADS)
     MODEL_INFO.info({"version": model.version})
     serve_metrics(metrics_port)
-    group, trips, predictions, dead_letters = (
-        topic_prefix + name for name in (GROUP_ID, NEW_TRIPS, ML_PREDICTIONS, DEAD_LETTERS)
+    group, trips, predictions, dead_letters = prefixed(
+        topic_prefix, GROUP_ID, NEW_TRIPS, ML_PREDICTIONS, DEAD_LETTERS
     )
     latency = CommitLatency(SERVICE, [trips])
     processor = TransactionalProcessor(

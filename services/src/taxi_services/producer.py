@@ -31,7 +31,7 @@ from taxi_model.data import CsvSchemaError, read_trips
 from taxi_model.replay import CheckpointMismatchError, Replay, ReplayCheckpoint, ReplayStep
 from taxi_model.synth import synthetic_train_test
 from taxi_services.metrics import PrometheusObserver, serve_metrics
-from taxi_services.options import env_option, service_options, topic_prefix_option
+from taxi_services.options import env_option, prefixed, service_options, topic_prefix_option
 
 log = logging.getLogger("taxi.producer")
 
@@ -177,7 +177,7 @@ def main(
     serve_metrics(metrics_port)
     observer = PrometheusObserver(
         f"{SERVICE}-{source}",
-        outputs=[topic_prefix + t for t in (NEW_TRIPS, FINISHED_TRIPS, PRODUCER_CHECKPOINTS)],
+        outputs=prefixed(topic_prefix, NEW_TRIPS, FINISHED_TRIPS, PRODUCER_CHECKPOINTS),
     )
     producer = TransactionalProducer(
         kafka,
