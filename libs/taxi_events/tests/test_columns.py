@@ -35,6 +35,7 @@ BOUNDARIES: list[Any] = [
     *(-1, 0, 1, 9, 10, 0.0, 1.0, -0.0, 3.5),
     *(MAX_INTEGER, MAX_INTEGER + 1, 2**64, -(2**63) - 1, 1e300),
     *(True, False, None, [], {}, "", "1", "x" * 64, "x" * 65, "\u00e9\U0001f695"),
+    *("\U0001f695" * 64, "\U0001f695" * 65),
     *("train", "test", "validation", "Train"),
     *(SCHEMA_VERSION, "1.7", "0.9", "2.0", "1", "1.0.0"),
     "2016-03-14T17:24:55",
@@ -57,6 +58,11 @@ def without_field(name: str) -> bytes:
     document = json.loads(encode(trip_started()))
     del document[name]
     return json.dumps(document).encode("utf-8")
+
+
+def with_raw_member(member: bytes) -> bytes:
+    """A valid trip with `member` written after its fields, as bytes no json module writes."""
+    return encode(trip_started())[:-1] + b"," + member + b"}"
 
 
 def outcome(value: bytes | None) -> TripStarted | tuple[Any, ...]:
@@ -87,6 +93,27 @@ def test_records_that_are_no_trip_are_rejected_with_decode_s_reason() -> None:
     values = [None, b"", b"{", b"[]", b"\xff", b'{"trip_id": "\\ud800"}', b"{}"]
     assert batch_outcomes(values) == [outcome(value) for value in values]
     assert decode_trip_starts(values).positions == []
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        b'"tip_amount":1.5',  # unknown fields are ignored
+        b'"tip_amount":1e400',  # ... but must still be JSON that decode reads
+        b'"tip_amount":"\\ud800"',
+        b'"tip_amount":' + b"[" * 1100 + b"]" * 1100,
+        b'"trip_id":' + b"[" * 1100 + b"]" * 1100,
+        b'"passenger_count":2',  # a repeated key: the last one counts
+        b'"passenger_count":10',
+        b'"\\u0070assenger_count":10',  # an escaped key
+        b'"pickup_latitude":-0',
+        b'"pickup_latitude":40.0000000000000000001',
+        b'"trip_id":"\\ud83d\\ude95"',
+    ],
+)
+def test_unusual_json_decodes_as_decode_does(member: bytes) -> None:
+    values: list[bytes | None] = [with_raw_member(member)]
+    assert batch_outcomes(values) == [outcome(value) for value in values]
 
 
 def test_a_batch_keeps_its_order_and_says_where_each_trip_came_from() -> None:

@@ -12,21 +12,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from math import inf
+from typing import Annotated
 
-import orjson
+import msgspec
+from msgspec import Meta
 
-from taxi_events.codec import decode, dumps
+from taxi_events.codec import decode, encode
 from taxi_events.errors import EventDecodeError
 from taxi_events.events import (
     MAX_INTEGER,
     MAX_TRIP_ID_LENGTH,
     SCHEMA_VERSION,
     Prediction,
+    Source,
     TripStarted,
 )
 
 _UTC_OFFSET = timedelta(0)
-_SOURCES = ("train", "test")
+_Longitude = Annotated[float, Meta(ge=-180, le=180)]
+_Latitude = Annotated[float, Meta(ge=-90, le=90)]
 
 
 @dataclass(slots=True)
@@ -92,64 +96,63 @@ def decode_trip_starts(values: Sequence[bytes | bytearray | None]) -> DecodedTri
     return DecodedTripStarts(columns, positions, errors)
 
 
+class _UsualTripStart(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A TripStarted as the producers write it: exactly its fields, each plainly valid.
+
+    Every constraint here is one of TripStarted's validators, or stricter. Unknown fields are
+    forbidden rather than skipped, because msgspec skips a value without the checks orjson makes
+    (1e400, say): such a record goes to `decode`. The times stay text, for `fromisoformat`.
+    """
+
+    trip_id: Annotated[str, Meta(min_length=1, max_length=MAX_TRIP_ID_LENGTH)]
+    vendor_id: Annotated[int, Meta(ge=1, le=MAX_INTEGER)]
+    pickup_datetime: str
+    passenger_count: Annotated[int, Meta(ge=0, le=9)]
+    pickup_longitude: _Longitude
+    pickup_latitude: _Latitude
+    dropoff_longitude: _Longitude
+    dropoff_latitude: _Latitude
+    store_and_fwd_flag: bool
+    source: Source
+    schema_version: str
+    produced_at: str
+
+
+_decode_usual_trip_start = msgspec.json.Decoder(_UsualTripStart).decode
+
+
 def _append_if_plainly_valid(columns: TripStartColumns, value: bytes | bytearray | None) -> bool:
     """Append the trip if it is valid in the usual way, and say whether it was.
 
-    False means "ask `decode`": the record may still be valid (an integer coordinate, an older
-    minor version) or not. Every check here is one of TripStarted's validators, or stricter.
+    False means "ask `decode`": the record may still be valid (an older minor version, an
+    unknown field) or not. msgspec reads JSON numbers and strings exactly as orjson does, and
+    rejects lone surrogates and bad UTF-8 as orjson does.
     """
-    if value is None:
+    if not isinstance(value, bytes | bytearray):
         return False
     try:
-        document = orjson.loads(value)
-        trip_id = document["trip_id"]
-        vendor_id = document["vendor_id"]
-        passenger_count = document["passenger_count"]
-        pickup_longitude = document["pickup_longitude"]
-        pickup_latitude = document["pickup_latitude"]
-        dropoff_longitude = document["dropoff_longitude"]
-        dropoff_latitude = document["dropoff_latitude"]
-        store_and_fwd_flag = document["store_and_fwd_flag"]
-        source = document["source"]
-        schema_version = document["schema_version"]
-        pickup_datetime = datetime.fromisoformat(document["pickup_datetime"])
-        produced_at = datetime.fromisoformat(document["produced_at"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        trip = _decode_usual_trip_start(value)
+        pickup_datetime = datetime.fromisoformat(trip.pickup_datetime)
+        produced_at = datetime.fromisoformat(trip.produced_at)
+    except (msgspec.MsgspecError, ValueError):
         return False
-    # orjson never returns a lone surrogate, so a string of the right length is a valid id.
     if not (
-        type(trip_id) is str
-        and 0 < len(trip_id) <= MAX_TRIP_ID_LENGTH
-        and type(vendor_id) is int
-        and 1 <= vendor_id <= MAX_INTEGER
-        and type(passenger_count) is int
-        and 0 <= passenger_count <= 9
-        and type(pickup_longitude) is float
-        and -180 <= pickup_longitude <= 180
-        and type(pickup_latitude) is float
-        and -90 <= pickup_latitude <= 90
-        and type(dropoff_longitude) is float
-        and -180 <= dropoff_longitude <= 180
-        and type(dropoff_latitude) is float
-        and -90 <= dropoff_latitude <= 90
-        and type(store_and_fwd_flag) is bool
-        and source in _SOURCES
-        and schema_version == SCHEMA_VERSION
+        trip.schema_version == SCHEMA_VERSION
         and pickup_datetime.tzinfo is None
         and produced_at.utcoffset() == _UTC_OFFSET
     ):
         return False
-    columns.trip_id.append(trip_id)
-    columns.vendor_id.append(vendor_id)
+    columns.trip_id.append(trip.trip_id)
+    columns.vendor_id.append(trip.vendor_id)
     columns.pickup_datetime.append(pickup_datetime)
-    columns.passenger_count.append(passenger_count)
-    columns.pickup_longitude.append(pickup_longitude)
-    columns.pickup_latitude.append(pickup_latitude)
-    columns.dropoff_longitude.append(dropoff_longitude)
-    columns.dropoff_latitude.append(dropoff_latitude)
-    columns.store_and_fwd_flag.append(store_and_fwd_flag)
-    columns.source.append(source)
-    columns.schema_version.append(schema_version)
+    columns.passenger_count.append(trip.passenger_count)
+    columns.pickup_longitude.append(trip.pickup_longitude)
+    columns.pickup_latitude.append(trip.pickup_latitude)
+    columns.dropoff_longitude.append(trip.dropoff_longitude)
+    columns.dropoff_latitude.append(trip.dropoff_latitude)
+    columns.store_and_fwd_flag.append(trip.store_and_fwd_flag)
+    columns.source.append(trip.source)
+    columns.schema_version.append(trip.schema_version)
     columns.produced_at.append(produced_at)
     return True
 
@@ -174,6 +177,34 @@ def prediction_for(
     )
 
 
+class _PredictionFields(msgspec.Struct, gc=False):
+    """A Prediction's fields, in the sorted order `encode` writes them in.
+
+    msgspec writes naive datetimes and strings as orjson does, and floats too below 1e16.
+    It writes UTC as "Z" where `encode` writes "+00:00": trip_started_at, last, is fixed up in
+    the bytes, and the times the rows share are written once, as text.
+    """
+
+    dropoff_latitude: float
+    dropoff_longitude: float
+    model_version: str
+    pickup_datetime: datetime
+    pickup_latitude: float
+    pickup_longitude: float
+    predicted_at: str
+    predicted_duration: float
+    produced_at: str
+    schema_version: str
+    source: str
+    trip_id: str
+    trip_started_at: datetime
+
+
+_encode_prediction_fields = msgspec.json.Encoder().encode
+# From here up msgspec writes exponents as "1e16", where orjson writes "1e+16".
+_FIRST_EXPONENT_FLOAT = 1e16
+
+
 def encode_predictions(
     trips: TripStartColumns,
     durations: Sequence[float],
@@ -195,24 +226,31 @@ def encode_predictions(
     # model version and the time), or raises Prediction's own error for the bad duration.
     row = next(invalid, 0)
     prediction_for(trips.event(row), durations[row], model_version, predicted_at)
+    if max(durations) >= _FIRST_EXPONENT_FLOAT:  # a model gone wrong: no need to be quick
+        return [
+            encode(prediction_for(trips.event(row), durations[row], model_version, predicted_at))
+            for row in range(len(trips))
+        ]
+    at = predicted_at.isoformat()
     return [
-        dumps(
-            {
-                "trip_id": trip_id,
-                "source": source,
-                "predicted_duration": float(duration),
-                "model_version": model_version,
-                "pickup_datetime": pickup_datetime,
-                "pickup_longitude": pickup_longitude,
-                "pickup_latitude": pickup_latitude,
-                "dropoff_longitude": dropoff_longitude,
-                "dropoff_latitude": dropoff_latitude,
-                "trip_started_at": started_at,
-                "predicted_at": predicted_at,
-                "schema_version": SCHEMA_VERSION,
-                "produced_at": predicted_at,
-            }
-        )
+        _encode_prediction_fields(
+            _PredictionFields(
+                dropoff_latitude,
+                dropoff_longitude,
+                model_version,
+                pickup_datetime,
+                pickup_latitude,
+                pickup_longitude,
+                at,
+                float(duration),
+                at,
+                SCHEMA_VERSION,
+                source,
+                trip_id,
+                started_at,
+            )
+        )[:-3]
+        + b'+00:00"}'
         for (
             trip_id,
             source,
