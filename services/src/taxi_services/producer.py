@@ -182,7 +182,6 @@ def main(
     producer = TransactionalProducer(
         kafka,
         instance_id(SERVICE, name),
-        settings={"compression.type": "lz4"},
         observer=observer,
         name=f"{SERVICE}-{source}",
     )

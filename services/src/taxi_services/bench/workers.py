@@ -22,6 +22,7 @@ import click
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from taxi_kafka.config import KafkaConfig
+from taxi_kafka.producer import PRODUCER_DEFAULTS, PRODUCER_ENFORCED
 from taxi_kafka.shutdown import stop_on_signals
 from taxi_services.logs import configure_logging
 from taxi_services.metrics import serve_metrics
@@ -50,7 +51,8 @@ class Deliveries:
 
 
 def _producer(config: KafkaConfig, deliveries: Deliveries, what: str) -> Producer:
-    settings = config.client_settings({}, {"enable.idempotence": True, "acks": "all"}, what=what)
+    # The services' producer settings, so that only the design differs.
+    settings = config.client_settings(PRODUCER_DEFAULTS, PRODUCER_ENFORCED, what=what)
     return Producer({**settings, "on_delivery": deliveries})
 
 
