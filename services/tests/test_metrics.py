@@ -218,11 +218,10 @@ def test_latency_is_observed_when_the_transaction_commits_and_dropped_on_abort()
     observer = PrometheusObserver(service, latency=latency)
     labels = {"service": service, "topic": "in"}
     assert sample("taxi_processing_latency_seconds_count", **labels) == 0
-    latency.add("in", now - timedelta(seconds=0.2))
+    latency.add("in", [now - timedelta(seconds=0.2)])
     observer.transaction_aborted("_TIMED_OUT")  # processed again, and counted then
     assert sample("taxi_processing_latency_seconds_count", **labels) == 0
-    latency.add("in", now - timedelta(seconds=0.2))
-    latency.add("in", now - timedelta(seconds=3))
+    latency.add("in", [now - timedelta(seconds=0.2), now - timedelta(seconds=3)])
     observer.transaction_committed(2)
     assert sample("taxi_processing_latency_seconds_count", **labels) == 2
     assert sample("taxi_processing_latency_seconds_sum", **labels) == pytest.approx(3.2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import random
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from taxi_kafka.processor import TransactionalProcessor
 from taxi_kafka.producer import KafkaProducer
 from taxi_kafka.records import Failure, OutputRecord, TransformResult, identity
 from taxi_kafka.testing import numbered, produce_all, read_all
+from taxi_kafka.transactions import TransactionalProducer
 
 pytestmark = pytest.mark.kafka
 
@@ -118,6 +120,22 @@ def test_round_trip_keyed_and_ordered_per_partition(kafka_cluster, make_topic):
         again.close()
 
 
+def test_a_transaction_bigger_than_the_producer_queue_waits_for_room(kafka_cluster, make_topic):
+    sink = make_topic()
+    config = KafkaConfig(kafka_cluster.bootstrap_servers)
+    records = numbered(3000, keys=20)
+    producer = TransactionalProducer(
+        config,
+        f"taxi-test-{uuid.uuid4().hex[:8]}",
+        settings={"queue.buffering.max.messages": 100},
+    )
+    try:
+        assert producer.commit([OutputRecord(sink, value, key) for key, value in records])
+    finally:
+        producer.close()
+    assert by_key(pairs(read_all(config.bootstrap_servers, sink))) == by_key(records)
+
+
 def decode_trips(messages: Sequence[Message], output: str) -> TransformResult:
     records, failures = [], []
     for m in messages:
@@ -201,8 +219,9 @@ def test_an_abortable_error_aborts_and_the_batch_is_redone(kafka_config, make_to
         result = identity(messages, sink)
         calls.append(len(messages))
         if len(calls) == 1:
-            # Over the topic's size limit: the broker rejects it, and the transaction with it.
-            oversized = OutputRecord(sink, b"x" * 2_000_000, b"big")
+            # Over the topic's size limit even compressed: random bytes do not shrink. The
+            # broker rejects it, and the transaction with it.
+            oversized = OutputRecord(sink, random.Random(0).randbytes(2_000_000), b"big")
             return TransformResult([*result.records, oversized])
         return result
 

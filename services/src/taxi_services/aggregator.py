@@ -132,7 +132,7 @@ class AggregateTransform:
             timestamp_ms = message.timestamp()[1]
             self.state.add(event, timestamp_ms)
             if self._latency is not None:
-                self._latency.add(message.topic() or "", event.produced_at)
+                self._latency.add(message.topic() or "", [event.produced_at])
             self._last_record = max(self._last_record or (0, 0.0), (timestamp_ms, self._clock()))
         if self._last_record is None:
             return TransformResult((), failures)

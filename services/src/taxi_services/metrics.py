@@ -167,11 +167,11 @@ class CommitLatency:
             LATENCY.declare(service, topic)
         self._pending: dict[str, list[float]] = {}
 
-    def add(self, topic: str, event_time: datetime) -> None:
+    def add(self, topic: str, event_times: Iterable[datetime]) -> None:
         times = self._pending.get(topic)
         if times is None:
             times = self._pending[topic] = []
-        times.append(event_time.timestamp())
+        times.extend(event_time.timestamp() for event_time in event_times)
 
     def committed(self) -> None:
         now = self._clock()

@@ -67,11 +67,14 @@ class PredictTransform:
     def __init__(
         self,
         model: TripDurationModel,
+        *,
+        input_topic: str = NEW_TRIPS,
         output_topic: str = ML_PREDICTIONS,
         clock: Callable[[], datetime] = utc_now,
         latency: CommitLatency | None = None,
     ) -> None:
         self._model = model
+        self._input_topic = input_topic
         self._output_topic = output_topic
         self._clock = clock
         self._latency = latency
@@ -84,8 +87,7 @@ class PredictTransform:
         ]
         trips = batch.columns
         if self._latency is not None:
-            for position, started_at in zip(batch.positions, trips.produced_at, strict=True):
-                self._latency.add(messages[position].topic() or NEW_TRIPS, started_at)
+            self._latency.add(self._input_topic, trips.produced_at)
         started = time.perf_counter()
         durations = self._model.predict(trips)
         INFERENCE_SECONDS.observe(time.perf_counter() - started)
@@ -153,7 +155,9 @@ def main(
         instance=instance,
         group_id=group,
         input_topics=[trips],
-        transform=PredictTransform(model, predictions, latency=latency),
+        transform=PredictTransform(
+            model, input_topic=trips, output_topic=predictions, latency=latency
+        ),
         dead_letter_topic=dead_letters,
         batch=BatchPolicy(max_messages=batch_size, max_wait=batch_wait),
         observer=PrometheusObserver(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -130,6 +130,16 @@ class KafkaProducer:
 
     def produce_record(self, record: OutputRecord) -> None:
         self.produce(record.topic, record.value, record.key, record.headers)
+
+    def produce_all(self, records: Iterable[OutputRecord]) -> None:
+        """Queue records in order, as produce_record() does, with one Python call per record
+        rather than three: a transaction of a predictor's batch holds thousands."""
+        produce = self.client.produce
+        for record in records:
+            try:
+                produce(record.topic, record.value, record.key, headers=record.headers)
+            except BufferError:
+                self.produce_record(record)
 
     def poll(self, timeout: float = 0.0) -> int:
         served = self.client.poll(timeout)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from confluent_kafka import Message, TopicPartition
 
@@ -21,8 +21,10 @@ Headers = list[tuple[str, bytes]]
 PartitionKey = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class OutputRecord:
+class OutputRecord(NamedTuple):
+    """One record to produce. A NamedTuple: immutable, and made once per output record on the
+    hot path, where a frozen dataclass takes three times as long to build."""
+
     topic: str
     value: bytes | None
     key: bytes | None = None

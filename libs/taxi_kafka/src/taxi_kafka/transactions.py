@@ -94,8 +94,7 @@ class TransactionalProducer:
         client = self._producer.client
         try:
             client.begin_transaction()
-            for record in records:
-                self._producer.produce_record(record)
+            self._producer.produce_all(records)
             if offsets:
                 self._send_offsets(offsets, group_metadata)
             client.commit_transaction(self._timeouts.commit)

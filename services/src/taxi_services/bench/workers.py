@@ -141,7 +141,7 @@ def naive(
     from taxi_model.artifact import load_model  # noqa: PLC0415
     from taxi_services.predictor import MODEL_THREADS, PredictTransform  # noqa: PLC0415
 
-    predict = PredictTransform(load_model(model), sink)
+    predict = PredictTransform(load_model(model), output_topic=sink)
     threadpool_limits(MODEL_THREADS)  # as the predictor does
     deliveries = Deliveries()
     consumer = _consumer(config, group, source, auto_commit=True)
