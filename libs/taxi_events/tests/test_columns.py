@@ -152,6 +152,16 @@ def test_predictions_encode_as_the_prediction_events_do() -> None:
     assert encode_predictions(TripStartColumns(), [], "v1", AT) == []
 
 
+@pytest.mark.parametrize("duration", [5e-324, 0.1, 1e15, 9.999999999999998e15, 1e16, 1.5e300])
+def test_durations_of_every_size_encode_as_the_prediction_events_do(duration: float) -> None:
+    trips = [trip_started("a"), trip_started("b")]
+    encoded = encode_predictions(TripStartColumns.from_events(trips), [600.0, duration], "v1", AT)
+    assert encoded == [
+        encode(prediction_for(trip, d, "v1", AT))
+        for trip, d in zip(trips, [600.0, duration], strict=True)
+    ]
+
+
 @pytest.mark.parametrize("duration", [-1.0, math.nan, math.inf])
 def test_an_invalid_duration_raises_as_prediction_does(duration: float) -> None:
     columns = TripStartColumns.from_events([trip_started("a"), trip_started("b")])

@@ -54,19 +54,14 @@ def _make_converter() -> cattrs.Converter:
 _converter = _make_converter()
 
 
-def dumps(document: dict[str, object]) -> bytes:
-    """Compact UTF-8 JSON with sorted keys, the one way events are written.
-
-    Datetimes may stay objects: orjson writes naive and UTC ones as datetime.isoformat() does.
-    """
-    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
-
-
 def encode(event: Event) -> bytes:
-    """Encode an event as compact UTF-8 JSON with sorted keys: equal events give equal bytes."""
+    """Encode an event as compact UTF-8 JSON with sorted keys: equal events give equal bytes.
+
+    Datetimes are written as datetime.isoformat() writes them (UTC as "+00:00").
+    """
     if not isinstance(event, _EVENT_TYPES):
         raise TypeError(f"cannot encode {type(event).__name__}: not an event")
-    return dumps(_converter.unstructure(event))
+    return orjson.dumps(_converter.unstructure(event), option=orjson.OPT_SORT_KEYS)
 
 
 def loads(data: bytes | bytearray, event: str) -> object:
