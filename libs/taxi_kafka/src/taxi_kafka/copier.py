@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from taxi_kafka.config import KafkaConfig
 from taxi_kafka.policy import BatchPolicy
@@ -38,18 +38,19 @@ def crash_after(limit: int, grace: float = 2.0) -> None:
     the producer is polled for `grace` seconds, so that the records usually reach the brokers
     (librdkafka was seen to send a transaction's records only while the application polls or
     commits). For crash tests only: it patches KafkaProducer in this process."""
-    produce_record = KafkaProducer.produce_record
+    produce_all = KafkaProducer.produce_all
     handed = itertools.count(1)
 
-    def produce_then_maybe_crash(producer: KafkaProducer, record: OutputRecord) -> None:
-        produce_record(producer, record)
-        if next(handed) >= limit:
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                producer.poll(0.1)
-            os.kill(os.getpid(), signal.SIGKILL)
+    def produce_then_maybe_crash(producer: KafkaProducer, records: Iterable[OutputRecord]) -> None:
+        for record in records:
+            produce_all(producer, (record,))
+            if next(handed) >= limit:
+                deadline = time.monotonic() + grace
+                while time.monotonic() < deadline:
+                    producer.poll(0.1)
+                os.kill(os.getpid(), signal.SIGKILL)
 
-    KafkaProducer.produce_record = produce_then_maybe_crash  # type: ignore[method-assign]
+    KafkaProducer.produce_all = produce_then_maybe_crash  # type: ignore[method-assign]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
