@@ -1,8 +1,11 @@
 """Reading a topic to its end: every committed record, or a compacted topic as a table.
 
-Reads read_committed up to each partition's last stable offset as of the call, so a transaction
-still open or aborted is never part of the result. A service restoring its own state reads after
-init_transactions(), which settles whatever its predecessor left open.
+Reads read_committed up to each partition's high watermark as of the call. A transaction below
+it that is still in progress is waited for: committed, it is part of the result; aborted, it is
+not. The last stable offset would be no end to aim at: right after commit_transaction() returns,
+the commit markers may still be on their way, and the committed records would be missed.
+A service restoring its own state reads after init_transactions(), which settles whatever its
+predecessor left open.
 """
 
 from __future__ import annotations
@@ -25,23 +28,10 @@ METADATA_RETRY = RetryPolicy(initial=0.2, multiplier=2.0, max_delay=2.0, deadlin
 def read_to_end(config: KafkaConfig, topic: str, timeout: float = 120.0) -> list[Message]:
     """Every committed record of `topic`, by partition and in offset order. TimeoutError when
     the end is not reached in `timeout` seconds."""
-    consumer = Consumer(
-        {
-            **config.client_settings(
-                {},
-                {
-                    "group.id": f"taxi-reader-{uuid.uuid4().hex[:8]}",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                },
-                what=f"{topic} reader",
-            ),
-            "logger": QUIET_CLIENT_CONFIG["logger"],
-        }
-    )
+    consumer = _reader(config, topic, "read_committed")
     try:
         ends = METADATA_RETRY.call(
-            lambda: _end_offsets(consumer, topic),
+            lambda: _high_watermarks(config, topic),
             retryable=is_transient,
             what=f"end offsets of {topic}",
         )
@@ -81,12 +71,30 @@ def read_table(config: KafkaConfig, topic: str, timeout: float = 120.0) -> dict[
     return table
 
 
-def _end_offsets(consumer: Consumer, topic: str) -> dict[int, int]:
-    metadata = consumer.list_topics(topic, timeout=10)
-    described = metadata.topics[topic]
-    if described.error is not None or not described.partitions:
-        raise KeyError(f"topic {topic} does not exist; run `taxi cluster up` to create it")
-    return {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        for p in described.partitions
-    }
+def _reader(config: KafkaConfig, topic: str, isolation_level: str) -> Consumer:
+    settings = config.client_settings(
+        {},
+        {
+            "group.id": f"taxi-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": isolation_level,
+        },
+        what=f"{topic} reader",
+    )
+    return Consumer({**settings, "logger": QUIET_CLIENT_CONFIG["logger"]})
+
+
+def _high_watermarks(config: KafkaConfig, topic: str) -> dict[int, int]:
+    # A read_committed consumer's watermarks are last stable offsets; only a read_uncommitted
+    # one is told the high watermark.
+    consumer = _reader(config, topic, "read_uncommitted")
+    try:
+        described = consumer.list_topics(topic, timeout=10).topics[topic]
+        if described.error is not None or not described.partitions:
+            raise KeyError(f"topic {topic} does not exist; run `taxi cluster up` to create it")
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in described.partitions
+        }
+    finally:
+        consumer.close()
