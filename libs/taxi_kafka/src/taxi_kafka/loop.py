@@ -75,8 +75,7 @@ class ConsumerLoop:
         result = self._transform(messages)
         records = output_records(result, self._service, self._dead_letter_topic)
         failed_before = self._producer.stats.failed
-        for record in records:
-            self._producer.produce_record(record)
+        self._producer.produce_all(records)
         if self._producer.flush(DELIVERY_TIMEOUT):
             raise DeliveryError(f"outputs of a batch undelivered after {DELIVERY_TIMEOUT:.0f} s")
         if self._producer.stats.failed > failed_before:
