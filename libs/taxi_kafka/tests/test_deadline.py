@@ -1,12 +1,14 @@
-"""call_with_deadline: results, exceptions and stuck calls cross threads intact (no Kafka)."""
+"""BackgroundCall and call_with_deadline: results, exceptions and stuck calls cross threads
+intact (no Kafka)."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
-from taxi_kafka.deadline import StuckCallError, call_with_deadline
+from taxi_kafka.deadline import BackgroundCall, StuckCallError, call_with_deadline
 
 
 def test_returns_the_calls_result() -> None:
@@ -53,3 +55,24 @@ def test_an_abandoned_call_runs_in_a_daemon_thread() -> None:
         assert all(thread.daemon for thread in stuck)
     finally:
         release.set()
+
+
+def test_a_background_call_runs_while_its_caller_goes_on() -> None:
+    release = threading.Event()
+    # Run in the caller's thread, the call would wait out its 5 s and return False.
+    call = BackgroundCall(lambda: release.wait(5.0) and "released", what="overlapped call")
+    assert call.finished_at is None
+    release.set()
+    before = time.time()
+    assert call.result() == "released"
+    assert call.finished_at is not None
+    assert before <= call.finished_at <= time.time()
+
+
+def test_a_background_calls_exception_is_raised_by_result() -> None:
+    def fail() -> None:
+        raise ValueError("boom")
+
+    call = BackgroundCall(fail, what="failing call")
+    with pytest.raises(ValueError, match="boom"):
+        call.result()

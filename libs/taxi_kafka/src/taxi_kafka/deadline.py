@@ -1,4 +1,5 @@
-"""Bounding a blocking call that may ignore its own timeout.
+"""Calls on a thread of their own: overlapping a blocking call, and bounding one that may
+ignore its own timeout.
 
 librdkafka's send_offsets_to_transaction() can block for good when the group coordinator's
 broker goes away (librdkafka #5456: the coordinator request's timeout is never checked; #5511: a
@@ -9,8 +10,9 @@ and the caller stops waiting at the deadline and abandons the client it was usin
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -25,25 +27,40 @@ class StuckCallError(Exception):
         self.seconds = seconds
 
 
-def call_with_deadline(call: Callable[[], T], seconds: float, what: str) -> T:
-    """`call()`'s result or exception, or StuckCallError once `seconds` have passed.
+class BackgroundCall(Generic[T]):
+    """`call()` started on a daemon thread; result() waits for its result or exception.
+    `finished_at` is when it returned (epoch seconds), once it has.
 
-    A daemon thread, not an executor: a stuck worker must not hold the process up at exit."""
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-    done = threading.Event()
+    A daemon thread, not an executor: a stuck call must not hold the process up at exit."""
 
-    def run() -> None:
+    def __init__(self, call: Callable[[], T], what: str) -> None:
+        self.what = what
+        self.finished_at: float | None = None
+        self._call = call
+        self._outcome: list[T] = []
+        self._failure: list[BaseException] = []
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name=what, daemon=True).start()
+
+    def _run(self) -> None:
         try:
-            outcome.append(call())
+            self._outcome.append(self._call())
         except BaseException as exc:  # handed over to the caller's thread
-            failure.append(exc)
+            self._failure.append(exc)
         finally:
-            done.set()
+            self.finished_at = time.time()
+            self._done.set()
 
-    threading.Thread(target=run, name=what, daemon=True).start()
-    if not done.wait(seconds):
-        raise StuckCallError(what, seconds)
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    def result(self, seconds: float | None = None) -> T:
+        """The call's result, or its exception raised here; StuckCallError if it is still
+        running after `seconds` (None: wait as long as it takes)."""
+        if not self._done.wait(seconds):
+            raise StuckCallError(self.what, seconds or 0.0)
+        if self._failure:
+            raise self._failure[0]
+        return self._outcome[0]
+
+
+def call_with_deadline(call: Callable[[], T], seconds: float, what: str) -> T:
+    """`call()`'s result or exception, or StuckCallError once `seconds` have passed."""
+    return BackgroundCall(call, what).result(seconds)
