@@ -79,6 +79,10 @@ def test_matches_publish_window_and_cumulative_metrics(changelog):
     result = transform(batch)
     changelog.write(result.records)
     assert metrics_of(result) == []  # the window [0, 10 s) is still open
+    assert result.event_times == {
+        "ml_predictions": [prediction(n).produced_at for n in range(20)],
+        "finished_trips": [finish(n).produced_at for n in range(20)],
+    }
     result = transform([message("finished_trips", encode(finish(99)), 12_000)])
     published = {m.scope: m for m in metrics_of(result)}
     offline = quality_metrics([400.0 + 3 * n for n in range(20)], [500.0 + n for n in range(20)])

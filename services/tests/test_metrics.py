@@ -24,7 +24,7 @@ from taxi_kafka.lag import broker_states, lag_seconds
 from taxi_model.aggregation import Aggregation
 from taxi_services import aggregator, metrics, predictor, producer
 from taxi_services.aggregator import AggregateTransform
-from taxi_services.metrics import BatchHistogram, CommitLatency, PrometheusObserver
+from taxi_services.metrics import BatchHistogram, PrometheusObserver
 
 SERVICE_MODULES = (metrics, predictor, aggregator, producer)
 # prometheus_client's own process and runtime collectors.
@@ -211,23 +211,22 @@ def test_transactions_dead_letters_and_failures_are_counted():
     assert sample("taxi_batch_size_records_sum", service=service) == 12
 
 
-def test_latency_is_observed_when_the_transaction_commits_and_dropped_on_abort():
+def test_latency_runs_from_event_time_to_the_commit():
     service = fresh_service()
     now = datetime(2026, 1, 1, 12, tzinfo=UTC)
-    latency = CommitLatency(service, ["in"], clock=now.timestamp)
-    observer = PrometheusObserver(service, latency=latency)
+    observer = PrometheusObserver(service, timed_inputs=["in"])
     labels = {"service": service, "topic": "in"}
+    assert sample("taxi_processing_latency_seconds_count", **labels) == 0  # declared
+    observer.transaction_committed(2)  # a transaction alone observes nothing
     assert sample("taxi_processing_latency_seconds_count", **labels) == 0
-    latency.add("in", [now - timedelta(seconds=0.2)])
-    observer.transaction_aborted("_TIMED_OUT")  # processed again, and counted then
-    assert sample("taxi_processing_latency_seconds_count", **labels) == 0
-    latency.add("in", [now - timedelta(seconds=0.2), now - timedelta(seconds=3)])
-    observer.transaction_committed(2)
+    happened = [now - timedelta(seconds=0.2), now - timedelta(seconds=3)]
+    observer.events_committed({"in": happened}, now.timestamp())
     assert sample("taxi_processing_latency_seconds_count", **labels) == 2
     assert sample("taxi_processing_latency_seconds_sum", **labels) == pytest.approx(3.2)
     assert sample("taxi_processing_latency_seconds_bucket", **labels, le="0.25") == 1
-    observer.transaction_committed(0)  # nothing pending: nothing observed twice
-    assert sample("taxi_processing_latency_seconds_count", **labels) == 2
+    # An event from the future (a skewed clock) counts as no delay, not a negative one.
+    observer.events_committed({"in": [now + timedelta(seconds=1)]}, now.timestamp())
+    assert sample("taxi_processing_latency_seconds_bucket", **labels, le="0.01") == 1
 
 
 BOUNDS = (0.01, 0.1, 0.25, 1, 10)

@@ -71,6 +71,7 @@ def test_a_batch_is_predicted_in_one_call(model):
     assert first.trip_started_at == trips[0].produced_at
     assert first.predicted_at == NOW
     assert (first.source, first.pickup_latitude) == (trips[0].source, trips[0].pickup_latitude)
+    assert result.event_times == {"new_trips": [t.produced_at for t in trips]}
 
 
 def test_bad_records_become_failures_and_the_rest_goes_on(model):

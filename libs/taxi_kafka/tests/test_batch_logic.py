@@ -84,15 +84,19 @@ def test_a_failure_without_a_reason_still_makes_a_valid_dead_letter():
 
 def test_output_records_put_dead_letters_after_the_outputs_and_report_them():
     bad = message(offset=5, value=b"?")
+    happened = [datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)]
     result = TransformResult(
-        [OutputRecord("out", b"1"), OutputRecord("out", b"2")], [Failure(bad, "x")]
+        [OutputRecord("out", b"1"), OutputRecord("out", b"2")],
+        [Failure(bad, "x")],
+        event_times={"in": happened},
     )
     records = output_records(result, "svc", "dl")
     assert [r.topic for r in records] == ["out", "out", "dl"]
     counters = Counters()
-    report_outputs(counters, records, result.failures)
+    report_outputs(counters, records, result)
     assert counters.produced_by_topic == {"out": 2, "dl": 1}
     assert counters.dead_letters_by_kind == {"invalid": 1}
+    assert counters.event_times == {"in": happened}
 
 
 def test_identity_copies_key_value_and_headers():

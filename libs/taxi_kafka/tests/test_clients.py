@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Message
@@ -54,6 +55,11 @@ def processor(config: KafkaConfig, source: str, transform, **options) -> Transac
         "batch": BatchPolicy(100, 0.2),
     }
     return TransactionalProcessor(config, **{**defaults, **options})
+
+
+def event_time(message: Message) -> datetime:
+    """A distinct time per message of a topic."""
+    return datetime.fromtimestamp(message.partition() * 1_000_000 + message.offset(), UTC)
 
 
 def drive(step, done, timeout: float = WAIT) -> None:
@@ -209,6 +215,69 @@ def test_a_second_instance_with_the_same_id_fences_the_first(kafka_cluster, make
     assert by_key(pairs(read_all(config.bootstrap_servers, sink))) == by_key(records)
 
 
+def test_the_next_batch_is_transformed_while_the_last_one_commits(kafka_config, make_topic):
+    source, sink = make_topic(), make_topic()
+    records = numbered(10)
+    produce_all(kafka_config.bootstrap_servers, source, records)
+    started, finished, seen = [], [], []
+    release = threading.Event()
+
+    def transform(messages):
+        # What the commits were doing when this batch came in; the second lets the first go on.
+        seen.append((len(started), len(finished)))
+        if len(seen) == 2:
+            release.set()
+        return identity(messages, sink)
+
+    copier = processor(kafka_config, source, transform, batch=BatchPolicy(5, 0.5))
+    commit = copier._transactions.commit
+
+    def held_commit(*args):
+        started.append(1)
+        release.wait(WAIT)
+        outcome = commit(*args)
+        finished.append(1)
+        return outcome
+
+    copier._transactions.commit = held_commit
+    try:
+        drive(copier.step, lambda: len(finished) >= 2)
+    finally:
+        copier.close()
+    assert seen[:2] == [(0, 0), (1, 0)]
+    assert by_key(pairs(read_all(kafka_config.bootstrap_servers, sink))) == by_key(records)
+
+
+def test_a_stateful_transforms_batches_take_turns(kafka_config, make_topic):
+    source, sink = make_topic(), make_topic()
+    records = numbered(10)
+    produce_all(kafka_config.bootstrap_servers, source, records)
+    batches, state = [], []
+
+    class Copy:
+        """A stateful transform that notes what was committed when each batch came in."""
+
+        def __call__(self, messages):
+            batches.append(list(state))
+            return identity(messages, sink)
+
+        def tick(self):
+            return TransformResult()
+
+        def committed(self):
+            state.append(len(batches))
+
+        def rolled_back(self):
+            pass
+
+    copier = processor(kafka_config, source, Copy(), batch=BatchPolicy(5, 0.5))
+    try:
+        drive(copier.step, lambda: len(state) >= 2)
+    finally:
+        copier.close()
+    assert batches[:2] == [[], [1]]
+
+
 def test_an_abortable_error_aborts_and_the_batch_is_redone(kafka_config, make_topic):
     source, sink = make_topic(), make_topic()
     records = numbered(300)
@@ -216,14 +285,16 @@ def test_an_abortable_error_aborts_and_the_batch_is_redone(kafka_config, make_to
     calls = []
 
     def transform(messages):
-        result = identity(messages, sink)
+        records = identity(messages, sink).records
         calls.append(len(messages))
+        # Unique stand-ins for event times, reported only once their batch commits.
+        happened = {source: [event_time(m) for m in messages]}
         if len(calls) == 1:
             # Over the topic's size limit even compressed: random bytes do not shrink. The
             # broker rejects it, and the transaction with it.
             oversized = OutputRecord(sink, random.Random(0).randbytes(2_000_000), b"big")
-            return TransformResult([*result.records, oversized])
-        return result
+            return TransformResult([*records, oversized], event_times=happened)
+        return TransformResult(records, event_times=happened)
 
     counters = Counters()
     copier = processor(
@@ -245,3 +316,6 @@ def test_an_abortable_error_aborts_and_the_batch_is_redone(kafka_config, make_to
     assert not counters.producers_recreated
     assert len(calls) == sum(counters.aborts.values()) + len(counters.batch_sizes)
     assert by_key(pairs(read_all(kafka_config.bootstrap_servers, sink))) == by_key(records)
+    assert sorted(counters.event_times[source]) == sorted(
+        event_time(m) for m in read_all(kafka_config.bootstrap_servers, source)
+    )

@@ -16,7 +16,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 
 import click
 from confluent_kafka import Message
@@ -38,7 +39,7 @@ from taxi_kafka.topics import (
 )
 from taxi_model.aggregation import Aggregation
 from taxi_model.metrics import QualityMetrics
-from taxi_services.metrics import CommitLatency, PrometheusObserver, serve_metrics
+from taxi_services.metrics import PrometheusObserver, serve_metrics
 from taxi_services.options import env_option, prefixed, service_options, topic_prefix_option
 
 log = logging.getLogger("taxi.aggregator")
@@ -89,8 +90,9 @@ class AggregateTransform:
     """The aggregator's stateful transform for TransactionalProcessor.
 
     Without new records, windows still close: `tick` moves record time on by the wall-clock
-    time since the last record, so the last window of a replay is published too. Each event's
-    time goes to `latency`, observed once the batch commits. Topic names carry `topic_prefix`.
+    time since the last record, so the last window of a replay is published too. The result
+    carries each event's time, observed as latency once the batch commits. Topic names carry
+    `topic_prefix`.
     """
 
     def __init__(
@@ -98,7 +100,6 @@ class AggregateTransform:
         new_state: AggregationFactory,
         restore: Callable[[Aggregation], None],
         clock: Callable[[], float] = time.monotonic,
-        latency: CommitLatency | None = None,
         topic_prefix: str = "",
     ) -> None:
         self._event_types = {topic_prefix + topic: kind for topic, kind in EVENT_TYPES.items()}
@@ -107,7 +108,6 @@ class AggregateTransform:
         self._new_state = new_state
         self._restore = restore
         self._clock = clock
-        self._latency = latency
         # What the last result published: its window figures become gauges once committed.
         self._published: list[ModelMetrics] = []
         # Restored when the processor says the committed state is the truth (after its
@@ -117,6 +117,7 @@ class AggregateTransform:
 
     def __call__(self, messages: Sequence[Message]) -> TransformResult:
         failures = []
+        event_times: dict[str, list[datetime]] = {}
         for message in messages:
             event_type = self._event_types.get(message.topic() or "")
             if event_type is None:
@@ -131,12 +132,11 @@ class AggregateTransform:
                 continue
             timestamp_ms = message.timestamp()[1]
             self.state.add(event, timestamp_ms)
-            if self._latency is not None:
-                self._latency.add(message.topic() or "", [event.produced_at])
+            event_times.setdefault(message.topic() or "", []).append(event.produced_at)
             self._last_record = max(self._last_record or (0, 0.0), (timestamp_ms, self._clock()))
         if self._last_record is None:
             return TransformResult((), failures)
-        return self._publish(self.state.advance(self._last_record[0]), failures)
+        return self._publish(self.state.advance(self._last_record[0]), failures, event_times)
 
     def tick(self) -> TransformResult:
         """Called when a poll brought nothing: let record time run on with the wall clock."""
@@ -170,7 +170,12 @@ class AggregateTransform:
         self._last_record = None
         self._published = []
 
-    def _publish(self, metrics: list[ModelMetrics], failures: list[Failure]) -> TransformResult:
+    def _publish(
+        self,
+        metrics: list[ModelMetrics],
+        failures: list[Failure],
+        event_times: Mapping[str, Sequence[datetime]] | None = None,
+    ) -> TransformResult:
         self._published = metrics
         records = [OutputRecord(self._metrics_topic, encode(m), m.source.encode()) for m in metrics]
         records += [
@@ -187,7 +192,7 @@ class AggregateTransform:
                     f"{m.rmsle:.4f}" if m.rmsle is not None else "-",
                     m.unmatched,
                 )
-        return TransformResult(records, failures)
+        return TransformResult(records, failures, event_times or {})
 
 
 def _set_quality(source: str, scope: str, quality: QualityMetrics) -> None:
@@ -261,11 +266,9 @@ def main(
         DEAD_LETTERS,
     )
     inputs = [predictions, trip_ends]
-    latency = CommitLatency(SERVICE, inputs)
     transform = AggregateTransform(
         new_state,
         changelog_restorer(kafka, changelog),
-        latency=latency,
         topic_prefix=topic_prefix,
     )
     processor = TransactionalProcessor(
@@ -283,7 +286,7 @@ def main(
             inputs=inputs,
             outputs=[metrics, changelog, dead_letters],
             dead_letter_reasons=[DECODE, TOPIC],
-            latency=latency,
+            timed_inputs=inputs,
         ),
     )
     stop = threading.Event()

@@ -7,8 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 
 import numpy as np
@@ -153,37 +152,6 @@ OUTCOMES = ("committed", "aborted")
 BROKER_CONNECTED = "UP"
 
 
-class CommitLatency:
-    """Event times of the records in the transaction being built, observed into
-    taxi_processing_latency_seconds once it commits: the latency a read_committed reader
-    downstream sees. An aborted transaction's records are processed again, and count then."""
-
-    def __init__(
-        self, service: str, topics: Iterable[str], clock: Callable[[], float] = time.time
-    ) -> None:
-        self._service = service
-        self._clock = clock
-        for topic in topics:
-            LATENCY.declare(service, topic)
-        self._pending: dict[str, list[float]] = {}
-
-    def add(self, topic: str, event_times: Iterable[datetime]) -> None:
-        times = self._pending.get(topic)
-        if times is None:
-            times = self._pending[topic] = []
-        times.extend(event_time.timestamp() for event_time in event_times)
-
-    def committed(self) -> None:
-        now = self._clock()
-        for topic, times in self._pending.items():
-            latencies = np.maximum(0.0, now - np.asarray(times, dtype=np.float64))
-            LATENCY.observe_many((self._service, topic), latencies)
-        self._pending.clear()
-
-    def aborted(self) -> None:
-        self._pending.clear()
-
-
 class PrometheusObserver(Observer):
     """Feeds the shared metrics from the Kafka library's reports.
 
@@ -199,11 +167,12 @@ class PrometheusObserver(Observer):
         inputs: Sequence[str] = (),
         outputs: Sequence[str] = (),
         dead_letter_reasons: Sequence[str] = (),
-        latency: CommitLatency | None = None,
+        timed_inputs: Sequence[str] = (),
     ) -> None:
         self.service = service
         self.group = group
-        self.latency = latency
+        for topic in timed_inputs:
+            LATENCY.declare(service, topic)
         for topic in inputs:
             RECORDS_CONSUMED.labels(service, topic)
             for reason in dead_letter_reasons:
@@ -240,15 +209,20 @@ class PrometheusObserver(Observer):
     def dead_lettered(self, source_topic: str, kind: str) -> None:
         DEAD_LETTERS.labels(self.service, source_topic, kind).inc()
 
+    def events_committed(
+        self, event_times: Mapping[str, Sequence[datetime]], committed_at: float
+    ) -> None:
+        """Event time to committed output: the latency a read_committed reader downstream
+        sees. An aborted batch reports nothing; it is processed again, and counts then."""
+        for topic, times in event_times.items():
+            stamps = np.fromiter((t.timestamp() for t in times), np.float64, len(times))
+            LATENCY.observe_many((self.service, topic), np.maximum(0.0, committed_at - stamps))
+
     def transaction_committed(self, records: int) -> None:
         TRANSACTIONS.labels(self.service, "committed").inc()
-        if self.latency is not None:
-            self.latency.committed()
 
     def transaction_aborted(self, reason: str) -> None:
         TRANSACTIONS.labels(self.service, "aborted").inc()
-        if self.latency is not None:
-            self.latency.aborted()
 
     def producer_recreated(self, reason: str) -> None:
         PRODUCERS_RECREATED.labels(self.service).inc()

@@ -23,7 +23,7 @@ from taxi_kafka.records import Failure, OutputRecord, TransformResult
 from taxi_kafka.shutdown import stop_on_signals
 from taxi_kafka.topics import DEAD_LETTERS, ML_PREDICTIONS, NEW_TRIPS
 from taxi_model.artifact import ModelLoadError, TripDurationModel, load_model
-from taxi_services.metrics import CommitLatency, PrometheusObserver, serve_metrics
+from taxi_services.metrics import PrometheusObserver, serve_metrics
 from taxi_services.options import (
     env_option,
     model_option,
@@ -61,7 +61,7 @@ class PredictTransform:
     """Decode a batch of trip starts, predict them in one call, encode the predictions.
 
     Records that do not decode become failures (dead letters); the rest of the batch goes on.
-    Each trip's start time goes to `latency`, observed once the batch commits.
+    The result carries each trip's start time, observed as latency once the batch commits.
     """
 
     def __init__(
@@ -71,13 +71,11 @@ class PredictTransform:
         input_topic: str = NEW_TRIPS,
         output_topic: str = ML_PREDICTIONS,
         clock: Callable[[], datetime] = utc_now,
-        latency: CommitLatency | None = None,
     ) -> None:
         self._model = model
         self._input_topic = input_topic
         self._output_topic = output_topic
         self._clock = clock
-        self._latency = latency
 
     def __call__(self, messages: Sequence[Message]) -> TransformResult:
         batch = decode_trip_starts([message.value() for message in messages])
@@ -86,8 +84,6 @@ class PredictTransform:
             for position, error in batch.errors
         ]
         trips = batch.columns
-        if self._latency is not None:
-            self._latency.add(self._input_topic, trips.produced_at)
         started = time.perf_counter()
         durations = self._model.predict(trips)
         INFERENCE_SECONDS.observe(time.perf_counter() - started)
@@ -96,7 +92,7 @@ class PredictTransform:
             OutputRecord(self._output_topic, value, trip_id.encode())
             for value, trip_id in zip(values, trips.trip_id, strict=True)
         ]
-        return TransformResult(records, failures)
+        return TransformResult(records, failures, {self._input_topic: trips.produced_at})
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,16 +144,13 @@ def main(
     group, trips, predictions, dead_letters = prefixed(
         topic_prefix, GROUP_ID, NEW_TRIPS, ML_PREDICTIONS, DEAD_LETTERS
     )
-    latency = CommitLatency(SERVICE, [trips])
     processor = TransactionalProcessor(
         kafka,
         service=SERVICE,
         instance=instance,
         group_id=group,
         input_topics=[trips],
-        transform=PredictTransform(
-            model, input_topic=trips, output_topic=predictions, latency=latency
-        ),
+        transform=PredictTransform(model, input_topic=trips, output_topic=predictions),
         dead_letter_topic=dead_letters,
         batch=BatchPolicy(max_messages=batch_size, max_wait=batch_wait),
         observer=PrometheusObserver(
@@ -166,7 +159,7 @@ def main(
             inputs=[trips],
             outputs=[predictions, dead_letters],
             dead_letter_reasons=[DECODE],
-            latency=latency,
+            timed_inputs=[trips],
         ),
     )
     stop = threading.Event()

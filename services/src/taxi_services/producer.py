@@ -93,7 +93,7 @@ def run_replay(
             checkpoint_record(name, replay.checkpoint(), topic_prefix),
         ]
         if producer.commit(records):
-            report_outputs(observer, records, ())
+            report_outputs(observer, records)
             observer.batch_processed(len(step.started) + len(step.finished))
             committed = replay.checkpoint()
             if progress is not None:

@@ -80,7 +80,7 @@ class ConsumerLoop:
             raise DeliveryError(f"outputs of a batch undelivered after {DELIVERY_TIMEOUT:.0f} s")
         if self._producer.stats.failed > failed_before:
             raise DeliveryError(f"output delivery failed: {self._producer.stats.last_error}")
-        report_outputs(self._observer, records, result.failures)
+        report_outputs(self._observer, records, result)
         # A rebalance inside consume() may have taken partitions of this very batch.
         self._pending.add(next_offsets(messages))
         self._pending.keep_only(self._consumer.assignment())

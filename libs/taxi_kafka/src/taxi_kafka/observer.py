@@ -1,16 +1,20 @@
 """The facts the clients report, for metrics: an interface and a counting implementation.
 
 Services subclass `Observer` (every method is a no-op by default) to feed Prometheus, without the
-library knowing about it. Observers are called from the thread that drives the client.
+library knowing about it. Observers are called from the thread that drives the client, except
+what a processor's transactions report (transaction_committed, transaction_aborted,
+producer_recreated, delivery_failed): that comes from the thread they commit on.
 """
 
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from taxi_kafka.records import Failure, OutputRecord, PartitionKey, count_by_topic
+from taxi_kafka.records import OutputRecord, PartitionKey, TransformResult, count_by_topic
 
 
 class Observer:
@@ -24,6 +28,13 @@ class Observer:
 
     def batch_processed(self, size: int) -> None:
         """A batch of `size` consumed records was processed and its offsets committed."""
+
+    def events_committed(
+        self, event_times: Mapping[str, Sequence[datetime]], committed_at: float
+    ) -> None:
+        """The outputs of inputs whose events happened at `event_times` (per input topic)
+        became visible downstream at `committed_at` (epoch seconds): delivered, or committed in
+        a transaction."""
 
     def lag(self, lags: Mapping[PartitionKey, int]) -> None:
         """Consumer lag per assigned partition, from the client's statistics."""
@@ -68,6 +79,9 @@ class Counters(Observer):
     producers_recreated: collections.Counter[str] = field(default_factory=collections.Counter)
     delivery_errors: collections.Counter[str] = field(default_factory=collections.Counter)
     rebalances: list[tuple[str, tuple[PartitionKey, ...]]] = field(default_factory=list)
+    event_times: collections.defaultdict[str, list[datetime]] = field(
+        default_factory=lambda: collections.defaultdict(list)
+    )
 
     def consumed(self, topic: str, count: int) -> None:
         self.consumed_by_topic[topic] += count
@@ -77,6 +91,12 @@ class Counters(Observer):
 
     def batch_processed(self, size: int) -> None:
         self.batch_sizes.append(size)
+
+    def events_committed(
+        self, event_times: Mapping[str, Sequence[datetime]], committed_at: float
+    ) -> None:
+        for topic, times in event_times.items():
+            self.event_times[topic].extend(times)
 
     def lag(self, lags: Mapping[PartitionKey, int]) -> None:
         self.last_lag = dict(lags)
@@ -101,10 +121,19 @@ class Counters(Observer):
 
 
 def report_outputs(
-    observer: Observer, records: Sequence[OutputRecord], failures: Sequence[Failure]
+    observer: Observer,
+    records: Sequence[OutputRecord],
+    result: TransformResult | None = None,
+    committed_at: float | None = None,
 ) -> None:
-    """Tell the observer what a batch produced and which records it dead-lettered."""
+    """Tell the observer what a committed batch produced (`records`: its outputs and dead
+    letters) and, given the transform's `result`, which inputs it dead-lettered and when their
+    events happened; `committed_at` (epoch seconds) defaults to now."""
     for topic, count in count_by_topic(records).items():
         observer.produced(topic, count)
-    for failure in failures:
+    if result is None:
+        return
+    for failure in result.failures:
         observer.dead_lettered(failure.message.topic() or "", failure.kind)
+    if result.event_times:
+        observer.events_committed(result.event_times, committed_at or time.time())

@@ -9,12 +9,17 @@ read_committed, so they never see an aborted or pending batch.
   membership is dynamic: with a static group.instance.id, a coordinator failover while a broker
   died fenced the live member (FENCED_INSTANCE_ID) and stopped it. A restarted instance gets
   its partitions back once the dead member's session (10 s) expires.
-- Rebalances. A transaction is never open while consume() runs, and rebalance callbacks only run
-  inside consume(), so no revocation can cut into a transaction. A batch during which partitions
-  were revoked or lost is dropped and its partitions rewound to their committed offsets:
-  consume() may hand over messages fetched under the old assignment. Newly assigned partitions
-  start from their committed offsets (read with require_stable under read_committed, so never
-  a pending one).
+- Overlap. A stateless transform's batches overlap: while one batch's transaction commits on a
+  background thread (librdkafka waits for the brokers without holding the GIL), the next batch is
+  consumed and transformed; its transaction begins once the last one settled. A batch whose
+  predecessor failed to commit is dropped, and both are redone from the committed offsets. A
+  stateful transform's state must match its committed offsets, so its batches take turns.
+- Rebalances. Rebalance callbacks only run inside consume(), and a revocation first waits for a
+  committing transaction to settle, so no revocation cuts into one. A batch during which
+  partitions were revoked or lost is dropped and its partitions rewound to their committed
+  offsets: consume() may hand over messages fetched under the old assignment. Newly assigned
+  partitions start from their committed offsets (read with require_stable under
+  read_committed, so never a pending one).
 - Errors. The TransactionalProducer (taxi_kafka.transactions) aborts on an abortable error, and
   replaces its producer when the transaction's fate is unknown (a fatal error, a commit or abort
   timeout: librdkafka lacks KIP-890; a send_offsets_to_transaction() stuck after the group
@@ -32,16 +37,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from taxi_kafka.config import KafkaConfig
 from taxi_kafka.consumer import KafkaConsumer
+from taxi_kafka.deadline import BackgroundCall
 from taxi_kafka.observer import Observer, report_outputs
 from taxi_kafka.policy import BatchPolicy
 from taxi_kafka.records import (
+    OutputRecord,
     PartitionKey,
     StatefulTransform,
     Transform,
+    TransformResult,
     first_offsets,
     next_offsets,
     output_records,
@@ -52,6 +61,18 @@ from taxi_kafka.topics import DEAD_LETTERS
 from taxi_kafka.transactions import Timeouts, TransactionalProducer, instance_id
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Committing:
+    """A batch whose transaction is committing on a background thread."""
+
+    commit: BackgroundCall[bool]
+    result: TransformResult
+    records: Sequence[OutputRecord]
+    consumed: int
+    # Where each of its partitions began: the rewind targets should the commit fail.
+    uncommitted_from: Mapping[PartitionKey, int]
 
 
 class TransactionalProcessor:
@@ -95,6 +116,8 @@ class TransactionalProcessor:
         self._uncommitted_from: dict[PartitionKey, int] = {}
         self._rebalanced = False
         self._stateful = transform if isinstance(transform, StatefulTransform) else None
+        self._committing: _Committing | None = None
+        self._committed_inputs = 0
         # A stateful transform restores its committed state before its first batch.
         self._state_void = True
         self._transactions = TransactionalProducer(
@@ -106,7 +129,7 @@ class TransactionalProcessor:
             name=f"{service} producer",
         )
 
-    # -- rebalances (called inside consume(), never during a transaction) -------------------
+    # -- rebalances (called inside consume(), never while a transaction is open) -----------
 
     def on_assign(self, partitions: Sequence[PartitionKey]) -> None:
         """New partitions start from their committed offsets, and what consume() returns after
@@ -114,6 +137,8 @@ class TransactionalProcessor:
         self._state_void = True
 
     def on_revoke(self, partitions: Sequence[PartitionKey]) -> None:
+        # The committing batch settles before its partitions go; should it fail, step() rewinds.
+        self._settle()
         self._rebalanced = True
         self._state_void = True
         for key in partitions:
@@ -124,45 +149,87 @@ class TransactionalProcessor:
     # -- the loop --------------------------------------------------------------------------
 
     def step(self) -> int:
-        """Process one batch in one transaction; returns how many input records it committed."""
+        """Process one batch in one transaction; returns how many input records were committed
+        meanwhile (with overlapping batches, those of the batch before)."""
+        committed_before = self._committed_inputs
+        self._process_batch()
+        return self._committed_inputs - committed_before
+
+    def _process_batch(self) -> None:
         self._rebalanced = False
         messages = self._consumer.consume(self._batch.max_messages, self._batch.max_wait)
-        if not messages:
-            if self._stateful is not None and not self._rebalanced:
-                self._commit_tick(self._stateful)
-            return 0
         for key, offset in first_offsets(messages).items():
             self._uncommitted_from.setdefault(key, offset)
         if self._rebalanced:
-            log.info("dropping a batch of %d split by a rebalance; rewinding", len(messages))
+            if messages:
+                log.info("dropping a batch of %d split by a rebalance; rewinding", len(messages))
             self._rewind()
-            return 0
+            return
+        if not messages:
+            if not self._settle():
+                self._rewind()
+            elif self._stateful is not None:
+                self._commit_tick(self._stateful)
+            return
         self._restore_state()
         try:
             result = self._transform(messages)
         except Exception:
             # Whoever catches this and steps on must get the batch again, not the next one.
+            self._settle()
             self._rewind()
             raise
+        if not self._settle():
+            self._rewind()
+            return
         records = output_records(result, self._service, self._dead_letter_topic)
         offsets = next_offsets(messages)
-        if not self._transactions.commit(records, offsets, self._consumer.group_metadata()):
+        group_metadata = self._consumer.group_metadata()
+        self._committing = _Committing(
+            BackgroundCall(
+                lambda: self._transactions.commit(records, offsets, group_metadata),
+                what=f"{self._service} commit",
+            ),
+            result,
+            records,
+            len(messages),
+            self._uncommitted_from,
+        )
+        self._uncommitted_from = {}
+        if self._stateful is not None and not self._settle():
             self._rewind()
-            return 0
-        self._uncommitted_from.clear()
+
+    def _settle(self) -> bool:
+        """Wait for the committing batch, if any; False if it failed, its offsets then being
+        left to rewind. Raises FencedError if a newer instance took over."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return True
+        if not committing.commit.result():
+            # Its messages came before anything consumed since.
+            self._uncommitted_from.update(committing.uncommitted_from)
+            self._state_void = True
+            return False
+        self._committed_inputs += committing.consumed
         if self._stateful is not None:
             self._stateful.committed()
-        report_outputs(self._observer, records, result.failures)
-        self._observer.batch_processed(len(messages))
-        return len(messages)
+        report_outputs(
+            self._observer, committing.records, committing.result, committing.commit.finished_at
+        )
+        self._observer.batch_processed(committing.consumed)
+        return True
 
     def run(self, stop: threading.Event) -> None:
-        """Process batches until `stop` is set (the batch in hand is committed first); close."""
+        """Process batches until `stop` is set (the batches in hand are committed first);
+        close."""
         run_until_stopped(stop, self.step, self.close)
 
     def close(self) -> None:
-        self._consumer.close()
-        self._transactions.close()
+        try:
+            self._settle()
+        finally:
+            self._consumer.close()
+            self._transactions.close()
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -174,11 +241,12 @@ class TransactionalProcessor:
     def _commit_tick(self, transform: StatefulTransform) -> None:
         """Let a stateful transform emit on a quiet poll, in a transaction of its own."""
         self._restore_state()
-        records = output_records(transform.tick(), self._service, self._dead_letter_topic)
+        result = transform.tick()
+        records = output_records(result, self._service, self._dead_letter_topic)
         if not records:
             return
         if self._transactions.commit(records):
-            report_outputs(self._observer, records, ())
+            report_outputs(self._observer, records, result)
             transform.committed()
         else:
             self._state_void = True

@@ -45,6 +45,9 @@ class Failure:
 class TransformResult:
     records: Sequence[OutputRecord] = ()
     failures: Sequence[Failure] = field(default_factory=tuple)
+    # When the inputs' events happened, per input topic: reported once the batch commits
+    # (Observer.events_committed), the moment read_committed readers downstream can see it.
+    event_times: Mapping[str, Sequence[datetime]] = field(default_factory=dict)
 
 
 Transform = Callable[[Sequence[Message]], TransformResult]
