@@ -129,7 +129,7 @@ class TransactionalProcessor:
             name=f"{service} producer",
         )
 
-    # -- rebalances (called inside consume(), never while a transaction is open) -----------
+    # -- rebalances (called inside consume(); a committing batch settles first) ------------
 
     def on_assign(self, partitions: Sequence[PartitionKey]) -> None:
         """New partitions start from their committed offsets, and what consume() returns after
