@@ -208,7 +208,6 @@ class TransactionalProcessor:
         if not committing.commit.result():
             # Its messages came before anything consumed since.
             self._uncommitted_from.update(committing.uncommitted_from)
-            self._state_void = True
             return False
         self._committed_inputs += committing.consumed
         if self._stateful is not None:
