@@ -314,7 +314,10 @@ def test_an_abortable_error_aborts_and_the_batch_is_redone(kafka_config, make_to
     assert counters.aborts["MSG_SIZE_TOO_LARGE"] == 1
     assert set(counters.aborts) <= {"MSG_SIZE_TOO_LARGE", "OUT_OF_ORDER_SEQUENCE_NUMBER"}
     assert not counters.producers_recreated
-    assert len(calls) == sum(counters.aborts.values()) + len(counters.batch_sizes)
+    # Each batch is transformed once per transaction it went into, plus at most once more when
+    # it was transformed behind a commit that then failed, and dropped with it unbegun.
+    transactions = sum(counters.aborts.values()) + len(counters.batch_sizes)
+    assert transactions <= len(calls) <= transactions + sum(counters.aborts.values())
     assert by_key(pairs(read_all(kafka_config.bootstrap_servers, sink))) == by_key(records)
     assert sorted(counters.event_times[source]) == sorted(
         event_time(m) for m in read_all(kafka_config.bootstrap_servers, source)
