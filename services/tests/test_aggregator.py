@@ -1,5 +1,7 @@
 """The aggregator's transform on hand-made messages, with an in-memory changelog."""
 
+import json
+
 import pytest
 from confluent_kafka import Message
 
@@ -107,9 +109,13 @@ def test_idle_ticks_close_the_last_window(changelog):
     transform = make(changelog, clock)
     transform([message("ml_predictions", encode(prediction(1)), 1_000)])
     transform([message("finished_trips", encode(finish(1)), 2_000)])
-    assert metrics_of(transform.tick()) == []
-    clock.now += 10.5  # record time now 12.5 s: past the window's end plus grace
-    assert [m.count for m in metrics_of(transform.tick())] == [1, 1]
+    clock.now += 5.0
+    assert not transform.tick().records  # nothing closed: no transaction of its own
+    clock.now += 5.5  # record time now 12.5 s: past the window's end plus grace
+    closed = transform.tick()
+    assert [m.count for m in metrics_of(closed)] == [1, 1]
+    windows = [r for r in closed.records if r.key == b"windows"]
+    assert [json.loads(r.value)["watermark_ms"] for r in windows] == [12_500]
 
 
 def test_a_rollback_returns_to_the_committed_state(changelog):

@@ -144,7 +144,13 @@ class AggregateTransform:
             return TransformResult()
         record_ms, seen_at = self._last_record
         now_ms = record_ms + int((self._clock() - seen_at) * 1000)
-        return self._publish(self.state.advance(now_ms), [])
+        metrics = self.state.advance(now_ms)
+        if not metrics:
+            # Nothing to publish: the moved watermark (and any expiry) rides with the next
+            # transaction rather than one of its own every idle poll. Lost in a crash, it is
+            # worked out again from the records.
+            return TransformResult()
+        return self._publish(metrics, [])
 
     def committed(self) -> None:
         """The last result's transaction committed: its figures are now public."""
