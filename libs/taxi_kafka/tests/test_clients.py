@@ -278,6 +278,54 @@ def test_a_stateful_transforms_batches_take_turns(kafka_config, make_topic):
     assert batches[:2] == [[], [1]]
 
 
+def test_a_stateful_transform_restores_its_state_only_once_assigned(kafka_config, make_topic):
+    source, sink = make_topic(), make_topic()
+    produce_all(kafka_config.bootstrap_servers, source, numbered(10))
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    # A member that stops polling holds the group's next rebalance up until its poll interval
+    # runs out (as a killed one does until its session does): the processor's polls meanwhile
+    # come back empty, with nothing assigned.
+    silent = KafkaConsumer(
+        kafka_config,
+        group,
+        [source],
+        settings={"session.timeout.ms": 6000, "max.poll.interval.ms": 6000},
+    )
+    drive(lambda: silent.consume(1, 0.2), lambda: bool(silent.assignment()))
+    restored_while, committed = [], []
+
+    class Copy:
+        def __call__(self, messages):
+            return identity(messages, sink)
+
+        def tick(self):
+            return TransformResult()
+
+        def committed(self):
+            committed.append(1)
+
+        def rolled_back(self):
+            restored_while.append(copier._consumer.assignment())
+
+    copier = processor(kafka_config, source, Copy(), group_id=group, batch=BatchPolicy(5, 0.2))
+    unassigned_polls = 0
+
+    def step():
+        nonlocal unassigned_polls
+        unassigned_polls += not copier._consumer.assignment()
+        copier.step()
+
+    try:
+        drive(step, lambda: len(committed) >= 2)
+    finally:
+        copier.close()
+        silent.close()
+    assert unassigned_polls > 1
+    # Restored for each assignment, never on the polls before one: it would be voided again.
+    assert restored_while
+    assert all(restored_while)
+
+
 def test_an_abortable_error_aborts_and_the_batch_is_redone(kafka_config, make_topic):
     source, sink = make_topic(), make_topic()
     records = numbered(300)

@@ -239,6 +239,8 @@ class TransactionalProcessor:
 
     def _commit_tick(self, transform: StatefulTransform) -> None:
         """Let a stateful transform emit on a quiet poll, in a transaction of its own."""
+        if not self._consumer.assignment():
+            return  # no state to restore yet: the assignment would void it again
         self._restore_state()
         result = transform.tick()
         records = output_records(result, self._service, self._dead_letter_topic)
