@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from confluent_kafka import Message
+from sample_data import add_data_option, sample_trips
 
 from taxi_events import Prediction, TripFinished, decode, encode
 from taxi_events import testing as events
 from taxi_kafka.topics import FINISHED_TRIPS, ML_PREDICTIONS
 from taxi_model.aggregation import Aggregation
-from taxi_model.data import read_trips
-from taxi_model.synth import generate_trips
 from taxi_services.aggregator import AggregateTransform
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/nyc-taxi/train-sample0.05.csv.gz"
 RATE = 2_000  # trips a second of record time: the top rate of `taxi bench` (d)
 END_AFTER_MS = 3_000  # a trip's end follows its start by this much, as the producers replay it
 # The aggregator's defaults: 120 s TTL, 10 s windows, 2 s grace.
@@ -40,10 +37,7 @@ TARGET_EVENTS_PER_S = 2 * RATE
 
 def durations(path: Path, trips: int) -> tuple[np.ndarray, str]:
     """Real trip durations (or synthetic ones), repeated to `trips`."""
-    if path.is_file():
-        frame, description = read_trips(path).frame, str(path)
-    else:
-        frame, description = generate_trips(rows=trips, seed=1), f"synthetic rows={trips}"
+    frame, description = sample_trips(path, trips)
     seconds = frame["trip_duration"].to_numpy(dtype=np.float64)
     return np.resize(seconds, trips), description
 
@@ -104,8 +98,7 @@ def decode_us(messages: Sequence[Message]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = Path(os.environ.get("TAXI_SAMPLE_DATA", SAMPLE))
-    parser.add_argument("--data", type=Path, default=default_data, help="train CSV")
+    add_data_option(parser)
     parser.add_argument("--trips", type=int, default=50_000, help="trips in the stream")
     parser.add_argument("--batch", type=int, default=1_000, help="messages per batch")
     args = parser.parse_args()

@@ -12,29 +12,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import timeit
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sample_data import add_data_option, sample_trips
+
 from taxi_events import TripStarted, decode, encode
 from taxi_events.columns import decode_trip_starts, encode_predictions, prediction_for
-from taxi_model.data import read_trips
 from taxi_model.replay import Replay
-from taxi_model.synth import generate_trips
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/nyc-taxi/train-sample0.05.csv.gz"
 MODEL_VERSION = "bench"
 
 
 def trip_start_values(path: Path, records: int) -> tuple[list[bytes], str]:
     """Encoded TripStarted records, as the producer writes them."""
-    if path.is_file():
-        frame, description = read_trips(path).frame.head(records), str(path)
-    else:
-        frame, description = generate_trips(rows=records, seed=1), f"synthetic rows={records}"
-    replay = Replay(frame, "train")
+    frame, description = sample_trips(path, records)
+    replay = Replay(frame.head(records), "train")
     started = replay.step(now_ms=0, max_starts=records).started
     return [encode(trip) for trip in started], description
 
@@ -46,8 +41,7 @@ def fastest_us_per_record(run: Callable[[], object], records: int, repeat: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = Path(os.environ.get("TAXI_SAMPLE_DATA", SAMPLE))
-    parser.add_argument("--data", type=Path, default=default_data, help="train CSV")
+    add_data_option(parser)
     parser.add_argument("--records", type=int, default=20_000, help="records per batch")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs; the fastest counts")
     args = parser.parse_args()

@@ -10,28 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pandas as pd
+from sample_data import add_data_option, sample_trips
 
-from taxi_model.data import read_trips
 from taxi_model.features import INPUT_COLUMNS
-from taxi_model.synth import generate_trips
 from taxi_model.training import train_model
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/nyc-taxi/train-sample0.05.csv.gz"
 BATCH = 10_000
-
-
-def load_trips(path: Path | None) -> tuple[pd.DataFrame, str]:
-    path = path or Path(os.environ.get("TAXI_SAMPLE_DATA", SAMPLE))
-    if path.is_file():
-        return read_trips(path).frame, str(path)
-    return generate_trips(rows=73_177, seed=1), "synthetic rows=73177 seed=1"
+SAMPLE_ROWS = 73_177  # the real sample's rows: the synthetic stand-in has as many
 
 
 def timed(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -45,11 +35,11 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None, help="train CSV (default: real sample)")
+    add_data_option(parser)
     parser.add_argument("--single-rows", type=int, default=200, help="rows predicted one by one")
     args = parser.parse_args()
 
-    trips, description = load_trips(args.data)
+    trips, description = sample_trips(args.data, SAMPLE_ROWS)
     started = time.perf_counter()
     result = train_model(trips, description)
     training_s = time.perf_counter() - started

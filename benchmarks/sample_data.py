@@ -1,0 +1,32 @@
+"""The trips the component benchmarks run on: the real Kaggle sample next to the project
+(`TAXI_SAMPLE_DATA` or `--data` to point elsewhere), else synthetic trips of the same schema."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from taxi_model.data import read_trips
+from taxi_model.synth import generate_trips
+
+SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/nyc-taxi/train-sample0.05.csv.gz"
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("TAXI_SAMPLE_DATA", SAMPLE)),
+        help="train CSV (default: the real sample; synthetic trips when it is missing)",
+    )
+
+
+def sample_trips(path: Path, synthetic_rows: int) -> tuple[pd.DataFrame, str]:
+    """The trips of `path`, or `synthetic_rows` synthetic ones if there is no such file; and
+    which, for the report."""
+    if path.is_file():
+        return read_trips(path).frame, str(path)
+    return generate_trips(rows=synthetic_rows, seed=1), f"synthetic rows={synthetic_rows}"
