@@ -16,12 +16,12 @@ ENDED = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
 def test_a_prediction_then_its_end_make_a_finished_trip():
     board = TripBoard()
     board.predicted(prediction("t1", predicted_duration=600.0))
-    trip = board.get("t1")
+    trip = board.get(("train", "t1"))
     assert trip is not None
     assert not trip.finished
     assert trip.error is None
     board.finished(trip_finished("t1", trip_duration=500.0, produced_at=ENDED))
-    trip = board.get("t1")
+    trip = board.get(("train", "t1"))
     assert trip is not None
     assert trip.finished
     assert trip.actual_duration == 500.0
@@ -36,7 +36,7 @@ def test_an_end_read_before_its_prediction_waits_for_it():
     assert len(board) == 0
     assert board.waiting_ends == 1
     board.predicted(prediction("t1", source="test"))
-    trip = board.get("t1")
+    trip = board.get(("test", "t1"))
     assert trip is not None
     assert trip.finished
     assert trip.is_estimate
@@ -49,7 +49,7 @@ def test_events_read_twice_change_nothing():
     board.finished(trip_finished("t1", trip_duration=500.0, produced_at=ENDED))
     board.predicted(prediction("t1", predicted_duration=999.0))
     board.finished(trip_finished("t1", trip_duration=1.0))
-    trip = board.get("t1")
+    trip = board.get(("train", "t1"))
     assert trip is not None
     assert (trip.predicted_duration, trip.actual_duration, trip.finished_at) == (600, 500, ENDED)
 
@@ -78,25 +78,37 @@ def test_memory_is_bounded_by_the_capacity():
     assert [t.trip_id for t in board.trips()] == [f"p{i}" for i in range(90, 100)]
 
 
-trip_ids = st.lists(st.text("abcdef0123456789", min_size=1, max_size=8), unique=True, max_size=30)
+# Few ids over both sources, so the same id often names a train trip and a test trip.
+trips = st.lists(
+    st.tuples(st.sampled_from(["train", "test"]), st.text("ab", min_size=1, max_size=3)),
+    unique=True,
+    max_size=30,
+)
 
 
-@given(data=st.data(), ids=trip_ids)
-def test_every_trip_with_both_events_ends_up_finished_whatever_the_order(data, ids):
-    events = [("prediction", i) for i in ids] + [("end", i) for i in ids]
+@given(data=st.data(), trips=trips)
+def test_every_trip_with_both_events_ends_up_finished_whatever_the_order(data, trips):
+    events = [("prediction", t) for t in trips] + [("end", t) for t in trips]
     order = data.draw(st.permutations(events))
-    board = TripBoard(capacity=max(len(ids), 1))
-    for kind, trip_id in order:
-        # Durations tied to the id, so a mix-up between trips would show.
-        duration = float(len(trip_id) * 100)
+    board = TripBoard(capacity=max(len(trips), 1))
+
+    def duration(source: str, trip_id: str) -> float:
+        # Tied to the trip, so a mix-up between trips would show.
+        return float(len(trip_id) * 100 + (source == "test"))
+
+    for kind, (source, trip_id) in order:
         if kind == "prediction":
-            board.predicted(prediction(trip_id, predicted_duration=duration + 1))
+            board.predicted(
+                prediction(trip_id, source=source, predicted_duration=duration(source, trip_id) + 1)
+            )
         else:
-            board.finished(trip_finished(trip_id, trip_duration=duration))
-    assert {t.trip_id for t in board.trips()} == set(ids)
+            board.finished(
+                trip_finished(trip_id, source=source, trip_duration=duration(source, trip_id))
+            )
+    assert {(t.source, t.trip_id) for t in board.trips()} == set(trips)
     for trip in board.trips():
         assert trip.finished
-        assert trip.actual_duration == len(trip.trip_id) * 100
+        assert trip.actual_duration == duration(trip.source, trip.trip_id)
         assert trip.error == 1.0
     assert board.waiting_ends == 0
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from taxi_dashboard.buffers import BoundedMap
-from taxi_events import Prediction, Source, TripFinished
+from taxi_events import Prediction, Source, TripFinished, TripKey, trip_key
 
 DEFAULT_TRIPS = 5_000
 
@@ -87,29 +87,31 @@ class TripBoard:
     """
 
     def __init__(self, capacity: int = DEFAULT_TRIPS) -> None:
-        self._trips: BoundedMap[str, LiveTrip] = BoundedMap(capacity)
-        self._early_ends: BoundedMap[str, TripFinished] = BoundedMap(capacity)
+        self._trips: BoundedMap[TripKey, LiveTrip] = BoundedMap(capacity)
+        self._early_ends: BoundedMap[TripKey, TripFinished] = BoundedMap(capacity)
 
     def predicted(self, prediction: Prediction) -> None:
-        if prediction.trip_id in self._trips:
+        key = trip_key(prediction)
+        if key in self._trips:
             return
         trip = LiveTrip.of(prediction)
-        early = self._early_ends.pop(prediction.trip_id)
-        self._trips.put(trip.trip_id, trip if early is None else trip.ended(early))
+        early = self._early_ends.pop(key)
+        self._trips.put(key, trip if early is None else trip.ended(early))
 
     def finished(self, finish: TripFinished) -> None:
-        trip = self._trips.get(finish.trip_id)
+        key = trip_key(finish)
+        trip = self._trips.get(key)
         if trip is None:
-            self._early_ends.put(finish.trip_id, finish)
+            self._early_ends.put(key, finish)
         elif not trip.finished:
-            self._trips.put(trip.trip_id, trip.ended(finish))
+            self._trips.put(key, trip.ended(finish))
 
     def trips(self) -> list[LiveTrip]:
         """Every trip held, least recently changed first."""
         return self._trips.values()
 
-    def get(self, trip_id: str) -> LiveTrip | None:
-        return self._trips.get(trip_id)
+    def get(self, key: TripKey) -> LiveTrip | None:
+        return self._trips.get(key)
 
     def __len__(self) -> int:
         return len(self._trips)

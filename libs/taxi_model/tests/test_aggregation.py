@@ -13,9 +13,15 @@ from taxi_model.metrics import quality_metrics
 from taxi_model.windows import WindowedQuality
 
 
+# Trips 2k (test) and 2k + 1 (train) share the id t<k>: the two sources number their trips
+# independently, as real Kaggle train rows beside synthetic test rows do.
+def trip_id(n: int) -> str:
+    return f"t{n // 2}"
+
+
 def prediction(n: int) -> Prediction:
     return events.prediction(
-        f"t{n}",
+        trip_id(n),
         source="train" if n % 2 else "test",
         predicted_duration=300.0 + 7 * n,
         model_version="m1",
@@ -24,7 +30,7 @@ def prediction(n: int) -> Prediction:
 
 def finish(n: int) -> TripFinished:
     return events.trip_finished(
-        f"t{n}",
+        trip_id(n),
         source="train" if n % 2 else "test",
         trip_duration=200.0 + 13 * n,
         is_estimate=n % 2 == 0,
@@ -40,8 +46,9 @@ def replay_changes(changelog: dict[str, bytes | None]) -> Aggregation:
 
 def test_cumulative_metrics_equal_an_offline_evaluation():
     agg = Aggregation.create(ttl_ms=60_000, window_ms=10_000, grace_ms=2_000)
-    for n in range(200):
+    for n in range(200):  # every prediction waits, its id shared with the other source's
         agg.add(prediction(n), 1_000 + n * 10)
+    for n in range(200):
         agg.add(finish(n), 3_000 + n * 10)
     published = agg.advance(10**7)
     cumulative = {m.source: m for m in published if m.scope == "cumulative"}
@@ -109,7 +116,7 @@ def test_the_changelog_rebuilds_the_exact_state(batches):
         agg.advance(clock)
         changelog.update(agg.take_changes())
     rebuilt = replay_changes(changelog)
-    key = attrgetter("event.trip_id")
+    key = attrgetter("event.source", "event.trip_id")
     assert sorted(rebuilt.join.pending(), key=key) == sorted(agg.join.pending(), key=key)
     assert rebuilt.windows == agg.windows
     assert without_times(rebuilt.advance(10**9)) == without_times(agg.advance(10**9))
@@ -117,3 +124,10 @@ def test_the_changelog_rebuilds_the_exact_state(batches):
 
 def without_times(metrics: list) -> list:
     return [attrs.evolve(m, produced_at=events.PRODUCED) for m in metrics]
+
+
+@pytest.mark.parametrize("key", ["join/t1", "join/other/t1", "join/train/", "states"])
+def test_a_changelog_key_it_does_not_know_is_refused(key):
+    agg = Aggregation.create(ttl_ms=60_000, window_ms=10_000, grace_ms=2_000)
+    with pytest.raises(ValueError, match="Delete its changelog topic"):
+        agg.apply_change(key, None)

@@ -47,6 +47,18 @@ def test_unmatched_sides_expire_after_the_ttl():
     assert join.add(finish("a"), 16_000) is None  # its prediction is gone
 
 
+def test_the_sources_trips_never_match_each_other():
+    # Real Kaggle train rows beside synthetic test rows can share an id (id1436027 did).
+    join = TripJoin(ttl_ms=60_000)
+    join.add(prediction("id1436027"), 1_000)
+    assert join.add(events.trip_finished("id1436027", source="test"), 1_100) is None
+    assert join.add(events.prediction("id1436027", source="test"), 1_200) is not None
+    matched = join.add(finish("id1436027"), 1_300)
+    assert matched is not None
+    assert matched.source == "train"
+    assert len(join) == 0
+
+
 trip_ids = st.lists(st.text("abcdef", min_size=1, max_size=4), unique=True, max_size=30)
 
 
@@ -58,4 +70,33 @@ def test_any_order_of_arrival_gives_the_same_matches(ids, data):
     matches = [m for i, event in enumerate(order) if (m := join.add(event, i)) is not None]
     assert sorted(m.trip_id for m in matches) == sorted(ids)
     assert all((m.predicted_duration, m.actual_duration) == (600.0, 660.0) for m in matches)
+    assert len(join) == 0
+
+
+# Few ids over both sources, so the same id often names a train trip and a test trip.
+trips = st.lists(
+    st.tuples(st.sampled_from(["train", "test"]), st.text("ab", min_size=1, max_size=2)),
+    unique=True,
+    max_size=12,
+)
+
+
+@given(trips, st.data())
+def test_each_trip_matches_its_own_source(trips, data):
+    def seconds(source: str) -> float:
+        return 600.0 if source == "train" else 900.0
+
+    arrivals = [
+        side(trip_id, source=source, **{field: seconds(source)})
+        for source, trip_id in trips
+        for side, field in (
+            (events.prediction, "predicted_duration"),
+            (events.trip_finished, "trip_duration"),
+        )
+    ]
+    join = TripJoin(ttl_ms=10**12)
+    order = data.draw(st.permutations(arrivals))
+    matches = [m for i, event in enumerate(order) if (m := join.add(event, i)) is not None]
+    assert sorted((m.source, m.trip_id) for m in matches) == sorted(trips)
+    assert all(m.predicted_duration == m.actual_duration == seconds(m.source) for m in matches)
     assert len(join) == 0

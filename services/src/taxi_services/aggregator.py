@@ -1,7 +1,8 @@
 """The aggregator: joins predictions with trip ends and publishes model quality.
 
-Consumes `ml_predictions` and `finished_trips` (read_committed), matches them by trip_id, and
-publishes ModelMetrics per source to `model_metrics` for every tumbling window and cumulatively.
+Consumes `ml_predictions` and `finished_trips` (read_committed), matches them by trip (source and
+trip_id), and publishes ModelMetrics per source to `model_metrics` for every tumbling window and
+cumulatively.
 Its state (waiting sides, open windows, cumulative figures) changes only through
 `aggregator_changelog`, written in the same transaction as the outputs and input offsets, so a
 restart rebuilds exactly the state that goes with the committed offsets.

@@ -20,7 +20,9 @@ from taxi_events.events import (
     Scope,
     Source,
     TripFinished,
+    TripKey,
     TripStarted,
+    trip_key,
 )
 
 __all__ = [
@@ -40,7 +42,9 @@ __all__ = [
     "Scope",
     "Source",
     "TripFinished",
+    "TripKey",
     "TripStarted",
     "decode",
     "encode",
+    "trip_key",
 ]

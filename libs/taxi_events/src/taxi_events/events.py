@@ -279,6 +279,15 @@ class Prediction:
     produced_at: datetime = attrs.field(factory=_utc_now, validator=_utc_time)
 
 
+# A trip is its source and trip_id together: the train and test replays number their trips
+# independently, so real Kaggle train rows beside synthetic test rows can share an id.
+TripKey = tuple[Source, str]
+
+
+def trip_key(event: TripStarted | TripFinished | Prediction) -> TripKey:
+    return (event.source, event.trip_id)
+
+
 @attrs.frozen(kw_only=True)
 class ModelMetrics:
     """Prediction quality for one source, over a time window or since the start (`model_metrics`).

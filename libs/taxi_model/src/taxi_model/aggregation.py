@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast, get_args
 
 import attrs
 
-from taxi_events import ModelMetrics, Prediction, Scope, Source, TripFinished, decode, encode
+from taxi_events import (
+    ModelMetrics,
+    Prediction,
+    Scope,
+    Source,
+    TripFinished,
+    TripKey,
+    decode,
+    encode,
+    trip_key,
+)
 from taxi_model.join import Pending, TripJoin
 from taxi_model.windows import ClosedWindow, Tally, WindowedQuality
 
-JOIN_PREFIX = "join/"
+JOIN_PREFIX = "join/"  # then "<source>/<trip_id>"
 WINDOWS_KEY = "windows"
 UNKNOWN_MODEL = "unknown"
 
@@ -38,18 +48,18 @@ class Aggregation:
 
     def add(self, event: Prediction | TripFinished, timestamp_ms: int) -> None:
         match = self.join.add(event, timestamp_ms)
-        key = JOIN_PREFIX + event.trip_id
+        key = trip_key(event)
         if match is None:  # this side now waits (or a repeat changed nothing)
-            self._changes[key] = _encode_pending(self.join[event.trip_id])
+            self._changes[_join_key(key)] = _encode_pending(self.join[key])
         else:
-            self._changes[key] = None
+            self._changes[_join_key(key)] = None
             self.windows.add_match(match)
             self._windows_changed = True
 
     def advance(self, now_ms: int) -> list[ModelMetrics]:
         """Expire sides that waited past the TTL and close the windows due at `now_ms`."""
         for expired in self.join.expire(now_ms):
-            self._changes[JOIN_PREFIX + expired.event.trip_id] = None
+            self._changes[_join_key(trip_key(expired.event))] = None
             self.windows.add_unmatched(expired.event.source, now_ms)
         closed = self.windows.advance(now_ms)
         self._windows_changed = True
@@ -70,16 +80,33 @@ class Aggregation:
         if key == WINDOWS_KEY:
             if value is not None:
                 self.windows = WindowedQuality.from_json(json.loads(value))
-        elif key.startswith(JOIN_PREFIX):
-            trip_id = key[len(JOIN_PREFIX) :]
-            self.join.discard(trip_id)
+        elif (trip := _trip_of(key)) is not None:
+            self.join.discard(trip)
             if value is not None:
                 pending = _decode_pending(value)
                 self.join.add(pending.event, pending.arrived_at_ms)
         else:
-            raise ValueError(f"unknown changelog key {key!r}")
+            raise ValueError(
+                f"unknown changelog key {key!r}: written by another version of the aggregator?"
+                " Delete its changelog topic to start the aggregator's state afresh."
+            )
         self._changes.clear()
         self._windows_changed = False
+
+
+def _join_key(key: TripKey) -> str:
+    source, trip_id = key
+    return f"{JOIN_PREFIX}{source}/{trip_id}"
+
+
+def _trip_of(key: str) -> TripKey | None:
+    """The trip a changelog key names; None if it names none."""
+    if not key.startswith(JOIN_PREFIX):
+        return None
+    source, _, trip_id = key[len(JOIN_PREFIX) :].partition("/")
+    if trip_id and source in get_args(Source):
+        return (cast(Source, source), trip_id)
+    return None
 
 
 def _encode_pending(pending: Pending) -> bytes:

@@ -1,4 +1,4 @@
-"""Joining predictions with trip ends by trip_id: the aggregator's core, with no I/O.
+"""Joining predictions with trip ends by trip (source and trip_id): the aggregator's core, no I/O.
 
 Whichever side arrives first waits; its partner completes the match. A side that waits longer
 than `ttl_ms` (measured on the record timestamps the caller passes, so a replay expires exactly
@@ -12,7 +12,7 @@ from typing import Literal
 
 import attrs
 
-from taxi_events import Prediction, Source, TripFinished
+from taxi_events import Prediction, Source, TripFinished, TripKey, trip_key
 
 Side = Literal["prediction", "finish"]
 
@@ -41,18 +41,19 @@ class Pending:
 @attrs.define
 class TripJoin:
     ttl_ms: int
-    _pending: dict[str, Pending] = attrs.field(factory=dict, init=False)
+    _pending: dict[TripKey, Pending] = attrs.field(factory=dict, init=False)
 
     def add(self, event: Prediction | TripFinished, timestamp_ms: int) -> MatchedTrip | None:
         """Offer one side of a trip. Returns the match if its partner was waiting.
 
         A repeat of a side already waiting changes nothing, so a redelivered record is harmless.
         """
-        waiting = self._pending.get(event.trip_id)
+        key = trip_key(event)
+        waiting = self._pending.get(key)
         if waiting is None or type(waiting.event) is type(event):
-            self._pending.setdefault(event.trip_id, Pending(event, timestamp_ms))
+            self._pending.setdefault(key, Pending(event, timestamp_ms))
             return None
-        del self._pending[event.trip_id]
+        del self._pending[key]
         prediction, finish = (
             (event, waiting.event) if isinstance(event, Prediction) else (waiting.event, event)
         )
@@ -72,14 +73,14 @@ class TripJoin:
         """Remove and return every side that has waited longer than the TTL at `now_ms`."""
         expired = [p for p in self._pending.values() if now_ms - p.arrived_at_ms > self.ttl_ms]
         for pending in expired:
-            del self._pending[pending.event.trip_id]
+            del self._pending[trip_key(pending.event)]
         return expired
 
-    def __getitem__(self, trip_id: str) -> Pending:
-        return self._pending[trip_id]
+    def __getitem__(self, key: TripKey) -> Pending:
+        return self._pending[key]
 
-    def discard(self, trip_id: str) -> None:
-        self._pending.pop(trip_id, None)
+    def discard(self, key: TripKey) -> None:
+        self._pending.pop(key, None)
 
     def pending(self) -> Iterator[Pending]:
         return iter(self._pending.values())
