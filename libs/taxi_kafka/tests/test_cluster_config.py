@@ -105,3 +105,10 @@ def test_launcher_command_lines():
     assert "-Dlog4j2.configurationFile=/rt/log4j2.xml" in broker
     fmt = launcher.format_storage(Path("/p"), "ID", Path("/l"))
     assert fmt[-6:] == ["kafka.tools.StorageTool", "format", "-t", "ID", "-c", "/p"]
+
+
+def test_extra_broker_options_come_after_the_defaults_so_they_win():
+    launcher = JavaLauncher("/usr/bin/java", Path("/jars"), Path("/rt/log4j2.xml"))
+    broker = launcher.broker(Path("/p"), Path("/l"), ["-Xmx2g", "-XX:TieredStopAtLevel=1"])
+    assert broker.index("-Xmx768m") < broker.index("-Xmx2g") < broker.index("-cp")
+    assert "-XX:TieredStopAtLevel=1" in broker

@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -164,3 +165,18 @@ def test_a_restarted_cluster_keeps_its_data(kafka_cluster, unique_topic):
     assert sorted(consume_all(kafka_cluster, unique_topic, 100), key=int) == [
         str(i) for i in range(100)
     ]
+
+
+def test_the_environment_adds_broker_jvm_options(tmp_path):
+    env = {"TAXI_CLUSTER_JVM_OPTIONS": "-XX:TieredStopAtLevel=1 '-Dname=a b'"}
+    cluster = LocalCluster(tmp_path, base_port=29092, env=env)
+    assert cluster.jvm_options == ("-XX:TieredStopAtLevel=1", "-Dname=a b")
+    assert LocalCluster(tmp_path, base_port=29092, env={}).jvm_options == ()
+
+
+def test_the_test_clusters_brokers_run_with_the_quick_jit(kafka_cluster):
+    # Set by the pytest plugin: clusters that live for seconds start faster without C2.
+    pid = kafka_cluster.pid(1)
+    assert pid is not None
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"-XX:TieredStopAtLevel=1" in argv

@@ -12,7 +12,10 @@
 - Plain helpers: `numbered` records, `produce_all` (idempotent, waits for every ack) and
   `read_all` (a whole topic with read_committed, up to its end offsets).
 
-Env TAXI_TEST_CLUSTER_BASE_PORT pins the ports instead of scanning for free ones.
+Env TAXI_TEST_CLUSTER_BASE_PORT pins the ports instead of scanning for free ones. Unless
+TAXI_CLUSTER_JVM_OPTIONS is set, the plugin sets it to the quick JIT for the whole run, for
+the clusters that tests start themselves and for the ones their `taxi` commands start: a
+cluster up in ~9.5 s instead of ~15 on 2 cores, and no C2 compiler threads competing for them.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from confluent_kafka import Message
 
 from taxi_kafka.admin import ensure_topics
 from taxi_kafka.cluster import NODE_IDS, LocalCluster, free_base_port
+from taxi_kafka.cluster.local import JVM_OPTIONS_ENV
 from taxi_kafka.config import KafkaConfig
 from taxi_kafka.producer import KafkaProducer
 from taxi_kafka.table import read_to_end
@@ -39,11 +43,13 @@ from taxi_kafka.topics import DEFAULT_PARTITIONS, TopicSpec
 log = logging.getLogger(__name__)
 
 TEST_BASE_PORT_ENV = "TAXI_TEST_CLUSTER_BASE_PORT"
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 MakeTopic = Callable[..., str]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kafka: needs the real local 3-broker Kafka cluster")
+    os.environ.setdefault(JVM_OPTIONS_ENV, TEST_JVM_OPTIONS)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -162,8 +162,13 @@ class JavaLauncher:
             *args,
         ]
 
-    def broker(self, properties: Path, log_file: Path) -> list[str]:
-        return self.command("kafka.Kafka", [str(properties)], log_file)
+    def broker(
+        self, properties: Path, log_file: Path, extra_options: Sequence[str] = ()
+    ) -> list[str]:
+        """`extra_options` go after JVM_OPTIONS, so they win where the two disagree."""
+        return self.command(
+            "kafka.Kafka", [str(properties)], log_file, (*JVM_OPTIONS, *extra_options)
+        )
 
     def format_storage(self, properties: Path, cluster_id: str, log_file: Path) -> list[str]:
         args = ["format", "-t", cluster_id, "-c", str(properties)]

@@ -6,6 +6,7 @@ import importlib.resources
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,9 @@ RUNTIME_DIR_ENV = "TAXI_RUNTIME_DIR"
 BASE_PORT_ENV = "TAXI_CLUSTER_BASE_PORT"
 JARS_DIR_ENV = "TAXI_CLUSTER_JARS_DIR"
 KAFKA_HOME_ENV = "KAFKA_HOME"
+# More options for the brokers' JVMs, shell-quoted; say, the quick JIT for clusters that live
+# for seconds (the test plugin uses it).
+JVM_OPTIONS_ENV = "TAXI_CLUSTER_JVM_OPTIONS"
 
 # What the cluster creates in its runtime directory; `down --purge` deletes only these.
 CLUSTER_FILE = "cluster.json"
@@ -93,7 +97,8 @@ class LocalCluster:
     """The local 3-node cluster whose config, data, logs and pids live in `runtime_dir`.
 
     Arguments left as None come from the environment: TAXI_RUNTIME_DIR, TAXI_CLUSTER_BASE_PORT,
-    TAXI_CLUSTER_JARS_DIR and KAFKA_HOME. An existing runtime directory remembers its ports.
+    TAXI_CLUSTER_JARS_DIR and KAFKA_HOME; TAXI_CLUSTER_JVM_OPTIONS adds options to the brokers'
+    JVMs. An existing runtime directory remembers its ports.
     """
 
     def __init__(
@@ -112,6 +117,7 @@ class LocalCluster:
         self.version = version
         self.topics = tuple(topics)
         self.broker_overrides = dict(broker_overrides or {})
+        self.jvm_options = tuple(shlex.split(env.get(JVM_OPTIONS_ENV, "")))
         self._jars_dir = jars_dir or (Path(env[JARS_DIR_ENV]) if env.get(JARS_DIR_ENV) else None)
         self._kafka_home = kafka_home or (
             Path(env[KAFKA_HOME_ENV]) if env.get(KAFKA_HOME_ENV) else None
@@ -266,7 +272,9 @@ class LocalCluster:
             self._format(unformatted, cluster_id)
         launcher = self._launcher()
         for node_id in node_ids:
-            command = launcher.broker(self._properties(node_id), self.log_file(node_id))
+            command = launcher.broker(
+                self._properties(node_id), self.log_file(node_id), self.jvm_options
+            )
             pid = procs.start_detached(command, self.node_dir(node_id), self._console_file(node_id))
             self._pid_file(node_id).write_text(f"{pid}\n")
             log.info("node %d started: pid %d, log %s", node_id, pid, self.log_file(node_id))
