@@ -132,6 +132,10 @@ class TransactionalProducer:
             self._producer.client.close()
         except KafkaException as exc:  # a fenced or failed producer reports its error again
             log.info("%s closed: %s", self._name, error_of(exc).str())
+        except SystemError as exc:
+            # confluent-kafka 2.16 loses a fatal error (being fenced) that librdkafka reports
+            # while close() flushes, and raises this instead; the producer is closed all the same.
+            log.info("%s closed after a fatal error: %s", self._name, exc)
 
     def _recover(self, exc: KafkaException | FatalKafkaError) -> None:
         error = exc.error if isinstance(exc, FatalKafkaError) else error_of(exc)
