@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from taxi_kafka.admin import QUIET_CLIENT_CONFIG
+from taxi_kafka.admin import QUIET_CLIENT_CONFIG, is_transient
 from taxi_kafka.cluster import NODE_IDS
+from taxi_kafka.consumer import COORDINATOR_RETRY
 from taxi_kafka.producer import KafkaProducer
 from taxi_kafka.testing import numbered, produce_all, read_all
 
@@ -144,11 +145,18 @@ class Copier:
 
 
 def committed_total(bootstrap: str, group: str, topic: str) -> int:
-    """How many records of `topic` the group has committed (offsets start at 0)."""
+    """How many records of `topic` the group has committed (offsets start at 0). Retried while
+    the group's coordinator moves: the killed broker may have been it (NOT_COORDINATOR)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, **QUIET_CLIENT_CONFIG})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        wanted = [TopicPartition(topic, p) for p in partitions]
+        offsets = COORDINATOR_RETRY.call(
+            lambda: consumer.committed(wanted, timeout=10),
+            retry_on=(KafkaException,),
+            retryable=is_transient,
+            what="committed offsets",
+        )
         return sum(max(tp.offset, 0) for tp in offsets)
     finally:
         consumer.close()
