@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from taxi_kafka.cluster import ClusterError, LocalCluster, PortInUseError, free_base_port
+from taxi_kafka.cluster import (
+    ClusterError,
+    ClusterPorts,
+    LocalCluster,
+    PortInUseError,
+    free_base_port,
+)
 from taxi_kafka.cluster.procs import (
     is_kafka_node,
     listening_inodes,
@@ -115,11 +121,13 @@ def test_a_pid_file_of_another_program_is_stale(tmp_path, sleeper, caplog):
     assert sleeper.poll() is None  # left alone
 
 
-def test_a_taken_port_is_named_with_its_owner(tmp_path, listener):
-    port = listener.getsockname()[1]
-    # Node 2's controller port is the taken one.
-    cluster = LocalCluster(tmp_path, base_port=port - 101)
-    with pytest.raises(PortInUseError) as caught:
+def test_a_taken_port_is_named_with_its_owner(tmp_path):
+    # Node 2's controller port is the taken one. The base comes from the scan, below the
+    # ephemeral range: around an ephemeral port, the cluster's other ports may be any client's.
+    base = free_base_port()
+    port = ClusterPorts(base).controller(2)
+    cluster = LocalCluster(tmp_path, base_port=base)
+    with socket.create_server(("127.0.0.1", port)), pytest.raises(PortInUseError) as caught:
         cluster.up(timeout=5)
     message = str(caught.value)
     assert f"port {port} (node 2 controller) is already in use by pid {os.getpid()}" in message
