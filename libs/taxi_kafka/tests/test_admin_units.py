@@ -78,6 +78,7 @@ def test_internal_topic_problems():
         (NotReadyError("soon"), True),
         (KafkaException(KafkaError(KafkaError._TRANSPORT)), True),
         (KafkaException(KafkaError(KafkaError.NOT_COORDINATOR)), True),
+        (KafkaException(KafkaError(KafkaError.OFFSET_NOT_AVAILABLE)), True),
         (KafkaException(KafkaError(KafkaError.INVALID_REPLICATION_FACTOR)), False),
         (ValueError("no"), False),
     ],

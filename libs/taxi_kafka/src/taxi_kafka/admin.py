@@ -44,6 +44,9 @@ _TRANSIENT_CODES = frozenset(
         KafkaError.REQUEST_TIMED_OUT,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
         KafkaError.BROKER_NOT_AVAILABLE,
+        # A newly elected leader whose high watermark has not caught up yet (KIP-207); Java's
+        # clients retry it (OffsetNotAvailableException is a RetriableException).
+        KafkaError.OFFSET_NOT_AVAILABLE,
     }
 )
 
