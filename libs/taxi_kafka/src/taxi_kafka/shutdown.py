@@ -1,5 +1,7 @@
-"""Graceful shutdown: SIGTERM and SIGINT set a flag that loops check between batches, so the
-batch in hand is finished and committed before the clients close."""
+"""Graceful shutdown. In a service, SIGTERM and SIGINT set a flag that loops check between
+batches, so the batch in hand is finished and committed before the clients close. In a command
+that starts processes, the first signal interrupts it and later ones cannot cut its clean-up
+short."""
 
 from __future__ import annotations
 
@@ -31,6 +33,31 @@ def stop_on_signals(
     previous = {sig: signal.signal(sig, handle) for sig in signals}
     try:
         yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def first_signal_interrupts(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> Iterator[None]:
+    """The first of `signals` raises KeyboardInterrupt; later ones are logged and ignored, so
+    they cannot cut short the clean-up that follows. One Ctrl+C often arrives twice: the
+    terminal sends it to the foreground process group, and `uv run` forwards it to its child
+    too. Must be entered on the main thread; the previous handlers come back after."""
+    interrupted = False
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        nonlocal interrupted
+        if interrupted:
+            log.warning("still stopping everything this command started; please wait")
+            return
+        interrupted = True
+        log.warning("%s: stopping", signal.Signals(signum).name)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handle) for sig in signals}
+    try:
+        yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

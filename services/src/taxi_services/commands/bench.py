@@ -13,6 +13,7 @@ import click
 from confluent_kafka import KafkaException
 
 from taxi_kafka.cluster import ClusterError
+from taxi_kafka.shutdown import first_signal_interrupts
 from taxi_kafka.topics import DEFAULT_PARTITIONS
 from taxi_model.artifact import ModelLoadError
 from taxi_model.workflow import ensure_model
@@ -132,6 +133,8 @@ def _predictor_default(name: str) -> Any:
 @click.option(
     "--check", is_flag=True, help=f"Exit with {MISSED_TARGET_EXIT} if a target was missed."
 )
+# The first Ctrl+C or SIGTERM stops the run; later ones cannot cut short the clean-up.
+@first_signal_interrupts()
 def bench(
     *,
     records: int,

@@ -6,15 +6,14 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 import click
 
+from taxi_kafka.shutdown import first_signal_interrupts
 from taxi_model.artifact import ModelLoadError
 from taxi_model.workflow import ensure_model
 from taxi_services.chaos.runner import RunOptions, run_scenario, stop_leftovers
@@ -95,7 +94,7 @@ def chaos(
     names = list(SCENARIOS) if scenario == ALL else [scenario]
     began = time.monotonic()
     reports: list[dict[str, Any]] = []
-    with _output(report) as out, _first_signal_interrupts():
+    with _output(report) as out, first_signal_interrupts():
         try:
             for name in names:
                 reports.append(run_scenario(SCENARIOS[name], options, marker))
@@ -137,26 +136,3 @@ def _output(path: Path | None) -> Iterator[IO[str] | None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
         yield out
-
-
-@contextlib.contextmanager
-def _first_signal_interrupts() -> Iterator[None]:
-    """The first Ctrl+C (or SIGTERM) interrupts the run; later ones cannot cut short the
-    clean-up that follows, which stops every service and broker the run started."""
-    interrupted = False
-
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        nonlocal interrupted
-        if interrupted:
-            log.warning("still stopping everything this run started; please wait")
-            return
-        interrupted = True
-        log.warning("%s: stopping", signal.Signals(signum).name)
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

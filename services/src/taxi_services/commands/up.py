@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +12,7 @@ import click
 
 from taxi_kafka.cluster import ClusterError, LocalCluster
 from taxi_kafka.cluster.procs import port_free
+from taxi_kafka.shutdown import first_signal_interrupts
 from taxi_model.artifact import ModelLoadError
 from taxi_model.workflow import ensure_model
 from taxi_services.options import model_option
@@ -196,6 +195,8 @@ class Status:
     help="Where train.csv and test.csv are (synthetic trips if not).",
 )
 @model_option("Trained here if missing.")
+# The first Ctrl+C or SIGTERM stops the run; later ones cannot cut short the clean-up.
+@first_signal_interrupts()
 def up(
     *,
     rate: float,
@@ -221,7 +222,6 @@ def up(
     started_cluster = not result.already_running
     state = "started" if started_cluster else "already running"
     click.echo(f"Kafka: {cluster.bootstrap_servers} ({state})")
-    stop = threading.Event()
     children: list[Child] = []
     prometheus = None
     try:
@@ -257,10 +257,9 @@ def up(
                 "services": {c.name: c.process.pid for c in children if c.process},
             },
         )
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        _watch(children, Status(children), stop, limit is not None)
+        _watch(children, Status(children), limit is not None)
     except KeyboardInterrupt:
-        click.echo("\nstopping (Ctrl+C)")
+        click.echo("\nstopping")
     finally:
         state_path(cluster).unlink(missing_ok=True)
         codes = stop_all(children)
@@ -274,12 +273,13 @@ def up(
             click.echo("stopped the Kafka cluster")
 
 
-def _watch(children: list[Child], status: Status, stop: threading.Event, drain: bool) -> None:
+def _watch(children: list[Child], status: Status, drain: bool) -> None:
     """Print the status until stopped, a service dies, or (with --limit) all is scored."""
     producers = [c for c in children if c.name.startswith("producer")]
     tty = sys.stdout.isatty()
     drained_since = None
-    while not stop.wait(STATUS_EVERY_S):
+    while True:
+        time.sleep(STATUS_EVERY_S)
         line = status.line()
         click.echo(("\r" + line.ljust(110)) if tty else line, nl=not tty)
         failed = [c for c in children if c.exit_code not in (None, 0)]
