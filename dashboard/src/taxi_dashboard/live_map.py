@@ -1,12 +1,17 @@
 """The live New York map as a pydeck Deck (pure: building it draws nothing).
 
-Trips in progress: an arc from pickup to dropoff and a dot at the pickup, coloured by predicted
-duration. Finished trips: a dot at the dropoff coloured by the prediction's error, fading out.
+Under the trips, the five boroughs' shorelines (assets/README.md), so that the map reads as New
+York even when Carto's tiles cannot be fetched (offline). Trips in progress: an arc from pickup to
+dropoff and a dot at the pickup, coloured by predicted duration. Finished trips: a dot at the
+dropoff coloured by the prediction's error, fading out.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from importlib import resources
+from typing import Any
 
 import pydeck as pdk
 from pydeck.bindings.json_tools import default_serialize
@@ -14,6 +19,17 @@ from pydeck.bindings.json_tools import default_serialize
 from taxi_dashboard.views import DURATION_STOPS, ERROR_STOPS, TOOLTIP, MapRows, format_duration
 
 NEW_YORK = pdk.ViewState(latitude=40.735, longitude=-73.93, zoom=10.2, pitch=40, bearing=0)
+BOROUGHS_ASSET = "nyc_boroughs.geojson"
+# Translucent, so that Carto's streets and labels still show through when the tiles load.
+LAND_FILL: list[int] = [222, 212, 190, 150]
+SHORE_LINE: list[int] = [150, 140, 120, 200]
+
+
+@functools.cache
+def boroughs() -> dict[str, Any]:
+    """The boroughs' GeoJSON, read once from the installed package."""
+    asset = resources.files("taxi_dashboard").joinpath("assets", BOROUGHS_ASSET)
+    return json.loads(asset.read_text(encoding="utf-8"))
 
 
 class CompactDeck(pdk.Deck):
@@ -26,6 +42,18 @@ class CompactDeck(pdk.Deck):
 
 def build_deck(rows: MapRows) -> CompactDeck:
     layers = [
+        # First, so that deck.gl draws it under the trips; not pickable, so that hovering the
+        # land shows no tooltip.
+        pdk.Layer(
+            "GeoJsonLayer",
+            id="boroughs",
+            data=boroughs(),
+            filled=True,
+            stroked=True,
+            get_fill_color=LAND_FILL,
+            get_line_color=SHORE_LINE,
+            line_width_min_pixels=1,
+        ),
         pdk.Layer(
             "ArcLayer",
             id="in-progress-arcs",
