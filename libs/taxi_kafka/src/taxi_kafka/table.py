@@ -1,11 +1,12 @@
-"""Reading a topic to its end: every committed record, or a compacted topic as a table.
+"""Reading records up to an end: a range of offsets, every committed record of a topic, or a
+compacted topic as a table.
 
-Reads read_committed up to each partition's high watermark as of the call. A transaction below
-it that is still in progress is waited for: committed, it is part of the result; aborted, it is
-not. The last stable offset would be no end to aim at: right after commit_transaction() returns,
-the commit markers may still be on their way, and the committed records would be missed.
-A service restoring its own state reads after init_transactions(), which settles whatever its
-predecessor left open.
+A whole topic is read read_committed up to each partition's high watermark as of the call. A
+transaction below it that is still in progress is waited for: committed, it is part of the
+result; aborted, it is not. The last stable offset would be no end to aim at: right after
+commit_transaction() returns, the commit markers may still be on their way, and the committed
+records would be missed. A service restoring its own state reads after init_transactions(),
+which settles whatever its predecessor left open.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator, Mapping
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from taxi_kafka.admin import QUIET_CLIENT_CONFIG, is_transient
 from taxi_kafka.config import KafkaConfig
+from taxi_kafka.records import PartitionKey
 from taxi_kafka.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -35,25 +38,41 @@ def read_to_end(config: KafkaConfig, topic: str, timeout: float = 120.0) -> list
             retryable=is_transient,
             what=f"end offsets of {topic}",
         )
-        pending = {p: end for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, 0) for p in pending])
         by_partition: dict[int, list[Message]] = {p: [] for p in sorted(ends)}
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{topic}: partitions {sorted(pending)} not read to the end in {timeout:.0f} s"
-                )
-            for message in consumer.consume(10_000, 0.2):
-                if message.error() is None:
-                    by_partition[message.partition()].append(message)
-            # Positions move past transaction markers too, so compare positions, not offsets.
-            for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
-                if tp.offset >= pending[tp.partition]:
-                    del pending[tp.partition]
+        ranges = {(topic, p): (0, end) for p, end in ends.items()}
+        for message in read_range(consumer, ranges, time.monotonic() + timeout):
+            by_partition[message.partition()].append(message)
     finally:
         consumer.close()
     return [m for messages in by_partition.values() for m in messages]
+
+
+def read_range(
+    consumer: Consumer, ranges: Mapping[PartitionKey, tuple[int, int]], deadline: float
+) -> Iterator[Message]:
+    """The records `consumer` is handed from each partition's [start, end) offsets, batch by
+    batch: the committed ones only, if it reads read_committed. Assigns `consumer` to the
+    ranges, and unassigns it when done or closed. TimeoutError when the ends are not reached by
+    `deadline` (time.monotonic())."""
+    ends = {key: end for key, (start, end) in ranges.items() if end > start}
+    pending = dict(ends)
+    consumer.assign([TopicPartition(t, p, ranges[(t, p)][0]) for t, p in ends])
+    try:
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"partitions {sorted(pending)} not read to the end in time")
+            for message in consumer.consume(10_000, 0.2):
+                # A batch may run past an end, into records written since it was taken.
+                key = (message.topic(), message.partition())
+                if message.error() is None and message.offset() < ends[key]:
+                    yield message
+            # Positions move past transaction markers too, so compare positions, not offsets.
+            for tp in consumer.position([TopicPartition(t, p) for t, p in pending]):
+                if tp.offset >= pending[(tp.topic, tp.partition)]:
+                    del pending[(tp.topic, tp.partition)]
+    finally:
+        # Else it would go on fetching in the background.
+        consumer.unassign()
 
 
 def read_table(config: KafkaConfig, topic: str, timeout: float = 120.0) -> dict[bytes, bytes]:
