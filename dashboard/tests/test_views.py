@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import pandas as pd
 import pytest
 from hypothesis import given
@@ -15,6 +16,7 @@ from taxi_dashboard.trips import LiveTrip
 from taxi_dashboard.views import (
     DURATION_STOPS,
     ERROR_STOPS,
+    MISSING,
     RATE_LABELS,
     cumulative_rows,
     dead_letters_frame,
@@ -23,6 +25,7 @@ from taxi_dashboard.views import (
     fade_alpha,
     format_duration,
     format_error,
+    format_figure,
     in_progress_count,
     lag_frame,
     map_rows,
@@ -77,7 +80,7 @@ def test_a_finished_trip_fades_out_over_the_fade_time():
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [
-        (None, "-"),
+        (None, MISSING),
         (0, "0 s"),
         (45.4, "45 s"),
         (125, "2 min 05 s"),
@@ -92,7 +95,20 @@ def test_durations_read_like_durations(seconds, text):
 def test_errors_show_sign_and_share():
     done = ended(trip("t1", predicted_duration=600.0), ago_s=1, duration=500.0)
     assert format_error(done) == "+1 min 40 s (20%)"
-    assert format_error(trip("t2")) == "-"
+    assert format_error(trip("t2")) == MISSING
+
+
+@pytest.mark.parametrize(
+    ("value", "spec", "text"),
+    [
+        (None, ".3f", MISSING),
+        (0.41256, ".3f", "0.413"),
+        (61.7, ".0f", "62"),
+        (0.7012, ".1%", "70.1%"),
+    ],
+)
+def test_figures_are_rounded_or_missing(value, spec, text):
+    assert format_figure(value, spec) == text
 
 
 def test_the_tooltip_shows_the_details_as_plain_text():
@@ -137,16 +153,19 @@ def test_map_rows_are_capped_newest_first():
 def test_records_are_the_latest_first_filtered_by_source():
     trips = [
         ended(trip("a", source="train", predicted_duration=600.0), ago_s=1, duration=500.0),
-        trip("b", source="test"),
-        ended(trip("c", source="test"), ago_s=1, is_estimate=True, source="test"),
+        trip("b", source="test", predicted_duration=90.0),
+        ended(trip("c", source="test"), ago_s=1, duration=610.0, is_estimate=True, source="test"),
     ]
     both = records_frame(trips, ["train", "test"])
     assert list(both["trip"]) == ["c", "b", "a"]
     assert list(both["status"]) == ["finished", "in progress", "finished"]
-    assert both["estimate"].tolist() == [True, None, False]
-    row = both.iloc[2]
-    assert (row["predicted_s"], row["actual_s"], row["error_s"]) == (600, 500, 100)
-    assert row["error_pct"] == pytest.approx(20.0)
+    assert both[["predicted", "actual", "error"]].to_numpy().tolist() == [
+        ["10 min 00 s", "10 min 10 s (estimate)", "-10 s (2%)"],
+        ["1 min 30 s", MISSING, MISSING],
+        ["10 min 00 s", "8 min 20 s", "+1 min 40 s (20%)"],
+    ]
+    # No cell is missing: st.dataframe would print it as "None".
+    assert not both.isna().to_numpy().any()
     assert list(records_frame(trips, ["test"], limit=1)["trip"]) == ["c"]
     assert records_frame(trips, []).empty
 
@@ -203,7 +222,7 @@ def test_the_rates_frame_smooths_each_topic_per_second():
     assert frame["predictions out"].max() == 0
 
 
-def test_tables_of_lag_dead_letters_and_cumulative_figures():
+def test_tables_of_lag_and_dead_letters():
     lags = lag_frame(
         [
             GroupLag("taxi-predictor", 3, partitions=6, committed=6),
@@ -219,19 +238,27 @@ def test_tables_of_lag_dead_letters_and_cumulative_figures():
     state.ingest(RawRecord("dead_letters", b"", 1, letter.to_headers()), NOW)
     assert dead_letters_frame(state.snapshot(NOW))["reason"].tolist() == ["why"]
 
-    cumulative = ModelMetrics(
+
+def test_the_cumulative_table_is_rounded_and_shows_missing_figures_as_a_dash():
+    matched = ModelMetrics(
         source="train",
         scope="cumulative",
         window_start=None,
         window_end=None,
         count=9,
-        rmsle=0.4,
-        mae=60.0,
+        rmsle=0.41234,
+        mae=61.7,
         median_ape=0.25,
-        within_30=0.7,
+        within_30=0.70123,
         unmatched=1,
         model_version="m1",
     )
-    rows = cumulative_rows({"train": cumulative})
-    assert rows.iloc[0]["median APE %"] == 25.0
-    assert rows.iloc[0]["within ±30% (%)"] == 70.0
+    # Figures are null until a source's first matched trip.
+    none = {"count": 0, "rmsle": None, "mae": None, "median_ape": None, "within_30": None}
+    rows = cumulative_rows({"train": matched, "test": attrs.evolve(matched, source="test", **none)})
+    figures = ["RMSLE", "MAE (s)", "median APE", "within ±30%"]
+    assert rows["source"].tolist() == ["test", "train"]
+    assert rows[figures].to_numpy().tolist() == [
+        [MISSING] * 4,
+        ["0.412", "62", "25.0%", "70.1%"],
+    ]

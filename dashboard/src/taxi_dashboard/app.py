@@ -131,11 +131,6 @@ def _records_panel(live: LiveData) -> None:
         height=320,
         column_config={
             "pickup": st.column_config.DatetimeColumn("pickup", format="YYYY-MM-DD HH:mm"),
-            "predicted_s": st.column_config.NumberColumn("predicted (s)", format="%.0f"),
-            "actual_s": st.column_config.NumberColumn("actual (s)", format="%.0f"),
-            "estimate": st.column_config.CheckboxColumn("estimate"),
-            "error_s": st.column_config.NumberColumn("error (s)", format="%+.0f"),
-            "error_pct": st.column_config.NumberColumn("|error| %", format="%.0f%%"),
         },
     )
     st.caption(f"{len(frame)} latest trips shown, most recent change first")

@@ -1,5 +1,9 @@
 """What the page draws, computed from a Snapshot: map rows and colours, the records table, the
-chart frames and the status figures (pure: no I/O, no Streamlit)."""
+chart frames and the status figures (pure: no I/O, no Streamlit).
+
+The tables hold text, formatted here, where a figure may be missing: st.dataframe shows a
+missing value as "None".
+"""
 
 from __future__ import annotations
 
@@ -84,9 +88,18 @@ def fade_alpha(age_s: float, fade_s: float = FADE_S) -> int:
     return max(0, round(255 * (1 - age_s / fade_s)))
 
 
+# A figure not known (yet): an en dash, which cannot be mistaken for a minus sign.
+MISSING = "\N{EN DASH}"
+
+
+def format_figure(value: float | None, spec: str) -> str:
+    """`value` formatted by `spec` (as format() does), or MISSING."""
+    return MISSING if value is None else format(value, spec)
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
-        return "-"
+        return MISSING
     total = round(abs(seconds))
     sign = "-" if seconds < 0 and total else ""
     hours, rest = divmod(total, 3600)
@@ -101,7 +114,7 @@ def format_duration(seconds: float | None) -> str:
 def format_error(trip: LiveTrip) -> str:
     error = trip.error
     if error is None:
-        return "-"
+        return MISSING
     text = ("+" if error > 0 else "") + format_duration(error)
     relative = trip.relative_error
     return text if relative is None else f"{text} ({relative:.0%})"
@@ -185,40 +198,28 @@ def map_rows(
     return MapRows(in_progress, finished)
 
 
-RECORD_COLUMNS = (
-    "trip",
-    "source",
-    "pickup",
-    "predicted_s",
-    "actual_s",
-    "estimate",
-    "error_s",
-    "error_pct",
-    "status",
-)
+RECORD_COLUMNS = ("trip", "source", "pickup", "predicted", "actual", "error", "status")
 
 
 def records_frame(
     trips: Sequence[LiveTrip], sources: Collection[Source], limit: int = RECORDS_LIMIT
 ) -> pd.DataFrame:
-    """The latest `limit` trips of `sources`, most recently changed first."""
+    """The latest `limit` trips of `sources`, most recently changed first; durations read as
+    on the map's tooltip, and MISSING until the trip ends."""
     rows = []
     for trip in reversed(trips):
         if len(rows) >= limit:
             break
         if trip.source not in sources:
             continue
-        relative = trip.relative_error
         rows.append(
             (
                 trip.trip_id,
                 trip.source,
                 trip.pickup_datetime,
-                trip.predicted_duration,
-                trip.actual_duration,
-                trip.is_estimate if trip.finished else None,
-                trip.error,
-                None if relative is None else 100 * relative,
+                format_duration(trip.predicted_duration),
+                _actual_text(trip),
+                format_error(trip),
                 "finished" if trip.finished else "in progress",
             )
         )
@@ -290,15 +291,16 @@ def dead_letters_frame(snapshot: Snapshot) -> pd.DataFrame:
 
 
 def cumulative_rows(cumulative: Mapping[Source, ModelMetrics]) -> pd.DataFrame:
-    """The cumulative figures, one row per source."""
+    """The cumulative figures, one row per source, rounded to what a person reads (MISSING
+    before the first matched trip)."""
     rows = [
         (
             source,
             m.count,
-            m.rmsle,
-            m.mae,
-            None if m.median_ape is None else 100 * m.median_ape,
-            None if m.within_30 is None else 100 * m.within_30,
+            format_figure(m.rmsle, ".3f"),
+            format_figure(m.mae, ".0f"),
+            format_figure(m.median_ape, ".1%"),
+            format_figure(m.within_30, ".1%"),
             m.unmatched,
             m.model_version,
         )
@@ -311,8 +313,8 @@ def cumulative_rows(cumulative: Mapping[Source, ModelMetrics]) -> pd.DataFrame:
             "matched",
             "RMSLE",
             "MAE (s)",
-            "median APE %",
-            "within ±30% (%)",
+            "median APE",
+            "within ±30%",
             "unmatched",
             "model",
         ],
