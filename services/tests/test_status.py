@@ -4,10 +4,23 @@ against a live `taxi up` in test_up.py.)"""
 from __future__ import annotations
 
 import json
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from taxi_kafka.cluster import ClusterStatus, NodeStatus, PartitionState
-from taxi_services.scrape import parse_samples
-from taxi_services.status import PipelineStatus, ServiceState, format_report, service_detail
+from taxi_kafka.groups import GroupLag
+from taxi_services.scrape import Samples, parse_samples
+from taxi_services.status import (
+    NO_FIGURE,
+    PipelineStatus,
+    ServiceState,
+    format_report,
+    lag_text,
+    rmsle_text,
+    service_detail,
+)
 
 PREDICTOR_METRICS = """\
 # TYPE taxi_records_produced_total counter
@@ -40,13 +53,56 @@ def cluster(up: int, under_replicated: int = 0) -> ClusterStatus:
     )
 
 
-def test_the_predictor_line_shows_its_output_and_lag_summed_over_partitions():
+def test_the_predictor_line_shows_its_output_but_not_its_own_lag_gauge_which_counts_markers():
     detail = service_detail("predictor", parse_samples(PREDICTOR_METRICS))
-    assert detail == "predicted 1,200, lag 10"
+    assert detail == "predicted 1,200"
 
 
-def test_a_service_without_samples_of_its_kind_reads_zero():
-    assert service_detail("aggregator", {}) == "scored 0, unmatched 0, RMSLE train 0.000"
+def test_a_service_without_samples_reads_zero_and_no_rmsle():
+    assert service_detail("aggregator", {}) == f"scored 0, unmatched 0, RMSLE train {NO_FIGURE}"
+
+
+def aggregator_samples(matched: dict[str, int], rmsle: dict[str, float]) -> Samples:
+    """The aggregator's gauges: matched trips and cumulative RMSLE per source."""
+    lines = ["# TYPE taxi_matched_trips gauge", "# TYPE taxi_model_rmsle gauge"]
+    lines += [f'taxi_matched_trips{{source="{s}"}} {n}' for s, n in matched.items()]
+    lines += [
+        f'taxi_model_rmsle{{scope="cumulative",source="{s}"}} {value}' for s, value in rmsle.items()
+    ]
+    return parse_samples("\n".join(lines) + "\n")
+
+
+def test_the_rmsle_shows_once_a_trip_of_its_source_is_scored():
+    samples = aggregator_samples({"train": 3, "test": 2}, {"train": 0.41249, "test": 0.5})
+    assert rmsle_text(samples, "train") == "0.412"
+    assert service_detail("aggregator", samples) == "scored 5, unmatched 0, RMSLE train 0.412"
+
+
+def test_no_rmsle_until_a_trip_of_its_source_is_scored():
+    # Before a match the gauge is missing, NaN, or (zero trips) no measurement at all.
+    assert rmsle_text(aggregator_samples({}, {}), "train") == NO_FIGURE
+    assert rmsle_text(aggregator_samples({"train": 0}, {"train": 0.0}), "train") == NO_FIGURE
+    assert rmsle_text(aggregator_samples({"train": 2}, {"train": math.nan}), "train") == NO_FIGURE
+    assert rmsle_text(aggregator_samples({"test": 5}, {"test": 0.3}), "train") == NO_FIGURE
+
+
+@given(matched=st.integers(0, 10**6), rmsle=st.floats(min_value=0, allow_infinity=False))
+def test_the_rmsle_is_a_figure_exactly_when_trips_were_scored_and_it_is_a_number(matched, rmsle):
+    text = rmsle_text(aggregator_samples({"train": matched}, {"train": rmsle}), "train")
+    if matched and not math.isnan(rmsle):
+        assert float(text) == round(rmsle, 3)
+    else:
+        assert text == NO_FIGURE
+
+
+def test_lag_reads_in_records_and_as_a_range_where_counting_stopped_short():
+    assert lag_text(None) == NO_FIGURE
+    caught_up = GroupLag(
+        {("new_trips", 0): 1, ("new_trips", 1): 1}, {("new_trips", 0): 0, ("new_trips", 1): 0}
+    )
+    assert lag_text(caught_up) == "0 records"
+    capped = GroupLag({("new_trips", 0): 12_345}, {("new_trips", 0): 10_000}, exact=False)
+    assert lag_text(capped) == "at least 10,000 records (at most 12,345)"
 
 
 def test_the_report_says_which_brokers_are_down_and_what_is_under_replicated():
@@ -57,7 +113,12 @@ def test_the_report_says_which_brokers_are_down_and_what_is_under_replicated():
                 ServiceState("predictor", "http://127.0.0.1:9103/metrics", True, "predicted 5"),
                 ServiceState("aggregator", "http://127.0.0.1:9104/metrics", False),
             ],
-            group_lag={"taxi-predictor": {("new_trips", 0): 4, ("new_trips", 1): 6}},
+            group_lag={
+                "taxi-predictor": GroupLag(
+                    {("new_trips", 0): 5, ("new_trips", 1): 7},
+                    {("new_trips", 0): 4, ("new_trips", 1): 6},
+                )
+            },
             model="abc at models/taxi_pipeline.pkl",
         )
     )
@@ -66,7 +127,7 @@ def test_the_report_says_which_brokers_are_down_and_what_is_under_replicated():
     assert lines[0].endswith("6 partitions, 6 under-replicated, 0 offline")
     assert any(line.split()[:2] == ["predictor", "running"] for line in lines)
     assert any(line.split()[:3] == ["aggregator", "not", "running"] for line in lines)
-    assert "consumer lag: taxi-predictor 10" in lines
+    assert "consumer lag: taxi-predictor 10 records" in lines
     assert "taxi up:" not in report
 
 
@@ -74,10 +135,12 @@ def test_the_json_report_is_machine_readable():
     status = PipelineStatus(
         cluster=cluster(up=3),
         services=[ServiceState("predictor", "u", True, "d")],
-        group_lag={"taxi-aggregator": {("ml_predictions", 0): 2}},
+        group_lag={
+            "taxi-aggregator": GroupLag({("ml_predictions", 0): 3}, {("ml_predictions", 0): 2})
+        },
         up={"pid": 1, "started_at": "t", "logs": "l"},
     )
     data = json.loads(json.dumps(status.to_dict()))
     assert data["cluster"]["healthy"] is True
     assert data["services"] == [{"name": "predictor", "url": "u", "running": True, "detail": "d"}]
-    assert data["group_lag"] == {"taxi-aggregator": 2}
+    assert data["group_lag"] == {"taxi-aggregator": {"records": 2, "exact": True, "offsets": 3}}

@@ -29,9 +29,16 @@ def scrape(url: str, timeout: float = 1.0) -> Samples | None:
     return parse_samples(text)
 
 
+def matching(
+    samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> list[float]:
+    """The values of the samples called `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return [v for (n, ls), v in samples.items() if n == name and wanted <= set(ls)]
+
+
 def total(
     samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
 ) -> float:
-    """Sum of the samples called `name` whose labels include `labels`."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
+    """Sum of the samples called `name` whose labels include `labels` (0 when there is none)."""
+    return sum(matching(samples, name, **labels))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from taxi_kafka.cluster import ClusterStatus
-from taxi_kafka.records import PartitionKey
-from taxi_services.scrape import Samples, total
+from taxi_kafka.groups import GroupLag
+from taxi_services.scrape import Samples, matching, total
+
+# Where there is no figure yet: a 0 would read as a measurement.
+NO_FIGURE = "\N{EN DASH}"
 
 
 @dataclass(frozen=True)
@@ -23,8 +27,8 @@ class ServiceState:
 class PipelineStatus:
     cluster: ClusterStatus
     services: list[ServiceState]
-    # group -> {(topic, partition): lag}; empty when the cluster could not be asked.
-    group_lag: Mapping[str, Mapping[PartitionKey, int]] = field(default_factory=dict)
+    # Empty when the cluster could not be asked; a group is left out when its lag could not be.
+    group_lag: Mapping[str, GroupLag] = field(default_factory=dict)
     model: str = ""
     # What `taxi up` recorded when it started, if it still runs.
     up: Mapping[str, Any] | None = None
@@ -33,7 +37,14 @@ class PipelineStatus:
         return {
             "cluster": self.cluster.to_dict(),
             "services": [vars(s) for s in self.services],
-            "group_lag": {g: sum(lags.values()) for g, lags in self.group_lag.items()},
+            "group_lag": {
+                group: {
+                    "records": lag.total_records,
+                    "exact": lag.exact,
+                    "offsets": lag.total_offsets,
+                }
+                for group, lag in self.group_lag.items()
+            },
             "model": self.model,
             "up": self.up,
         }
@@ -46,18 +57,38 @@ def service_detail(name: str, samples: Samples) -> str:
         ended = total(samples, "taxi_records_produced_total", topic="finished_trips")
         return f"started {started:,.0f} trips, ended {ended:,.0f}"
     if name == "predictor":
+        # Its lag is the consumer lag line's: the predictor's own gauge counts markers too.
         predicted = total(samples, "taxi_records_produced_total", topic="ml_predictions")
-        lag = total(samples, "taxi_consumer_lag_records")
-        return f"predicted {predicted:,.0f}, lag {lag:,.0f}"
+        return f"predicted {predicted:,.0f}"
     if name == "aggregator":
         scored = total(samples, "taxi_matched_trips")
         unmatched = total(samples, "taxi_unmatched_trips")
-        rmsle = total(samples, "taxi_model_rmsle", source="train", scope="cumulative")
-        return f"scored {scored:,.0f}, unmatched {unmatched:,.0f}, RMSLE train {rmsle:.3f}"
+        rmsle = rmsle_text(samples, "train")
+        return f"scored {scored:,.0f}, unmatched {unmatched:,.0f}, RMSLE train {rmsle}"
     if name == "dashboard":
         read = total(samples, "taxi_records_consumed_total")
         return f"read {read:,.0f} records"
     return ""
+
+
+def rmsle_text(aggregator: Samples, source: str) -> str:
+    """The aggregator's cumulative RMSLE on `source` to 3 places, or NO_FIGURE until it has
+    scored a trip of it: till then the gauge is missing or NaN, and `total` would say 0."""
+    matched = total(aggregator, "taxi_matched_trips", source=source)
+    rmsle = matching(aggregator, "taxi_model_rmsle", source=source, scope="cumulative")
+    if not matched or len(rmsle) != 1 or math.isnan(rmsle[0]):
+        return NO_FIGURE
+    return f"{rmsle[0]:.3f}"
+
+
+def lag_text(lag: GroupLag | None) -> str:
+    """A group's lag in records, or NO_FIGURE when it could not be measured. Where counting
+    stopped short it is a range: the records counted up to the offsets, markers included."""
+    if lag is None:
+        return NO_FIGURE
+    if lag.exact:
+        return f"{lag.total_records:,} records"
+    return f"at least {lag.total_records:,} records (at most {lag.total_offsets:,})"
 
 
 def cluster_line(cluster: ClusterStatus) -> str:
@@ -88,6 +119,6 @@ def format_report(status: PipelineStatus) -> str:
         lines.append("")
         lines.append(
             "consumer lag: "
-            + ", ".join(f"{g} {sum(lags.values()):,}" for g, lags in status.group_lag.items())
+            + ", ".join(f"{group} {lag_text(lag)}" for group, lag in status.group_lag.items())
         )
     return "\n".join(lines)

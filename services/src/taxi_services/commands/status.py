@@ -11,8 +11,7 @@ import click
 from confluent_kafka import KafkaException
 
 from taxi_kafka.cluster import LocalCluster
-from taxi_kafka.groups import group_lag, group_reader
-from taxi_kafka.records import PartitionKey
+from taxi_kafka.groups import GroupLag, LagProbe
 from taxi_kafka.topics import FINISHED_TRIPS, ML_PREDICTIONS, NEW_TRIPS
 from taxi_model.artifact import ModelLoadError, read_card
 from taxi_services.options import model_option
@@ -52,16 +51,12 @@ def _answers(url: str) -> bool:
         return False
 
 
-def lag_by_group(cluster: LocalCluster) -> dict[str, dict[PartitionKey, int]]:
-    admin = cluster.admin()
+def lag_by_group(cluster: LocalCluster) -> dict[str, GroupLag]:
     lags = {}
-    for group, topics in GROUPS.items():
-        reader = group_reader({"bootstrap.servers": cluster.bootstrap_servers}, group)
-        try:
+    with LagProbe({"bootstrap.servers": cluster.bootstrap_servers}) as probe:
+        for group, topics in GROUPS.items():
             with contextlib.suppress(KafkaException):  # a broker going away mid-call: skip it
-                lags[group] = group_lag(admin, reader, topics, timeout=3.0)
-        finally:
-            reader.close()
+                lags[group] = probe.lag(group, topics, timeout=3.0)
     return lags
 
 
@@ -77,9 +72,10 @@ def describe_model(model_path: Path) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @model_option("The model to describe.")
 def status(as_json: bool, model_path: Path) -> None:
-    """What runs here: the local Kafka cluster, the consumer groups' lag, the model, each
-    service (probed on its default metrics port), the dashboard and Prometheus, and the
-    `taxi up` that started them, if any."""
+    """What runs here: the local Kafka cluster, the consumer groups' lag (in records, not
+    offsets: transaction markers take offsets too), the model, each service (probed on its
+    default metrics port), the dashboard and Prometheus, and the `taxi up` that started them,
+    if any."""
     cluster = LocalCluster()
     cluster_status = cluster.status(timeout=3.0)
     report = PipelineStatus(
