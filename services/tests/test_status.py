@@ -117,7 +117,8 @@ def test_the_report_says_which_brokers_are_down_and_what_is_under_replicated():
                 "taxi-predictor": GroupLag(
                     {("new_trips", 0): 5, ("new_trips", 1): 7},
                     {("new_trips", 0): 4, ("new_trips", 1): 6},
-                )
+                ),
+                "taxi-aggregator": None,
             },
             model="abc at models/taxi_pipeline.pkl",
         )
@@ -127,7 +128,7 @@ def test_the_report_says_which_brokers_are_down_and_what_is_under_replicated():
     assert lines[0].endswith("6 partitions, 6 under-replicated, 0 offline")
     assert any(line.split()[:2] == ["predictor", "running"] for line in lines)
     assert any(line.split()[:3] == ["aggregator", "not", "running"] for line in lines)
-    assert "consumer lag: taxi-predictor 10 records" in lines
+    assert f"consumer lag: taxi-predictor 10 records, taxi-aggregator {NO_FIGURE}" in lines
     assert "taxi up:" not in report
 
 
@@ -136,11 +137,15 @@ def test_the_json_report_is_machine_readable():
         cluster=cluster(up=3),
         services=[ServiceState("predictor", "u", True, "d")],
         group_lag={
-            "taxi-aggregator": GroupLag({("ml_predictions", 0): 3}, {("ml_predictions", 0): 2})
+            "taxi-aggregator": GroupLag({("ml_predictions", 0): 3}, {("ml_predictions", 0): 2}),
+            "taxi-predictor": None,
         },
         up={"pid": 1, "started_at": "t", "logs": "l"},
     )
     data = json.loads(json.dumps(status.to_dict()))
     assert data["cluster"]["healthy"] is True
     assert data["services"] == [{"name": "predictor", "url": "u", "running": True, "detail": "d"}]
-    assert data["group_lag"] == {"taxi-aggregator": {"records": 2, "exact": True, "offsets": 3}}
+    assert data["group_lag"] == {
+        "taxi-aggregator": {"records": 2, "exact": True, "offsets": 3},
+        "taxi-predictor": None,
+    }

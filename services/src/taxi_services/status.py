@@ -27,8 +27,8 @@ class ServiceState:
 class PipelineStatus:
     cluster: ClusterStatus
     services: list[ServiceState]
-    # Empty when the cluster could not be asked; a group is left out when its lag could not be.
-    group_lag: Mapping[str, GroupLag] = field(default_factory=dict)
+    # Empty when the cluster could not be asked; None for a group whose lag is not known.
+    group_lag: Mapping[str, GroupLag | None] = field(default_factory=dict)
     model: str = ""
     # What `taxi up` recorded when it started, if it still runs.
     up: Mapping[str, Any] | None = None
@@ -37,17 +37,16 @@ class PipelineStatus:
         return {
             "cluster": self.cluster.to_dict(),
             "services": [vars(s) for s in self.services],
-            "group_lag": {
-                group: {
-                    "records": lag.total_records,
-                    "exact": lag.exact,
-                    "offsets": lag.total_offsets,
-                }
-                for group, lag in self.group_lag.items()
-            },
+            "group_lag": {group: _lag_dict(lag) for group, lag in self.group_lag.items()},
             "model": self.model,
             "up": self.up,
         }
+
+
+def _lag_dict(lag: GroupLag | None) -> dict[str, Any] | None:
+    if lag is None:
+        return None
+    return {"records": lag.total_records, "exact": lag.exact, "offsets": lag.total_offsets}
 
 
 def service_detail(name: str, samples: Samples) -> str:

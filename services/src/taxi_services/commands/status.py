@@ -51,13 +51,17 @@ def _answers(url: str) -> bool:
         return False
 
 
-def lag_by_group(cluster: LocalCluster) -> dict[str, GroupLag]:
-    lags = {}
+def group_lag(probe: LagProbe, group: str, timeout: float) -> GroupLag | None:
+    """The lag of `group` (one of GROUPS) in records, or None when it is not known: a broker
+    going away mid-call, say."""
+    with contextlib.suppress(KafkaException):
+        return probe.lag(group, GROUPS[group], timeout=timeout)
+    return None
+
+
+def lag_by_group(cluster: LocalCluster) -> dict[str, GroupLag | None]:
     with LagProbe({"bootstrap.servers": cluster.bootstrap_servers}) as probe:
-        for group, topics in GROUPS.items():
-            with contextlib.suppress(KafkaException):  # a broker going away mid-call: skip it
-                lags[group] = probe.lag(group, topics, timeout=3.0)
-    return lags
+        return {group: group_lag(probe, group, timeout=3.0) for group in GROUPS}
 
 
 def describe_model(model_path: Path) -> str:
