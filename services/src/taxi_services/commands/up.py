@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -12,9 +13,11 @@ import click
 
 from taxi_kafka.cluster import ClusterError, LocalCluster
 from taxi_kafka.cluster.procs import port_free
+from taxi_kafka.groups import LagProbe
 from taxi_kafka.shutdown import first_signal_interrupts
 from taxi_model.artifact import ModelLoadError
 from taxi_model.workflow import ensure_model
+from taxi_services.commands.status import group_lag
 from taxi_services.options import model_option
 from taxi_services.ports import DASHBOARD_PORT, METRICS_PORTS, PROMETHEUS_PORT
 from taxi_services.prometheus import (
@@ -24,6 +27,7 @@ from taxi_services.prometheus import (
     find_binary,
 )
 from taxi_services.scrape import total
+from taxi_services.status import lag_text, rmsle_text
 from taxi_services.supervisor import Child, stop_all
 from taxi_services.up_state import state_path, write_state
 
@@ -128,7 +132,8 @@ def _data_args(csv: Path) -> list[str]:
 
 
 class Status:
-    """The live one-line status, from the children's own metrics."""
+    """The live one-line status, from the children's own metrics and, for the predictor's
+    lag in records, from the cluster."""
 
     def __init__(self, children: list[Child]) -> None:
         self.children = {c.name: c for c in children}
@@ -155,17 +160,20 @@ class Status:
         if self._last is not None and now > self._last[0]:
             rate = (predicted - self._last[1]) / (now - self._last[0])
         self._last = (now, predicted)
+        lag = group_lag(self._lag_probe, "taxi-predictor", timeout=STATUS_EVERY_S / 2)
         return (
             f"started {self.started['train']:,.0f} train + {self.started['test']:,.0f} test"
             f" | predicted {predicted:,.0f} ({rate:,.0f}/s)"
-            f" | lag {total(predictor, 'taxi_consumer_lag_records'):,.0f}"
+            f" | lag {lag_text(lag)}"
             f" | scored {self.scored:,.0f}"
-            f" | RMSLE train {self._rmsle(aggregator):.3f}"
+            f" | RMSLE train {rmsle_text(aggregator, 'train')}"
         )
 
-    @staticmethod
-    def _rmsle(aggregator: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
-        return total(aggregator, "taxi_model_rmsle", source="train", scope="cumulative")
+    @functools.cached_property
+    def _lag_probe(self) -> LagProbe:
+        # Not the predictor's own lag gauge: that counts transaction markers. Kept from line to
+        # line, its clients stay connected. `up` found its cluster by LocalCluster() too.
+        return LagProbe({"bootstrap.servers": LocalCluster().bootstrap_servers})
 
     def drained(self) -> bool:
         return self.scored >= sum(self.started.values())
