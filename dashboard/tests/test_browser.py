@@ -15,9 +15,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from taxi_dashboard.live_map import LAND_FILL
 from taxi_kafka.admin import ensure_topics
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.testing import free_base_port
@@ -111,8 +114,11 @@ def dashboard(workdir: Path) -> tuple[Child, str]:
     return child, f"http://127.0.0.1:{port}"
 
 
-def open_page(browser: Browser, url: str) -> Page:
+def open_page(browser: Browser, url: str, *, offline: bool = False) -> Page:
     page = browser.new_page(viewport={"width": 1500, "height": 1900})
+    if offline:
+        # Only the dashboard answers (no Carto tiles): what a user without internet sees.
+        page.route(lambda address: not address.startswith(url), lambda route: route.abort())
     deadline = time.monotonic() + 120
     while True:  # until the server listens
         try:
@@ -141,6 +147,28 @@ def wait_for(what: str, check: Callable[[], object], timeout: float) -> None:
 
 def assert_no_exception(page: Page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+WHITE = np.array([255, 255, 255])
+# The boroughs' translucent fill over the page's white, as the browser blends it.
+LAND = WHITE - (WHITE - LAND_FILL[:3]) * LAND_FILL[3] / 255
+
+
+def map_shares(page: Page, name: str) -> tuple[float, float]:
+    """Screenshots the map into `name` and returns the shares of its pixels that are bare land
+    (the boroughs' fill) and bare water (the white page: no tiles)."""
+    path = artifacts_dir() / name
+    # A clip of the page: the element's own screenshot waits for it to be still, and the map
+    # redraws every second.
+    box = page.locator(".st-key-live-map").bounding_box()
+    assert box is not None
+    page.screenshot(path=str(path), clip=box)
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+
+    def share(colour: np.ndarray) -> float:
+        return float((np.abs(pixels - colour) <= 6).all(axis=-1).mean())
+
+    return share(LAND), share(WHITE)
 
 
 def test_without_data_the_page_says_what_to_start(cluster, browser, tmp_path):
@@ -213,12 +241,21 @@ def test_the_live_page_shows_trips_and_keeps_updating_with_a_broker_down(
         shot = screenshot(page, "dashboard.png")
         assert shot.stat().st_size > 50_000
 
-        # A second tab is served by the same reader: the topics are assigned once.
-        second = open_page(browser, url)
+        # A second tab, offline, is served by the same reader: the topics are assigned once.
+        second = open_page(browser, url, offline=True)
         expect(second.locator(".st-key-live-map canvas").first).to_be_visible(
             timeout=PAINT_TIMEOUT_MS
         )
         assert child.log_path.read_text().count("reading new_trips") == 1
+
+        def boroughs_drawn() -> bool:
+            """Without tiles, the boroughs still show New York: land under the trips, water
+            around them."""
+            land, water = map_shares(second, "dashboard-offline-map.png")
+            print(f"offline map: {land:.0%} bare land, {water:.0%} bare water")
+            return land > 0.1 and water > 0.05
+
+        wait_for("the boroughs on the offline map", boroughs_drawn, 60)
         second.close()
 
         assert cluster.stop_broker(STOPPED_BROKER)
