@@ -35,6 +35,15 @@ def test_help_lists_every_option_with_its_variable():
         assert text in result.output
 
 
+def test_the_page_and_the_metrics_listen_on_loopback_unless_told_otherwise():
+    # Joined into one line: click wraps the help between words.
+    output = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    assert "--address TEXT " in output
+    assert "--metrics-address TEXT " in output
+    for variable in ("TAXI_DASHBOARD_ADDRESS", "TAXI_DASHBOARD_METRICS_ADDRESS"):
+        assert f"[env var: {variable}; default: 127.0.0.1]" in output
+
+
 def test_a_malformed_librdkafka_setting_is_refused():
     result = CliRunner().invoke(main, ["-X", "no-equals-sign"])
     assert result.exit_code == 2

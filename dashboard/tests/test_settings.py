@@ -13,6 +13,7 @@ def test_settings_survive_the_trip_through_the_environment():
             {"security.protocol": "SSL", "ssl.ca.location": "/ca.pem", "ssl_engine.id": "x"},
         ),
         metrics_port=0,
+        metrics_address="0.0.0.0",
         expected_brokers=5,
         refresh_s=1.5,
         lookback_s=30.0,
@@ -29,6 +30,7 @@ def test_defaults_from_an_empty_environment():
     settings = DashboardSettings.from_env({})
     assert settings == DashboardSettings()
     assert settings.metrics_port == 9105
+    assert settings.metrics_address == "127.0.0.1"
     assert settings.brokers == 3  # the three local brokers
 
 

@@ -3,6 +3,8 @@ service started, and nothing left running afterwards."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import re
 import shutil
@@ -10,11 +12,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
 
-from taxi_kafka.cluster import free_base_port
+from taxi_kafka.cluster import NODE_IDS, ClusterPorts, free_base_port
+from taxi_services.ports import DASHBOARD_PORT, METRICS_PORTS, PROMETHEUS_PORT
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -53,9 +57,10 @@ def press_ctrl_c_under_uv_run(process: subprocess.Popen[str]) -> None:
     process.send_signal(signal.SIGINT)
 
 
-def leftovers(tmp_path: Path) -> list[str]:
-    """Processes still running in this test's folder: Kafka nodes, services."""
-    found = []
+def processes_in(tmp_path: Path) -> dict[int, str]:
+    """pid -> command line of each process running in this test's folder: Kafka nodes,
+    services, Prometheus."""
+    found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cwd = os.readlink(f"/proc/{pid}/cwd")
@@ -63,7 +68,42 @@ def leftovers(tmp_path: Path) -> list[str]:
         except OSError:
             continue
         if cwd.startswith(str(tmp_path)):
-            found.append(f"{pid}: {cmdline[:120]}")
+            found[int(pid)] = cmdline
+    return found
+
+
+def leftovers(tmp_path: Path) -> list[str]:
+    """Processes still running in this test's folder."""
+    return [f"{pid}: {cmdline[:120]}" for pid, cmdline in processes_in(tmp_path).items()]
+
+
+def listening_sockets(pids: Collection[int]) -> dict[tuple[str, int], int]:
+    """(address, port) -> pid of every TCP socket these processes listen on: the LISTEN rows
+    (state 0A) of /proc/net/tcp and tcp6 whose inode is one of the processes' descriptors."""
+    owners = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):  # it exited meanwhile
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):  # the descriptor closed meanwhile
+                    owners[os.readlink(fd.path)] = pid
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            owner = owners.get(f"socket:[{fields[9]}]")
+            if fields[3] != "0A" or owner is None:
+                continue
+            hex_address, _, hex_port = fields[1].partition(":")
+            # The address is written as 32-bit words in the host's byte order.
+            raw = bytes.fromhex(hex_address)
+            words = [raw[i : i + 4] for i in range(0, len(raw), 4)]
+            address = ipaddress.ip_address(
+                b"".join(int.from_bytes(w, sys.byteorder).to_bytes(4, "big") for w in words)
+            )
+            # A Java socket on 127.0.0.1 may be an IPv6 one, on ::ffff:127.0.0.1.
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                address = address.ipv4_mapped
+            found[(str(address), int(hex_port, 16))] = owner
     return found
 
 
@@ -102,11 +142,28 @@ def test_status_while_up_runs_and_ctrl_c_stops_every_process(tmp_path):
             break
         assert time.monotonic() < deadline, "no predictions in time"
     report = status_once_the_dashboard_has_read(tmp_path, env)
+    processes = processes_in(tmp_path)
+    sockets = listening_sockets(processes)
     press_ctrl_c_under_uv_run(up)
     output, _ = up.communicate(timeout=120)
     assert up.returncode == 0, output
     assert "stopped the Kafka cluster" in output
     assert leftovers(tmp_path) == []
+
+    # Nothing taxi up starts (services, dashboard, Prometheus, Kafka nodes) listens beyond
+    # loopback, 0.0.0.0 and :: included.
+    exposed = [
+        f"{address}:{port} ({processes[pid][:80]})"
+        for (address, port), pid in sockets.items()
+        if not ipaddress.ip_address(address).is_loopback
+    ]
+    assert not exposed, exposed
+    cluster = ClusterPorts(int(env["TAXI_CLUSTER_BASE_PORT"]))
+    expected = {*METRICS_PORTS.values(), DASHBOARD_PORT}
+    expected |= {port for node in NODE_IDS for port in cluster.of_node(node)}
+    if PROMETHEUS_INSTALLED:
+        expected.add(PROMETHEUS_PORT)
+    assert expected <= {port for _, port in sockets}, sorted(sockets)
 
     assert "Kafka: 3 of 3 brokers up" in report
     assert f"taxi up: running (pid {up.pid})" in report

@@ -20,6 +20,7 @@ from streamlit.web import bootstrap
 from taxi_dashboard.reader import shared_live_data
 from taxi_dashboard.settings import (
     BROKERS_ENV,
+    DEFAULT_ADDRESS,
     DEFAULT_HEALTH_INTERVAL_S,
     DEFAULT_LOOKBACK_S,
     DEFAULT_METRICS_PORT,
@@ -28,6 +29,7 @@ from taxi_dashboard.settings import (
     HEALTH_INTERVAL_ENV,
     LOG_LEVEL_ENV,
     LOOKBACK_ENV,
+    METRICS_ADDRESS_ENV,
     METRICS_PORT_ENV,
     PORT_ENV,
     REFRESH_ENV,
@@ -78,11 +80,12 @@ def configure_logging(level: str) -> None:
 )
 @click.option(
     "--address",
-    default="0.0.0.0",
+    default=DEFAULT_ADDRESS,
     envvar=ADDRESS_ENV,
     show_envvar=True,
     show_default=True,
-    help="Interface to listen on (0.0.0.0: every one, as a container needs).",
+    help="Interface the page listens on (0.0.0.0: every one, as a container publishing the "
+    "port needs).",
 )
 @click.option(
     "--bootstrap-servers",
@@ -106,6 +109,15 @@ def configure_logging(level: str) -> None:
     show_envvar=True,
     show_default=True,
     help="Port of the Prometheus /metrics endpoint (0: none).",
+)
+@click.option(
+    "--metrics-address",
+    default=DEFAULT_ADDRESS,
+    envvar=METRICS_ADDRESS_ENV,
+    show_envvar=True,
+    show_default=True,
+    help="Interface of the /metrics endpoint (0.0.0.0: every one, as a container publishing "
+    "the port needs).",
 )
 @click.option(
     "--brokers",
@@ -158,6 +170,7 @@ def main(
     bootstrap_servers: str | None,
     kafka_settings: tuple[str, ...],
     metrics_port: int,
+    metrics_address: str,
     brokers: int | None,
     refresh: float,
     lookback: float,
@@ -178,6 +191,7 @@ def main(
     settings = DashboardSettings(
         kafka=kafka,
         metrics_port=metrics_port,
+        metrics_address=metrics_address,
         expected_brokers=brokers,
         refresh_s=refresh,
         lookback_s=lookback,
@@ -187,7 +201,7 @@ def main(
     configure_logging(settings.log_level)
     os.environ.update(settings.to_env())
     shared_live_data(settings)
-    click.echo(f"dashboard: http://127.0.0.1:{port}  (Kafka {kafka.bootstrap_servers})")
+    click.echo(f"dashboard: http://{address}:{port}  (Kafka {kafka.bootstrap_servers})")
     options = streamlit_options(port=port, address=address, log_level=log_level)
     bootstrap.load_config_options(flag_options=options)
     bootstrap.run(str(APP), False, [], options)

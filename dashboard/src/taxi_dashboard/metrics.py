@@ -60,14 +60,14 @@ def record_buffers(sizes: Mapping[str, int]) -> None:
         BUFFER_ITEMS.labels(name).set(size)
 
 
-def serve_metrics(port: int) -> None:
-    """Expose /metrics on `port` (0: don't). A port in use is logged, not fatal: the page
-    matters more than its metrics."""
+def serve_metrics(port: int, address: str) -> None:
+    """Expose /metrics on address:port (port 0: don't). A port in use is logged, not fatal:
+    the page matters more than its metrics."""
     if not port:
         return
     try:
-        start_http_server(port, registry=REGISTRY)
+        start_http_server(port, addr=address, registry=REGISTRY)
     except OSError as exc:
-        log.error("cannot serve metrics on port %d: %s", port, exc)
+        log.error("cannot serve metrics on %s:%d: %s", address, port, exc)
         return
-    log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    log.info("metrics on http://%s:%d/metrics", address, port)

@@ -245,7 +245,7 @@ def shared_live_data(settings: DashboardSettings) -> LiveData:
     global _shared  # noqa: PLW0603 - one reader per process is the point
     with _shared_lock:
         if _shared is None:
-            metrics.serve_metrics(settings.metrics_port)
+            metrics.serve_metrics(settings.metrics_port, settings.metrics_address)
             _shared = LiveData(settings).start()
             atexit.register(_shared.stop)
         return _shared

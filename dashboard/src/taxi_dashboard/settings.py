@@ -14,6 +14,7 @@ from taxi_kafka.config import BOOTSTRAP_ENV, KafkaConfig, env_name
 
 PORT_ENV = "TAXI_DASHBOARD_PORT"
 METRICS_PORT_ENV = "TAXI_DASHBOARD_METRICS_PORT"
+METRICS_ADDRESS_ENV = "TAXI_DASHBOARD_METRICS_ADDRESS"
 BROKERS_ENV = "TAXI_DASHBOARD_BROKERS"
 REFRESH_ENV = "TAXI_DASHBOARD_REFRESH"
 LOOKBACK_ENV = "TAXI_DASHBOARD_LOOKBACK"
@@ -22,6 +23,8 @@ LOG_LEVEL_ENV = "TAXI_LOG_LEVEL"
 
 DEFAULT_PORT = 8501
 DEFAULT_METRICS_PORT = 9105
+# The page and the metrics listen on loopback unless told otherwise; a container passes 0.0.0.0.
+DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_REFRESH_S = 1.0
 DEFAULT_LOOKBACK_S = 60.0
 DEFAULT_HEALTH_INTERVAL_S = 3.0
@@ -36,6 +39,7 @@ def broker_count(bootstrap_servers: str) -> int:
 class DashboardSettings:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     metrics_port: int = DEFAULT_METRICS_PORT
+    metrics_address: str = DEFAULT_ADDRESS
     # None: as many as the bootstrap list names.
     expected_brokers: int | None = None
     refresh_s: float = DEFAULT_REFRESH_S
@@ -52,6 +56,7 @@ class DashboardSettings:
         env = {
             BOOTSTRAP_ENV: self.kafka.bootstrap_servers,
             METRICS_PORT_ENV: str(self.metrics_port),
+            METRICS_ADDRESS_ENV: self.metrics_address,
             REFRESH_ENV: str(self.refresh_s),
             LOOKBACK_ENV: str(self.lookback_s),
             HEALTH_INTERVAL_ENV: str(self.health_interval_s),
@@ -68,6 +73,7 @@ class DashboardSettings:
         return cls(
             kafka=KafkaConfig.from_env(env),
             metrics_port=int(env.get(METRICS_PORT_ENV, DEFAULT_METRICS_PORT)),
+            metrics_address=env.get(METRICS_ADDRESS_ENV, DEFAULT_ADDRESS),
             expected_brokers=int(brokers) if brokers else None,
             refresh_s=float(env.get(REFRESH_ENV, DEFAULT_REFRESH_S)),
             lookback_s=float(env.get(LOOKBACK_ENV, DEFAULT_LOOKBACK_S)),

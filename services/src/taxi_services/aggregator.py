@@ -246,6 +246,7 @@ def main(
     *,
     kafka: KafkaConfig,
     metrics_port: int,
+    metrics_address: str,
     instance: str,
     window: float,
     grace: float,
@@ -258,7 +259,7 @@ def main(
     MAE, median absolute percentage error, share within ±30% and unmatched count. Exactly once,
     with its state kept in aggregator_changelog. Run a single instance.
     """
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, metrics_address)
 
     def new_state() -> Aggregation:
         return Aggregation.create(int(ttl * 1000), int(window * 1000), int(grace * 1000))

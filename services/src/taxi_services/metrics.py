@@ -26,6 +26,7 @@ from prometheus_client.utils import floatToGoString
 
 from taxi_kafka.observer import Observer
 from taxi_kafka.records import PartitionKey
+from taxi_services.ports import METRICS_ADDRESS
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +239,8 @@ class PrometheusObserver(Observer):
                         gauge.remove(self.service, self.group, topic, str(partition))
 
 
-def serve_metrics(port: int) -> None:
-    """Expose /metrics on `port` (0: don't)."""
+def serve_metrics(port: int, address: str = METRICS_ADDRESS) -> None:
+    """Expose /metrics on address:port (port 0: don't)."""
     if port:
-        start_http_server(port)
-        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+        start_http_server(port, addr=address)
+        log.info("metrics on http://%s:%d/metrics", address, port)

@@ -13,6 +13,7 @@ import click
 from taxi_kafka.config import BOOTSTRAP_ENV, ConfigError, KafkaConfig
 from taxi_model.artifact import DEFAULT_MODEL_PATH
 from taxi_services.logs import configure_logging
+from taxi_services.ports import METRICS_ADDRESS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,11 +94,13 @@ def kafka_options(command: F) -> F:
 
 
 def service_options(service: str, metrics_port: int) -> Callable[[F], F]:
-    """--bootstrap-servers, -X, --metrics-port, --instance and --log-level, for `service`.
+    """--bootstrap-servers, -X, --metrics-port, --metrics-address, --instance and --log-level,
+    for `service`.
 
     Logging is configured before the command runs.
 
-    The decorated command receives `kafka: KafkaConfig`, `metrics_port: int` and `instance: str`.
+    The decorated command receives `kafka: KafkaConfig`, `metrics_port: int`,
+    `metrics_address: str` and `instance: str`.
     """
 
     option = env_option(service)
@@ -108,6 +111,12 @@ def service_options(service: str, metrics_port: int) -> Callable[[F], F]:
             type=click.IntRange(0, 65535),
             default=metrics_port,
             help="Port of the Prometheus /metrics endpoint (0: none).",
+        )
+        @option(
+            "--metrics-address",
+            default=METRICS_ADDRESS,
+            help="Interface of the /metrics endpoint (0.0.0.0: every one, as a container "
+            "publishing the port needs).",
         )
         @click.option(
             "--instance",

@@ -13,3 +13,6 @@ METRICS_PORTS = {
 }
 DASHBOARD_PORT = 8501
 PROMETHEUS_PORT = 9090
+# The interface the metrics endpoints listen on unless told otherwise: loopback only. A
+# container publishing its port passes 0.0.0.0 (docker-compose.yml).
+METRICS_ADDRESS = "127.0.0.1"

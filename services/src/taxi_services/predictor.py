@@ -121,6 +121,7 @@ def main(
     *,
     kafka: KafkaConfig,
     metrics_port: int,
+    metrics_address: str,
     instance: str,
     model_path: Path,
     batch_size: int,
@@ -140,7 +141,7 @@ def main(
     log.info("model %s loaded from %s", model.version, model_path)
     threadpool_limits(MODEL_THREADS)
     MODEL_INFO.info({"version": model.version})
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, metrics_address)
     group, trips, predictions, dead_letters = prefixed(
         topic_prefix, GROUP_ID, NEW_TRIPS, ML_PREDICTIONS, DEAD_LETTERS
     )

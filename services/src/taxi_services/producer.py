@@ -154,6 +154,7 @@ def main(
     source: str,
     kafka: KafkaConfig,
     metrics_port: int,
+    metrics_address: str,
     instance: str,
     data: Path | None,
     rate: float | None,
@@ -174,7 +175,7 @@ def main(
     trips = _load_trips(trip_source, data, synthetic_rows)
     replay = Replay(trips, trip_source, rate=rate, time_scale=time_scale, limit=limit)
     name = f"{source}-{instance}"
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, metrics_address)
     observer = PrometheusObserver(
         f"{SERVICE}-{source}",
         outputs=prefixed(topic_prefix, NEW_TRIPS, FINISHED_TRIPS, PRODUCER_CHECKPOINTS),
