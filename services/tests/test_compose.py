@@ -3,8 +3,10 @@ configuration without Docker.
 
 The brokers must carry the local cluster's settings (taxi_kafka.cluster.config), every client
 must list all three brokers, every service's command line must parse as its console script
-parses it, and every file mounted into a container must exist. Where the docker compose plugin
-is installed, `docker compose config` validates the file as well.
+parses it, and every file mounted into a container must exist. Every port is published on the
+host's loopback only, behind a server told to listen on all of its container's interfaces, and
+no password is written in the file. Where the docker compose plugin is installed,
+`docker compose config` validates the file as well.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ LONG_RUNNING = {"predictor", "aggregator", "dashboard"}
 ONE_SHOT = {"topics", "trainer"}
 EXPECTED_SERVICES = {*BROKERS, *KAFKA_CLIENTS, "trainer", "prometheus", "grafana"}
 GRAFANA_PORT = 3000
+LOOPBACK = "127.0.0.1"
+EVERY_INTERFACE = "0.0.0.0"
 
 # Variables the apache/kafka image reads itself instead of writing them to server.properties.
 IMAGE_VARIABLES = {
@@ -83,13 +87,22 @@ IMAGE_VARIABLES = {
 # `taxi`'s entry point is a plain function that runs this group with auto_envvar_prefix="TAXI".
 GROUPS = {"taxi": ("taxi_services.cli:cli", "TAXI")}
 
-_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<kind>:[-?])(?P<argument>[^}]*))?\}")
+
+
+def substitute(match: re.Match[str]) -> str:
+    """An unset variable's value: its default, or for a required one (${NAME:?error}, which
+    compose refuses to run without) a stand-in, <NAME>."""
+    if match["kind"] == ":?":
+        return f"<{match['name']}>"
+    return match["argument"] or ""
 
 
 def interpolate(node: Any) -> Any:
-    """Compose's ${NAME} and ${NAME:-default}, as when no such variable is set."""
+    """Compose's ${NAME}, ${NAME:-default} and ${NAME:?error}, as when only the required
+    variables are set."""
     if isinstance(node, str):
-        text = _VARIABLE.sub(lambda match: match["default"] or "", node)
+        text = _VARIABLE.sub(substitute, node)
         assert "$" not in text, f"interpolation this test does not understand: {node!r}"
         return text
     if isinstance(node, dict):
@@ -139,6 +152,16 @@ def listeners(value: str) -> dict[str, tuple[str, str]]:
         host, _, port = address.rpartition(":")
         parsed[name] = (host, port)
     return parsed
+
+
+def published(service: Mapping[str, Any]) -> dict[int, tuple[str, int]]:
+    """Container port -> (host address, host port) of the service's short-syntax ports; the
+    address is "" where the entry names none (every interface of the host)."""
+    found = {}
+    for entry in service.get("ports", []):
+        *address, host_port, container_port = str(entry).split(":")
+        found[int(container_port)] = (":".join(address), int(host_port))
+    return found
 
 
 def mounts(service: Mapping[str, Any]) -> dict[str, tuple[str, bool]]:
@@ -411,7 +434,7 @@ def test_mounted_files_and_volumes_exist(compose, services):
 def test_the_metrics_ports_agree_with_the_prometheus_config(services, parse):
     for name, port in METRICS_PORTS.items():
         assert parse(name)["params"]["metrics_port"] == port, name
-        assert f"{port}:{port}" in services[name]["ports"], name
+        assert published(services[name])[port] == (LOOPBACK, port), name
     assert PROMETHEUS_CONFIG.is_file(), (
         f"{PROMETHEUS_CONFIG.relative_to(REPO)} is missing: the prometheus service mounts it"
     )
@@ -429,13 +452,70 @@ def test_the_metrics_ports_agree_with_the_prometheus_config(services, parse):
 
 def test_the_published_ports(services, parse):
     assert parse("dashboard")["params"]["port"] == DASHBOARD_PORT
-    assert f"{DASHBOARD_PORT}:{DASHBOARD_PORT}" in services["dashboard"]["ports"]
-    assert services["prometheus"]["ports"] == [f"{PROMETHEUS_PORT}:{PROMETHEUS_PORT}"]
-    assert services["grafana"]["ports"] == [f"{GRAFANA_PORT}:{GRAFANA_PORT}"]
+    assert published(services["dashboard"])[DASHBOARD_PORT] == (LOOPBACK, DASHBOARD_PORT)
+    assert published(services["prometheus"]) == {PROMETHEUS_PORT: (LOOPBACK, PROMETHEUS_PORT)}
+    assert published(services["grafana"]) == {GRAFANA_PORT: (LOOPBACK, GRAFANA_PORT)}
     assert (
         mounts(services["prometheus"])["/etc/prometheus/prometheus.yml"][0]
         == f"./{PROMETHEUS_CONFIG.relative_to(REPO)}"
     )
+
+
+def test_every_port_is_published_on_the_hosts_loopback_only(services):
+    exposed = {
+        f"{name}: {address or '(every interface)'}:{host_port}"
+        for name, service in services.items()
+        for address, host_port in published(service).values()
+        if address != LOOPBACK
+    }
+    assert not exposed, f"published beyond {LOOPBACK}: {sorted(exposed)}"
+    assert {name for name, service in services.items() if published(service)} == {
+        *BROKERS,
+        *METRICS_PORTS,
+        "prometheus",
+        "grafana",
+    }
+
+
+def test_every_published_port_is_served_on_every_interface_of_its_container(services, parse):
+    """A published port reaches a container's own interface, not its loopback, and our
+    commands listen on loopback unless told otherwise: so each container says 0.0.0.0."""
+    told: dict[str, dict[int, str]] = {}
+    for name in BROKERS:
+        props = broker_properties(services[name])
+        told[name] = {int(port): host for host, port in listeners(props["listeners"]).values()}
+    for name in METRICS_PORTS:
+        # --port and --address, --metrics-port and --metrics-address: each port its address.
+        params = parse(name)["params"]
+        told[name] = {
+            params[port]: params[port.removesuffix("port") + "address"]
+            for port in params
+            if port.endswith("port") and params[port]
+        }
+    flags = dict(arg.partition("=")[::2] for arg in services["prometheus"]["command"])
+    host, _, port = flags["--web.listen-address"].rpartition(":")
+    told["prometheus"] = {int(port): host}
+    told["grafana"] = {GRAFANA_PORT: environment(services["grafana"]).get("GF_SERVER_HTTP_ADDR")}
+    unreachable = {
+        f"{name}:{port} on {told.get(name, {}).get(port)}"
+        for name, service in services.items()
+        for port in published(service)
+        if told.get(name, {}).get(port) != EVERY_INTERFACE
+    }
+    assert not unreachable, f"published, but not served on {EVERY_INTERFACE}: {unreachable}"
+
+
+def test_no_password_is_written_in_the_file():
+    # Read before interpolation: a ${NAME:-default} would be a password in the file too.
+    raw = environment(yaml.safe_load(COMPOSE_FILE.read_text())["services"]["grafana"])
+    secrets = {name: value for name, value in raw.items() if "PASSWORD" in name}
+    assert "GF_SECURITY_ADMIN_PASSWORD" in secrets, "Grafana would fall back to admin/admin"
+    for name, value in secrets.items():
+        required = rf"\$\{{{name}:\?[^}}]+\}}"
+        assert re.fullmatch(required, value), f"{name}: {value!r} is not ${{{name}:?...}}"
+    # Without a login, Grafana only shows.
+    if raw.get("GF_AUTH_ANONYMOUS_ENABLED") == "true":
+        assert raw.get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Viewer"
 
 
 def test_grafana_reads_the_compose_prometheus_and_the_mounted_dashboards(services):
@@ -499,6 +579,7 @@ def test_docker_compose_config_accepts_the_file(models):
             "validate the file here (the other checks in this file do not need it)"
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAXI_")}
+    env["GF_SECURITY_ADMIN_PASSWORD"] = "compose-config-check"  # required by the file
     if models:
         env["TAXI_COMPOSE_MODELS"] = models
     result = subprocess.run(
