@@ -30,6 +30,8 @@ setting_names = st.from_regex(
 def test_default_bootstrap_lists_all_three_local_brokers():
     assert DEFAULT_BOOTSTRAP_SERVERS == "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"
     assert KafkaConfig.from_env({}).bootstrap_servers == DEFAULT_BOOTSTRAP_SERVERS
+    moved = KafkaConfig.from_env({"TAXI_CLUSTER_BASE_PORT": "29092"}).bootstrap_servers
+    assert moved == "127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094"
 
 
 def test_env_passes_librdkafka_settings_through():

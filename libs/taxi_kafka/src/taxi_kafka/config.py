@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from taxi_kafka.cluster.config import DEFAULT_BASE_PORT, ClusterPorts
+from taxi_kafka.cluster.config import BASE_PORT_ENV, DEFAULT_BASE_PORT, ClusterPorts
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,13 @@ def merge(
     return {**defaults, **user, **enforced}, ignored
 
 
+def local_bootstrap_servers(env: Mapping[str, str] = os.environ) -> str:
+    """The local cluster's brokers: on the default ports, or where TAXI_CLUSTER_BASE_PORT
+    moved them (`taxi cluster up` and `taxi up` start them there)."""
+    base = env.get(BASE_PORT_ENV)
+    return ClusterPorts(int(base)).bootstrap_servers if base else DEFAULT_BOOTSTRAP_SERVERS
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
     """Where the brokers are and any librdkafka settings to pass through (TLS, SASL, tuning)."""
@@ -126,7 +133,7 @@ class KafkaConfig:
             bootstrap_servers
             or from_settings
             or env.get(BOOTSTRAP_ENV)
-            or DEFAULT_BOOTSTRAP_SERVERS
+            or local_bootstrap_servers(env)
         )
         return cls(bootstrap.strip(), settings)
 

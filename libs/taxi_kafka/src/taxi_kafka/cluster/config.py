@@ -12,6 +12,8 @@ from taxi_kafka.topics import DEFAULT_PARTITIONS, MIN_INSYNC_REPLICAS, REPLICATI
 
 HOST = "127.0.0.1"
 DEFAULT_BASE_PORT = 19092
+# Moves the local cluster (and so the clients' default brokers) to other ports.
+BASE_PORT_ENV = "TAXI_CLUSTER_BASE_PORT"
 # Controllers listen this far above the brokers: 19092..19094 -> 19192..19194.
 CONTROLLER_PORT_OFFSET = 100
 NODE_IDS: tuple[int, ...] = (1, 2, 3)

@@ -23,6 +23,7 @@ from taxi_kafka import admin as topic_admin
 from taxi_kafka.admin import NotReadyError
 from taxi_kafka.cluster import procs
 from taxi_kafka.cluster.config import (
+    BASE_PORT_ENV,
     NODE_IDS,
     ClusterPorts,
     JavaLauncher,
@@ -44,7 +45,6 @@ from taxi_kafka.topics import INTERNAL_TOPICS, PROJECT_TOPICS, TopicSpec
 log = logging.getLogger(__name__)
 
 RUNTIME_DIR_ENV = "TAXI_RUNTIME_DIR"
-BASE_PORT_ENV = "TAXI_CLUSTER_BASE_PORT"
 JARS_DIR_ENV = "TAXI_CLUSTER_JARS_DIR"
 KAFKA_HOME_ENV = "KAFKA_HOME"
 # More options for the brokers' JVMs, shell-quoted; say, the quick JIT for clusters that live
