@@ -110,3 +110,14 @@ def services(pipeline_cluster: LocalCluster, tmp_path: Path) -> Iterator[Service
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture
+def shared_services(kafka_cluster: LocalCluster, tmp_path: Path) -> Iterator[Services]:
+    """Services on the session's shared cluster, for tests that keep to a --topic-prefix of
+    their own; whatever still runs at the end of the test is stopped."""
+    started = Services(kafka_cluster, tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop_all()

@@ -17,14 +17,6 @@ from datetime import datetime
 
 from taxi_kafka.groups import lag_of
 from taxi_kafka.records import PartitionKey
-from taxi_kafka.topics import FINISHED_TRIPS, ML_PREDICTIONS, NEW_TRIPS
-
-# The pipeline's consumer groups and what they read; they are defined by the services
-# (GROUP_ID in taxi_services/predictor.py and aggregator.py), which this package does not import.
-PIPELINE_GROUPS: Mapping[str, tuple[str, ...]] = {
-    "taxi-predictor": (NEW_TRIPS,),
-    "taxi-aggregator": (ML_PREDICTIONS, FINISHED_TRIPS),
-}
 
 
 @dataclass(frozen=True, slots=True)

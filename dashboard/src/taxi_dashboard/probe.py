@@ -16,7 +16,6 @@ from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from taxi_dashboard.health import (
-    PIPELINE_GROUPS,
     BrokerMemory,
     ClusterHealth,
     GroupLag,
@@ -25,6 +24,7 @@ from taxi_dashboard.health import (
     replication_problems,
 )
 from taxi_kafka.groups import committed_offsets, end_offsets
+from taxi_kafka.topics import PIPELINE_GROUPS
 
 _FAILURES = (KafkaException, FutureTimeout)
 

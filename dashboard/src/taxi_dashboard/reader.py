@@ -23,13 +23,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from confluent_kafka.admin import AdminClient
 
 from taxi_dashboard import metrics
-from taxi_dashboard.health import PIPELINE_GROUPS, BrokerMemory, ClusterHealth
+from taxi_dashboard.health import BrokerMemory, ClusterHealth
 from taxi_dashboard.lookback import lookback_s, start_offset
 from taxi_dashboard.probe import probe_cluster
 from taxi_dashboard.settings import DashboardSettings
 from taxi_dashboard.state import TOPICS, DashboardState, RawRecord, Snapshot
 from taxi_kafka.admin import QUIET_CLIENT_CONFIG
 from taxi_kafka.groups import group_reader
+from taxi_kafka.topics import PIPELINE_GROUPS
 
 log = logging.getLogger("taxi.dashboard")
 

@@ -12,6 +12,8 @@ from taxi_model.replay import (
     Replay,
     ReplayCheckpoint,
     end_delays_s,
+    generation_trip_id,
+    replay_fingerprint,
 )
 from taxi_model.synth import generate_trips
 
@@ -61,14 +63,70 @@ def test_train_ends_carry_the_real_duration_and_test_ends_an_estimate():
 def test_as_fast_as_possible_is_bounded_by_max_starts():
     replay = Replay(TRIPS, "train")
     assert len(replay.step(T0, max_starts=25).started) == 25
-    assert replay.next_row == 25
+    assert replay.position == replay.started == 25
 
 
-def test_limit_stops_after_n_trips():
-    replay = Replay(TRIPS, "train", limit=7)
+def test_stop_after_counts_from_where_the_replay_stands():
+    replay = Replay(TRIPS, "train")
+    replay.step(T0, max_starts=10)
+    replay.stop_after(7)
     started, finished = run(replay, T0 + 10_000)
-    assert len(started) == len(finished) == 7
+    assert [e.trip_id for _, e in started] == list(TRIPS["id"][10:17])
+    assert len(finished) == 17  # the first ten trips' ends were owed too
     assert replay.done
+    assert replay.position == 17
+
+
+def test_a_limit_is_the_same_data_not_other_data():
+    limited = Replay(TRIPS, "train")
+    limited.stop_after(5)
+    run(limited, T0 + 10_000)
+    again = Replay(TRIPS, "train")
+    again.restore(limited.checkpoint())  # no CheckpointMismatchError
+    assert again.position == 5
+    assert limited.fingerprint == replay_fingerprint(TRIPS, "train")
+
+
+def test_without_loop_a_finished_replay_starts_nothing_more():
+    replay = Replay(TRIPS, "train")
+    run(replay, T0 + 10_000)
+    resumed = Replay(TRIPS, "train")
+    resumed.restore(replay.checkpoint())
+    assert resumed.done
+    assert resumed.step(T0 + 20_000, max_starts=100).started == []
+
+
+def test_a_looping_replay_goes_on_with_new_trip_ids():
+    replay = Replay(TRIPS, "train", rate=20, loop=True)
+    started, finished = run(replay, T0 + 8_000)
+    ids = [e.trip_id for _, e in started]
+    rows = list(TRIPS["id"])
+    assert ids[: len(rows)] == rows
+    assert ids[len(rows) : 2 * len(rows)] == [f"{r}-g2" for r in rows]
+    assert len(ids) == len(set(ids)) > 2 * len(rows)  # a third generation has begun
+    assert replay.generation == 3
+    assert not replay.done
+    ended = {e.trip_id for _, e in finished}
+    assert ended <= set(ids)
+    assert f"{rows[0]}-g2" in ended
+
+
+def test_the_generation_is_part_of_the_trip_id_only_after_the_first():
+    assert generation_trip_id("id0001", 1) == "id0001"
+    assert generation_trip_id("id0001", 2) == "id0001-g2"
+
+
+def test_an_empty_file_is_done_even_when_looping():
+    replay = Replay(TRIPS.iloc[:0], "train", loop=True)
+    assert replay.done
+    assert replay.step(T0, max_starts=10).started == []
+
+
+def test_a_checkpoint_from_before_generations_still_restores():
+    replay = Replay(TRIPS, "train")
+    old = {"fingerprint": replay.fingerprint, "next_row": 12, "pending_ends": [[T0, 11]]}
+    replay.restore(ReplayCheckpoint.from_json(old))
+    assert (replay.position, replay.started, replay.pending_ends) == (12, 12, 1)
 
 
 def test_end_delays_are_stable_and_in_range():
@@ -94,12 +152,27 @@ def test_a_checkpoint_of_other_data_is_refused():
     st.lists(st.integers(0, 3_000), min_size=1, max_size=40),
     st.sets(st.integers(0, 39), max_size=6),
     st.integers(1, 20),
+    st.booleans(),
+    st.lists(st.integers(1, 90), max_size=6),
 )
 def test_a_restart_from_any_checkpoint_starts_and_ends_every_trip_exactly_once(
-    gaps, crash_points, max_starts
+    gaps, crash_points, max_starts, loop, limits
 ):
-    """A producer killed between transactions restarts from its last committed checkpoint."""
-    replay = Replay(TRIPS, "train", rate=40)
+    """A producer killed between transactions, or stopped at a --limit, restarts from its last
+    committed checkpoint; each run may have a limit of its own, and a looping replay may go on
+    past the end of the file."""
+    limits = iter(limits)
+
+    def process() -> Replay:  # a new producer process: restore, then this run's limit
+        replay = Replay(TRIPS, "train", rate=40, loop=loop)
+        if saved is not None:
+            replay.restore(ReplayCheckpoint.from_json(json.loads(saved)))
+        if (limit := next(limits, None)) is not None:
+            replay.stop_after(limit)
+        return replay
+
+    saved = None
+    replay = process()
     started, finished = Counter(), Counter()
     now = T0
     for i, gap in enumerate(gaps):
@@ -107,14 +180,21 @@ def test_a_restart_from_any_checkpoint_starts_and_ends_every_trip_exactly_once(
         step = replay.step(now, max_starts)
         started.update(e.trip_id for e in step.started)
         finished.update(e.trip_id for e in step.finished)
-        if i in crash_points:  # committed, then killed: a new process restores the checkpoint
-            saved = json.loads(json.dumps(replay.checkpoint().to_json()))
-            replay = Replay(TRIPS, "train", rate=40)
-            replay.restore(ReplayCheckpoint.from_json(saved))
+        if i in crash_points or replay.done:  # committed, then killed or stopped at its limit
+            saved = json.dumps(replay.checkpoint().to_json())
+            replay = process()
+    replay.stop_after(0)  # the last run: send what is owed
     while not replay.done:
         now += 1_000
         step = replay.step(now, max_starts)
         started.update(e.trip_id for e in step.started)
         finished.update(e.trip_id for e in step.finished)
-    assert set(started) == set(finished) == set(TRIPS["id"])
-    assert set(started.values()) == set(finished.values()) == {1}
+    assert set(started) == set(finished)
+    assert set(started.values()) <= {1}
+    assert set(finished.values()) <= {1}
+    assert replay.started == len(started)
+    rows = len(TRIPS)
+    expected = [
+        generation_trip_id(TRIPS["id"][p % rows], p // rows + 1) for p in range(len(started))
+    ]
+    assert sorted(started) == sorted(expected)  # no trip skipped: the first N in order

@@ -33,6 +33,7 @@ from taxi_kafka.shutdown import stop_on_signals
 from taxi_kafka.table import read_table
 from taxi_kafka.topics import (
     AGGREGATOR_CHANGELOG,
+    AGGREGATOR_GROUP,
     DEAD_LETTERS,
     FINISHED_TRIPS,
     ML_PREDICTIONS,
@@ -47,7 +48,7 @@ log = logging.getLogger("taxi.aggregator")
 
 SERVICE = "aggregator"
 option = env_option(SERVICE)
-GROUP_ID = "taxi-aggregator"
+
 EVENT_TYPES: dict[str, type[Prediction] | type[TripFinished]] = {
     ML_PREDICTIONS: Prediction,
     FINISHED_TRIPS: TripFinished,
@@ -266,7 +267,7 @@ def main(
 
     group, predictions, trip_ends, metrics, changelog, dead_letters = prefixed(
         topic_prefix,
-        GROUP_ID,
+        AGGREGATOR_GROUP,
         ML_PREDICTIONS,
         FINISHED_TRIPS,
         MODEL_METRICS,

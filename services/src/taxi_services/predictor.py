@@ -21,7 +21,7 @@ from taxi_kafka.policy import BatchPolicy
 from taxi_kafka.processor import TransactionalProcessor
 from taxi_kafka.records import Failure, OutputRecord, TransformResult
 from taxi_kafka.shutdown import stop_on_signals
-from taxi_kafka.topics import DEAD_LETTERS, ML_PREDICTIONS, NEW_TRIPS
+from taxi_kafka.topics import DEAD_LETTERS, ML_PREDICTIONS, NEW_TRIPS, PREDICTOR_GROUP
 from taxi_model.artifact import ModelLoadError, TripDurationModel, load_model
 from taxi_services.metrics import PrometheusObserver, serve_metrics
 from taxi_services.options import (
@@ -36,7 +36,7 @@ log = logging.getLogger("taxi.predictor")
 
 SERVICE = "predictor"
 option = env_option(SERVICE)
-GROUP_ID = "taxi-predictor"
+
 # The dead-letter reason (Failure.kind) of a record that is no TripStarted.
 DECODE = "decode"
 # Threads per model call. The brokers share the cores, and under contention OpenMP's threads
@@ -143,7 +143,7 @@ def main(
     MODEL_INFO.info({"version": model.version})
     serve_metrics(metrics_port, metrics_address)
     group, trips, predictions, dead_letters = prefixed(
-        topic_prefix, GROUP_ID, NEW_TRIPS, ML_PREDICTIONS, DEAD_LETTERS
+        topic_prefix, PREDICTOR_GROUP, NEW_TRIPS, ML_PREDICTIONS, DEAD_LETTERS
     )
     processor = TransactionalProcessor(
         kafka,

@@ -7,6 +7,7 @@ and restarted producer resumes exactly: no trip starts twice and every started t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -40,12 +41,20 @@ option = env_option(SERVICE)
 # How often the loop wakes when nothing is due: the granularity of the replay's clock.
 TICK_S = 0.02
 SYNTHETIC_SEED = 2016
+SYNTHETIC_ROWS = 100_000
 
 BAD_ROWS = Counter(
     "taxi_producer_bad_rows_total", "CSV rows skipped, by reason.", ["source", "reason"]
 )
-REPLAY_POSITION = Gauge(
-    "taxi_producer_replay_position_rows", "Rows of the file started so far.", ["source"]
+TRIPS_STARTED = Gauge(
+    "taxi_producer_trips_started",
+    "Trips this replay has started, over every run and generation (from its checkpoint).",
+    ["source"],
+)
+GENERATION = Gauge(
+    "taxi_producer_replay_generation",
+    "Which pass over the file the replay is on (1 for the first; --loop starts the next).",
+    ["source"],
 )
 PENDING_ENDS = Gauge(
     "taxi_producer_pending_trip_ends", "Started trips whose end is still to be sent.", ["source"]
@@ -82,6 +91,7 @@ def run_replay(
     A failed transaction rolls the replay back to the last committed checkpoint."""
     committed = replay.checkpoint()
     while not stop.is_set() and not replay.done:
+        generation = replay.generation
         step = replay.step(int(time.time() * 1000), batch_size)
         for reason, count in step.bad_rows.items():
             BAD_ROWS.labels(replay.source, reason).inc(count)
@@ -96,12 +106,26 @@ def run_replay(
             report_outputs(observer, records)
             observer.batch_processed(len(step.started) + len(step.finished))
             committed = replay.checkpoint()
+            if replay.generation > generation:
+                log.info(
+                    "%s: every one of the %d rows has started; generation %d begins, its trip "
+                    "ids ending in -g%d",
+                    name,
+                    replay.rows,
+                    replay.generation,
+                    replay.generation,
+                )
             if progress is not None:
-                progress.update(replay.next_row - progress.n)
+                progress.update(len(step.started))
         else:
             replay.restore(committed)
-        REPLAY_POSITION.labels(replay.source).set(replay.next_row)
-        PENDING_ENDS.labels(replay.source).set(replay.pending_ends)
+        _report_position(replay)
+
+
+def _report_position(replay: Replay) -> None:
+    TRIPS_STARTED.labels(replay.source).set(replay.started)
+    GENERATION.labels(replay.source).set(replay.generation)
+    PENDING_ENDS.labels(replay.source).set(replay.pending_ends)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -133,12 +157,18 @@ def run_replay(
     "--limit",
     type=click.IntRange(1),
     default=None,
-    help="Replay only the first N trips, send all their ends, then exit.",
+    help="Start at most N more trips (this run), send every end owed, then exit.",
+)
+@option(
+    "--loop/--no-loop",
+    default=False,
+    help="At the end of the file, start it over as a new generation of trips (their ids end in "
+    "-g2, -g3, ...) instead of exiting.",
 )
 @option(
     "--synthetic-rows",
     type=click.IntRange(1),
-    default=100_000,
+    default=SYNTHETIC_ROWS,
     help="Trips to generate when there is no CSV.",
 )
 @option(
@@ -160,6 +190,7 @@ def main(
     rate: float | None,
     time_scale: float | None,
     limit: int | None,
+    loop: bool,
     synthetic_rows: int,
     batch_size: int,
     progress: bool,
@@ -172,9 +203,9 @@ def main(
     checkpoint each): reuse it to resume, change it to replay the file afresh.
     """
     trip_source = cast(Source, source)
-    trips = _load_trips(trip_source, data, synthetic_rows)
-    replay = Replay(trips, trip_source, rate=rate, time_scale=time_scale, limit=limit)
-    name = f"{source}-{instance}"
+    trips = load_trips(trip_source, data, synthetic_rows)
+    replay = Replay(trips, trip_source, rate=rate, time_scale=time_scale, loop=loop)
+    name = replay_name(trip_source, instance)
     serve_metrics(metrics_port, metrics_address)
     observer = PrometheusObserver(
         f"{SERVICE}-{source}",
@@ -186,22 +217,40 @@ def main(
         observer=observer,
         name=f"{SERVICE}-{source}",
     )
-    saved = read_table(kafka, topic_prefix + PRODUCER_CHECKPOINTS).get(name.encode())
+    saved = saved_checkpoints(kafka, topic_prefix).get(name)
     if saved is not None:
         try:
-            replay.restore(ReplayCheckpoint.from_json(json.loads(saved)))
+            replay.restore(saved)
         except CheckpointMismatchError as exc:
             producer.close()
-            raise click.ClickException(f"{exc} (use another --instance)") from exc
+            raise click.ClickException(
+                f"{name}: {exc}. Replay the same data, start over with `taxi reset` (which "
+                "deletes the pipeline's topics), or pick another --instance"
+            ) from exc
         log.info(
-            "resuming %s at row %d with %d trip end(s) owed",
+            "resuming %s at generation %d, row %d of %d, with %d trip end(s) owed",
             name,
-            replay.next_row,
+            replay.generation,
+            replay.position % max(replay.rows, 1),
+            replay.rows,
             replay.pending_ends,
         )
+    if limit is not None:
+        replay.stop_after(limit)
+    if replay.done:
+        log.info(
+            "%s: all %d trips of this data have started and ended; nothing to do (--loop "
+            "replays it again under new trip ids)",
+            name,
+            replay.rows,
+        )
+    _report_position(replay)
     stop = threading.Event()
     bar = tqdm(
-        total=replay.total, initial=replay.next_row, desc=f"{source} trips", disable=not progress
+        total=limit if limit is not None else (None if loop else replay.rows),
+        initial=0 if limit is not None or loop else replay.started,
+        desc=f"{source} trips",
+        disable=not progress,
     )
     try:
         with stop_on_signals(stop):
@@ -219,15 +268,30 @@ def main(
         bar.close()
         producer.close()
     log.info(
-        "%s: %d of %d trips started, %d ends owed",
+        "%s: %d trips started in all (generation %d of a %d-row file), %d ends owed",
         name,
-        replay.next_row,
-        replay.total,
+        replay.started,
+        replay.generation,
+        replay.rows,
         replay.pending_ends,
     )
 
 
-def _load_trips(source: Source, data: Path | None, synthetic_rows: int) -> pd.DataFrame:
+def replay_name(source: Source, instance: str) -> str:
+    """The key of a producer's checkpoint: one replay per source and --instance."""
+    return f"{source}-{instance}"
+
+
+def saved_checkpoints(kafka: KafkaConfig, topic_prefix: str = "") -> dict[str, ReplayCheckpoint]:
+    """Every producer's committed checkpoint, by replay name."""
+    table = read_table(kafka, topic_prefix + PRODUCER_CHECKPOINTS)
+    return {
+        key.decode(): ReplayCheckpoint.from_json(json.loads(value)) for key, value in table.items()
+    }
+
+
+def load_trips(source: Source, data: Path | None, synthetic_rows: int) -> pd.DataFrame:
+    """The trips a producer replays: `data`, else data/<source>.csv, else synthetic trips."""
     path = data or Path(f"data/{source}.csv")
     if path.is_file():
         try:
@@ -239,6 +303,11 @@ def _load_trips(source: Source, data: Path | None, synthetic_rows: int) -> pd.Da
     if data is not None:
         raise click.ClickException(f"no trip data at {data}")
     log.info("no %s; replaying %d synthetic trips", path, synthetic_rows)
-    # Both producers draw from one simulation, so train and test trip ids never collide.
-    train, test = synthetic_train_test(synthetic_rows, SYNTHETIC_SEED, synthetic_rows)
+    train, test = _synthetic(synthetic_rows)
     return train if source == "train" else test
+
+
+@functools.cache
+def _synthetic(rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    # Both producers draw from one simulation, so train and test trip ids never collide.
+    return synthetic_train_test(rows, SYNTHETIC_SEED, rows)

@@ -16,6 +16,14 @@ PRODUCER_CHECKPOINTS = "producer_checkpoints"
 AGGREGATOR_CHANGELOG = "aggregator_changelog"
 COMPACTED = {"cleanup.policy": "compact"}
 
+# The pipeline's consumer groups and the topics each reads (before any --topic-prefix).
+PREDICTOR_GROUP = "taxi-predictor"
+AGGREGATOR_GROUP = "taxi-aggregator"
+PIPELINE_GROUPS: Mapping[str, tuple[str, ...]] = {
+    PREDICTOR_GROUP: (NEW_TRIPS,),
+    AGGREGATOR_GROUP: (ML_PREDICTIONS, FINISHED_TRIPS),
+}
+
 DEFAULT_PARTITIONS = 6
 REPLICATION_FACTOR = 3
 MIN_INSYNC_REPLICAS = 2

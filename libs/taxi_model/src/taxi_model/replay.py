@@ -51,25 +51,34 @@ def _unit_hash(text: str) -> float:
 
 @attrs.frozen
 class ReplayCheckpoint:
-    """Where a replay stands: the next row to start and the ends still owed, by row."""
+    """Where a replay stands: how far into the data it is, and the ends still owed.
+
+    Positions count rows over every generation: position p is row p % rows of generation
+    p // rows + 1, so one number says both where in the file and which pass over it.
+    """
 
     fingerprint: str  # which rows, in which order: a restart against other data is refused
-    next_row: int
-    pending_ends: tuple[tuple[int, int], ...]  # (due time in epoch ms, row), ascending
+    position: int  # rows begun so far; the next trip to start is at this position
+    started: int  # trips started so far (rows that made no valid event are not trips)
+    pending_ends: tuple[tuple[int, int], ...]  # (due time in epoch ms, position), ascending
 
     def to_json(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint,
-            "next_row": self.next_row,
+            "position": self.position,
+            "started": self.started,
             "pending_ends": [list(p) for p in self.pending_ends],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplayCheckpoint:
+        # Checkpoints written before generations had one pass, counted in rows: "next_row".
+        position = int(data["position"] if "position" in data else data["next_row"])
         return cls(
             fingerprint=str(data["fingerprint"]),
-            next_row=int(data["next_row"]),
-            pending_ends=tuple((int(due), int(row)) for due, row in data["pending_ends"]),
+            position=position,
+            started=int(data.get("started", position)),
+            pending_ends=tuple((int(due), int(at)) for due, at in data["pending_ends"]),
         )
 
 
@@ -84,11 +93,20 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint was written for other data than this replay's."""
 
 
+def generation_trip_id(row_id: str, generation: int) -> str:
+    """A trip's id in a generation: the file's own id first, then the id with -g<n> after it."""
+    return row_id if generation == 1 else f"{row_id}-g{generation}"
+
+
 class Replay:
     """Rows of a Kaggle-schema frame as TripStarted and TripFinished events over time.
 
     `rate` is trips per second (None: as fast as the caller asks). Train rows end with their
     real duration; test rows, which have none, with `estimate_durations`, flagged is_estimate.
+
+    Without `loop` the replay is done once every row has started and ended. With it, the last
+    row is followed by the first again, in a new generation whose trip ids are new
+    (`generation_trip_id`), so no trip is started twice. `stop_after(n)` ends it sooner.
     """
 
     def __init__(
@@ -98,11 +116,10 @@ class Replay:
         *,
         rate: float | None = None,
         time_scale: float | None = None,
-        limit: int | None = None,
+        loop: bool = False,
     ) -> None:
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
-        trips = trips.iloc[:limit] if limit is not None else trips
         self.source: Source = source
         self._rate = rate
         self._is_estimate = "trip_duration" not in trips.columns
@@ -116,71 +133,90 @@ class Replay:
         self._delays_ms = np.rint(
             end_delays_s(trips["id"].to_numpy(), self._durations, time_scale) * 1000
         ).astype(np.int64)
-        self.fingerprint = _fingerprint(trips, source)
-        self.total = len(trips)
-        self._next_row = 0
-        self._pending: list[tuple[int, int]] = []  # heap of (due ms, row)
-        self._anchor: tuple[int, int] | None = None  # (ms, row): when pacing (re)started
+        self.fingerprint = replay_fingerprint(trips, source)
+        self.rows = len(trips)
+        # Where starting stops: after one pass, or never (an empty file has nothing to loop).
+        self._stop_at: int | None = None if loop and self.rows else self.rows
+        self._position = 0
+        self._started_count = 0
+        self._pending: list[tuple[int, int]] = []  # heap of (due ms, position)
+        self._anchor: tuple[int, int] | None = None  # (ms, position): when pacing (re)started
 
     @property
-    def next_row(self) -> int:
-        return self._next_row
+    def position(self) -> int:
+        return self._position
+
+    @property
+    def generation(self) -> int:
+        """The pass over the data that the next trip to start belongs to (1 for the first)."""
+        return self._position // self.rows + 1 if self.rows else 1
+
+    @property
+    def started(self) -> int:
+        return self._started_count
 
     @property
     def pending_ends(self) -> int:
         return len(self._pending)
 
     @property
+    def starting(self) -> bool:
+        """Whether trips are still to start."""
+        return self._stop_at is None or self._position < self._stop_at
+
+    @property
     def done(self) -> bool:
-        return self._next_row >= self.total and not self._pending
+        return not self.starting and not self._pending
+
+    def stop_after(self, trips: int) -> None:
+        """Start at most `trips` more trips from where the replay stands now."""
+        limit = self._position + trips
+        self._stop_at = limit if self._stop_at is None else min(self._stop_at, limit)
 
     def checkpoint(self) -> ReplayCheckpoint:
-        return ReplayCheckpoint(self.fingerprint, self._next_row, tuple(sorted(self._pending)))
+        return ReplayCheckpoint(
+            self.fingerprint, self._position, self._started_count, tuple(sorted(self._pending))
+        )
 
     def restore(self, checkpoint: ReplayCheckpoint) -> None:
+        """Continue from `checkpoint` (before `stop_after`, which counts from where it stands)."""
         if checkpoint.fingerprint != self.fingerprint:
             raise CheckpointMismatchError(
                 "the checkpoint belongs to other trip data (fingerprint "
-                f"{checkpoint.fingerprint}, this data {self.fingerprint}); reset the producer "
-                "or replay the same file"
+                f"{checkpoint.fingerprint}, this data {self.fingerprint})"
             )
-        self._next_row = checkpoint.next_row
+        self._position = checkpoint.position
+        self._started_count = checkpoint.started
         self._pending = list(checkpoint.pending_ends)
         heapq.heapify(self._pending)
         self._anchor = None
 
-    def next_due_ms(self) -> int | None:
-        """When the next start or end falls due (None when nothing is left)."""
-        candidates = [self._pending[0][0]] if self._pending else []
-        if self._next_row < self.total:
-            candidates.append(self._start_due_ms(self._next_row, fallback=0))
-        return min(candidates, default=None)
-
     def step(self, now_ms: int, max_starts: int) -> ReplayStep:
         """The starts due by `now_ms` (at most `max_starts`) and the ends due by then."""
         if self._anchor is None:
-            self._anchor = (now_ms, self._next_row)
-        first = self._next_row
-        last = first
-        while (
-            last < min(self.total, first + max_starts)
-            and self._start_due_ms(last, now_ms) <= now_ms
-        ):
-            last += 1
+            self._anchor = (now_ms, self._position)
+        first = self._position
+        last = first + max_starts
+        if self._stop_at is not None:
+            last = min(last, self._stop_at)
+        due = first
+        while due < last and self._start_due_ms(due, now_ms) <= now_ms:
+            due += 1
         bad_rows: dict[str, int] = {}
-        started = self._started(first, last, now_ms, bad_rows)
-        self._next_row = last
+        started = self._started(first, due, now_ms, bad_rows)
+        self._position = due
+        self._started_count += len(started)
         finished = []
         while self._pending and self._pending[0][0] <= now_ms:
-            _, row = heapq.heappop(self._pending)
-            finished.append(self._finished(row))
+            _, position = heapq.heappop(self._pending)
+            finished.append(self._finished(position))
         return ReplayStep(started, finished, bad_rows)
 
-    def _start_due_ms(self, row: int, fallback: int) -> int:
+    def _start_due_ms(self, position: int, fallback: int) -> int:
         if self._rate is None:
             return fallback
-        anchor_ms, anchor_row = self._anchor or (fallback, row)
-        return anchor_ms + int((row - anchor_row) * 1000 / self._rate)
+        anchor_ms, anchor_position = self._anchor or (fallback, position)
+        return anchor_ms + int((position - anchor_position) * 1000 / self._rate)
 
     def _started(
         self, first: int, last: int, now_ms: int, bad: dict[str, int]
@@ -188,10 +224,11 @@ class Replay:
         produced_at = datetime.fromtimestamp(now_ms / 1000, UTC)
         c = self._columns
         events = []
-        for row in range(first, last):
+        for position in range(first, last):
+            row, generation = position % self.rows, position // self.rows + 1
             try:
                 event = TripStarted(
-                    trip_id=str(c.ids[row]),
+                    trip_id=generation_trip_id(str(c.ids[row]), generation),
                     vendor_id=int(c.vendor_id[row]),
                     pickup_datetime=_local_time(c.pickup_s[row]),
                     passenger_count=int(c.passenger_count[row]),
@@ -209,13 +246,14 @@ class Replay:
                 log.warning("row %d (%s) makes no valid trip start: %s", row, c.ids[row], exc)
                 continue
             events.append(event)
-            heapq.heappush(self._pending, (now_ms + int(self._delays_ms[row]), row))
+            heapq.heappush(self._pending, (now_ms + int(self._delays_ms[row]), position))
         return events
 
-    def _finished(self, row: int) -> TripFinished:
+    def _finished(self, position: int) -> TripFinished:
         c = self._columns
+        row, generation = position % self.rows, position // self.rows + 1
         return TripFinished(
-            trip_id=str(c.ids[row]),
+            trip_id=generation_trip_id(str(c.ids[row]), generation),
             dropoff_datetime=_local_time(c.dropoff_s[row]),
             trip_duration=float(self._durations[row]),
             is_estimate=self._is_estimate,
@@ -271,7 +309,8 @@ def _epoch_seconds(times: pd.Series) -> npt.NDArray[np.int64]:
     return pd.to_datetime(times).to_numpy().astype("datetime64[s]").astype(np.int64)
 
 
-def _fingerprint(trips: pd.DataFrame, source: Source) -> str:
+def replay_fingerprint(trips: pd.DataFrame, source: Source) -> str:
+    """Which rows a replay of `trips` goes through, and in which order: its checkpoints' key."""
     digest = hashlib.blake2b(digest_size=8)
     digest.update(source.encode())
     digest.update(str(len(trips)).encode())

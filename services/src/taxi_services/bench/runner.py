@@ -36,10 +36,16 @@ from confluent_kafka.admin import AdminClient
 
 from taxi_events import Prediction, TripStarted, decode, encode
 from taxi_kafka.config import KafkaConfig
-from taxi_kafka.topics import FINISHED_TRIPS, ML_PREDICTIONS, NEW_TRIPS, PRODUCER_CHECKPOINTS
+from taxi_kafka.topics import (
+    FINISHED_TRIPS,
+    ML_PREDICTIONS,
+    NEW_TRIPS,
+    PREDICTOR_GROUP,
+    PRODUCER_CHECKPOINTS,
+)
 from taxi_model.artifact import load_model
 from taxi_model.data import read_trips
-from taxi_model.replay import Replay
+from taxi_model.replay import Replay, ReplayCheckpoint
 from taxi_model.synth import write_synthetic
 from taxi_services.bench.cluster import Backlog, Namespaces, cluster_at
 from taxi_services.bench.figures import Progress, Seen, busy_share, replay_rate
@@ -60,7 +66,7 @@ from taxi_services.bench.results import (
     Throughput,
     report,
 )
-from taxi_services.predictor import GROUP_ID, MODEL_THREADS
+from taxi_services.predictor import MODEL_THREADS
 from taxi_services.supervisor import Child, stop_all
 
 log = logging.getLogger("taxi.bench")
@@ -181,7 +187,7 @@ class Bench:
             prefix = self.namespaces.create(part)
             instances = 1 if part == "b" else 2
             predictors = [self._predictor(prefix, part, f"p{i}") for i in range(1, instances + 1)]
-            return Contender(part, predictors, prefix, group=GROUP_ID, sink=ML_PREDICTIONS)
+            return Contender(part, predictors, prefix, group=PREDICTOR_GROUP, sink=ML_PREDICTIONS)
         design, sink, extra = {
             "a": ("passthrough", PLAIN, self._batch_args()),
             "c": ("naive", NAIVE, ["--model", str(self.model_path)]),
@@ -281,7 +287,7 @@ class Bench:
         self._wait_for_exit(producer, JOIN_TIMEOUT + trips / 100)
         self._stop([producer])
         checkpoints = [
-            Progress(at, json.loads(value)["next_row"])
+            Progress(at, ReplayCheckpoint.from_json(json.loads(value)).position)
             for at, value in timestamped_values(self.config, prefix + PRODUCER_CHECKPOINTS)
         ]
         started, distinct = records_of(self.config, prefix + NEW_TRIPS)
@@ -300,7 +306,9 @@ class Bench:
         prefix = self.namespaces.create(name)
         trips = settings.latency_trips(trips_per_s)
         predictor = self._predictor(prefix, name, "p1")
-        watch = GroupWatch(self._admin, prefix + GROUP_ID, prefix + NEW_TRIPS, settings.partitions)
+        watch = GroupWatch(
+            self._admin, prefix + PREDICTOR_GROUP, prefix + NEW_TRIPS, settings.partitions
+        )
         log.info(
             "(d) %g trips/s: %d trips, the first %g s warm-up",
             trips_per_s,

@@ -17,7 +17,7 @@ log = logging.getLogger("taxi.chaos")
 
 PROCESSORS = ("predictor", "aggregator")  # they run until stopped; producers finish
 SCRAPE_TRIES = 3
-REPLAYED = "taxi_producer_replay_position_rows"
+REPLAYED = "taxi_producer_trips_started"
 
 
 class PipelineError(RuntimeError):

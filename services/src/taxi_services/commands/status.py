@@ -12,19 +12,13 @@ from confluent_kafka import KafkaException
 
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.groups import GroupLag, LagProbe
-from taxi_kafka.topics import FINISHED_TRIPS, ML_PREDICTIONS, NEW_TRIPS
+from taxi_kafka.topics import PIPELINE_GROUPS
 from taxi_model.artifact import ModelLoadError, read_card
 from taxi_services.options import model_option
 from taxi_services.ports import DASHBOARD_PORT, METRICS_PORTS, PROMETHEUS_PORT
 from taxi_services.scrape import scrape
 from taxi_services.status import PipelineStatus, ServiceState, format_report, service_detail
 from taxi_services.up_state import read_state, state_path
-
-# The consumer groups of the pipeline and the topics they read.
-GROUPS = {
-    "taxi-predictor": (NEW_TRIPS,),
-    "taxi-aggregator": (ML_PREDICTIONS, FINISHED_TRIPS),
-}
 
 
 def probe_services() -> list[ServiceState]:
@@ -52,16 +46,16 @@ def _answers(url: str) -> bool:
 
 
 def group_lag(probe: LagProbe, group: str, timeout: float) -> GroupLag | None:
-    """The lag of `group` (one of GROUPS) in records, or None when it is not known: a broker
-    going away mid-call, say."""
+    """The lag of `group` (one of PIPELINE_GROUPS) in records, or None when it is not known: a
+    broker going away mid-call, say."""
     with contextlib.suppress(KafkaException):
-        return probe.lag(group, GROUPS[group], timeout=timeout)
+        return probe.lag(group, PIPELINE_GROUPS[group], timeout=timeout)
     return None
 
 
 def lag_by_group(cluster: LocalCluster) -> dict[str, GroupLag | None]:
     with LagProbe({"bootstrap.servers": cluster.bootstrap_servers}) as probe:
-        return {group: group_lag(probe, group, timeout=3.0) for group in GROUPS}
+        return {group: group_lag(probe, group, timeout=3.0) for group in PIPELINE_GROUPS}
 
 
 def describe_model(model_path: Path) -> str:
