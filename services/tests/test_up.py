@@ -12,12 +12,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 
 import pytest
 
+from taxi_events import Prediction, TripKey, TripStarted, decode, trip_key
 from taxi_kafka.cluster import NODE_IDS, ClusterPorts, free_base_port
+from taxi_kafka.testing import read_all
+from taxi_kafka.topics import ML_PREDICTIONS, NEW_TRIPS
+from taxi_model.data import read_trips
 from taxi_services.ports import DASHBOARD_PORT, METRICS_PORTS, PROMETHEUS_PORT
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -107,18 +112,6 @@ def listening_sockets(pids: Collection[int]) -> dict[tuple[str, int], int]:
     return found
 
 
-def test_up_with_a_limit_drains_and_stops_everything(tmp_path):
-    up = start_up(tmp_path, environment(tmp_path), "--limit", "200", "--rate", "200")
-    output, _ = up.communicate(timeout=400)
-    assert up.returncode == 0, output
-    assert "training on 50,000 synthetic trips" in output
-    assert "every trip predicted and scored" in output
-    assert "started 200 train + 200 test | predicted 400" in output
-    assert f"stopped: predictor (0), aggregator (0), dashboard (0){PROMETHEUS_STOPPED}\n" in output
-    assert (tmp_path / "models" / "taxi_pipeline.pkl").is_file()
-    assert leftovers(tmp_path) == []
-
-
 def status_once_the_dashboard_has_read(tmp_path: Path, env: dict[str, str]) -> str:
     """`taxi status`, repeated until the dashboard (started last) has read records."""
     dashboard_read = re.compile(r"^dashboard +running .* read [1-9]", re.MULTILINE)
@@ -174,3 +167,118 @@ def test_status_while_up_runs_and_ctrl_c_stops_every_process(tmp_path):
     assert re.search(r"^dashboard +running .* read [1-9]", report, re.MULTILINE), report
     assert ("prometheus      running" in report) == PROMETHEUS_INSTALLED, report
     assert re.search(r"^model: \w+ at models/taxi_pipeline.pkl, held-out RMSLE", report, re.M)
+
+
+# -- running it again: each run goes on where the last one stopped ---------------------------
+
+QUICK = ("--no-dashboard", "--no-prometheus", "--rate", "200")
+
+
+def taxi(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TAXI, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,  # the callers check the code, some for a failure
+    )
+
+
+def up_with_a_limit(tmp_path: Path, env: dict[str, str], limit: int, *args: str) -> str:
+    up = start_up(tmp_path, env, "--limit", str(limit), *args)
+    output, _ = up.communicate(timeout=400)
+    assert up.returncode == 0, output
+    assert "every trip predicted and scored" in output
+    return output
+
+
+def up_then_ctrl_c(tmp_path: Path, env: dict[str, str]) -> str:
+    """`taxi up` until its status line shows predictions, then Ctrl+C: mid-replay."""
+    up = start_up(tmp_path, env, *QUICK)
+    assert up.stdout is not None
+    seen = []
+    for line in up.stdout:
+        seen.append(line)
+        if line.startswith("started") and "predicted 0 " not in line:
+            break
+    press_ctrl_c_under_uv_run(up)
+    rest, _ = up.communicate(timeout=120)
+    output = "".join(seen) + rest
+    assert up.returncode == 0, output
+    assert "stopped: " in output
+    return output
+
+
+def trips_and_predictions(env: dict[str, str]) -> tuple[Counter[TripKey], Counter[TripKey]]:
+    """Trips started and predictions made, per trip, read back with read_committed."""
+    bootstrap = ClusterPorts(int(env["TAXI_CLUSTER_BASE_PORT"])).bootstrap_servers
+
+    def per_trip(topic: str, kind: type[TripStarted] | type[Prediction]) -> Counter[TripKey]:
+        return Counter(trip_key(decode(m.value(), kind)) for m in read_all(bootstrap, topic))
+
+    return per_trip(NEW_TRIPS, TripStarted), per_trip(ML_PREDICTIONS, Prediction)
+
+
+def assert_each_predicted_once(env: dict[str, str]) -> Counter[TripKey]:
+    started, predicted = trips_and_predictions(env)
+    assert started
+    assert set(started.values()) == {1}, "a trip started twice"
+    assert predicted == started, "a trip predicted twice, or not at all"
+    return started
+
+
+def per_source(trips: Counter[TripKey]) -> Counter[str]:
+    return Counter(source for source, _ in trips)
+
+
+def test_running_again_goes_on_where_the_last_run_stopped(tmp_path):
+    env = environment(tmp_path)
+    # Day one: taxi up starts the cluster, trains a model, and stops all of it at the limit.
+    first = up_with_a_limit(tmp_path, env, 200, "--rate", "200")
+    assert "training on 50,000 synthetic trips" in first
+    assert "started 200 train + 200 test | predicted 400" in first
+    assert f"stopped: predictor (0), aggregator (0), dashboard (0){PROMETHEUS_STOPPED}\n" in first
+    assert "stopped the Kafka cluster" in first
+    assert (tmp_path / "models" / "taxi_pipeline.pkl").is_file()
+    assert leftovers(tmp_path) == []
+
+    # Day two, on the cluster it restarts from its own data: plain runs stopped with Ctrl+C
+    # mid-replay, twice, then a limit again, which sees every trip so far predicted.
+    up_then_ctrl_c(tmp_path, env)
+    up_then_ctrl_c(tmp_path, env)
+    last = up_with_a_limit(tmp_path, env, 100, *QUICK)
+    assert "started 100 train + 100 test" in last
+    assert "training" not in last
+    assert taxi(tmp_path, env, "cluster", "up").returncode == 0  # to read back what was done
+    started = assert_each_predicted_once(env)
+    assert min(per_source(started).values()) > 300
+
+    # Start over: after a reset the replays begin again at their first trip, and two limits
+    # in a row start the first 100, then the next 100.
+    reset = taxi(tmp_path, env, "reset", "--yes")
+    assert reset.returncode == 0, reset.stderr
+    assert "deleted 7 topic(s)" in reset.stdout
+    up_with_a_limit(tmp_path, env, 100, *QUICK)
+    up_with_a_limit(tmp_path, env, 100, *QUICK)
+    started = assert_each_predicted_once(env)
+    assert per_source(started) == {"train": 200, "test": 200}
+    assert not any("-g" in trip_id for _, trip_id in started)
+
+    # Other data in data/: refused before anything starts, until --fresh starts over.
+    synth = taxi(tmp_path, env, "data", "synth", "--rows", "500", "--out", "data")
+    assert synth.returncode == 0, synth.stderr
+    refused = taxi(tmp_path, env, "up", *QUICK, "--limit", "10")
+    assert refused.returncode == 1
+    assert "taxi up --fresh" in refused.stderr
+    assert "predictor " not in refused.stdout  # no service was started
+    fresh = up_with_a_limit(tmp_path, env, 50, *QUICK, "--fresh")
+    assert "deleted 7 topic(s)" in fresh
+    started = assert_each_predicted_once(env)
+    assert per_source(started) == {"train": 50, "test": 50}
+    csv_ids = set(read_trips(tmp_path / "data" / "train.csv").frame["id"])
+    assert {trip_id for source, trip_id in started if source == "train"} <= csv_ids
+
+    assert taxi(tmp_path, env, "cluster", "down").returncode == 0
+    assert leftovers(tmp_path) == []

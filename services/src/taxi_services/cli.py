@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "taxi_services.commands.model:train",
     "evaluate": "taxi_services.commands.model:evaluate",
     "up": "taxi_services.commands.up:up",
+    "reset": "taxi_services.commands.reset:reset",
     "status": "taxi_services.commands.status:status",
     "topics": "taxi_services.commands.topics:topics",
     "chaos": "taxi_services.commands.chaos:chaos",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +18,10 @@ from taxi_kafka.topics import (
     INTERNAL_TOPICS,
     MIN_INSYNC_REPLICAS,
     NEW_TRIPS,
+    PIPELINE_GROUPS,
     REPLICATION_FACTOR,
     TopicSpec,
+    project_topics,
 )
 
 log = logging.getLogger(__name__)
@@ -148,17 +151,23 @@ def _create(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> l
         for spec in specs
     ]
     futures = admin.create_topics(new_topics, operation_timeout=timeout, request_timeout=timeout)
-    created = []
+    return _done(futures, "created topic", unless=KafkaError.TOPIC_ALREADY_EXISTS)
+
+
+def _done(futures: Mapping[str, Future[None]], what: str, *, unless: int) -> list[str]:
+    """The names whose admin request took effect (each logged as `what`); a request that had
+    nothing to do, failing with the `unless` error code, is left out; other failures raise."""
+    done = []
     for name, future in futures.items():
         try:
             future.result()
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            if exc.args[0].code() != unless:
                 raise
             continue
-        log.info("created topic %s", name)
-        created.append(name)
-    return created
+        log.info("%s %s", what, name)
+        done.append(name)
+    return done
 
 
 def _require_leaders(admin: AdminClient, names: Iterable[str], timeout: float) -> None:
@@ -244,3 +253,74 @@ def internal_topic_problems(states: Mapping[str, TopicState]) -> list[str]:
             fields = ("replication_factor", "min_insync_replicas")
             problems += [f"{name}: {d}" for d in differences(expected, states[name], fields)]
     return problems
+
+
+class GroupInUseError(RuntimeError):
+    """A consumer group to delete still has members: a service that reads it is running."""
+
+
+@dataclass(frozen=True)
+class Deleted:
+    topics: list[str]
+    groups: list[str]
+
+
+def reset_pipeline(admin: AdminClient, prefix: str = "") -> Deleted:
+    """Forget everything the pipeline (under `prefix`) has done: its topics, the producers'
+    checkpoints and the aggregator's changelog among them, and its consumer groups."""
+    return delete_topics_and_groups(
+        admin,
+        [spec.name for spec in project_topics(prefix=prefix)],
+        [prefix + group for group in PIPELINE_GROUPS],
+    )
+
+
+def delete_topics_and_groups(
+    admin: AdminClient,
+    topics: Sequence[str],
+    groups: Sequence[str],
+    *,
+    retry: RetryPolicy = ADMIN_RETRY,
+    timeout: float = 10.0,
+) -> Deleted:
+    """Delete the consumer groups, then the topics, of those named that exist, and wait until
+    the topics are gone from the metadata (so they can be created again at once).
+
+    Groups go first: a group with members raises GroupInUseError before any topic is deleted,
+    rather than leave a running service reading topics that vanish under it.
+    """
+    deleted_groups = _delete_groups(admin, groups, timeout)
+    present = [name for name in topics if name in admin.list_topics(timeout=timeout).topics]
+    if present:
+        futures = admin.delete_topics(present, operation_timeout=timeout, request_timeout=timeout)
+        _done(futures, "deleted topic", unless=KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+        def gone() -> None:
+            left = set(present) & set(admin.list_topics(timeout=timeout).topics)
+            if left:
+                raise NotReadyError(f"topics still in the metadata: {sorted(left)}")
+
+        retry.call(gone, retryable=is_transient, what="wait for deleted topics")
+    return Deleted(present, deleted_groups)
+
+
+def _delete_groups(admin: AdminClient, groups: Sequence[str], timeout: float) -> list[str]:
+    if not groups:
+        return []
+    deleted = []
+    futures = admin.delete_consumer_groups(list(groups), request_timeout=timeout)
+    for group, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            code = exc.args[0].code()
+            if code == KafkaError.GROUP_ID_NOT_FOUND:
+                continue
+            if code == KafkaError.NON_EMPTY_GROUP:
+                raise GroupInUseError(
+                    f"consumer group {group} has members: stop the services that read it first"
+                ) from exc
+            raise
+        log.info("deleted consumer group %s", group)
+        deleted.append(group)
+    return deleted

@@ -136,7 +136,8 @@ def format_reports(reports: Sequence[TopicReport]) -> str:
     return "\n".join(lines)
 
 
-def _admin(kafka: KafkaConfig) -> AdminClient:
+def admin_for(kafka: KafkaConfig) -> AdminClient:
+    """An admin client with every setting passed through (security included)."""
     settings = kafka.client_settings(ADMIN_DEFAULTS, what="admin")
     return admin_client(kafka.bootstrap_servers, **settings)
 
@@ -237,7 +238,7 @@ def ensure(
     started = time.monotonic()
     budget = _Budget.of(timeout)
     specs = project_topics(partitions, topic_prefix)
-    admin = _admin(kafka)
+    admin = admin_for(kafka)
     click.echo(
         f"waiting for the Kafka cluster at {kafka.bootstrap_servers} (up to {timeout:.0f} s)"
     )
@@ -272,7 +273,7 @@ def list_topics(
     Exits 1 unless every topic exists with the expected settings and all its partitions are
     fully replicated.
     """
-    admin = _admin(kafka)
+    admin = admin_for(kafka)
     try:
         reports = _reports(admin, project_topics(partitions, topic_prefix), _Budget.of(timeout))
     except (KafkaException, NotReadyError) as exc:

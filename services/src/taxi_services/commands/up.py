@@ -11,15 +11,22 @@ from pathlib import Path
 
 import click
 
+from taxi_events import Source
+from taxi_kafka.admin import ensure_topics
 from taxi_kafka.cluster import ClusterError, LocalCluster
 from taxi_kafka.cluster.procs import port_free
+from taxi_kafka.config import KafkaConfig
 from taxi_kafka.groups import LagProbe
 from taxi_kafka.shutdown import first_signal_interrupts
+from taxi_kafka.topics import PREDICTOR_GROUP
 from taxi_model.artifact import ModelLoadError
+from taxi_model.replay import replay_fingerprint
 from taxi_model.workflow import ensure_model
+from taxi_services.commands.reset import deleted_summary, reset_or_fail
 from taxi_services.commands.status import group_lag
 from taxi_services.options import model_option
 from taxi_services.ports import DASHBOARD_PORT, METRICS_PORTS, PROMETHEUS_PORT
+from taxi_services.producer import SYNTHETIC_ROWS, load_trips, replay_name, saved_checkpoints
 from taxi_services.prometheus import (
     LOCAL_CONFIG,
     PrometheusError,
@@ -29,12 +36,16 @@ from taxi_services.prometheus import (
 from taxi_services.scrape import total
 from taxi_services.status import lag_text, rmsle_text
 from taxi_services.supervisor import Child, stop_all
-from taxi_services.up_state import state_path, write_state
+from taxi_services.up_state import read_state, state_path, write_state
 
 log = logging.getLogger("taxi.up")
 
 STATUS_EVERY_S = 2.0
 DRAIN_TIMEOUT_S = 120.0
+SOURCES: tuple[Source, ...] = ("train", "test")
+# The --instance of every service taxi up starts: the producers' replays are "train-up" and
+# "test-up", resumed by the next taxi up.
+INSTANCE = "up"
 
 
 def pipeline(
@@ -47,19 +58,20 @@ def pipeline(
     dashboard: bool,
 ) -> list[Child]:
     producer_args = [
+        "--loop",
         *(["--rate", str(rate)] if rate else []),
         *(["--limit", str(limit)] if limit else []),
     ]
     return [
         Child(
             "predictor",
-            ["taxi-predictor", "--instance", "up", "--model", str(model_path)],
+            ["taxi-predictor", "--instance", INSTANCE, "--model", str(model_path)],
             METRICS_PORTS["predictor"],
             logs / "predictor.log",
         ),
         Child(
             "aggregator",
-            ["taxi-aggregator", "--instance", "up"],
+            ["taxi-aggregator", "--instance", INSTANCE],
             METRICS_PORTS["aggregator"],
             logs / "aggregator.log",
         ),
@@ -71,7 +83,7 @@ def pipeline(
                     "--source",
                     source,
                     "--instance",
-                    "up",
+                    INSTANCE,
                     "--no-progress",
                     *producer_args,
                     *_data_args(data_dir / f"{source}.csv"),
@@ -79,7 +91,7 @@ def pipeline(
                 METRICS_PORTS[f"producer-{source}"],
                 logs / f"producer-{source}.log",
             )
-            for source in ("train", "test")
+            for source in SOURCES
         ),
         *(
             [
@@ -131,12 +143,44 @@ def _data_args(csv: Path) -> list[str]:
     return ["--data", str(csv)] if csv.is_file() else []
 
 
+def check_replays(kafka: KafkaConfig, data_dir: Path) -> None:
+    """Refuse to start producers whose replay on the cluster is of other trip data than they
+    would replay now (a CSV put in data/ or changed since): they would stop at once."""
+    saved = saved_checkpoints(kafka)
+    problems = []
+    for source in SOURCES:
+        checkpoint = saved.get(replay_name(source, INSTANCE))
+        if checkpoint is None:
+            continue
+        csv = data_dir / f"{source}.csv"
+        data = csv if csv.is_file() else None
+        trips = load_trips(source, data, SYNTHETIC_ROWS)
+        if checkpoint.fingerprint != replay_fingerprint(trips, source):
+            problems.append(
+                f"the {source} replay on this cluster was of other trips than "
+                f"{data or 'the synthetic ones'}"
+            )
+    if problems:
+        raise click.ClickException(
+            "; ".join(problems) + ". Run `taxi up --fresh` to start over with empty topics "
+            "(or put the old data back to go on where it stopped)."
+        )
+
+
+def trips_started(kafka: KafkaConfig) -> int:
+    """Trips the producers of taxi up have started over every run, as committed."""
+    saved = saved_checkpoints(kafka)
+    names = [replay_name(source, INSTANCE) for source in SOURCES]
+    return sum(saved[name].started for name in names if name in saved)
+
+
 class Status:
     """The live one-line status, from the children's own metrics and, for the predictor's
     lag in records, from the cluster."""
 
-    def __init__(self, children: list[Child]) -> None:
+    def __init__(self, children: list[Child], bootstrap_servers: str) -> None:
         self.children = {c.name: c for c in children}
+        self._bootstrap_servers = bootstrap_servers
         self.started = {"train": 0.0, "test": 0.0}
         self.scored = 0.0
         self._last: tuple[float, float] | None = None
@@ -160,7 +204,7 @@ class Status:
         if self._last is not None and now > self._last[0]:
             rate = (predicted - self._last[1]) / (now - self._last[0])
         self._last = (now, predicted)
-        lag = group_lag(self._lag_probe, "taxi-predictor", timeout=STATUS_EVERY_S / 2)
+        lag = group_lag(self._lag_probe, PREDICTOR_GROUP, timeout=STATUS_EVERY_S / 2)
         return (
             f"started {self.started['train']:,.0f} train + {self.started['test']:,.0f} test"
             f" | predicted {predicted:,.0f} ({rate:,.0f}/s)"
@@ -172,11 +216,8 @@ class Status:
     @functools.cached_property
     def _lag_probe(self) -> LagProbe:
         # Not the predictor's own lag gauge: that counts transaction markers. Kept from line to
-        # line, its clients stay connected. `up` found its cluster by LocalCluster() too.
-        return LagProbe({"bootstrap.servers": LocalCluster().bootstrap_servers})
-
-    def drained(self) -> bool:
-        return self.scored >= sum(self.started.values())
+        # line, its clients stay connected.
+        return LagProbe({"bootstrap.servers": self._bootstrap_servers})
 
 
 @click.command()
@@ -191,7 +232,14 @@ class Status:
     "--limit",
     type=click.IntRange(1),
     default=None,
-    help="Stop after N trips per producer, once every one is predicted and scored.",
+    help="Start N more trips per producer, then stop once every trip is predicted and scored. "
+    "The next taxi up goes on from there.",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Start over: delete the pipeline's topics, consumer groups and checkpoints first "
+    "(as `taxi reset` does), so the replays begin again at their first trip.",
 )
 @click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
 @click.option("--no-prometheus", is_flag=True, help="Do not start Prometheus, even if installed.")
@@ -209,6 +257,7 @@ def up(
     *,
     rate: float,
     limit: int | None,
+    fresh: bool,
     no_dashboard: bool,
     no_prometheus: bool,
     data_dir: Path,
@@ -221,8 +270,14 @@ def up(
     dashboard (:8501) and Prometheus (:9090, when installed), prints their URLs and a live
     status line. Ctrl+C stops every process cleanly, the cluster too if
     this command started it. Logs go to .taxi/logs/.
+
+    Run it again and it goes on where the last run stopped: no trip is started twice. At the
+    end of the data each replay starts over under new trip ids (-g2, -g3, ...).
     """
     cluster = LocalCluster()
+    running = read_state(state_path(cluster))
+    if running is not None:
+        raise click.ClickException(f"taxi up is running already (pid {running['pid']})")
     try:
         result = cluster.up()
     except ClusterError as exc:
@@ -232,12 +287,16 @@ def up(
     click.echo(f"Kafka: {cluster.bootstrap_servers} ({state})")
     children: list[Child] = []
     prometheus = None
+    kafka = KafkaConfig(cluster.bootstrap_servers)
     try:
-        try:
-            version = ensure_model(model_path, data_dir, click.echo)
-        except ModelLoadError as exc:
-            raise click.ClickException(str(exc)) from exc
-        click.echo(f"model {version} at {model_path}")
+        _prepare(
+            cluster,
+            kafka,
+            fresh=fresh,
+            data_dir=data_dir,
+            model_path=model_path,
+            dashboard=not no_dashboard,
+        )
         logs = cluster.runtime_dir.parent / "logs"
         children = pipeline(
             model_path, data_dir, logs, rate=rate, limit=limit, dashboard=not no_dashboard
@@ -265,7 +324,8 @@ def up(
                 "services": {c.name: c.process.pid for c in children if c.process},
             },
         )
-        _watch(children, Status(children), limit is not None)
+        status = Status(children, cluster.bootstrap_servers)
+        _watch(children, status, kafka if limit is not None else None)
     except KeyboardInterrupt:
         click.echo("\nstopping")
     finally:
@@ -281,11 +341,43 @@ def up(
             click.echo("stopped the Kafka cluster")
 
 
-def _watch(children: list[Child], status: Status, drain: bool) -> None:
-    """Print the status until stopped, a service dies, or (with --limit) all is scored."""
+def _prepare(
+    cluster: LocalCluster,
+    kafka: KafkaConfig,
+    *,
+    fresh: bool,
+    data_dir: Path,
+    model_path: Path,
+    dashboard: bool,
+) -> None:
+    """Everything before the first service starts: what fails here leaves nothing running."""
+    ports = {**METRICS_PORTS, **({"dashboard UI": DASHBOARD_PORT} if dashboard else {})}
+    if not dashboard:
+        del ports["dashboard"]
+    taken = [f"{port} ({name})" for name, port in ports.items() if not port_free(port)]
+    if taken:
+        raise click.ClickException(
+            f"ports taken: {', '.join(taken)}. Another taxi up, or another program, serves "
+            "there: stop it first"
+        )
+    if fresh:
+        click.echo(deleted_summary(reset_or_fail(kafka)))
+        ensure_topics(cluster.admin(), cluster.topics)
+    check_replays(kafka, data_dir)
+    try:
+        version = ensure_model(model_path, data_dir, click.echo)
+    except ModelLoadError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"model {version} at {model_path}")
+
+
+def _watch(children: list[Child], status: Status, drain: KafkaConfig | None) -> None:
+    """Print the status until stopped, a service dies, or (with --limit, reading the producers'
+    checkpoints from `drain`) every trip started is scored."""
     producers = [c for c in children if c.name.startswith("producer")]
     tty = sys.stdout.isatty()
     drained_since = None
+    started = None
     while True:
         time.sleep(STATUS_EVERY_S)
         line = status.line()
@@ -295,9 +387,11 @@ def _watch(children: list[Child], status: Status, drain: bool) -> None:
             raise click.ClickException(
                 ", ".join(f"{c.name} exited with {c.exit_code} (see {c.log_path})" for c in failed)
             )
-        if drain and all(c.exit_code == 0 for c in producers):
+        if drain is not None and all(c.exit_code == 0 for c in producers):
             drained_since = drained_since or time.monotonic()
-            if status.drained():
+            # Over every run: a trip started before this one may be scored during it.
+            started = trips_started(drain) if started is None else started
+            if status.scored >= started:
                 click.echo("\nevery trip predicted and scored")
                 return
             if time.monotonic() - drained_since > DRAIN_TIMEOUT_S:
