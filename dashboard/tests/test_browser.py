@@ -171,15 +171,27 @@ def map_shares(page: Page, name: str) -> tuple[float, float]:
     return share(LAND), share(WHITE)
 
 
+def boroughs_drawn(page: Page, name: str) -> bool:
+    """Without tiles, the boroughs still show New York: land (under any trips), and water
+    around it. The map's screenshot goes to dashboard-<name>-map.png."""
+    land, water = map_shares(page, f"dashboard-{name}-map.png")
+    print(f"{name} map: {land:.0%} bare land, {water:.0%} bare water")
+    return land > 0.1 and water > 0.05
+
+
 def test_without_data_the_page_says_what_to_start(cluster, browser, tmp_path):
     child, url = dashboard(tmp_path)
     child.start({"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers})
     try:
-        page = open_page(browser, url)
+        page = open_page(browser, url, offline=True)
         expect(page.get_by_text("No trips yet.")).to_be_visible(timeout=PAINT_TIMEOUT_MS)
         expect(page.get_by_text("uv run taxi up").first).to_be_visible()
         expect(page.locator(".st-key-status")).to_contain_text("0 records read")
-        assert page.locator(".st-key-live-map").count() == 0
+        # No trips yet, and no tiles: the map still shows New York.
+        expect(page.locator(".st-key-live-map canvas").first).to_be_visible(
+            timeout=PAINT_TIMEOUT_MS
+        )
+        wait_for("the boroughs on the empty map", lambda: boroughs_drawn(page, "empty"), 60)
         assert_no_exception(page)
         screenshot(page, "dashboard-empty.png")
         page.close()
@@ -248,14 +260,7 @@ def test_the_live_page_shows_trips_and_keeps_updating_with_a_broker_down(
         )
         assert child.log_path.read_text().count("reading new_trips") == 1
 
-        def boroughs_drawn() -> bool:
-            """Without tiles, the boroughs still show New York: land under the trips, water
-            around them."""
-            land, water = map_shares(second, "dashboard-offline-map.png")
-            print(f"offline map: {land:.0%} bare land, {water:.0%} bare water")
-            return land > 0.1 and water > 0.05
-
-        wait_for("the boroughs on the offline map", boroughs_drawn, 60)
+        wait_for("the boroughs on the offline map", lambda: boroughs_drawn(second, "offline"), 60)
         second.close()
 
         assert cluster.stop_broker(STOPPED_BROKER)

@@ -92,13 +92,14 @@ def _status_panel(live: LiveData) -> None:
 
 def _map_panel(live: LiveData) -> None:
     snapshot = live.snapshot()
+    rows = map_rows(snapshot.trips, snapshot.taken_at)
+    # Keyed containers get a CSS class (st-key-...), which the browser test looks for. Drawn
+    # with no trips too: the boroughs show where they will appear.
+    with st.container(key="live-map"):
+        st.pydeck_chart(build_deck(rows), height=480)
     if not snapshot.trips:
         st.caption(WAITING)
         return
-    rows = map_rows(snapshot.trips, snapshot.taken_at)
-    # Keyed containers get a CSS class (st-key-...), which the browser test looks for.
-    with st.container(key="live-map"):
-        st.pydeck_chart(build_deck(rows), height=480)
     st.caption(f"{len(rows.in_progress):,} trips in progress, {len(rows.finished):,} just finished")
 
 
