@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -265,6 +266,15 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path):
     started = assert_each_predicted_once(env)
     assert per_source(started) == {"train": 200, "test": 200}
     assert not any("-g" in trip_id for _, trip_id in started)
+
+    # A port taken by another program: refused before anything starts.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", METRICS_PORTS["predictor"]))
+        squatter.listen()
+        taken = taxi(tmp_path, env, "up", *QUICK, "--limit", "10")
+    assert taken.returncode == 1
+    assert f"ports taken: {METRICS_PORTS['predictor']} (predictor)" in taken.stderr
+    assert "predictor " not in taken.stdout
 
     # Other data in data/: refused before anything starts, until --fresh starts over.
     synth = taxi(tmp_path, env, "data", "synth", "--rows", "500", "--out", "data")

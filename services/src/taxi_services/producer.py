@@ -298,11 +298,11 @@ def load_trips(source: Source, data: Path | None, synthetic_rows: int) -> pd.Dat
             loaded = read_trips(path, source)
         except CsvSchemaError as exc:
             raise click.ClickException(str(exc)) from exc
-        log.info("replaying %s: %s", path, loaded.report.summary())
+        log.info("%s trips from %s: %s", source, path, loaded.report.summary())
         return loaded.frame
     if data is not None:
         raise click.ClickException(f"no trip data at {data}")
-    log.info("no %s; replaying %d synthetic trips", path, synthetic_rows)
+    log.info("no %s: %s trips are %d synthetic ones", path, source, synthetic_rows)
     train, test = _synthetic(synthetic_rows)
     return train if source == "train" else test
 

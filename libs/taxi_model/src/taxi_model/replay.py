@@ -169,7 +169,8 @@ class Replay:
         return not self.starting and not self._pending
 
     def stop_after(self, trips: int) -> None:
-        """Start at most `trips` more trips from where the replay stands now."""
+        """Start at most `trips` more trips from where the replay stands now (a row that makes
+        no valid trip counts as one)."""
         limit = self._position + trips
         self._stop_at = limit if self._stop_at is None else min(self._stop_at, limit)
 

@@ -289,18 +289,13 @@ def up(
     prometheus = None
     kafka = KafkaConfig(cluster.bootstrap_servers)
     try:
-        _prepare(
-            cluster,
-            kafka,
-            fresh=fresh,
-            data_dir=data_dir,
-            model_path=model_path,
-            dashboard=not no_dashboard,
-        )
+        _prepare(cluster, kafka, fresh=fresh, data_dir=data_dir, model_path=model_path)
         logs = cluster.runtime_dir.parent / "logs"
-        children = pipeline(
+        planned = pipeline(
             model_path, data_dir, logs, rate=rate, limit=limit, dashboard=not no_dashboard
         )
+        _check_ports_free(planned)
+        children = planned  # what `finally` stops
         env = {"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers}
         for child in children:
             child.start(env)
@@ -348,18 +343,8 @@ def _prepare(
     fresh: bool,
     data_dir: Path,
     model_path: Path,
-    dashboard: bool,
 ) -> None:
-    """Everything before the first service starts: what fails here leaves nothing running."""
-    ports = {**METRICS_PORTS, **({"dashboard UI": DASHBOARD_PORT} if dashboard else {})}
-    if not dashboard:
-        del ports["dashboard"]
-    taken = [f"{port} ({name})" for name, port in ports.items() if not port_free(port)]
-    if taken:
-        raise click.ClickException(
-            f"ports taken: {', '.join(taken)}. Another taxi up, or another program, serves "
-            "there: stop it first"
-        )
+    """What comes before the services start: what fails here leaves nothing running."""
     if fresh:
         click.echo(deleted_summary(reset_or_fail(kafka)))
         ensure_topics(cluster.admin(), cluster.topics)
@@ -369,6 +354,18 @@ def _prepare(
     except ModelLoadError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"model {version} at {model_path}")
+
+
+def _check_ports_free(children: list[Child]) -> None:
+    ports = {c.name: c.metrics_port for c in children}
+    if "dashboard" in ports:
+        ports["dashboard UI"] = DASHBOARD_PORT
+    taken = [f"{port} ({name})" for name, port in ports.items() if not port_free(port)]
+    if taken:
+        raise click.ClickException(
+            f"ports taken: {', '.join(taken)}. Another taxi up, or another program, serves "
+            "there: stop it first"
+        )
 
 
 def _watch(children: list[Child], status: Status, drain: KafkaConfig | None) -> None:
