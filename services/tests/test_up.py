@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -234,8 +234,18 @@ def per_source(trips: Counter[TripKey]) -> Counter[str]:
     return Counter(source for source, _ in trips)
 
 
-def test_running_again_goes_on_where_the_last_run_stopped(tmp_path):
+@pytest.fixture
+def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of `taxi` commands in `tmp_path`; a cluster a failed test left running
+    there is stopped."""
     env = environment(tmp_path)
+    yield env
+    if leftovers(tmp_path):
+        taxi(tmp_path, env, "cluster", "down")
+
+
+def test_running_again_goes_on_where_the_last_run_stopped(tmp_path, up_env):
+    env = up_env
     # Day one: taxi up starts the cluster, trains a model, and stops all of it at the limit.
     first = up_with_a_limit(tmp_path, env, 200, "--rate", "200")
     assert "training on 50,000 synthetic trips" in first
@@ -269,6 +279,8 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path):
 
     # A port taken by another program: refused before anything starts.
     with socket.socket() as squatter:
+        # As servers do: the last run's connections may linger in TIME_WAIT on the port.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", METRICS_PORTS["predictor"]))
         squatter.listen()
         taken = taxi(tmp_path, env, "up", *QUICK, "--limit", "10")
@@ -290,5 +302,9 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path):
     csv_ids = set(read_trips(tmp_path / "data" / "train.csv").frame["id"])
     assert {trip_id for source, trip_id in started if source == "train"} <= csv_ids
 
+    # A reset with the cluster down starts it for the reset, and stops it again.
     assert taxi(tmp_path, env, "cluster", "down").returncode == 0
+    reset = taxi(tmp_path, env, "reset", "--yes")
+    assert reset.returncode == 0, reset.stderr
+    assert "deleted 7 topic(s)" in reset.stdout
     assert leftovers(tmp_path) == []

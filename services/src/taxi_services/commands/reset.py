@@ -6,7 +6,7 @@ import click
 from confluent_kafka import KafkaException
 
 from taxi_kafka.admin import Deleted, GroupInUseError, reset_pipeline
-from taxi_kafka.cluster import ClusterError, LocalCluster
+from taxi_kafka.cluster import NODE_IDS, ClusterError, LocalCluster
 from taxi_kafka.config import KafkaConfig
 from taxi_services.commands.topics import admin_for
 from taxi_services.options import kafka_options, topic_prefix_option
@@ -45,13 +45,14 @@ def reset(*, kafka: KafkaConfig, topic_prefix: str, yes: bool) -> None:
     Every trip, prediction and metric goes, and with them the producers' replay positions
     and the aggregator's state, so the next `taxi up` replays its data from the first row.
     The model file and the cluster itself stay. `taxi up --fresh` does this first.
-    Stop `taxi up` and any service first: a running consumer group refuses to go.
+    Stop `taxi up` and any service first: a running consumer group refuses to go. The local
+    cluster, when it is the one named and is down, is started for the reset and stopped after.
     """
     try:
-        running = read_state(state_path(LocalCluster()))
-    except ClusterError:  # no local cluster here, or another one: nothing of ours runs
-        running = None
-    if running is not None:
+        local = LocalCluster()
+    except ClusterError:  # the local cluster of this folder is on other ports: not this one
+        local = None
+    if local is not None and (running := read_state(state_path(local))) is not None:
         raise click.ClickException(
             f"taxi up is running (pid {running['pid']}): stop it with Ctrl+C first"
         )
@@ -61,4 +62,22 @@ def reset(*, kafka: KafkaConfig, topic_prefix: str, yes: bool) -> None:
             f"{f' {topic_prefix!r}' if topic_prefix else ''} on {kafka.bootstrap_servers}?",
             abort=True,
         )
-    click.echo(deleted_summary(reset_or_fail(kafka, topic_prefix)))
+    # The local cluster of this folder is started for the reset if it is down, as taxi up
+    # would, and stopped again after it.
+    started = False
+    if (
+        local is not None
+        and kafka.bootstrap_servers == local.bootstrap_servers
+        and local.runtime_dir.is_dir()
+        and any(local.pid(node) is None for node in NODE_IDS)
+    ):
+        click.echo(f"starting the local cluster in {local.runtime_dir} for the reset")
+        try:
+            started = not local.up().already_running
+        except ClusterError as exc:
+            raise click.ClickException(str(exc)) from exc
+    try:
+        click.echo(deleted_summary(reset_or_fail(kafka, topic_prefix)))
+    finally:
+        if started and local is not None:
+            local.down()
