@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -213,6 +214,10 @@ class Status:
             f" | RMSLE train {rmsle_text(aggregator, 'train')}"
         )
 
+    def close(self) -> None:
+        if "_lag_probe" in self.__dict__:  # only if a line was made
+            self._lag_probe.close()
+
     @functools.cached_property
     def _lag_probe(self) -> LagProbe:
         # Not the predictor's own lag gauge: that counts transaction markers. Kept from line to
@@ -319,8 +324,8 @@ def up(
                 "services": {c.name: c.process.pid for c in children if c.process},
             },
         )
-        status = Status(children, cluster.bootstrap_servers)
-        _watch(children, status, kafka if limit is not None else None)
+        with contextlib.closing(Status(children, cluster.bootstrap_servers)) as status:
+            _watch(children, status, kafka if limit is not None else None)
     except KeyboardInterrupt:
         click.echo("\nstopping")
     finally:
