@@ -238,7 +238,9 @@ def per_source(trips: Counter[TripKey]) -> Counter[str]:
 def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """The environment of `taxi` commands in `tmp_path`; a cluster a failed test left running
     there is stopped."""
-    env = environment(tmp_path)
+    # Short windows: a --limit run drains once the aggregator's window of its last trips
+    # closes (10 s + 2 s by default).
+    env = {**environment(tmp_path), "TAXI_AGGREGATOR_WINDOW": "2", "TAXI_AGGREGATOR_GRACE": "1"}
     yield env
     if leftovers(tmp_path):
         taxi(tmp_path, env, "cluster", "down")
