@@ -257,14 +257,16 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path, up_env):
     assert (tmp_path / "models" / "taxi_pipeline.pkl").is_file()
     assert leftovers(tmp_path) == []
 
-    # Day two, on the cluster it restarts from its own data: plain runs stopped with Ctrl+C
-    # mid-replay, twice, then a limit again, which sees every trip so far predicted.
-    up_then_ctrl_c(tmp_path, env)
+    # Day two: plain runs stopped with Ctrl+C mid-replay, twice (the first on the cluster it
+    # restarts from its own data, the second on one left running, as the rest of the test),
+    # then a limit again, which sees every trip so far predicted.
+    assert "stopped the Kafka cluster" in up_then_ctrl_c(tmp_path, env)
+    assert taxi(tmp_path, env, "cluster", "up").returncode == 0
     up_then_ctrl_c(tmp_path, env)
     last = up_with_a_limit(tmp_path, env, 100, *QUICK)
     assert "started 100 train + 100 test" in last
     assert "training" not in last
-    assert taxi(tmp_path, env, "cluster", "up").returncode == 0  # to read back what was done
+    assert "stopped the Kafka cluster" not in last
     started = assert_each_predicted_once(env)
     assert min(per_source(started).values()) > 300
 
