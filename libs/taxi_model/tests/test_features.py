@@ -1,3 +1,4 @@
+import math
 from datetime import UTC, datetime
 
 import numpy as np
@@ -8,6 +9,36 @@ from hypothesis import strategies as st
 
 from taxi_events import TripStarted
 from taxi_model.features import INPUT_COLUMNS, events_to_frame, trip_features
+
+# The model's input order: a trained model reads its features by position.
+FEATURE_COLUMNS = [
+    "haversine_km",
+    "manhattan_km",
+    "bearing_deg",
+    "pickup_latitude",
+    "pickup_longitude",
+    "dropoff_latitude",
+    "dropoff_longitude",
+    "pickup_grid_x",
+    "pickup_grid_y",
+    "dropoff_grid_x",
+    "dropoff_grid_y",
+    "centre_latitude",
+    "centre_longitude",
+    "hour",
+    "day_of_week",
+    "week_hour",
+    "day_of_year",
+    "vendor_id",
+    "passenger_count",
+    "store_and_fwd",
+    "pickup_jfk",
+    "pickup_lga",
+    "pickup_ewr",
+    "dropoff_jfk",
+    "dropoff_lga",
+    "dropoff_ewr",
+]
 
 
 def kaggle_frame(**overrides: list) -> pd.DataFrame:
@@ -32,7 +63,39 @@ def test_features_are_finite_with_fixed_columns():
     assert features["hour"].tolist() == pytest.approx([17 + 24 / 60, 43 / 60])
     assert features["day_of_week"].tolist() == [0, 6]  # a Monday and a Sunday
     assert features["store_and_fwd"].tolist() == [0.0, 1.0]
-    assert list(features.columns) == list(trip_features(kaggle_frame()).columns)
+    assert list(features.columns) == FEATURE_COLUMNS
+
+
+def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """The spherical law of cosines: another formula than the haversine the code uses."""
+    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
+    cos_angle = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
+    return 6371.0088 * math.acos(min(1.0, cos_angle))
+
+
+def test_each_feature_is_the_quantity_it_names():
+    frame = kaggle_frame()
+    features = trip_features(frame)
+    expected_km = [
+        great_circle_km(
+            r.pickup_latitude, r.pickup_longitude, r.dropoff_latitude, r.dropoff_longitude
+        )
+        for r in frame.itertuples()
+    ]
+    assert features["haversine_km"].tolist() == pytest.approx(expected_km, rel=2e-3)
+    # Along the street grid a trip is never shorter than as the crow flies.
+    assert (features["manhattan_km"] >= features["haversine_km"]).all()
+    # The first trip heads east across the park, the second south-west down to the Village.
+    assert 80 < features["bearing_deg"][0] < 110
+    assert 225 < features["bearing_deg"][1] < 260
+    for column in ("pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"):
+        assert features[column].tolist() == frame[column].tolist()
+    centre = (frame["pickup_latitude"] + frame["dropoff_latitude"]) / 2
+    assert features["centre_latitude"].tolist() == pytest.approx(centre.tolist())
+    assert features["week_hour"].tolist() == pytest.approx([17 + 24 / 60, 6 * 24 + 43 / 60])
+    assert features["day_of_year"].tolist() == [74, 164]  # 14 March and 12 June 2016
+    assert features["vendor_id"].tolist() == [1.0, 2.0]
+    assert features["passenger_count"].tolist() == [1.0, 3.0]
 
 
 def test_airport_trip_is_flagged():
