@@ -1,3 +1,5 @@
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -63,13 +65,40 @@ trip_ids = st.lists(st.text("abcdef", min_size=1, max_size=4), unique=True, max_
 
 
 @given(trip_ids, st.data())
-def test_any_order_of_arrival_gives_the_same_matches(ids, data):
-    arrivals = [prediction(t) for t in ids] + [finish(t) for t in ids]
+def test_each_match_pairs_a_trips_own_sides_and_the_rest_expire(ids, data):
+    """In any order of arrival and at any pace: a trip whose second side comes within the TTL
+    of its first is matched, with its own prediction and its own end; any other trip's sides
+    are both reported expired, and nothing is left waiting."""
+    ttl = 1_000
+    durations = {t: (100.0 + i, 1_000.0 + i) for i, t in enumerate(ids)}  # distinct per trip
+    arrivals = [prediction(t, durations[t][0]) for t in ids]
+    arrivals += [finish(t, durations[t][1]) for t in ids]
     order = data.draw(st.permutations(arrivals))
-    join = TripJoin(ttl_ms=10**12)
-    matches = [m for i, event in enumerate(order) if (m := join.add(event, i)) is not None]
-    assert sorted(m.trip_id for m in matches) == sorted(ids)
-    assert all((m.predicted_duration, m.actual_duration) == (600.0, 660.0) for m in matches)
+    gaps = data.draw(st.lists(st.integers(0, 600), min_size=len(order), max_size=len(order)))
+    join = TripJoin(ttl_ms=ttl)
+    arrived: dict[tuple[str, str], int] = {}
+    matches: dict[str, MatchedTrip] = {}
+    expired = []
+    for event, now in zip(order, itertools.accumulate(gaps), strict=True):
+        expired += join.expire(now)  # as the aggregator does with each record's time
+        arrived[(event.trip_id, "prediction" if isinstance(event, Prediction) else "finish")] = now
+        if (matched := join.add(event, now)) is not None:
+            matches[matched.trip_id] = matched
+    expired += join.expire(sum(gaps) + ttl + 1)
+
+    for trip in ids:
+        first, second = sorted((arrived[(trip, "prediction")], arrived[(trip, "finish")]))
+        if second - first <= ttl:
+            matched = matches.pop(trip)
+            assert (matched.predicted_duration, matched.actual_duration) == durations[trip]
+            assert matched.matched_at_ms == second
+        else:
+            assert trip not in matches
+            assert {(trip, "prediction"), (trip, "finish")} <= {
+                (p.event.trip_id, p.side) for p in expired
+            }
+    assert matches == {}
+    assert len(expired) == len({(p.event.trip_id, p.side) for p in expired})  # each side once
     assert len(join) == 0
 
 
@@ -83,20 +112,19 @@ trips = st.lists(
 
 @given(trips, st.data())
 def test_each_trip_matches_its_own_source(trips, data):
-    def seconds(source: str) -> float:
-        return 600.0 if source == "train" else 900.0
-
+    # Distinct per trip, so that a match of the other source's namesake shows.
+    durations = {trip: (100.0 + i, 1_000.0 + i) for i, trip in enumerate(trips)}
     arrivals = [
-        side(trip_id, source=source, **{field: seconds(source)})
+        side(trip_id, source=source, **{field: durations[(source, trip_id)][n]})
         for source, trip_id in trips
-        for side, field in (
-            (events.prediction, "predicted_duration"),
-            (events.trip_finished, "trip_duration"),
+        for n, (side, field) in enumerate(
+            ((events.prediction, "predicted_duration"), (events.trip_finished, "trip_duration"))
         )
     ]
-    join = TripJoin(ttl_ms=10**12)
+    join = TripJoin(ttl_ms=60_000)
     order = data.draw(st.permutations(arrivals))
     matches = [m for i, event in enumerate(order) if (m := join.add(event, i)) is not None]
     assert sorted((m.source, m.trip_id) for m in matches) == sorted(trips)
-    assert all(m.predicted_duration == m.actual_duration == seconds(m.source) for m in matches)
+    for m in matches:
+        assert (m.predicted_duration, m.actual_duration) == durations[(m.source, m.trip_id)]
     assert len(join) == 0
