@@ -1,12 +1,15 @@
 import json
+import math
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from taxi_model.join import MatchedTrip
+from taxi_model.metrics import WITHIN_TOLERANCE
 from taxi_model.quality import QualityAccumulator
-from taxi_model.windows import WindowedQuality
+from taxi_model.windows import Tally, WindowedQuality
 
 
 def match(at_ms: int, source: str = "train", predicted: float = 600.0) -> MatchedTrip:
@@ -92,6 +95,45 @@ def test_windows_add_up_to_the_cumulative_figures(arrivals, advances):
             assert mine[-1].cumulative.unmatched == expected_unmatched
         starts = [c.start_ms for c in mine]
         assert starts == sorted(set(starts))  # each window closes once, in order
+
+
+def assert_figures_of(tally: Tally, trips: list[tuple[float, float]]) -> None:
+    """`tally`'s figures against a direct computation over (predicted, actual) `trips`."""
+    metrics = tally.quality.metrics()
+    assert metrics.count == len(trips)
+    if not trips:
+        return
+    predicted, actual = (np.array(column) for column in zip(*trips, strict=True))
+    log_errors = np.log1p(predicted) - np.log1p(actual)
+    assert metrics.rmsle == pytest.approx(math.sqrt(np.mean(log_errors**2)), rel=1e-9, abs=1e-12)
+    assert metrics.mae == pytest.approx(np.mean(np.abs(predicted - actual)), rel=1e-9)
+    within = np.mean(np.abs(predicted - actual) <= WITHIN_TOLERANCE * actual)
+    assert metrics.within_30 == pytest.approx(within)
+
+
+durations = st.floats(1.0, 7_200.0)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 60_000), st.sampled_from(["train", "test"]), durations, durations),
+        max_size=40,
+    )
+)
+def test_each_windows_figures_are_those_of_its_own_trips(trips):
+    """Every trip with an error of its own: each window's RMSLE, MAE and share within 30% are
+    those of the trips matched in its span, and the cumulative ones those of every trip of its
+    source up to its end."""
+    windows = WindowedQuality(window_ms=10_000, grace_ms=2_000)
+    for i, (at_ms, source, predicted, actual) in enumerate(trips):
+        windows.add_match(MatchedTrip(f"t{i}", source, predicted, actual, False, "v1", at_ms))
+    closed = windows.advance(10**9)
+    assert sum(c.window.quality.count for c in closed) == len(trips)
+    for c in closed:
+        of_source = [(at, p, a) for at, source, p, a in trips if source == c.source]
+        in_span = [(p, a) for at, p, a in of_source if c.start_ms <= at < c.end_ms]
+        assert_figures_of(c.window, in_span)
+        assert_figures_of(c.cumulative, [(p, a) for at, p, a in of_source if at < c.end_ms])
 
 
 @given(events)
