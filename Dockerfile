@@ -22,6 +22,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 COPY libs/taxi_events/pyproject.toml libs/taxi_events/
 COPY libs/taxi_model/pyproject.toml libs/taxi_model/
+COPY libs/taxi_stream/pyproject.toml libs/taxi_stream/
 COPY libs/taxi_kafka/pyproject.toml libs/taxi_kafka/
 COPY services/pyproject.toml services/
 COPY dashboard/pyproject.toml dashboard/

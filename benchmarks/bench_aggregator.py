@@ -24,8 +24,8 @@ from sample_data import add_data_option, sample_trips
 from taxi_events import Prediction, TripFinished, decode, encode
 from taxi_events import testing as events
 from taxi_kafka.topics import FINISHED_TRIPS, ML_PREDICTIONS
-from taxi_model.aggregation import Aggregation
 from taxi_services.aggregator import AggregateTransform
+from taxi_stream import Aggregation
 
 RATE = 2_000  # trips a second of record time: the top rate of `taxi bench` (d)
 END_AFTER_MS = 3_000  # a trip's end follows its start by this much, as the producers replay it

@@ -21,7 +21,7 @@ from sample_data import add_data_option, sample_trips
 
 from taxi_events import TripStarted, decode, encode
 from taxi_events.columns import decode_trip_starts, encode_predictions, prediction_for
-from taxi_model.replay import Replay
+from taxi_stream import Replay
 
 MODEL_VERSION = "bench"
 

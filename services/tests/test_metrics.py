@@ -21,10 +21,10 @@ from prometheus_client.metrics import MetricWrapperBase
 from taxi_events import ModelMetrics, decode, encode
 from taxi_events import testing as events
 from taxi_kafka.lag import broker_states, lag_seconds
-from taxi_model.aggregation import Aggregation
 from taxi_services import aggregator, metrics, predictor, producer
 from taxi_services.aggregator import AggregateTransform
 from taxi_services.metrics import BatchHistogram, PrometheusObserver
+from taxi_stream import Aggregation
 
 SERVICE_MODULES = (metrics, predictor, aggregator, producer)
 # prometheus_client's own process and runtime collectors.

@@ -39,10 +39,10 @@ from taxi_kafka.topics import (
     ML_PREDICTIONS,
     MODEL_METRICS,
 )
-from taxi_model.aggregation import Aggregation
 from taxi_model.metrics import QualityMetrics
 from taxi_services.metrics import PrometheusObserver, serve_metrics
 from taxi_services.options import env_option, prefixed, service_options, topic_prefix_option
+from taxi_stream import Aggregation
 
 log = logging.getLogger("taxi.aggregator")
 

@@ -29,10 +29,10 @@ from taxi_kafka.table import read_table
 from taxi_kafka.topics import FINISHED_TRIPS, NEW_TRIPS, PRODUCER_CHECKPOINTS
 from taxi_kafka.transactions import TransactionalProducer, instance_id
 from taxi_model.data import CsvSchemaError, read_trips
-from taxi_model.replay import CheckpointMismatchError, Replay, ReplayCheckpoint, ReplayStep
 from taxi_model.synth import synthetic_train_test
 from taxi_services.metrics import PrometheusObserver, serve_metrics
 from taxi_services.options import env_option, prefixed, service_options, topic_prefix_option
+from taxi_stream import CheckpointMismatchError, Replay, ReplayCheckpoint, ReplayStep
 
 log = logging.getLogger("taxi.producer")
 

@@ -84,12 +84,6 @@ DROP_REASONS = (
     "duration_mismatch",
     "duplicate_id",
 )
-FLAG_REASONS = (
-    "pickup_outside_nyc",
-    "dropoff_outside_nyc",
-    "duration_over_6h",
-    "duration_under_60s",
-)
 # Frame dtypes after validation; ids stay str and datetimes become datetime64[s].
 FINAL_DTYPES: dict[str, object] = {
     "vendor_id": np.int8,

@@ -1,16 +1,17 @@
 """One bench run: each part in a namespace of its own, the measured designs as processes.
 
-- (a), (b), (b2) and (c) each drain backlogs of trip starts; (a), (b) and (b2) take turns, so
-  that the brokers, which speed up through a run as their JIT compiles, are about as warm for
-  each. A backlog is written in one open transaction while its processes idle, and committed
-  once their consumer group holds every partition: so nothing is written while they are
-  measured, and the time it takes a process to start, load its model and join does not count.
+- passthrough, predictor, two-predictors and naive each drain backlogs of trip starts; the
+  first three take turns, so that the brokers, which speed up through a run as their JIT
+  compiles, are about as warm for each. A backlog is written in one open transaction while
+  its processes idle, and committed once their consumer group holds every partition: so
+  nothing is written while they are measured, and the time it takes a process to start, load
+  its model and join does not count.
   The rate is the group's committed records per second from that moment until all are
   committed, followed by admin requests: off the measured processes' data path, and the same
   for every design.
-- (d) runs one predictor, then a producer at a fixed rate, and a read_committed reader of the
+- latency runs one predictor, then a producer at a fixed rate, and a read_committed reader of the
   predictions notes when each becomes visible.
-- (e) runs a producer as fast as it goes; its rate comes from its own replay checkpoints
+- replay runs a producer as fast as it goes; its rate comes from its own replay checkpoints
   (one per transaction, timestamped when produced).
 """
 
@@ -45,7 +46,6 @@ from taxi_kafka.topics import (
 )
 from taxi_model.artifact import load_model
 from taxi_model.data import read_trips
-from taxi_model.replay import Replay, ReplayCheckpoint
 from taxi_model.synth import write_synthetic
 from taxi_services.bench.cluster import Backlog, Namespaces, cluster_at
 from taxi_services.bench.figures import Progress, Seen, busy_share, replay_rate
@@ -68,6 +68,7 @@ from taxi_services.bench.results import (
 )
 from taxi_services.predictor import MODEL_THREADS
 from taxi_services.supervisor import Child, stop_all
+from taxi_stream import Replay, ReplayCheckpoint
 
 log = logging.getLogger("taxi.bench")
 
@@ -79,7 +80,7 @@ JOIN_TIMEOUT = 180.0
 STALL_TIMEOUT = 120.0
 PROGRESS_EVERY_S = 5.0
 WORKERS = ("python", "-m", "taxi_services.bench.workers")
-# The output topics (and consumer groups) of (a) and (c), in the backlog's namespace.
+# The output topics (and consumer groups) of passthrough and naive, in the backlog's namespace.
 PLAIN, NAIVE = "bench-plain", "bench-naive"
 # The synthetic trips every run replays.
 TRIPS_SEED = 2024
@@ -100,7 +101,7 @@ class Settings:
     batch_size: int
     batch_wait: float
     partitions: int
-    repeat: int  # backlogs (a), (b) and (b2) drain; the fastest counts
+    repeat: int  # backlogs passthrough, predictor and two-predictors drain; the fastest counts
 
     def latency_trips(self, rate: float) -> int:
         return round(rate * (self.latency_warmup + self.latency_seconds))
@@ -108,10 +109,14 @@ class Settings:
     @property
     def trips_needed(self) -> int:
         """Rows of trip data the run replays at most."""
-        needed = [self.records] if self.parts & {"a", "b", "b2", "e"} else []
-        if "c" in self.parts:
+        needed = (
+            [self.records]
+            if self.parts & {"passthrough", "predictor", "two-predictors", "replay"}
+            else []
+        )
+        if "naive" in self.parts:
             needed.append(self.naive_records)
-        if "d" in self.parts:
+        if "latency" in self.parts:
             needed += [self.latency_trips(r) for r in self.latency_rates]
         return max(needed, default=0)
 
@@ -161,36 +166,40 @@ class Bench:
         parts = self.settings.parts
         results = Results(throughput={}, latency={})
         try:
-            contenders = [self._contender(p) for p in ("a", "b", "b2") if p in parts]
+            contenders = [
+                self._contender(p)
+                for p in ("passthrough", "predictor", "two-predictors")
+                if p in parts
+            ]
             if contenders:
                 results.throughput |= self._race(
                     contenders, rounds=self.settings.repeat, records=self.settings.records
                 )
-            if "c" in parts:
+            if "naive" in parts:
                 results.throughput |= self._race(
-                    [self._contender("c")], rounds=1, records=self.settings.naive_records
+                    [self._contender("naive")], rounds=1, records=self.settings.naive_records
                 )
-            if "e" in parts:
-                results.replay = self._e()
-            if "d" in parts:
+            if "replay" in parts:
+                results.replay = self._replay()
+            if "latency" in parts:
                 for trips_per_s in self.settings.latency_rates:
-                    results.latency[trips_per_s] = self._d(trips_per_s)
+                    results.latency[trips_per_s] = self._latency(trips_per_s)
         finally:
             stop_all(self._children)
         return results
 
-    # -- throughput: (a), (b), (b2), (c) ---------------------------------------------------
+    # -- throughput: passthrough, predictor, two-predictors, naive ----------------------------
 
     def _contender(self, part: str) -> Contender:
         """The processes of a throughput part, in a namespace of their own (not started)."""
-        if part in ("b", "b2"):
+        if part in ("predictor", "two-predictors"):
             prefix = self.namespaces.create(part)
-            instances = 1 if part == "b" else 2
+            instances = 1 if part == "predictor" else 2
             predictors = [self._predictor(prefix, part, f"p{i}") for i in range(1, instances + 1)]
             return Contender(part, predictors, prefix, group=PREDICTOR_GROUP, sink=ML_PREDICTIONS)
         design, sink, extra = {
-            "a": ("passthrough", PLAIN, self._batch_args()),
-            "c": ("naive", NAIVE, ["--model", str(self.model_path)]),
+            "passthrough": ("passthrough", PLAIN, self._batch_args()),
+            "naive": ("naive", NAIVE, ["--model", str(self.model_path)]),
         }[part]
         prefix = self.namespaces.create(part, [NEW_TRIPS, sink])
         worker = self._child(
@@ -276,13 +285,13 @@ class Bench:
             self._encoded = [(e.trip_id.encode(), encode(e)) for e in step.started]
         return self._encoded
 
-    # -- (e): the producer at full speed ---------------------------------------------------
+    # -- replay: the producer at full speed -------------------------------------------------
 
-    def _e(self) -> ReplayRun:
-        prefix = self.namespaces.create("e")
+    def _replay(self) -> ReplayRun:
+        prefix = self.namespaces.create("replay")
         trips = self.settings.records
-        producer = self._producer(prefix, "e", trips)
-        log.info("(e) %s: %d trips", PARTS["e"], trips)
+        producer = self._producer(prefix, "replay", trips)
+        log.info("(replay) %s: %d trips", PARTS["replay"], trips)
         producer.start(self.env)
         self._wait_for_exit(producer, JOIN_TIMEOUT + trips / 100)
         self._stop([producer])
@@ -295,12 +304,12 @@ class Bench:
         run = ReplayRun(
             trips, replay_rate(checkpoints, trips), len(checkpoints), started, distinct, ended
         )
-        log.info("(e) %s trips/s over %d transactions", run.trips_per_s, run.transactions)
+        log.info("(replay) %s trips/s over %d transactions", run.trips_per_s, run.transactions)
         return run
 
-    # -- (d): latency at a fixed rate ------------------------------------------------------
+    # -- latency: at a fixed rate ----------------------------------------------------------
 
-    def _d(self, trips_per_s: float) -> LatencyRun:
+    def _latency(self, trips_per_s: float) -> LatencyRun:
         settings = self.settings
         name = f"d{trips_per_s:g}"
         prefix = self.namespaces.create(name)
@@ -310,7 +319,7 @@ class Bench:
             self._admin, prefix + PREDICTOR_GROUP, prefix + NEW_TRIPS, settings.partitions
         )
         log.info(
-            "(d) %g trips/s: %d trips, the first %g s warm-up",
+            "(latency) %g trips/s: %d trips, the first %g s warm-up",
             trips_per_s,
             trips,
             settings.latency_warmup,
@@ -357,7 +366,7 @@ class Bench:
             warmup_s=settings.latency_warmup,
             machine_busy=busy_share(machine_start, machine_end),
         )
-        log.info("(d) %g trips/s: visible %s", trips_per_s, run.visible_ms())
+        log.info("(latency) %g trips/s: visible %s", trips_per_s, run.visible_ms())
         return run
 
     # -- processes -------------------------------------------------------------------------
@@ -524,15 +533,18 @@ def measure(
 
 
 NOTES = [
-    "(a), (b), (b2) and (c) drain a backlog written beforehand in one open transaction and "
+    "passthrough, predictor, two-predictors and naive drain a backlog written beforehand in one "
+    "open transaction and "
     "committed once the consumer group holds every partition; their rate is committed input "
     "records per second from then until all are committed. Starting, loading the model and "
     "joining do not count, for any design.",
-    "(a), (b) and (b2) take turns, one backlog each per round, --repeat rounds, and the "
+    "passthrough, predictor and two-predictors take turns, one backlog each per round, "
+    "--repeat rounds, and the "
     "fastest drain of each counts: the brokers speed up through a run as their JIT compiles, "
     "so a design measured first would meet them cold. While one design drains, the others "
     "idle, polling.",
-    "(b), (b2) and (d) run the real taxi-predictor process, (d) and (e) the real taxi-producer, "
+    "predictor, two-predictors and latency run the real taxi-predictor process, latency and "
+    "replay the real taxi-producer, "
     "each on topics and groups of its own (--topic-prefix).",
     "Latency is the time a read_committed reader sees a prediction minus its trip's "
     "produced_at (trip_started_at), over trips started after the warm-up; 'predicted' is the "

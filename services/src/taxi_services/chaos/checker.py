@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from taxi_events import ModelMetrics, Source
-from taxi_model.replay import END_DELAY_RANGE_S
+from taxi_stream import END_DELAY_RANGE_S
 
 # A prediction this much later than its trip's start was held up by the fault. Normal
 # end-to-end latency here is well under a second (two transactions and a 0.1 s batch wait).

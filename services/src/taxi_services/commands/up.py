@@ -21,7 +21,6 @@ from taxi_kafka.groups import LagProbe
 from taxi_kafka.shutdown import first_signal_interrupts
 from taxi_kafka.topics import PREDICTOR_GROUP
 from taxi_model.artifact import ModelLoadError
-from taxi_model.replay import replay_fingerprint
 from taxi_model.workflow import ensure_model
 from taxi_services.commands.reset import deleted_summary, reset_or_fail
 from taxi_services.commands.status import group_lag
@@ -38,6 +37,7 @@ from taxi_services.scrape import total
 from taxi_services.status import lag_text, rmsle_text
 from taxi_services.supervisor import Child, stop_all
 from taxi_services.up_state import read_state, state_path, write_state
+from taxi_stream import replay_fingerprint
 
 log = logging.getLogger("taxi.up")
 

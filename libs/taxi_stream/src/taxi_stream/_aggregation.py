@@ -25,8 +25,8 @@ from taxi_events import (
     encode,
     trip_key,
 )
-from taxi_model.join import Pending, TripJoin
-from taxi_model.windows import ClosedWindow, Tally, WindowedQuality
+from taxi_stream._join import Pending, TripJoin
+from taxi_stream._windows import ClosedWindow, Tally, WindowedQuality
 
 JOIN_PREFIX = "join/"  # then "<source>/<trip_id>"
 WINDOWS_KEY = "windows"

@@ -13,8 +13,8 @@ from typing import Any
 import attrs
 
 from taxi_events import Source
-from taxi_model.join import MatchedTrip
-from taxi_model.quality import QualityAccumulator
+from taxi_stream._join import MatchedTrip
+from taxi_stream._quality import QualityAccumulator
 
 
 @attrs.define

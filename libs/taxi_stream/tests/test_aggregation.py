@@ -8,9 +8,8 @@ from hypothesis import strategies as st
 
 from taxi_events import Prediction, TripFinished
 from taxi_events import testing as events
-from taxi_model.aggregation import Aggregation
 from taxi_model.metrics import quality_metrics
-from taxi_model.windows import WindowedQuality
+from taxi_stream import Aggregation, WindowedQuality
 
 
 # Trips 2k (test) and 2k + 1 (train) share the id t<k>: the two sources number their trips

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taxi_model.replay import (
+from taxi_model.synth import generate_trips
+from taxi_stream import (
     END_DELAY_RANGE_S,
     CheckpointMismatchError,
     Replay,
@@ -15,7 +16,6 @@ from taxi_model.replay import (
     generation_trip_id,
     replay_fingerprint,
 )
-from taxi_model.synth import generate_trips
 
 TRIPS = generate_trips(rows=60, seed=11)
 TEST_TRIPS = TRIPS.drop(columns=["dropoff_datetime", "trip_duration"])

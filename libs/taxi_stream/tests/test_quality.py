@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taxi_model.metrics import quality_metrics
-from taxi_model.quality import BUCKETS_PER_DECADE, QualityAccumulator
+from taxi_stream import BUCKETS_PER_DECADE, QualityAccumulator
 
 seconds = st.one_of(st.just(0.0), st.floats(min_value=1.0, max_value=1e6))
 trips = st.lists(st.tuples(seconds, seconds), max_size=120)

@@ -6,10 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taxi_model.join import MatchedTrip
 from taxi_model.metrics import WITHIN_TOLERANCE
-from taxi_model.quality import QualityAccumulator
-from taxi_model.windows import Tally, WindowedQuality
+from taxi_stream import MatchedTrip, QualityAccumulator, Tally, WindowedQuality
 
 
 def match(at_ms: int, source: str = "train", predicted: float = 600.0) -> MatchedTrip:

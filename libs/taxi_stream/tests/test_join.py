@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from taxi_events import Prediction, TripFinished
 from taxi_events import testing as events
-from taxi_model.join import MatchedTrip, TripJoin
+from taxi_stream import MatchedTrip, TripJoin
 
 
 def prediction(trip_id: str, seconds: float = 600.0) -> Prediction:
