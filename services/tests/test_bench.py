@@ -160,7 +160,11 @@ def by_name(found: list) -> dict:
 
 def test_targets_met_and_missed():
     found = by_name(
-        targets({"a": 10_000, "b": 6_000, "c": 100, "b2": 9_000}, {2000.0: 180.0}, cores=8)
+        targets(
+            {"passthrough": 10_000, "predictor": 6_000, "naive": 100, "two-predictors": 9_000},
+            {2000.0: 180.0},
+            cores=8,
+        )
     )
     assert found["predictor_vs_baseline"].value == pytest.approx(0.6)
     assert found["predictor_vs_baseline"].met is True
@@ -169,20 +173,27 @@ def test_targets_met_and_missed():
     assert found["two_instances_vs_one"].value == pytest.approx(1.5)
     assert found["two_instances_vs_one"].met is False
     assert found["two_instances_vs_one"].applicable is True
-    slow = by_name(targets({"a": 10_000, "b": 4_000, "c": 400}, {2000.0: 300.0}, cores=8))
+    slow = by_name(
+        targets({"passthrough": 10_000, "predictor": 4_000, "naive": 400}, {2000.0: 300.0}, cores=8)
+    )
     assert slow["predictor_vs_baseline"].met is False
     assert slow["predictor_vs_naive"].met is False
     assert slow["p99_at_2000_ms"].met is False
 
 
 def test_targets_not_measured_are_neither_met_nor_missed():
-    found = by_name(targets({"b": 5_000}, {500.0: 90.0}, cores=8))
+    found = by_name(targets({"predictor": 5_000}, {500.0: 90.0}, cores=8))
     assert all(t.value is None and t.met is None for t in found.values())
 
 
 def test_scaling_is_not_applicable_without_a_core_per_predictor():
     found = by_name(
-        targets({"b": 5_000, "b2": 5_500}, {}, cores=SCALING_CORES - 2, scaling_busy=0.97)
+        targets(
+            {"predictor": 5_000, "two-predictors": 5_500},
+            {},
+            cores=SCALING_CORES - 2,
+            scaling_busy=0.97,
+        )
     )
     scaling = found["two_instances_vs_one"]
     assert scaling.met is False
@@ -207,7 +218,7 @@ def throughput(part: str, records: int, *seconds: float) -> Throughput:
 
 
 def test_the_fastest_drain_counts():
-    run = throughput("b", 1_000, 0.5, 0.25, 0.4).to_json()
+    run = throughput("predictor", 1_000, 0.5, 0.25, 0.4).to_json()
     assert run["records_per_s"] == 4_000
     assert run["runs_records_per_s"] == [2_000, 4_000, 2_500]
     assert run["seconds"] == 0.25
@@ -226,10 +237,10 @@ def results() -> Results:
     )
     return Results(
         throughput={
-            "a": throughput("a", 10_000, 1.0, 1.2),
-            "b": throughput("b", 10_000, 2.5, 2.0),
-            "b2": throughput("b2", 10_000, 1.6),
-            "c": throughput("c", 100, 1.0),
+            "passthrough": throughput("passthrough", 10_000, 1.0, 1.2),
+            "predictor": throughput("predictor", 10_000, 2.5, 2.0),
+            "two-predictors": throughput("two-predictors", 10_000, 1.6),
+            "naive": throughput("naive", 100, 1.0),
         },
         latency={2000.0: latency},
         replay=ReplayRun(
@@ -246,16 +257,25 @@ def results() -> Results:
 def test_the_report_holds_rates_ratios_latencies_targets_and_the_environment():
     result = report(results(), environment={"cores": 2}, settings={"records": 10_000}, notes=["n"])
     json.dumps(result)  # plain JSON
-    assert result["rates_records_per_s"] == {"a": 10_000, "b": 5_000, "b2": 6_250, "c": 100}
-    assert result["ratios"] == {"b_over_a": 0.5, "b_over_c": 50.0, "two_over_one": 1.25}
+    assert result["rates_records_per_s"] == {
+        "passthrough": 10_000,
+        "predictor": 5_000,
+        "two-predictors": 6_250,
+        "naive": 100,
+    }
+    assert result["ratios"] == {
+        "predictor_over_passthrough": 0.5,
+        "predictor_over_naive": 50.0,
+        "two_over_one": 1.25,
+    }
     assert set(result["parts"]) == set(PARTS)
-    assert result["parts"]["b"]["process_cores_used"] == 0.5
-    d = result["parts"]["d"]["2000"]
+    assert result["parts"]["predictor"]["process_cores_used"] == 0.5
+    d = result["parts"]["latency"]["2000"]
     assert d["steady_window_trips"] == 200  # the first second (100 trips) is warm-up
     assert d["visible"]["p50_ms"] < d["visible"]["p99_ms"] < 80
     assert d["trip_visible"]["p50_ms"] == d["trip_visible"]["max_ms"] == 10.0
     assert d["predicted"]["p99_ms"] < d["visible"]["p99_ms"]
-    assert result["parts"]["e"]["trips_per_s"] == 8_000
+    assert result["parts"]["replay"]["trips_per_s"] == 8_000
     names = [t["name"] for t in result["targets"]]
     assert names == [
         "predictor_vs_baseline",
@@ -269,10 +289,14 @@ def test_the_report_holds_rates_ratios_latencies_targets_and_the_environment():
 
 
 def test_a_report_of_some_parts_only():
-    only_b = Results(throughput={"b": throughput("b", 1_000, 1.0)}, latency={})
+    only_b = Results(throughput={"predictor": throughput("predictor", 1_000, 1.0)}, latency={})
     result = report(only_b, environment={"cores": 2}, settings={}, notes=[])
-    assert set(result["parts"]) == {"b"}
-    assert result["ratios"] == {"b_over_a": None, "b_over_c": None, "two_over_one": None}
+    assert set(result["parts"]) == {"predictor"}
+    assert result["ratios"] == {
+        "predictor_over_passthrough": None,
+        "predictor_over_naive": None,
+        "two_over_one": None,
+    }
     assert missed_targets(result) == []
 
 
@@ -281,7 +305,8 @@ def test_a_report_of_some_parts_only():
 
 def test_parts_and_rates_from_the_command_line():
     assert parse_parts(None) == frozenset(PARTS)
-    assert parse_parts("b, d") == {"b", "d"}
+    assert parse_parts("predictor, latency") == {"predictor", "latency"}
+    assert parse_parts("b, d, two-predictors") == {"predictor", "latency", "two-predictors"}
     with pytest.raises(click.BadParameter, match="unknown part"):
         parse_parts("b,x")
     assert parse_rates("500,2000") == (500.0, 2000.0)
@@ -309,15 +334,15 @@ def settings(**changes) -> Settings:
 
 def test_the_run_needs_as_many_trips_as_its_largest_part():
     assert settings().trips_needed == 6_000  # 2,000 trips/s for 3 s
-    assert settings(parts=frozenset({"a", "c"})).trips_needed == 1_000
-    assert settings(parts=frozenset({"c"}), naive_records=70).trips_needed == 70
+    assert settings(parts=frozenset({"passthrough", "naive"})).trips_needed == 1_000
+    assert settings(parts=frozenset({"naive"}), naive_records=70).trips_needed == 70
 
 
 def test_the_report_names_the_command_that_repeats_the_run():
-    assert reproduce(settings(parts=frozenset({"d", "b"})), None) == (
+    assert reproduce(settings(parts=frozenset({"latency", "predictor"})), None) == (
         "taxi bench --records 1000 --repeat 2 --naive-records 50 --latency-seconds 2 "
         "--latency-warmup 1 --latency-rates 500,2000 --batch-size 5000 --batch-wait 0.1 "
-        "--only b,d"
+        "--only predictor,latency"
     )
     assert reproduce(settings(), "h:1").endswith("--batch-wait 0.1 --bootstrap-servers h:1")
 
@@ -339,27 +364,27 @@ def test_a_tiny_run_on_a_scratch_cluster(taxi, trained_model_path, in_tmp):
     assert code == 0, err
     result = json.loads(out)
     assert json.loads((in_tmp / "bench.json").read_text()) == result
-    assert "(b)" in err  # progress on stderr
+    assert "(predictor)" in err  # progress on stderr
 
     parts = result["parts"]
     assert set(parts) == set(PARTS)
-    for part in ("a", "b", "b2", "c"):
+    for part in ("passthrough", "predictor", "two-predictors", "naive"):
         run = parts[part]
-        sent = naive if part == "c" else records * repeat
-        assert len(run["runs_records_per_s"]) == (1 if part == "c" else repeat)
+        sent = naive if part == "naive" else records * repeat
+        assert len(run["runs_records_per_s"]) == (1 if part == "naive" else repeat)
         assert run["records_per_s"] == max(run["runs_records_per_s"]) > 0
         assert run["measured_records"] == sent // len(run["runs_records_per_s"])
         assert run["input_records"] == run["output_records"] == sent
         assert run["distinct_output_keys"] == sent // len(run["runs_records_per_s"])
-    assert parts["b2"]["processes"] == "2 x taxi-predictor"
+    assert parts["two-predictors"]["processes"] == "2 x taxi-predictor"
     for r in rates:
-        d = parts["d"][f"{r:g}"]
+        d = parts["latency"][f"{r:g}"]
         trips = round(r * 3)
         assert d["trips"] == d["predictions_seen"] == d["distinct_trips"] == trips
         assert 0 < d["steady_window_trips"] < trips
         for timing in (d["visible"], d["trip_visible"], d["predicted"]):
             assert 0 < timing["p50_ms"] <= timing["p95_ms"] <= timing["p99_ms"] <= timing["max_ms"]
-    e = parts["e"]
+    e = parts["replay"]
     assert e["trips_per_s"] > 0
     assert e["started"] == e["distinct_started"] == e["ended"] == records
 

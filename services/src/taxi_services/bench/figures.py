@@ -183,15 +183,15 @@ def targets(
     return [
         Target(
             "predictor_vs_baseline",
-            "(b) exactly-once batched predictor over (a) plain passthrough",
-            ratio(rates.get("b"), rates.get("a")),
+            "predictor (exactly once, batched) over passthrough (plain, no model)",
+            ratio(rates.get("predictor"), rates.get("passthrough")),
             0.5,
             at_least=True,
         ),
         Target(
             "predictor_vs_naive",
-            "(b) exactly-once batched predictor over (c) one predict and one flush per message",
-            ratio(rates.get("b"), rates.get("c")),
+            "predictor (exactly once, batched) over naive (one predict and one flush per message)",
+            ratio(rates.get("predictor"), rates.get("naive")),
             20.0,
             at_least=True,
         ),
@@ -205,7 +205,7 @@ def targets(
         Target(
             "two_instances_vs_one",
             "two predictor instances over one",
-            ratio(rates.get("b2"), rates.get("b")),
+            ratio(rates.get("two-predictors"), rates.get("predictor")),
             1.6,
             at_least=True,
             applicable=cores >= SCALING_CORES,

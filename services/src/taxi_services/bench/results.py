@@ -20,12 +20,21 @@ from taxi_services.bench.figures import (
 
 # The parts of a run, as --only names them.
 PARTS = {
-    "a": "baseline: plain confluent-kafka consume-and-produce passthrough, no model",
-    "b": "our predictor: the taxi-predictor process, exactly once, batched",
-    "b2": "two taxi-predictor processes sharing the partitions",
-    "c": "naive: one DataFrame and one predict call per message, a flush per produce",
-    "d": "latency from trip start to prediction visible downstream, at fixed rates",
-    "e": "the taxi-producer process replaying trips as fast as it can",
+    "passthrough": "baseline: plain confluent-kafka consume-and-produce passthrough, no model",
+    "predictor": "our predictor: the taxi-predictor process, exactly once, batched",
+    "two-predictors": "two taxi-predictor processes sharing the partitions",
+    "naive": "naive: one DataFrame and one predict call per message, a flush per produce",
+    "latency": "latency from trip start to prediction visible downstream, at fixed rates",
+    "replay": "the taxi-producer process replaying trips as fast as it can",
+}
+# The letters the parts had before they had names; --only still takes them.
+PART_ALIASES = {
+    "a": "passthrough",
+    "b": "predictor",
+    "b2": "two-predictors",
+    "c": "naive",
+    "d": "latency",
+    "e": "replay",
 }
 
 
@@ -150,7 +159,7 @@ class ReplayRun:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "what": PARTS["e"],
+            "what": PARTS["replay"],
             "trips_per_s": _round(self.trips_per_s, 0),
             "trips": self.trips,
             "transactions": self.transactions,
@@ -178,14 +187,14 @@ def report(
         part: run.records_per_s for part, run in results.throughput.items()
     }
     p99 = {run.rate: run.p99_ms for run in results.latency.values()}
-    two = results.throughput.get("b2")
+    two = results.throughput.get("two-predictors")
     found = targets(
         rates, p99, environment["cores"], scaling_busy=two.best.machine_busy if two else None
     )
     ratios = {
-        "b_over_a": ratio(rates.get("b"), rates.get("a")),
-        "b_over_c": ratio(rates.get("b"), rates.get("c")),
-        "two_over_one": ratio(rates.get("b2"), rates.get("b")),
+        "predictor_over_passthrough": ratio(rates.get("predictor"), rates.get("passthrough")),
+        "predictor_over_naive": ratio(rates.get("predictor"), rates.get("naive")),
+        "two_over_one": ratio(rates.get("two-predictors"), rates.get("predictor")),
     }
     return {
         "environment": dict(environment),
@@ -196,11 +205,11 @@ def report(
         "parts": {
             **{part: run.to_json() for part, run in results.throughput.items()},
             **(
-                {"d": {f"{r:g}": run.to_json() for r, run in results.latency.items()}}
+                {"latency": {f"{r:g}": run.to_json() for r, run in results.latency.items()}}
                 if results.latency
                 else {}
             ),
-            **({"e": results.replay.to_json()} if results.replay else {}),
+            **({"replay": results.replay.to_json()} if results.replay else {}),
         },
         "notes": notes,
     }

@@ -1,9 +1,9 @@
 """The two designs `taxi bench` compares the predictor with, each run as its own process
 (`python -m taxi_services.bench.workers passthrough|naive ...`) until SIGTERM:
 
-- passthrough, (a): the plain confluent-kafka at-least-once loop, no model: consume a batch,
+- passthrough: the plain confluent-kafka at-least-once loop, no model: consume a batch,
   produce each record unchanged, wait for the acks, commit the offsets.
-- naive, (c): the original design: one message at a time, one DataFrame and one model call per
+- naive: the original design: one message at a time, one DataFrame and one model call per
   message, and a flush after every produce; offsets auto-committed (every 100 ms here, so the
   bench can follow its progress, off the message path).
 
@@ -192,7 +192,7 @@ def workers() -> None:
 def passthrough_command(
     *, source: str, sink: str, group: str, metrics_port: int, batch_size: int, batch_wait: float
 ) -> None:
-    """(a) copy records unchanged, at least once, batch by batch."""
+    """passthrough: copy records unchanged, at least once, batch by batch."""
     stop = _serve(metrics_port)
     with stop_on_signals(stop):
         passthrough(
@@ -210,7 +210,7 @@ def passthrough_command(
 @_common
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def naive_command(*, source: str, sink: str, group: str, metrics_port: int, model: Path) -> None:
-    """(c) predict message by message, flushing after each."""
+    """naive: predict message by message, flushing after each."""
     stop = _serve(metrics_port)
     with stop_on_signals(stop):
         naive(KafkaConfig.from_env(), stop, source=source, sink=sink, group=group, model=model)

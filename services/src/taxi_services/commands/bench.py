@@ -17,7 +17,7 @@ from taxi_kafka.shutdown import first_signal_interrupts
 from taxi_kafka.topics import DEFAULT_PARTITIONS
 from taxi_model.artifact import ModelLoadError
 from taxi_model.workflow import ensure_model
-from taxi_services.bench.results import PARTS, missed_targets
+from taxi_services.bench.results import PART_ALIASES, PARTS, missed_targets
 from taxi_services.bench.runner import BenchError, Settings, measure
 from taxi_services.options import model_option
 from taxi_services.predictor import main as predictor_main
@@ -31,7 +31,8 @@ MISSED_TARGET_EXIT = 3
 def parse_parts(text: str | None) -> frozenset[str]:
     if not text:
         return frozenset(PARTS)
-    parts = frozenset(p.strip() for p in text.split(",") if p.strip())
+    words = [p.strip() for p in text.split(",") if p.strip()]
+    parts = frozenset(PART_ALIASES.get(word, word) for word in words)
     unknown = sorted(parts - PARTS.keys())
     if unknown or not parts:
         raise click.BadParameter(
@@ -64,46 +65,50 @@ def _predictor_default(name: str) -> Any:
     type=click.IntRange(1),
     default=100_000,
     show_default=True,
-    help="Trips in the backlogs that (a), (b) and (b2) drain, and that (e) replays.",
+    help="Trips in the backlogs that passthrough, predictor and two-predictors drain, and "
+    "that replay replays.",
 )
 @click.option(
     "--repeat",
     type=click.IntRange(1),
     default=3,
     show_default=True,
-    help="Backlogs (a), (b) and (b2) each drain, taking turns; the fastest counts.",
+    help="Backlogs passthrough, predictor and two-predictors each drain, taking turns; the "
+    "fastest counts.",
 )
 @click.option(
     "--naive-records",
     type=click.IntRange(1),
     default=2_000,
     show_default=True,
-    help="Trips (c), the slow naive design, processes.",
+    help="Trips the slow naive design processes.",
 )
 @click.option(
     "--latency-seconds",
     type=click.FloatRange(0, min_open=True),
     default=30.0,
     show_default=True,
-    help="Length of (d)'s steady window at each rate.",
+    help="Length of latency's steady window at each rate.",
 )
 @click.option(
     "--latency-warmup",
     type=click.FloatRange(0),
     default=5.0,
     show_default=True,
-    help="Seconds of (d) before the steady window, not counted.",
+    help="Seconds of latency before the steady window, not counted.",
 )
 @click.option(
     "--latency-rates",
     default="500,2000",
     show_default=True,
-    help="The fixed trips/s of (d), comma-separated.",
+    help="The fixed trips/s of latency, comma-separated.",
 )
 @click.option(
     "--only",
     metavar="PARTS",
-    help="Run only these parts, comma-separated: " + ", ".join(PARTS) + " [default: all].",
+    help="Run only these parts, comma-separated: "
+    + ", ".join(PARTS)
+    + " (or their old letters a, b, b2, c, d, e) [default: all].",
 )
 @click.option(
     "--bootstrap-servers",
@@ -154,15 +159,16 @@ def bench(
     """Measure the pipeline's speed on a real Kafka cluster and print a JSON report.
 
     \b
-    (a) baseline: a plain confluent-kafka consume-and-produce passthrough, no model
-    (b) the taxi-predictor process: exactly once, batched
-    (b2) two taxi-predictor processes sharing the partitions
-    (c) naive: one DataFrame, one model call and one flush per message
-    (d) latency from trip start to prediction visible to a read_committed reader, at fixed
+    passthrough (a)     the baseline: a plain confluent-kafka consume-and-produce loop, no model
+    predictor (b)       the taxi-predictor process: exactly once, batched
+    two-predictors (b2) two taxi-predictor processes sharing the partitions
+    naive (c)           one DataFrame, one model call and one flush per message
+    latency (d)         from trip start to prediction visible to a read_committed reader, at fixed
         rates of taxi-producer --rate, over a steady window after a warm-up
-    (e) a taxi-producer replaying trips as fast as it can
+    replay (e)          a taxi-producer replaying trips as fast as it can
 
-    The JSON holds the rates (records/s), the ratios b/a, b/c and b2/b, latency percentiles,
+    The JSON holds the rates (records/s), the ratios predictor/passthrough, predictor/naive
+    and two-predictors/predictor, latency percentiles,
     the targets and whether each was met, and the machine it ran on. Missed targets do not
     change the exit status unless --check is given; errors exit with 1.
     """
