@@ -67,6 +67,7 @@ from taxi_services.bench.results import (
     report,
 )
 from taxi_services.predictor import MODEL_THREADS
+from taxi_services.provenance import provenance
 from taxi_services.supervisor import Child, stop_all
 from taxi_stream import Replay, ReplayCheckpoint
 
@@ -498,6 +499,7 @@ def measure(
         raise
     shutil.rmtree(workdir, ignore_errors=True)
     environment = {
+        **provenance(),
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "load_average_before": [round(x, 2) for x in load_before],

@@ -19,6 +19,7 @@ from taxi_model.workflow import ensure_model
 from taxi_services.chaos.runner import RunOptions, run_scenario, stop_leftovers
 from taxi_services.chaos.scenarios import SCENARIOS
 from taxi_services.options import env_option, model_option
+from taxi_services.provenance import provenance
 
 log = logging.getLogger("taxi.chaos")
 
@@ -93,11 +94,25 @@ def chaos(
     marker = f"taxi-chaos-{os.getpid()}-"
     names = list(SCENARIOS) if scenario == ALL else [scenario]
     began = time.monotonic()
+    # The commit and the machine, in every report: a result kept as data says what made it.
+    where = {
+        **provenance(),
+        "trips": trips,
+        "rate": rate,
+        "command": f"uv run taxi chaos {scenario} --trips {trips}"
+        + (f" --rate {rate:g}" if rate is not None else ""),
+    }
     reports: list[dict[str, Any]] = []
     with _output(report) as out, first_signal_interrupts():
         try:
             for name in names:
+                load_before = os.getloadavg()
                 reports.append(run_scenario(SCENARIOS[name], options, marker))
+                reports[-1]["environment"] = {
+                    **where,
+                    "load_average_before": [round(x, 2) for x in load_before],
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                }
                 _emit(reports[-1], out)
         except KeyboardInterrupt:
             left = stop_leftovers(marker)
@@ -113,6 +128,7 @@ def chaos(
                     "passed": all(r["passed"] for r in reports),
                     "failed": [r["scenario"] for r in reports if not r["passed"]],
                     "seconds": round(time.monotonic() - began, 1),
+                    "environment": where,
                 },
                 out,
             )
