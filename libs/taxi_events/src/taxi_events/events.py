@@ -8,7 +8,7 @@ Construction is keyword-only, so coordinates and durations cannot be swapped by 
 import contextlib
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NoReturn, Self
 
@@ -335,7 +335,10 @@ class DeadLetter:
         return headers
 
     @classmethod
-    def from_headers(cls, headers: Iterable[tuple[str, bytes | str | None]] | None) -> Self:
+    def from_headers(
+        cls,
+        headers: Iterable[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None] | None,
+    ) -> Self:
         """Read a dead letter back from Kafka headers; other headers are ignored.
 
         Raises EventDecodeError naming the field when a header is missing or invalid.

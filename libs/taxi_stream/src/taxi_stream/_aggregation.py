@@ -120,7 +120,9 @@ def _encode_pending(pending: Pending) -> bytes:
 
 def _decode_pending(value: bytes) -> Pending:
     body = json.loads(value)
-    event_type = Prediction if body["side"] == "prediction" else TripFinished
+    event_type: type[Prediction | TripFinished] = (
+        Prediction if body["side"] == "prediction" else TripFinished
+    )
     event = decode(json.dumps(body["event"]).encode(), event_type)
     return Pending(event, int(body["arrived_at_ms"]))
 
