@@ -300,9 +300,9 @@ def test_only_the_event_classes_can_be_decoded_or_encoded() -> None:
         source_topic="new_trips", partition=0, offset=1, service="predictor", reason="bad"
     )
     with pytest.raises(TypeError, match="not an event type"):
-        decode(b"{}", DeadLetter)  # type: ignore[type-var]
+        decode(b"{}", DeadLetter)  # type: ignore[type-var]  # the wrong type, on purpose
     with pytest.raises(TypeError, match="not an event"):
-        encode(dead_letter)  # type: ignore[arg-type]
+        encode(dead_letter)  # type: ignore[arg-type]  # not an event, on purpose
 
 
 def test_decode_errors_keep_their_parts_and_survive_pickling() -> None:

@@ -55,9 +55,9 @@ def test_defaults_are_the_current_version_and_now_in_utc() -> None:
 def test_events_are_frozen_and_keyword_only() -> None:
     trip = TripStarted(**TRIP)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        trip.passenger_count = 2  # type: ignore[misc]
+        trip.passenger_count = 2  # type: ignore[misc]  # writing a frozen field, on purpose
     with pytest.raises(TypeError):
-        TripStarted(*TRIP.values())  # type: ignore[call-arg]
+        TripStarted(*TRIP.values())  # type: ignore[call-arg]  # positional, on purpose
 
 
 def test_a_bad_value_cannot_be_constructed() -> None:
