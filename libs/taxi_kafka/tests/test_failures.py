@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from taxi_kafka.admin import QUIET_CLIENT_CONFIG, is_transient
-from taxi_kafka.cluster import NODE_IDS
+from taxi_kafka.cluster import NODE_IDS, LocalCluster
 from taxi_kafka.consumer import COORDINATOR_RETRY
 from taxi_kafka.producer import KafkaProducer
 from taxi_kafka.testing import numbered, produce_all, read_all
@@ -53,31 +53,65 @@ def assert_each_once(acknowledged: list[bytes], consumed: list[bytes]) -> None:
     assert set(acknowledged) <= set(consumed)
 
 
+def leaders(cluster: LocalCluster, topic: str) -> dict[int, int]:
+    """The leader of each partition of `topic`, per the cluster's metadata (-1: none)."""
+    return {p.partition: p.leader for p in cluster.status().partitions if p.topic == topic}
+
+
 @pytest.mark.parametrize("failure", ["stop", "kill"])
 def test_every_acknowledged_record_survives_losing_the_leader(
     kafka_cluster, kafka_config, make_topic, failure, record_property
 ):
     topic = make_topic()
     victim = kafka_cluster.leader_of_most_partitions([topic])
+    led = {p for p, leader in leaders(kafka_cluster, topic).items() if leader == victim}
     acked: list[bytes] = []
     ack_times: list[float] = []
+    ack_partitions: list[int] = []
 
     def delivered(error: KafkaError | None, message: Message) -> None:
         if error is None:
             acked.append(message.value())
             ack_times.append(time.monotonic())
+            ack_partitions.append(message.partition())
 
     fail = {"stop": kafka_cluster.stop_broker, "kill": kafka_cluster.kill_broker}[failure]
-    broker_down = threading.Thread(target=fail, args=(victim,))
+    failing: list[float] = []  # when the failure began, and when the broker was gone
+
+    def take_the_leader_down() -> None:
+        failing.append(time.monotonic())
+        fail(victim)
+        failing.append(time.monotonic())
+
+    broker_down = threading.Thread(target=take_the_leader_down)
     with KafkaProducer(kafka_config, on_delivery=delivered) as producer:
         for i, (key, value) in enumerate(numbered(COUNT)):
             if i == COUNT // 2:
                 broker_down.start()
+            if i == COUNT - COUNT // 20:
+                # The last records go out only once the broker is gone: only a new leader can
+                # acknowledge those of its partitions.
+                broker_down.join(WAIT)
             producer.produce(topic, value, key)
             if i % 500 == 0:  # spread the second half over the failure
                 producer.poll(0.1)
         assert producer.flush(WAIT) == 0
     broker_down.join(WAIT)
+    # The leader went down mid-stream: acknowledgements came before the failure began, records
+    # were still unacknowledged then, and the partitions it led took acknowledgements after it
+    # was gone, from the replicas that took over.
+    began, gone = failing
+    assert 0 < sum(t < began for t in ack_times) < COUNT
+    acked_on_led_after = sum(
+        t > gone and p in led for t, p in zip(ack_times, ack_partitions, strict=True)
+    )
+    assert led
+    assert acked_on_led_after > 0
+    wait_for(
+        lambda: all(leaders(kafka_cluster, topic).get(p) not in (victim, -1) for p in led),
+        timeout=30,
+        what=f"new leaders for the partitions broker {victim} led",
+    )
     assert kafka_cluster.pid(victim) is None
     # The longest wait between two acknowledgements: the failover as producers see it.
     stall = max(b - a for a, b in itertools.pairwise(ack_times))
