@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import Message, Producer
 
 from taxi_events import DeadLetter, EventDecodeError, TripStarted, decode
+from taxi_kafka import producer as producer_module
 from taxi_kafka.config import KafkaConfig
 from taxi_kafka.consumer import KafkaConsumer
 from taxi_kafka.errors import FencedError
@@ -25,7 +26,7 @@ from taxi_kafka.processor import TransactionalProcessor
 from taxi_kafka.producer import KafkaProducer
 from taxi_kafka.records import Failure, OutputRecord, TransformResult, identity
 from taxi_kafka.testing import numbered, produce_all, read_all
-from taxi_kafka.transactions import TransactionalProducer
+from taxi_kafka.transactions import Timeouts, TransactionalProducer
 
 pytestmark = pytest.mark.kafka
 
@@ -373,3 +374,71 @@ def test_an_abortable_error_aborts_and_the_batch_is_redone(kafka_config, make_to
     assert sorted(counters.event_times[source]) == sorted(
         event_time(m) for m in read_all(kafka_config.bootstrap_servers, source)
     )
+
+
+class StuckOffsets:
+    """A fault hook, for the test's process only: the first send_offsets_to_transaction() of
+    a producer made while it is installed first flushes the transaction's records to the
+    brokers, then hangs until `release` is set, as librdkafka's does when the group
+    coordinator's broker goes away (#5456, #5511); then it makes the real call, late. Later
+    calls go straight through."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.unflushed: int | None = None  # what the stuck transaction had not yet sent
+        self.release = threading.Event()
+
+    def producer_class(self) -> type[Producer]:
+        hook = self
+
+        class HangingProducer(Producer):
+            def send_offsets_to_transaction(self, *args, **kwargs):
+                hook.calls += 1
+                if hook.calls == 1:
+                    hook.unflushed = self.flush(WAIT)
+                    hook.release.wait(WAIT)
+                return super().send_offsets_to_transaction(*args, **kwargs)
+
+        return HangingProducer
+
+
+def test_a_producer_stuck_sending_offsets_is_replaced_and_nothing_is_lost_or_doubled(
+    kafka_config, make_topic, monkeypatch
+):
+    source, sink = make_topic(), make_topic()
+    records = numbered(1000, keys=20)
+    produce_all(kafka_config.bootstrap_servers, source, records)
+    hook = StuckOffsets()
+    monkeypatch.setattr(producer_module, "Producer", hook.producer_class())
+    counters = Counters()
+    # Stuck once the call has run past its own timeout plus the grace: 5 s, not 10.
+    copier = processor(
+        kafka_config,
+        source,
+        functools.partial(identity, output_topic=sink),
+        observer=counters,
+        timeouts=Timeouts(offsets=4.0, grace=1.0),
+    )
+
+    def step():
+        if counters.producers_recreated:
+            hook.release.set()  # the abandoned call returns while its successor works
+        copier.step()
+
+    try:
+        drive(step, lambda: sum(counters.batch_sizes) >= len(records))
+    finally:
+        hook.release.set()
+        copier.close()
+    # Read read_committed: every input once (the hung transaction's copy aborted, its batch
+    # redone), in order per key.
+    output = pairs(read_all(kafka_config.bootstrap_servers, sink))
+    assert len(output) == len(records)
+    assert by_key(output) == by_key(records)
+    # The first transaction hung with its records on the brokers; its producer was replaced,
+    # whose transactions then went through.
+    assert hook.unflushed == 0
+    assert hook.calls > 1
+    assert counters.producers_recreated == {"STUCK": 1}
+    assert counters.aborts == {"STUCK": 1}
+    assert sum(counters.batch_sizes) == len(records)
