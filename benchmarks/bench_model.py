@@ -21,8 +21,7 @@ import pandas as pd
 from sample_data import add_data_option, sample_trips
 from threadpoolctl import threadpool_limits
 
-from taxi_model.features import INPUT_COLUMNS
-from taxi_model.training import train_model
+from taxi_model import INPUT_COLUMNS, train_model
 from taxi_services.predictor import MODEL_THREADS
 
 BATCH = 10_000

@@ -20,16 +20,21 @@ import time
 import uuid
 from collections.abc import Callable
 
-from taxi_kafka.admin import admin_client, ensure_topics
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.consumer import KafkaConsumer
-from taxi_kafka.loop import ConsumerLoop
-from taxi_kafka.observer import Counters
-from taxi_kafka.policy import BatchPolicy, CommitPolicy
-from taxi_kafka.processor import TransactionalProcessor
-from taxi_kafka.producer import KafkaProducer
-from taxi_kafka.records import identity
-from taxi_kafka.topics import TopicSpec
+from consumer_loop import ConsumerLoop
+
+from taxi_kafka import (
+    BatchPolicy,
+    CommitPolicy,
+    Counters,
+    KafkaConfig,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicSpec,
+    TransactionalProcessor,
+    admin_client,
+    ensure_topics,
+    identity,
+)
 from taxi_services.bench.cluster import Backlog, cluster_at
 
 # A deadline per run, so a stuck run fails instead of hanging.

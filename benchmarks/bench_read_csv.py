@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from taxi_model.data import read_trips
-from taxi_model.synth import write_synthetic
+from taxi_model import read_trips, write_synthetic
 
 KAGGLE_TRAIN_ROWS = 1_458_644
 GARBLED_ROW = "id9999999,2,2016-03-14 17:24:55,2016-03-14 17:32:30,1,abc,40.7,-73.9,40.7,N,455\n"

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from taxi_model.data import read_trips
-from taxi_model.synth import generate_trips
+from taxi_model import generate_trips, read_trips
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/nyc-taxi/train-sample0.05.csv.gz"
 

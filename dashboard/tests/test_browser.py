@@ -21,12 +21,10 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from taxi_dashboard.live_map import LAND_FILL
-from taxi_kafka.admin import ensure_topics
+from taxi_kafka import PROJECT_TOPICS, ensure_topics
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.testing import free_base_port
-from taxi_kafka.topics import PROJECT_TOPICS
-from taxi_model.synth import generate_trips, write_synthetic
-from taxi_model.workflow import train_and_save
+from taxi_model import generate_trips, train_and_save, write_synthetic
 from taxi_services.supervisor import Child, free_port, stop_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

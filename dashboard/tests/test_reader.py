@@ -18,8 +18,7 @@ from taxi_dashboard.settings import DashboardSettings
 from taxi_dashboard.state import Snapshot
 from taxi_events import DeadLetter, ModelMetrics, encode
 from taxi_events.testing import prediction, trip_finished, trip_started
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.producer import KafkaProducer
+from taxi_kafka import KafkaConfig, KafkaProducer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

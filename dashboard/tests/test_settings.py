@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from taxi_dashboard.settings import DashboardSettings, broker_count
-from taxi_kafka.config import KafkaConfig
+from taxi_kafka import KafkaConfig
 
 
 def test_settings_survive_the_trip_through_the_environment():

@@ -15,8 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from taxi_kafka.cluster import LocalCluster, scratch_cluster
-from taxi_model.synth import generate_trips
-from taxi_model.workflow import train_and_save
+from taxi_model import generate_trips, train_and_save
 from taxi_services.cli import cli
 
 TaxiRunner = Callable[..., tuple[int, str, str]]

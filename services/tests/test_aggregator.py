@@ -7,7 +7,7 @@ from confluent_kafka import Message
 
 from taxi_events import ModelMetrics, Prediction, TripFinished, decode, encode
 from taxi_events import testing as events
-from taxi_model.metrics import quality_metrics
+from taxi_model import quality_metrics
 from taxi_services.aggregator import AggregateTransform
 from taxi_stream import Aggregation
 

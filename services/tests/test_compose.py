@@ -1,7 +1,7 @@
 """docker-compose.yml, the Dockerfile and .dockerignore, checked against the local
 configuration without Docker.
 
-The brokers must carry the local cluster's settings (taxi_kafka.cluster.config), every client
+The brokers must carry the local cluster's settings (taxi_kafka.cluster._config), every client
 must list all three brokers, every service's command line must parse as its console script
 parses it, and every file mounted into a container must exist. Every port is published on the
 host's loopback only, behind a server told to listen on all of its container's interfaces, and
@@ -28,23 +28,26 @@ import click
 import pytest
 import yaml
 
-from taxi_kafka.cluster.config import (
+from taxi_kafka import (
+    COMPOSE_INSTANCE,
+    DASHBOARD_PORT,
+    METRICS_PORTS,
+    MIN_INSYNC_REPLICAS,
+    PROJECT_TOPICS,
+    PROMETHEUS_PORT,
+    REPLICATION_FACTOR,
+    project_topics,
+)
+from taxi_kafka.cluster import (
     BROKER_SETTINGS,
     JVM_OPTIONS,
+    KAFKA_VERSION,
     NODE_IDS,
     ClusterPorts,
     server_properties,
 )
-from taxi_kafka.cluster.jars import KAFKA_VERSION
-from taxi_kafka.topics import (
-    MIN_INSYNC_REPLICAS,
-    PROJECT_TOPICS,
-    REPLICATION_FACTOR,
-    project_topics,
-)
-from taxi_model.artifact import DEFAULT_MODEL_PATH
+from taxi_model import DEFAULT_MODEL_PATH
 from taxi_services.commands.model import DEFAULT_TRAIN_DATA
-from taxi_services.ports import DASHBOARD_PORT, METRICS_PORTS, PROMETHEUS_PORT
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -387,7 +390,7 @@ def test_instances_keep_their_names_across_restarts(parse):
     for name in [*PRODUCERS, "predictor", "aggregator"]:
         command = parse(name)
         assert command["sources"]["instance"] != "DEFAULT", name
-        assert command["params"]["instance"], name
+        assert command["params"]["instance"] == COMPOSE_INSTANCE, name
 
 
 def test_the_model_and_data_are_mounted_where_the_commands_look(services, parse):

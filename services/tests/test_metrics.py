@@ -20,7 +20,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from taxi_events import ModelMetrics, decode, encode
 from taxi_events import testing as events
-from taxi_kafka.lag import broker_states, lag_seconds
+from taxi_kafka import broker_states, lag_seconds
 from taxi_services import aggregator, metrics, predictor, producer
 from taxi_services.aggregator import AggregateTransform
 from taxi_services.metrics import BatchHistogram, PrometheusObserver

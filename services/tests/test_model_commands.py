@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from taxi_model.artifact import card_path
-from taxi_model.synth import write_synthetic
+from taxi_model import card_path, write_synthetic
 
 
 @pytest.fixture(scope="module")

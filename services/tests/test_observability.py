@@ -4,6 +4,7 @@ scraping the real pipeline."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -11,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,11 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, generate_latest
 
+from taxi_kafka import METRICS_PORTS, NEW_TRIPS, PROMETHEUS_PORT
 from taxi_kafka.cluster import NODE_IDS, LocalCluster
 from taxi_kafka.testing import produce_all
-from taxi_kafka.topics import NEW_TRIPS
-from taxi_model.synth import write_synthetic
+from taxi_model import write_synthetic
 from taxi_services import aggregator, metrics, predictor, producer  # noqa: F401  (registers)
-from taxi_services.ports import METRICS_PORTS, PROMETHEUS_PORT
 from taxi_services.prometheus import (
     BIN_ENV,
     COMPOSE_CONFIG,
@@ -33,8 +34,6 @@ from taxi_services.prometheus import (
     PrometheusServer,
     command,
     find_binary,
-    retarget,
-    write_config,
 )
 
 GRAFANA = OBSERVABILITY_DIR / "grafana"
@@ -47,6 +46,33 @@ GRID_COLUMNS = 24
 PROMETHEUS_METRICS = {"up"}
 GROUPING = ("by", "without", "on", "ignoring", "group_left", "group_right")
 OPERATORS = {"and", "or", "unless", "bool"}
+
+
+# A test runs a real Prometheus on spare ports: the shipped configuration, retargeted.
+def retarget(
+    config: Mapping[str, Any], ports: Mapping[str, int], host: str = "127.0.0.1"
+) -> dict[str, Any]:
+    """A copy of a scrape configuration (as parsed from YAML) whose job J scrapes
+    host:ports[J]: the same jobs, labels and intervals, on other ports. Every job must be given
+    a port and have one static target."""
+    derived = copy.deepcopy(dict(config))
+    scrape_jobs = derived.get("scrape_configs") or []
+    missing = sorted({job["job_name"] for job in scrape_jobs} - set(ports))
+    if missing:
+        raise ValueError(f"no port for job(s) {', '.join(missing)}")
+    for job in scrape_jobs:
+        targets = [t for static in job.get("static_configs", []) for t in static["targets"]]
+        if len(targets) != 1:
+            raise ValueError(f"job {job['job_name']} has {len(targets)} targets, not 1")
+        job["static_configs"][0]["targets"] = [f"{host}:{ports[job['job_name']]}"]
+    return derived
+
+
+def write_config(config: Mapping[str, Any], path: Path) -> Path:
+    """Write a configuration for Prometheus to read. JSON is YAML, so no YAML writer is needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

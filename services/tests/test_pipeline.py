@@ -13,10 +13,7 @@ import pytest
 from taxi_events import ModelMetrics, Prediction, decode
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.testing import read_all
-from taxi_model.artifact import load_model
-from taxi_model.data import read_trips
-from taxi_model.metrics import quality_metrics
-from taxi_model.synth import write_synthetic
+from taxi_model import load_model, quality_metrics, read_trips, write_synthetic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

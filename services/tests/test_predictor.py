@@ -9,8 +9,7 @@ from confluent_kafka import Message
 
 from taxi_events import Prediction, TripStarted, decode, encode
 from taxi_events import testing as events
-from taxi_model.artifact import TripDurationModel, load_model
-from taxi_model.features import events_to_frame
+from taxi_model import TripDurationModel, events_to_frame, load_model
 from taxi_services.predictor import PredictTransform
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

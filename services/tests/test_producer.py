@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from taxi_kafka.admin import ensure_topics
+from taxi_kafka import FINISHED_TRIPS, NEW_TRIPS, ensure_topics, project_topics
 from taxi_kafka.testing import read_all
-from taxi_kafka.topics import FINISHED_TRIPS, NEW_TRIPS, project_topics
-from taxi_model.data import read_trips
-from taxi_model.synth import write_synthetic
+from taxi_model import read_trips, write_synthetic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -9,8 +9,8 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
+from taxi_kafka import GroupLag
 from taxi_kafka.cluster import ClusterStatus, NodeStatus, PartitionState
-from taxi_kafka.groups import GroupLag
 from taxi_services.scrape import Samples, parse_samples
 from taxi_services.status import (
     NO_FIGURE,

@@ -8,9 +8,7 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from taxi_kafka.admin import topic_states
-from taxi_kafka.cluster import LocalCluster, free_base_port
-from taxi_kafka.topics import (
+from taxi_kafka import (
     CONSUMER_OFFSETS,
     DEAD_LETTERS,
     DEFAULT_PARTITIONS,
@@ -18,7 +16,9 @@ from taxi_kafka.topics import (
     MIN_INSYNC_REPLICAS,
     PROJECT_TOPICS,
     REPLICATION_FACTOR,
+    topic_states,
 )
+from taxi_kafka.cluster import LocalCluster, free_base_port
 
 
 def _bootstrap(cluster: LocalCluster) -> dict[str, str]:

@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 
 from taxi_events import Prediction, TripKey, TripStarted, decode, trip_key
+from taxi_kafka import DASHBOARD_PORT, METRICS_PORTS, ML_PREDICTIONS, NEW_TRIPS, PROMETHEUS_PORT
 from taxi_kafka.cluster import NODE_IDS, ClusterPorts, free_base_port
 from taxi_kafka.testing import read_all
-from taxi_kafka.topics import ML_PREDICTIONS, NEW_TRIPS
-from taxi_model.data import read_trips
-from taxi_services.ports import DASHBOARD_PORT, METRICS_PORTS, PROMETHEUS_PORT
+from taxi_model import read_trips
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -29,9 +29,10 @@ from taxi_dashboard.views import (
     rates_frame,
     records_frame,
 )
-from taxi_kafka.topics import ML_PREDICTIONS, NEW_TRIPS
+from taxi_events import Source
+from taxi_kafka import ML_PREDICTIONS, NEW_TRIPS
 
-SOURCES = ["train", "test"]
+SOURCES: list[Source] = ["train", "test"]
 NO_DATA = """**No trips yet.** The dashboard shows what the pipeline writes to Kafka. Start it:
 
 - everything at once: `uv run taxi up`

@@ -15,8 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from taxi_kafka.groups import lag_of
-from taxi_kafka.records import PartitionKey
+from taxi_kafka import PartitionKey, lag_of
 
 
 @dataclass(frozen=True, slots=True)

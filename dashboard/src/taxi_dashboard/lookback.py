@@ -8,7 +8,7 @@ look-back when the rate is high.
 
 from __future__ import annotations
 
-from taxi_kafka.topics import DEAD_LETTERS, MODEL_METRICS
+from taxi_kafka import DEAD_LETTERS, MODEL_METRICS
 
 # Model quality and dead letters are few records and worth their history.
 HISTORY_S = 2 * 3600.0

@@ -1,6 +1,6 @@
 """Cluster facts for the health panel: brokers, replicas and end offsets from the AdminClient,
 and the pipeline groups' committed offsets through an idle consumer of each (see
-taxi_kafka.groups.group_reader).
+taxi_kafka.group_reader).
 
 Every call has a short timeout, and each part fails on its own: while a partition's leader is
 being re-elected the lag may be unknown for a moment, but the brokers are still reported.
@@ -23,8 +23,7 @@ from taxi_dashboard.health import (
     group_lag,
     replication_problems,
 )
-from taxi_kafka.groups import committed_offsets, end_offsets
-from taxi_kafka.topics import PIPELINE_GROUPS
+from taxi_kafka import PIPELINE_GROUPS, committed_offsets, end_offsets
 
 _FAILURES = (KafkaException, FutureTimeout)
 

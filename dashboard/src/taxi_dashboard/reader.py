@@ -28,9 +28,7 @@ from taxi_dashboard.lookback import lookback_s, start_offset
 from taxi_dashboard.probe import probe_cluster
 from taxi_dashboard.settings import DashboardSettings
 from taxi_dashboard.state import TOPICS, DashboardState, RawRecord, Snapshot
-from taxi_kafka.admin import QUIET_CLIENT_CONFIG
-from taxi_kafka.groups import group_reader
-from taxi_kafka.topics import PIPELINE_GROUPS
+from taxi_kafka import PIPELINE_GROUPS, QUIET_CLIENT_CONFIG, group_reader
 
 log = logging.getLogger("taxi.dashboard")
 
@@ -180,9 +178,10 @@ class LiveData:
             error = message.error()
             if error is None:
                 _, timestamp = message.timestamp()
-                records.append(
-                    RawRecord(message.topic(), message.value(), timestamp, message.headers())
-                )
+                topic = message.topic()
+                # confluent_kafka types it Optional; a consumed record has one.
+                assert topic is not None
+                records.append(RawRecord(topic, message.value(), timestamp, message.headers()))
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.debug("%s [%s]: %s", message.topic(), message.partition(), error.str())
         if not records:

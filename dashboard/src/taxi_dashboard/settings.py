@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from taxi_kafka.config import BOOTSTRAP_ENV, KafkaConfig, env_name
+from taxi_kafka import BOOTSTRAP_ENV, DASHBOARD_PORT, METRICS_PORTS, KafkaConfig, env_name
 
 PORT_ENV = "TAXI_DASHBOARD_PORT"
 METRICS_PORT_ENV = "TAXI_DASHBOARD_METRICS_PORT"
@@ -21,8 +21,8 @@ LOOKBACK_ENV = "TAXI_DASHBOARD_LOOKBACK"
 HEALTH_INTERVAL_ENV = "TAXI_DASHBOARD_HEALTH_INTERVAL"
 LOG_LEVEL_ENV = "TAXI_LOG_LEVEL"
 
-DEFAULT_PORT = 8501
-DEFAULT_METRICS_PORT = 9105
+DEFAULT_PORT = DASHBOARD_PORT
+DEFAULT_METRICS_PORT = METRICS_PORTS["dashboard"]
 # The page and the metrics listen on loopback unless told otherwise; a container passes 0.0.0.0.
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_REFRESH_S = 1.0

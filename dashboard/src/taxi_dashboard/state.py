@@ -26,7 +26,7 @@ from taxi_events import (
     TripStarted,
     decode,
 )
-from taxi_kafka.topics import DEAD_LETTERS, FINISHED_TRIPS, ML_PREDICTIONS, MODEL_METRICS, NEW_TRIPS
+from taxi_kafka import DEAD_LETTERS, FINISHED_TRIPS, ML_PREDICTIONS, MODEL_METRICS, NEW_TRIPS
 
 # The topics the dashboard reads.
 TOPICS = (NEW_TRIPS, ML_PREDICTIONS, FINISHED_TRIPS, MODEL_METRICS, DEAD_LETTERS)
@@ -37,7 +37,8 @@ RATE_SERIES_S = 120
 DEFAULT_DEAD_LETTERS = 50
 DEFAULT_PROBLEMS = 20
 
-Headers = Sequence[tuple[str, bytes | str | None]]
+# As confluent_kafka gives them: a list of pairs, or a dict.
+Headers = Sequence[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None]
 
 
 @dataclass(frozen=True, slots=True)

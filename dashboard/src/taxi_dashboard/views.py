@@ -20,7 +20,7 @@ from taxi_dashboard.health import GroupLag
 from taxi_dashboard.state import Snapshot
 from taxi_dashboard.trips import LiveTrip
 from taxi_events import ModelMetrics, Source
-from taxi_kafka.topics import FINISHED_TRIPS, ML_PREDICTIONS, NEW_TRIPS
+from taxi_kafka import FINISHED_TRIPS, ML_PREDICTIONS, NEW_TRIPS
 
 Colour = tuple[int, int, int]
 RGBA = list[int]
@@ -206,7 +206,7 @@ def records_frame(
 ) -> pd.DataFrame:
     """The latest `limit` trips of `sources`, most recently changed first; durations read as
     on the map's tooltip, and MISSING until the trip ends."""
-    rows = []
+    rows: list[tuple[str, Source, datetime, str, str, str, str]] = []
     for trip in reversed(trips):
         if len(rows) >= limit:
             break

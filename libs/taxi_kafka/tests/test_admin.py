@@ -7,10 +7,10 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from taxi_kafka.admin import GroupInUseError, ensure_topics, reset_pipeline
+from taxi_kafka._admin import GroupInUseError, ensure_topics, reset_pipeline
+from taxi_kafka._pipeline import NEW_TRIPS, PIPELINE_GROUPS, PREDICTOR_GROUP, project_topics
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.testing import numbered, produce_all, read_all
-from taxi_kafka.topics import NEW_TRIPS, PIPELINE_GROUPS, PREDICTOR_GROUP, project_topics
 
 pytestmark = pytest.mark.kafka
 

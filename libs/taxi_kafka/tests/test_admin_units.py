@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from taxi_kafka.admin import (
+from taxi_kafka._admin import (
     NotReadyError,
     TopicState,
     differences,
     internal_topic_problems,
     is_transient,
 )
-from taxi_kafka.topics import PROJECT_TOPICS, TopicSpec, project_topics
+from taxi_kafka._pipeline import PROJECT_TOPICS, TopicSpec, project_topics
 
 
 def test_project_topics_follow_the_contract():

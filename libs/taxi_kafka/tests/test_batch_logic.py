@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taxi_events import DeadLetter
-from taxi_kafka.errors import TxnAction, transaction_action
-from taxi_kafka.lag import consumer_lag
-from taxi_kafka.observer import Counters, report_outputs
-from taxi_kafka.policy import BatchPolicy, CommitPolicy, PendingOffsets
-from taxi_kafka.records import (
+from taxi_kafka._errors import TxnAction, transaction_action
+from taxi_kafka._lag import consumer_lag
+from taxi_kafka._observer import Counters, report_outputs
+from taxi_kafka._policy import BatchPolicy, CommitPolicy, PendingOffsets
+from taxi_kafka._records import (
     Failure,
     OutputRecord,
     TransformResult,

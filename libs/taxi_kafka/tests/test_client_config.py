@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taxi_kafka.config import (
+from taxi_kafka._config import (
     DEFAULT_BOOTSTRAP_SERVERS,
     MASK,
     ConfigError,
@@ -122,7 +122,7 @@ def test_enforced_settings_win_and_are_reported():
 
 def test_client_settings_log_without_secrets(caplog):
     config = KafkaConfig("a:1,b:1", {"sasl.password": "hunter2", "isolation.level": "x"})
-    with caplog.at_level(logging.INFO, logger="taxi_kafka.config"):
+    with caplog.at_level(logging.INFO, logger="taxi_kafka._config"):
         settings = config.client_settings(
             {"linger.ms": 5}, {"isolation.level": "read_committed"}, what="test consumer"
         )

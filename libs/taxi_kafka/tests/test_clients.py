@@ -13,20 +13,20 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Message, Producer
+from consumer_loop import ConsumerLoop
 
 from taxi_events import DeadLetter, EventDecodeError, TripStarted, decode
 from taxi_kafka import producer as producer_module
-from taxi_kafka.config import KafkaConfig
+from taxi_kafka._config import KafkaConfig
+from taxi_kafka._errors import FencedError
+from taxi_kafka._observer import Counters
+from taxi_kafka._policy import BatchPolicy
+from taxi_kafka._processor import TransactionalProcessor
+from taxi_kafka._records import Failure, OutputRecord, TransformResult, identity
+from taxi_kafka._transactions import Timeouts, TransactionalProducer
 from taxi_kafka.consumer import KafkaConsumer
-from taxi_kafka.errors import FencedError
-from taxi_kafka.loop import ConsumerLoop
-from taxi_kafka.observer import Counters
-from taxi_kafka.policy import BatchPolicy
-from taxi_kafka.processor import TransactionalProcessor
 from taxi_kafka.producer import KafkaProducer
-from taxi_kafka.records import Failure, OutputRecord, TransformResult, identity
 from taxi_kafka.testing import numbered, produce_all, read_all
-from taxi_kafka.transactions import Timeouts, TransactionalProducer
 
 pytestmark = pytest.mark.kafka
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from taxi_kafka.cluster.config import (
+from taxi_kafka.cluster._config import (
     ClusterPorts,
     JavaLauncher,
     new_cluster_id,

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from taxi_kafka.cluster import ClusterError, PrerequisiteError, jars
-from taxi_kafka.cluster.local import default_runtime_dir, find_workspace_root
+from taxi_kafka.cluster import ClusterError, PrerequisiteError
+from taxi_kafka.cluster import _jars as jars
+from taxi_kafka.cluster._local import default_runtime_dir, find_workspace_root
 
 
 @pytest.mark.parametrize(

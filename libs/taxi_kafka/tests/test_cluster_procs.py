@@ -19,7 +19,7 @@ from taxi_kafka.cluster import (
     PortInUseError,
     free_base_port,
 )
-from taxi_kafka.cluster.procs import (
+from taxi_kafka.cluster._procs import (
     is_kafka_node,
     listening_inodes,
     pid_alive,

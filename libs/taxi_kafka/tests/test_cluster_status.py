@@ -7,7 +7,7 @@ import json
 import pytest
 from confluent_kafka.admin import ClusterMetadata, PartitionMetadata, TopicMetadata
 
-from taxi_kafka.cluster.status import (
+from taxi_kafka.cluster._status import (
     ClusterStatus,
     NodeStatus,
     PartitionState,

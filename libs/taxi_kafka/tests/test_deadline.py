@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from taxi_kafka.deadline import BackgroundCall, StuckCallError, call_with_deadline
+from taxi_kafka._deadline import BackgroundCall, StuckCallError, call_with_deadline
 
 
 def test_returns_the_calls_result() -> None:

@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from taxi_kafka.admin import QUIET_CLIENT_CONFIG, is_transient
+from taxi_kafka._admin import QUIET_CLIENT_CONFIG, is_transient
 from taxi_kafka.cluster import NODE_IDS, LocalCluster
 from taxi_kafka.consumer import COORDINATOR_RETRY
 from taxi_kafka.producer import KafkaProducer
 from taxi_kafka.testing import numbered, produce_all, read_all
+
+COPIER = Path(__file__).with_name("copier.py")
 
 pytestmark = pytest.mark.kafka
 
@@ -157,7 +159,8 @@ def test_writes_pause_with_two_brokers_down_and_resume_when_one_returns(
 
 
 class Copier:
-    """`python -m taxi_kafka.copier` as a child process, its log in `log_dir`."""
+    """The copier script (copier.py, next to this file) as a child process, its log in
+    `log_dir`."""
 
     def __init__(self, bootstrap: str, source: str, sink: str, log_dir: Path) -> None:
         self.args = [
@@ -172,7 +175,7 @@ class Copier:
         self.runs += 1
         log_file = (self.log_dir / f"copier-{self.runs}.log").open("wb")
         return subprocess.Popen(
-            [sys.executable, "-m", "taxi_kafka.copier", *self.args, *extra],
+            [sys.executable, str(COPIER), *self.args, *extra],
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )

@@ -12,11 +12,11 @@ from confluent_kafka import Consumer, Producer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.groups import GroupLag, LagProbe, lag_of, lag_ranges
-from taxi_kafka.records import PartitionKey
+from taxi_kafka._config import KafkaConfig
+from taxi_kafka._groups import GroupLag, LagProbe, lag_of, lag_ranges
+from taxi_kafka._records import PartitionKey
+from taxi_kafka._transactions import TransactionalProducer
 from taxi_kafka.testing import read_all
-from taxi_kafka.transactions import TransactionalProducer
 
 partitions = st.tuples(st.sampled_from(["new_trips", "finished_trips"]), st.integers(0, 5))
 offsets = st.dictionaries(partitions, st.integers(0, 10**9))

@@ -12,17 +12,17 @@ from typing import TypeVar
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from taxi_kafka.admin import (
+from taxi_kafka._admin import (
     QUIET_CLIENT_CONFIG,
     TopicState,
     ensure_topics,
     internal_topic_problems,
     topic_states,
 )
+from taxi_kafka._pipeline import INTERNAL_TOPICS, PROJECT_TOPICS, TopicSpec
+from taxi_kafka._retry import RetryPolicy
 from taxi_kafka.cluster import LocalCluster
-from taxi_kafka.cluster.status import ClusterStatus
-from taxi_kafka.retry import RetryPolicy
-from taxi_kafka.topics import INTERNAL_TOPICS, PROJECT_TOPICS, TopicSpec
+from taxi_kafka.cluster._status import ClusterStatus
 
 pytestmark = pytest.mark.kafka
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def test_ensure_topics_is_idempotent_and_warns_about_differences(
     admin = kafka_cluster.admin()
     assert ensure_topics(admin, [TopicSpec(unique_topic)]) == []
     wanted = TopicSpec(unique_topic, partitions=3, min_insync_replicas=1)
-    with caplog.at_level(logging.WARNING, logger="taxi_kafka.admin"):
+    with caplog.at_level(logging.WARNING, logger="taxi_kafka._admin"):
         assert ensure_topics(admin, [wanted]) == []
     assert (
         f"topic {unique_topic} differs (left unchanged): partitions is 6, expected 3; "

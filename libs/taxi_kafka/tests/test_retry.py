@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taxi_kafka.retry import RetryPolicy
+from taxi_kafka._retry import RetryPolicy
 
 initials = st.floats(min_value=0.001, max_value=10)
 multipliers = st.floats(min_value=1, max_value=10)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from taxi_kafka.shutdown import first_signal_interrupts
+from taxi_kafka._shutdown import first_signal_interrupts
 
 
 def wait_for_a_signal() -> None:

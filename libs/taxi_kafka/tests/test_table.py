@@ -7,11 +7,11 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.records import OutputRecord
-from taxi_kafka.table import read_table, read_to_end
+from taxi_kafka._config import KafkaConfig
+from taxi_kafka._records import OutputRecord
+from taxi_kafka._table import read_table, read_to_end
+from taxi_kafka._transactions import TransactionalProducer
 from taxi_kafka.testing import numbered
-from taxi_kafka.transactions import TransactionalProducer
 
 pytestmark = pytest.mark.kafka
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from taxi_model.synth import generate_trips
-from taxi_model.workflow import SavedModel, train_and_save
+from taxi_model._synth import generate_trips
+from taxi_model._workflow import SavedModel, train_and_save
 
 REPO = Path(__file__).resolve().parents[3]
 REAL_SAMPLE = Path(

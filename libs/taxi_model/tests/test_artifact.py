@@ -7,9 +7,9 @@ import pytest
 
 from taxi_events.columns import TripStartColumns
 from taxi_events.testing import trip_started
-from taxi_model.artifact import ModelLoadError, card_path, content_version, load_model
-from taxi_model.features import INPUT_COLUMNS, events_to_frame
-from taxi_model.workflow import SavedModel
+from taxi_model._artifact import ModelLoadError, card_path, content_version, load_model
+from taxi_model._features import INPUT_COLUMNS, events_to_frame
+from taxi_model._workflow import SavedModel
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taxi_model import data
-from taxi_model.data import TEST_COLUMNS, TRAIN_COLUMNS, CsvSchemaError, read_trips
-from taxi_model.synth import generate_trips
+from taxi_model import _data as data
+from taxi_model._data import TEST_COLUMNS, TRAIN_COLUMNS, CsvSchemaError, read_trips
+from taxi_model._synth import generate_trips
 
 GOOD = generate_trips(rows=40, seed=3)
 HEADER = ",".join(TRAIN_COLUMNS)

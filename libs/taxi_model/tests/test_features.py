@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taxi_events import TripStarted
-from taxi_model.features import INPUT_COLUMNS, events_to_frame, trip_features
+from taxi_model._features import INPUT_COLUMNS, events_to_frame, trip_features
 
 # The model's input order: a trained model reads its features by position.
 FEATURE_COLUMNS = [

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taxi_model import geo
+from taxi_model import _geo as geo
 
 nyc_lat = st.floats(min_value=40.5, max_value=40.95)
 nyc_lon = st.floats(min_value=-74.25, max_value=-73.7)

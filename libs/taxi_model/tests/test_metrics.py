@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import mean_absolute_error, mean_squared_log_error
 
-from taxi_model.metrics import quality_metrics
+from taxi_model._metrics import quality_metrics
 
 # Trip durations: zero, or at least a millisecond, up to about 11 days.
 seconds = st.one_of(st.just(0.0), st.floats(min_value=1e-3, max_value=1e6))

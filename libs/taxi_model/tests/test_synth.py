@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxi_model import geo
-from taxi_model.data import TEST_COLUMNS, TRAIN_COLUMNS, read_trips
-from taxi_model.synth import generate_trips, write_synthetic
+from taxi_model import _geo as geo
+from taxi_model._data import TEST_COLUMNS, TRAIN_COLUMNS, read_trips
+from taxi_model._synth import generate_trips, write_synthetic
 
 CALIBRATION_ROWS = 50_000
 

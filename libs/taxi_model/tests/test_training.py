@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taxi_model.data import read_trips
-from taxi_model.metrics import quality_metrics
-from taxi_model.training import holdout_split, train_model
+from taxi_model._data import read_trips
+from taxi_model._metrics import quality_metrics
+from taxi_model._training import holdout_split, train_model
 
 
 @given(st.integers(min_value=5, max_value=5000), st.integers(min_value=0, max_value=2**32 - 1))

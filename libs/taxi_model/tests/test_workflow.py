@@ -3,10 +3,10 @@ import shutil
 
 import pytest
 
-from taxi_model import training
-from taxi_model.artifact import card_path, load_model
-from taxi_model.estimator import build_pipeline
-from taxi_model.workflow import BetterModelExistsError, train_and_save
+from taxi_model import _training as training
+from taxi_model._artifact import card_path, load_model
+from taxi_model._estimator import build_pipeline
+from taxi_model._workflow import BetterModelExistsError, train_and_save
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from taxi_events import Prediction, TripFinished
 from taxi_events import testing as events
-from taxi_model.metrics import quality_metrics
+from taxi_model import quality_metrics
 from taxi_stream import Aggregation, WindowedQuality
 
 

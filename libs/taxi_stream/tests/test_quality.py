@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taxi_model.metrics import quality_metrics
+from taxi_model import quality_metrics
 from taxi_stream import BUCKETS_PER_DECADE, QualityAccumulator
 
 seconds = st.one_of(st.just(0.0), st.floats(min_value=1.0, max_value=1e6))

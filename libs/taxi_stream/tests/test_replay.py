@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taxi_model.synth import generate_trips
+from taxi_model import generate_trips
 from taxi_stream import (
     END_DELAY_RANGE_S,
     CheckpointMismatchError,

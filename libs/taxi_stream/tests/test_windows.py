@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taxi_model.metrics import WITHIN_TOLERANCE
+from taxi_model import WITHIN_TOLERANCE
 from taxi_stream import MatchedTrip, QualityAccumulator, Tally, WindowedQuality
 
 

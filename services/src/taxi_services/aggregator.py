@@ -25,23 +25,27 @@ from confluent_kafka import Message
 from prometheus_client import Gauge, Info
 
 from taxi_events import EventDecodeError, ModelMetrics, Prediction, TripFinished, decode, encode
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.policy import BatchPolicy
-from taxi_kafka.processor import TransactionalProcessor
-from taxi_kafka.records import Failure, OutputRecord, TransformResult
-from taxi_kafka.shutdown import stop_on_signals
-from taxi_kafka.table import read_table
-from taxi_kafka.topics import (
+from taxi_kafka import (
     AGGREGATOR_CHANGELOG,
     AGGREGATOR_GROUP,
     DEAD_LETTERS,
     FINISHED_TRIPS,
+    METRICS_PORTS,
     ML_PREDICTIONS,
     MODEL_METRICS,
+    BatchPolicy,
+    Failure,
+    KafkaConfig,
+    OutputRecord,
+    TransactionalProcessor,
+    TransformResult,
+    read_table,
+    stop_on_signals,
 )
-from taxi_model.metrics import QualityMetrics
+from taxi_kafka.cli import env_option
+from taxi_model import QualityMetrics
 from taxi_services.metrics import PrometheusObserver, serve_metrics
-from taxi_services.options import env_option, prefixed, service_options, topic_prefix_option
+from taxi_services.options import prefixed, service_options, topic_prefix_option
 from taxi_stream import Aggregation
 
 log = logging.getLogger("taxi.aggregator")
@@ -223,7 +227,7 @@ def changelog_restorer(
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@service_options(SERVICE, metrics_port=9104)
+@service_options(SERVICE, metrics_port=METRICS_PORTS["aggregator"])
 @option(
     "--window",
     type=click.FloatRange(0.1),

@@ -24,9 +24,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from taxi_kafka.observer import Observer
-from taxi_kafka.records import PartitionKey
-from taxi_services.ports import METRICS_ADDRESS
+from taxi_kafka import METRICS_ADDRESS, Observer, PartitionKey
 
 log = logging.getLogger(__name__)
 

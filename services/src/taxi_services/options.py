@@ -1,4 +1,5 @@
-"""Options every service shares: where Kafka is, librdkafka pass-through, metrics, identity."""
+"""Options the services share, beyond taxi_kafka.cli's: the model, the topic namespace, and
+`service_options` (Kafka, metrics, identity and logging in one decorator)."""
 
 from __future__ import annotations
 
@@ -10,24 +11,11 @@ from typing import Any, TypeVar
 
 import click
 
-from taxi_kafka.config import BOOTSTRAP_ENV, ConfigError, KafkaConfig
-from taxi_model.artifact import DEFAULT_MODEL_PATH
-from taxi_services.logs import configure_logging
-from taxi_services.ports import METRICS_ADDRESS
+from taxi_kafka import METRICS_ADDRESS
+from taxi_kafka.cli import configure_logging, kafka_options, log_level_option, metrics_options
+from taxi_model import DEFAULT_MODEL_PATH
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def env_option(service: str) -> Callable[..., Callable[[F], F]]:
-    """click.option whose variable is TAXI_<SERVICE>_<OPTION>, shown in --help with the
-    default."""
-
-    def option(flag: str, **kwargs: Any) -> Callable[[F], F]:
-        variable = f"TAXI_{service}_{flag.lstrip('-')}".upper().replace("-", "_")
-        kwargs.setdefault("show_default", True)
-        return click.option(flag, envvar=variable, show_envvar=True, **kwargs)
-
-    return option
 
 
 def model_option(help_text: str, name: str = "model_path", **kwargs: Any) -> Callable[[F], F]:
@@ -60,39 +48,6 @@ def prefixed(topic_prefix: str, *names: str) -> list[str]:
     return [topic_prefix + name for name in names]
 
 
-def kafka_options(command: F) -> F:
-    """--bootstrap-servers and -X (plus TAXI_KAFKA_* variables); the command receives
-    `kafka: KafkaConfig`."""
-
-    @click.option(
-        "--bootstrap-servers",
-        envvar=BOOTSTRAP_ENV,
-        show_envvar=True,
-        help="Every broker, comma-separated [default: the three local brokers].",
-    )
-    @click.option(
-        "-X",
-        "kafka_settings",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Any librdkafka setting (repeatable), e.g. -X security.protocol=SSL. "
-        "TAXI_KAFKA_<NAME> variables do the same: TAXI_KAFKA_SASL_MECHANISM=PLAIN.",
-    )
-    @functools.wraps(command)
-    def wrapper(
-        bootstrap_servers: str | None, kafka_settings: tuple[str, ...], **kwargs: Any
-    ) -> Any:
-        try:
-            kafka = KafkaConfig.from_env(
-                bootstrap_servers=bootstrap_servers, overrides=kafka_settings
-            )
-        except ConfigError as exc:
-            raise click.BadParameter(str(exc), param_hint="-X") from exc
-        return command(kafka=kafka, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 def service_options(service: str, metrics_port: int) -> Callable[[F], F]:
     """--bootstrap-servers, -X, --metrics-port, --metrics-address, --instance and --log-level,
     for `service`.
@@ -103,21 +58,8 @@ def service_options(service: str, metrics_port: int) -> Callable[[F], F]:
     `metrics_address: str` and `instance: str`.
     """
 
-    option = env_option(service)
-
     def decorate(command: F) -> F:
-        @option(
-            "--metrics-port",
-            type=click.IntRange(0, 65535),
-            default=metrics_port,
-            help="Port of the Prometheus /metrics endpoint (0: none).",
-        )
-        @option(
-            "--metrics-address",
-            default=METRICS_ADDRESS,
-            help="Interface of the /metrics endpoint (0.0.0.0: every one, as a container "
-            "publishing the port needs).",
-        )
+        @metrics_options(service, metrics_port, METRICS_ADDRESS)
         @click.option(
             "--instance",
             default=socket.gethostname,
@@ -127,14 +69,7 @@ def service_options(service: str, metrics_port: int) -> Callable[[F], F]:
             help="This instance's stable name. A restarted instance must reuse it, so that it "
             "fences its predecessor; two live instances must not share it.",
         )
-        @click.option(
-            "--log-level",
-            envvar="TAXI_LOG_LEVEL",
-            default="INFO",
-            show_default=True,
-            show_envvar=True,
-            type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-        )
+        @log_level_option
         @kafka_options
         @functools.wraps(command)
         def wrapper(log_level: str, **kwargs: Any) -> Any:

@@ -16,21 +16,24 @@ from prometheus_client import Histogram, Info
 from threadpoolctl import threadpool_limits
 
 from taxi_events.columns import decode_trip_starts, encode_predictions
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.policy import BatchPolicy
-from taxi_kafka.processor import TransactionalProcessor
-from taxi_kafka.records import Failure, OutputRecord, TransformResult
-from taxi_kafka.shutdown import stop_on_signals
-from taxi_kafka.topics import DEAD_LETTERS, ML_PREDICTIONS, NEW_TRIPS, PREDICTOR_GROUP
-from taxi_model.artifact import ModelLoadError, TripDurationModel, load_model
-from taxi_services.metrics import PrometheusObserver, serve_metrics
-from taxi_services.options import (
-    env_option,
-    model_option,
-    prefixed,
-    service_options,
-    topic_prefix_option,
+from taxi_kafka import (
+    DEAD_LETTERS,
+    METRICS_PORTS,
+    ML_PREDICTIONS,
+    NEW_TRIPS,
+    PREDICTOR_GROUP,
+    BatchPolicy,
+    Failure,
+    KafkaConfig,
+    OutputRecord,
+    TransactionalProcessor,
+    TransformResult,
+    stop_on_signals,
 )
+from taxi_kafka.cli import env_option
+from taxi_model import ModelLoadError, TripDurationModel, load_model
+from taxi_services.metrics import PrometheusObserver, serve_metrics
+from taxi_services.options import model_option, prefixed, service_options, topic_prefix_option
 
 log = logging.getLogger("taxi.predictor")
 
@@ -96,7 +99,7 @@ class PredictTransform:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@service_options(SERVICE, metrics_port=9103)
+@service_options(SERVICE, metrics_port=METRICS_PORTS["predictor"])
 @model_option(
     "The trained pipeline (`taxi train` writes it).", envvar="TAXI_MODEL", show_envvar=True
 )

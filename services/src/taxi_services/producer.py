@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import cast
+from typing import Never, cast
 
 import click
 import pandas as pd
@@ -21,17 +21,24 @@ from prometheus_client import Counter, Gauge
 from tqdm import tqdm
 
 from taxi_events import Source, encode
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.observer import Observer, report_outputs
-from taxi_kafka.records import OutputRecord
-from taxi_kafka.shutdown import stop_on_signals
-from taxi_kafka.table import read_table
-from taxi_kafka.topics import FINISHED_TRIPS, NEW_TRIPS, PRODUCER_CHECKPOINTS
-from taxi_kafka.transactions import TransactionalProducer, instance_id
-from taxi_model.data import CsvSchemaError, read_trips
-from taxi_model.synth import synthetic_train_test
+from taxi_kafka import (
+    FINISHED_TRIPS,
+    METRICS_PORTS,
+    NEW_TRIPS,
+    PRODUCER_CHECKPOINTS,
+    KafkaConfig,
+    Observer,
+    OutputRecord,
+    TransactionalProducer,
+    instance_id,
+    read_table,
+    report_outputs,
+    stop_on_signals,
+)
+from taxi_kafka.cli import env_option
+from taxi_model import CsvSchemaError, read_trips, synthetic_train_test
 from taxi_services.metrics import PrometheusObserver, serve_metrics
-from taxi_services.options import env_option, prefixed, service_options, topic_prefix_option
+from taxi_services.options import prefixed, service_options, topic_prefix_option
 from taxi_stream import CheckpointMismatchError, Replay, ReplayCheckpoint, ReplayStep
 
 log = logging.getLogger("taxi.producer")
@@ -84,7 +91,7 @@ def run_replay(
     *,
     batch_size: int,
     observer: Observer,
-    progress: tqdm | None = None,
+    progress: tqdm[Never] | None = None,  # a bar counted by update(), iterating nothing
     topic_prefix: str = "",
 ) -> None:
     """Commit due events with the checkpoint, transaction by transaction, until done or stopped.
@@ -135,7 +142,7 @@ def _report_position(replay: Replay) -> None:
     required=True,
     help="Which rows: train (real durations) or test (estimated durations).",
 )
-@service_options(SERVICE, metrics_port=9101)
+@service_options(SERVICE, metrics_port=METRICS_PORTS["producer-train"])
 @option(
     "--data",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -1,5 +1,5 @@
 """Prometheus for the pipeline on one machine: find the binary, build its command line, run it
-on a scrape configuration from observability/, query it. `taxi up` and the tests share this.
+on a scrape configuration from observability/, query it. `taxi up` runs it; the tests too.
 
 Flags are Prometheus 2.x's (checked against Debian's 2.42): --config.file,
 --web.listen-address, --storage.tsdb.path and --storage.tsdb.retention.time.
@@ -7,7 +7,6 @@ Flags are Prometheus 2.x's (checked against Debian's 2.42): --config.file,
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -73,32 +72,6 @@ def command(
     ]
 
 
-def retarget(
-    config: Mapping[str, Any], ports: Mapping[str, int], host: str = "127.0.0.1"
-) -> dict[str, Any]:
-    """A copy of a scrape configuration (as parsed from YAML) whose job J scrapes
-    host:ports[J]: the same jobs, labels and intervals, on other ports. Every job must be given
-    a port and have one static target."""
-    derived = copy.deepcopy(dict(config))
-    jobs = derived.get("scrape_configs") or []
-    missing = sorted({job["job_name"] for job in jobs} - set(ports))
-    if missing:
-        raise ValueError(f"no port for job(s) {', '.join(missing)}")
-    for job in jobs:
-        targets = [t for static in job.get("static_configs", []) for t in static["targets"]]
-        if len(targets) != 1:
-            raise ValueError(f"job {job['job_name']} has {len(targets)} targets, not 1")
-        job["static_configs"][0]["targets"] = [f"{host}:{ports[job['job_name']]}"]
-    return derived
-
-
-def write_config(config: Mapping[str, Any], path: Path) -> Path:
-    """Write a configuration for Prometheus to read. JSON is YAML, so no YAML writer is needed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2) + "\n")
-    return path
-
-
 @dataclass
 class PrometheusServer:
     """One Prometheus process: start it, wait until it is ready, query it, stop it."""
@@ -134,7 +107,8 @@ class PrometheusServer:
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                return response.status == 200
+                status: int = response.status
+                return status == 200
         except OSError:
             return False
 

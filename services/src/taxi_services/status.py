@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from taxi_kafka import GroupLag
 from taxi_kafka.cluster import ClusterStatus
-from taxi_kafka.groups import GroupLag
 from taxi_services.scrape import Samples, matching, total
 
 # Where there is no figure yet: a 0 would read as a measurement.

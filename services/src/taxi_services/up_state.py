@@ -9,8 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from taxi_kafka.cluster import LocalCluster
-from taxi_kafka.cluster.procs import pid_alive
+from taxi_kafka.cluster import LocalCluster, pid_alive
 
 STATE_FILE = "up.json"
 

@@ -22,13 +22,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from taxi_kafka.admin import QUIET_CLIENT_CONFIG, is_transient
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.errors import fatal_error, log_client_error
-from taxi_kafka.lag import broker_states, consumer_lag, lag_seconds
-from taxi_kafka.observer import Observer
-from taxi_kafka.records import PartitionKey, partition_offsets, topic_partitions
-from taxi_kafka.retry import RetryPolicy
+from taxi_kafka._admin import QUIET_CLIENT_CONFIG, is_transient
+from taxi_kafka._config import KafkaConfig
+from taxi_kafka._errors import fatal_error, log_client_error
+from taxi_kafka._lag import broker_states, consumer_lag, lag_seconds
+from taxi_kafka._observer import Observer
+from taxi_kafka._records import PartitionKey, partition_offsets, topic_partitions
+from taxi_kafka._retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from typing import Any, Self
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from taxi_kafka.admin import QUIET_CLIENT_CONFIG
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.errors import fatal_error, log_client_error
-from taxi_kafka.lag import broker_states
-from taxi_kafka.observer import Observer
-from taxi_kafka.records import Headers, OutputRecord
+from taxi_kafka._admin import QUIET_CLIENT_CONFIG
+from taxi_kafka._config import KafkaConfig
+from taxi_kafka._errors import fatal_error, log_client_error
+from taxi_kafka._lag import broker_states
+from taxi_kafka._observer import Observer
+from taxi_kafka._records import Headers, OutputRecord
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@
   until healthy, so a failure test cannot poison the tests after it.
 - `make_topic(partitions=6, configs=None)` creates a uniquely named topic (RF 3, min ISR 2) and
   returns its name; `unique_topic` is one such topic.
-- `kafka_config`: a KafkaConfig (taxi_kafka.config) for the cluster.
+- `kafka_config`: a KafkaConfig (taxi_kafka._config) for the cluster.
 - Plain helpers: `numbered` records, `produce_all` (idempotent, waits for every ack) and
   `read_all` (a whole topic with read_committed, up to its end offsets).
 
@@ -32,13 +32,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Message
 
-from taxi_kafka.admin import ensure_topics
+from taxi_kafka._admin import ensure_topics
+from taxi_kafka._config import KafkaConfig
+from taxi_kafka._pipeline import DEFAULT_PARTITIONS, TopicSpec
+from taxi_kafka._table import read_to_end
 from taxi_kafka.cluster import NODE_IDS, LocalCluster, free_base_port
-from taxi_kafka.cluster.local import JVM_OPTIONS_ENV
-from taxi_kafka.config import KafkaConfig
+from taxi_kafka.cluster._local import JVM_OPTIONS_ENV
 from taxi_kafka.producer import KafkaProducer
-from taxi_kafka.table import read_to_end
-from taxi_kafka.topics import DEFAULT_PARTITIONS, TopicSpec
 
 log = logging.getLogger(__name__)
 

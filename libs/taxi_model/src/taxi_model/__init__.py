@@ -1,1 +1,75 @@
-"""ML-taxi trip data, features, training, evaluation and the model artifact."""
+"""ML-taxi trip data (Kaggle CSV and synthetic), features, training, evaluation and the model
+artifact.
+
+The public names are the ones below (`__all__`); the underscored modules are implementation.
+"""
+
+from taxi_model._artifact import (
+    DEFAULT_MODEL_PATH,
+    ModelCard,
+    ModelLoadError,
+    TripDurationModel,
+    card_path,
+    file_sha256,
+    load_model,
+    read_card,
+    save_model,
+)
+from taxi_model._data import (
+    TEST_COLUMNS,
+    TRAIN_COLUMNS,
+    CsvSchemaError,
+    LoadReport,
+    TripData,
+    read_trips,
+)
+from taxi_model._estimator import LogDurationRegressor, build_pipeline
+from taxi_model._features import INPUT_COLUMNS, events_to_frame, trip_features
+from taxi_model._metrics import WITHIN_TOLERANCE, QualityMetrics, quality_metrics
+from taxi_model._synth import (
+    MAX_ROWS,
+    estimate_durations,
+    generate_trips,
+    synthetic_train_test,
+    write_synthetic,
+)
+from taxi_model._training import evaluate, holdout_split, train_model
+from taxi_model._workflow import BetterModelExistsError, SavedModel, ensure_model, train_and_save
+
+__all__ = [
+    "DEFAULT_MODEL_PATH",
+    "INPUT_COLUMNS",
+    "MAX_ROWS",
+    "TEST_COLUMNS",
+    "TRAIN_COLUMNS",
+    "WITHIN_TOLERANCE",
+    "BetterModelExistsError",
+    "CsvSchemaError",
+    "LoadReport",
+    "LogDurationRegressor",
+    "ModelCard",
+    "ModelLoadError",
+    "QualityMetrics",
+    "SavedModel",
+    "TripData",
+    "TripDurationModel",
+    "build_pipeline",
+    "card_path",
+    "ensure_model",
+    "estimate_durations",
+    "evaluate",
+    "events_to_frame",
+    "file_sha256",
+    "generate_trips",
+    "holdout_split",
+    "load_model",
+    "quality_metrics",
+    "read_card",
+    "read_trips",
+    "save_model",
+    "synthetic_train_test",
+    "train_and_save",
+    "train_model",
+    "trip_features",
+    "write_synthetic",
+]

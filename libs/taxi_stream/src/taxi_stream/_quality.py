@@ -16,7 +16,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
-from taxi_model.metrics import WITHIN_TOLERANCE, QualityMetrics
+from taxi_model import WITHIN_TOLERANCE, QualityMetrics
 
 BUCKETS_PER_DECADE = 200
 # Exact predictions have an error of 0, which has no logarithm: they get a bucket of their own.

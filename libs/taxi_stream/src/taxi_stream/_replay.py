@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from taxi_events import Source, TripFinished, TripStarted
-from taxi_model.synth import estimate_durations
+from taxi_model import estimate_durations
 
 log = logging.getLogger(__name__)
 

@@ -13,24 +13,27 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
-from taxi_kafka.admin import admin_client, ensure_topics
-from taxi_kafka.cluster import scratch_cluster
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.producer import KafkaProducer
-from taxi_kafka.topics import (
+from taxi_kafka import (
     DEAD_LETTERS,
     FINISHED_TRIPS,
     ML_PREDICTIONS,
     NEW_TRIPS,
     PRODUCER_CHECKPOINTS,
     PROJECT_TOPICS,
+    KafkaConfig,
+    KafkaProducer,
     TopicSpec,
+    admin_client,
+    ensure_topics,
 )
+from taxi_kafka.cluster import scratch_cluster
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ class Backlog:
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
             partition, offset = message.partition(), message.offset()
+            # confluent_kafka types them Optional; a delivered record has both.
+            assert partition is not None and offset is not None
             self.begins[partition] = min(self.begins.get(partition, offset), offset)
             self.ends[partition] = max(self.ends.get(partition, 0), offset + 1)
 
@@ -148,7 +153,7 @@ class Namespaces:
             for g in self.admin.list_consumer_groups(request_timeout=timeout).result().valid
             if g.group_id.startswith(self.run_prefix)
         ]
-        doomed = {}
+        doomed: dict[str, Future[Any]] = {}
         if self._topics:
             doomed |= self.admin.delete_topics(self._topics, operation_timeout=timeout)
         if groups:

@@ -15,13 +15,12 @@ from confluent_kafka import (
     Consumer,
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
+    Message,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
 
-from taxi_kafka.admin import QUIET_CLIENT_CONFIG
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.table import read_to_end
+from taxi_kafka import QUIET_CLIENT_CONFIG, KafkaConfig, read_to_end
 from taxi_services.bench.cluster import Backlog
 from taxi_services.bench.figures import MachineTicks, Progress, caught_up, cpu_ticks
 
@@ -83,7 +82,7 @@ class Watcher:
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
         )
-        self.seen: list[tuple[float, bytes]] = []
+        self.seen: list[tuple[float, bytes | None]] = []
 
     def poll(self, timeout: float) -> int:
         """Read what is visible (waiting up to `timeout`); returns how many records came."""
@@ -105,7 +104,14 @@ def records_of(config: KafkaConfig, topic: str) -> tuple[int, int]:
 
 def timestamped_values(config: KafkaConfig, topic: str) -> list[tuple[float, bytes]]:
     """Every committed record's producer timestamp (epoch s) and value, in offset order."""
-    return [(m.timestamp()[1] / 1000, m.value()) for m in read_to_end(config, topic)]
+    return [(m.timestamp()[1] / 1000, _value(m)) for m in read_to_end(config, topic)]
+
+
+def _value(message: Message) -> bytes:
+    value = message.value()
+    if value is None:
+        raise ValueError(f"a record without a value on {message.topic()}")
+    return value
 
 
 def process_cpu_s(pids: Iterable[int]) -> float:

@@ -36,17 +36,15 @@ import pandas as pd
 from confluent_kafka.admin import AdminClient
 
 from taxi_events import Prediction, TripStarted, decode, encode
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.topics import (
+from taxi_kafka import (
     FINISHED_TRIPS,
     ML_PREDICTIONS,
     NEW_TRIPS,
     PREDICTOR_GROUP,
     PRODUCER_CHECKPOINTS,
+    KafkaConfig,
 )
-from taxi_model.artifact import load_model
-from taxi_model.data import read_trips
-from taxi_model.synth import write_synthetic
+from taxi_model import load_model, read_trips, write_synthetic
 from taxi_services.bench.cluster import Backlog, Namespaces, cluster_at
 from taxi_services.bench.figures import Progress, Seen, busy_share, replay_rate
 from taxi_services.bench.probes import (

@@ -21,10 +21,9 @@ from typing import Any, TypeVar
 import click
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
-from taxi_kafka.config import KafkaConfig
+from taxi_kafka import KafkaConfig, stop_on_signals
+from taxi_kafka.cli import configure_logging
 from taxi_kafka.producer import PRODUCER_DEFAULTS, PRODUCER_ENFORCED
-from taxi_kafka.shutdown import stop_on_signals
-from taxi_services.logs import configure_logging
 from taxi_services.metrics import serve_metrics
 
 log = logging.getLogger("taxi.bench.workers")
@@ -138,7 +137,7 @@ def naive(
     # Imported here: the passthrough does not pay for loading scikit-learn and pandas.
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
-    from taxi_model.artifact import load_model  # noqa: PLC0415
+    from taxi_model import load_model  # noqa: PLC0415
     from taxi_services.predictor import MODEL_THREADS, PredictTransform  # noqa: PLC0415
 
     predict = PredictTransform(load_model(model), output_topic=sink)

@@ -15,13 +15,33 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from taxi_events import DeadLetter, EventDecodeError, ModelMetrics, Source, decode
-from taxi_kafka.cluster import LocalCluster, procs, scratch_cluster
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.table import read_to_end
-from taxi_kafka.topics import DEAD_LETTERS, FINISHED_TRIPS, ML_PREDICTIONS, MODEL_METRICS, NEW_TRIPS
-from taxi_model.data import read_trips
-from taxi_model.synth import write_synthetic
+from taxi_events import (
+    DeadLetter,
+    EventDecodeError,
+    ModelMetrics,
+    Prediction,
+    Source,
+    TripFinished,
+    decode,
+)
+from taxi_kafka import (
+    DEAD_LETTERS,
+    FINISHED_TRIPS,
+    ML_PREDICTIONS,
+    MODEL_METRICS,
+    NEW_TRIPS,
+    KafkaConfig,
+    read_to_end,
+)
+from taxi_kafka.cluster import (
+    LocalCluster,
+    pid_alive,
+    read_cmdline,
+    scratch_cluster,
+    send_signal,
+    wait_gone,
+)
+from taxi_model import read_trips, write_synthetic
 from taxi_services.chaos.checker import MetricsRecord, Observed, Stamped, Timeline, check
 from taxi_services.chaos.pipeline import Pipeline, Replayed
 from taxi_services.chaos.scenarios import FaultRun, Scenario, now_ms
@@ -141,7 +161,7 @@ def _run(
         raise RuntimeError(f"{scenario.name} never marked the end of its fault")
     timeline = Timeline(origin_ms, fault.started_ms, fault.ended_ms)
     checked = check(_observe(cluster, trips), timeline, scenario.bounds)
-    body = {
+    body: dict[str, Any] = {
         "trips": {
             "total": options.trips,
             **{source: replay.trips for source, replay in replays.items()},
@@ -174,7 +194,8 @@ def _write_trips(
     )
     trips: dict[str, Source] = {}
     replays: dict[Source, Replayed] = {}
-    for source, csv in (("train", train_csv), ("test", test_csv)):
+    csvs: tuple[tuple[Source, Path], ...] = (("train", train_csv), ("test", test_csv))
+    for source, csv in csvs:
         ids = read_trips(csv, source).frame["id"]
         trips.update(dict.fromkeys(ids, source))
         replays[source] = Replayed(csv, len(ids), rate * len(ids) / count)
@@ -210,20 +231,40 @@ def _observe(cluster: LocalCluster, trips: dict[str, Source]) -> Observed:
     """Every record on the topics, read_committed, for the checker."""
     config = KafkaConfig(cluster.bootstrap_servers)
 
-    def stamped(topic: str) -> list[Stamped]:
-        return [Stamped(_key(m), m.timestamp()[1]) for m in read_to_end(config, topic)]
+    def stamped(
+        topic: str, duration: Callable[[Message], float | None] = lambda _: None
+    ) -> list[Stamped]:
+        return [Stamped(_key(m), m.timestamp()[1], duration(m)) for m in read_to_end(config, topic)]
 
     return Observed(
         trips=trips,
         starts=stamped(NEW_TRIPS),
-        ends=stamped(FINISHED_TRIPS),
-        predictions=stamped(ML_PREDICTIONS),
+        ends=stamped(FINISHED_TRIPS, _actual_duration),
+        predictions=stamped(ML_PREDICTIONS, _predicted_duration),
         metrics=[
             MetricsRecord(m.timestamp()[1], decode(m.value(), ModelMetrics))
             for m in read_to_end(config, MODEL_METRICS)
         ],
         dead_letters=[_reason(m) for m in read_to_end(config, DEAD_LETTERS)],
     )
+
+
+def _predicted_duration(message: Message) -> float | None:
+    """A prediction's duration; None if it does not decode (its trip then counts as not
+    predicted when the checker recomputes the metrics)."""
+    try:
+        return decode(message.value(), Prediction).predicted_duration
+    except EventDecodeError:
+        return None
+
+
+def _actual_duration(message: Message) -> float | None:
+    """A trip end's duration (estimated for test trips, as the aggregator takes it); None if
+    it does not decode."""
+    try:
+        return decode(message.value(), TripFinished).trip_duration
+    except EventDecodeError:
+        return None
 
 
 def _key(message: Message) -> str:
@@ -244,14 +285,14 @@ def stop_leftovers(marker: str) -> list[str]:
     found: dict[int, str] = {}
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         pid = int(cmdline.parent.name)
-        argv = procs.read_cmdline(pid)
-        if pid != os.getpid() and argv and _started_by_run(argv, marker) and procs.pid_alive(pid):
+        argv = read_cmdline(pid)
+        if pid != os.getpid() and argv and _started_by_run(argv, marker) and pid_alive(pid):
             found[pid] = " ".join(argv)[:200]
     for pid in found:
-        procs.send(pid, signal.SIGTERM)
-    for pid in procs.wait_gone(list(found), LEFTOVER_STOP_TIMEOUT_S):
-        procs.send(pid, signal.SIGKILL)
-    procs.wait_gone(list(found), LEFTOVER_STOP_TIMEOUT_S)
+        send_signal(pid, signal.SIGTERM)
+    for pid in wait_gone(list(found), LEFTOVER_STOP_TIMEOUT_S):
+        send_signal(pid, signal.SIGKILL)
+    wait_gone(list(found), LEFTOVER_STOP_TIMEOUT_S)
     for pid, command in found.items():
         log.warning("stopped a leftover process: pid %d: %s", pid, command)
     return [f"pid {pid}: {command}" for pid, command in found.items()]

@@ -12,11 +12,9 @@ from typing import Any
 import click
 from confluent_kafka import KafkaException
 
+from taxi_kafka import DEFAULT_PARTITIONS, first_signal_interrupts
 from taxi_kafka.cluster import ClusterError
-from taxi_kafka.shutdown import first_signal_interrupts
-from taxi_kafka.topics import DEFAULT_PARTITIONS
-from taxi_model.artifact import ModelLoadError
-from taxi_model.workflow import ensure_model
+from taxi_model import ModelLoadError, ensure_model
 from taxi_services.bench.results import PART_ALIASES, PARTS, missed_targets
 from taxi_services.bench.runner import BenchError, Settings, measure
 from taxi_services.options import model_option

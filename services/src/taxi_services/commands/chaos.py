@@ -13,12 +13,12 @@ from typing import IO, Any
 
 import click
 
-from taxi_kafka.shutdown import first_signal_interrupts
-from taxi_model.artifact import ModelLoadError
-from taxi_model.workflow import ensure_model
+from taxi_kafka import first_signal_interrupts
+from taxi_kafka.cli import env_option
+from taxi_model import ModelLoadError, ensure_model
 from taxi_services.chaos.runner import RunOptions, run_scenario, stop_leftovers
 from taxi_services.chaos.scenarios import SCENARIOS
-from taxi_services.options import env_option, model_option
+from taxi_services.options import model_option
 from taxi_services.provenance import provenance
 
 log = logging.getLogger("taxi.chaos")

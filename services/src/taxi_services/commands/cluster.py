@@ -11,8 +11,8 @@ from typing import Any
 import click
 from confluent_kafka import KafkaException
 
+from taxi_kafka import DEFAULT_PARTITIONS, project_topics
 from taxi_kafka.cluster import NODE_IDS, ClusterError, LocalCluster, format_status
-from taxi_kafka.topics import DEFAULT_PARTITIONS, project_topics
 
 ClusterFactory = Callable[..., LocalCluster]
 

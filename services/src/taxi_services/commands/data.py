@@ -7,8 +7,7 @@ from typing import Literal
 
 import click
 
-from taxi_model.data import CsvSchemaError, read_trips
-from taxi_model.synth import MAX_ROWS, write_synthetic
+from taxi_model import MAX_ROWS, CsvSchemaError, read_trips, write_synthetic
 
 # Not data/: that is where users put Kaggle's real train.csv and test.csv.
 DEFAULT_SYNTH_DIR = Path("data/synthetic")

@@ -11,11 +11,19 @@ from typing import TypeVar
 import click
 from tqdm import tqdm
 
-from taxi_model.artifact import ModelLoadError, file_sha256, load_model
-from taxi_model.data import CsvSchemaError, TripData, read_trips
-from taxi_model.estimator import LogDurationRegressor
-from taxi_model.training import evaluate as evaluate_model
-from taxi_model.workflow import BetterModelExistsError, ensure_model, train_and_save
+from taxi_model import (
+    BetterModelExistsError,
+    CsvSchemaError,
+    LogDurationRegressor,
+    ModelLoadError,
+    TripData,
+    ensure_model,
+    file_sha256,
+    load_model,
+    read_trips,
+    train_and_save,
+)
+from taxi_model import evaluate as evaluate_model
 from taxi_services import options
 
 log = logging.getLogger("taxi.train")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 from confluent_kafka import KafkaException
 
-from taxi_kafka.admin import Deleted, GroupInUseError, reset_pipeline
+from taxi_kafka import Deleted, GroupInUseError, KafkaConfig, reset_pipeline
+from taxi_kafka.cli import kafka_options
 from taxi_kafka.cluster import NODE_IDS, ClusterError, LocalCluster
-from taxi_kafka.config import KafkaConfig
 from taxi_services.commands.topics import admin_for
-from taxi_services.options import kafka_options, topic_prefix_option
+from taxi_services.options import topic_prefix_option
 from taxi_services.up_state import read_state, state_path
 
 

@@ -10,12 +10,17 @@ from pathlib import Path
 import click
 from confluent_kafka import KafkaException
 
+from taxi_kafka import (
+    DASHBOARD_PORT,
+    METRICS_PORTS,
+    PIPELINE_GROUPS,
+    PROMETHEUS_PORT,
+    GroupLag,
+    LagProbe,
+)
 from taxi_kafka.cluster import LocalCluster
-from taxi_kafka.groups import GroupLag, LagProbe
-from taxi_kafka.topics import PIPELINE_GROUPS
-from taxi_model.artifact import ModelLoadError, read_card
+from taxi_model import ModelLoadError, read_card
 from taxi_services.options import model_option
-from taxi_services.ports import DASHBOARD_PORT, METRICS_PORTS, PROMETHEUS_PORT
 from taxi_services.scrape import scrape
 from taxi_services.status import PipelineStatus, ServiceState, format_report, service_detail
 from taxi_services.up_state import read_state, state_path

@@ -17,28 +17,27 @@ import click
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from taxi_kafka.admin import (
+from taxi_kafka import (
+    DEFAULT_PARTITIONS,
+    INTERNAL_TOPICS,
+    MIN_INSYNC_REPLICAS,
+    REPLICATION_FACTOR,
+    KafkaConfig,
     NotReadyError,
+    RetryPolicy,
+    TopicSpec,
     TopicState,
     admin_client,
     create_internal_topics,
     differences,
     ensure_topics,
     is_transient,
+    project_topics,
     topic_states,
 )
-from taxi_kafka.cluster.status import PartitionState, partitions_of
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.retry import RetryPolicy
-from taxi_kafka.topics import (
-    DEFAULT_PARTITIONS,
-    INTERNAL_TOPICS,
-    MIN_INSYNC_REPLICAS,
-    REPLICATION_FACTOR,
-    TopicSpec,
-    project_topics,
-)
-from taxi_services.options import env_option, kafka_options, topic_prefix_option
+from taxi_kafka.cli import env_option, kafka_options
+from taxi_kafka.cluster import PartitionState, partitions_of
+from taxi_services.options import topic_prefix_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -13,19 +13,22 @@ from pathlib import Path
 import click
 
 from taxi_events import Source
-from taxi_kafka.admin import ensure_topics
-from taxi_kafka.cluster import ClusterError, LocalCluster
-from taxi_kafka.cluster.procs import port_free
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.groups import LagProbe
-from taxi_kafka.shutdown import first_signal_interrupts
-from taxi_kafka.topics import PREDICTOR_GROUP
-from taxi_model.artifact import ModelLoadError
-from taxi_model.workflow import ensure_model
+from taxi_kafka import (
+    DASHBOARD_PORT,
+    METRICS_PORTS,
+    PREDICTOR_GROUP,
+    PROMETHEUS_PORT,
+    UP_INSTANCE,
+    KafkaConfig,
+    LagProbe,
+    ensure_topics,
+    first_signal_interrupts,
+)
+from taxi_kafka.cluster import ClusterError, LocalCluster, port_free
+from taxi_model import ModelLoadError, ensure_model
 from taxi_services.commands.reset import deleted_summary, reset_or_fail
 from taxi_services.commands.status import group_lag
 from taxi_services.options import model_option
-from taxi_services.ports import DASHBOARD_PORT, METRICS_PORTS, PROMETHEUS_PORT
 from taxi_services.producer import SYNTHETIC_ROWS, load_trips, replay_name, saved_checkpoints
 from taxi_services.prometheus import (
     LOCAL_CONFIG,
@@ -44,9 +47,6 @@ log = logging.getLogger("taxi.up")
 STATUS_EVERY_S = 2.0
 DRAIN_TIMEOUT_S = 120.0
 SOURCES: tuple[Source, ...] = ("train", "test")
-# The --instance of every service taxi up starts: the producers' replays are "train-up" and
-# "test-up", resumed by the next taxi up.
-INSTANCE = "up"
 
 
 def pipeline(
@@ -66,13 +66,13 @@ def pipeline(
     return [
         Child(
             "predictor",
-            ["taxi-predictor", "--instance", INSTANCE, "--model", str(model_path)],
+            ["taxi-predictor", "--instance", UP_INSTANCE, "--model", str(model_path)],
             METRICS_PORTS["predictor"],
             logs / "predictor.log",
         ),
         Child(
             "aggregator",
-            ["taxi-aggregator", "--instance", INSTANCE],
+            ["taxi-aggregator", "--instance", UP_INSTANCE],
             METRICS_PORTS["aggregator"],
             logs / "aggregator.log",
         ),
@@ -84,7 +84,7 @@ def pipeline(
                     "--source",
                     source,
                     "--instance",
-                    INSTANCE,
+                    UP_INSTANCE,
                     "--no-progress",
                     *producer_args,
                     *_data_args(data_dir / f"{source}.csv"),
@@ -150,7 +150,7 @@ def check_replays(kafka: KafkaConfig, data_dir: Path) -> None:
     saved = saved_checkpoints(kafka)
     problems = []
     for source in SOURCES:
-        checkpoint = saved.get(replay_name(source, INSTANCE))
+        checkpoint = saved.get(replay_name(source, UP_INSTANCE))
         if checkpoint is None:
             continue
         csv = data_dir / f"{source}.csv"
@@ -171,7 +171,7 @@ def check_replays(kafka: KafkaConfig, data_dir: Path) -> None:
 def trips_started(kafka: KafkaConfig) -> int:
     """Trips the producers of taxi up have started over every run, as committed."""
     saved = saved_checkpoints(kafka)
-    names = [replay_name(source, INSTANCE) for source in SOURCES]
+    names = [replay_name(source, UP_INSTANCE) for source in SOURCES]
     return sum(saved[name].started for name in names if name in saved)
 
 

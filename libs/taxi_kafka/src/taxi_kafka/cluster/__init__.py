@@ -1,14 +1,32 @@
-"""The local 3-broker KRaft cluster: `LocalCluster`, and what it reports."""
+"""The local 3-broker KRaft cluster: `LocalCluster`, its settings, and what it reports.
 
-from taxi_kafka.cluster.config import DEFAULT_BASE_PORT, NODE_IDS, ClusterPorts
-from taxi_kafka.cluster.errors import ClusterError, PortInUseError, PrerequisiteError
-from taxi_kafka.cluster.jars import KAFKA_VERSION, KafkaJars
-from taxi_kafka.cluster.local import LocalCluster, UpResult, default_runtime_dir
-from taxi_kafka.cluster.scratch import free_base_port, scratch_cluster
-from taxi_kafka.cluster.status import ClusterStatus, NodeStatus, PartitionState, format_status
+The public names are the ones below (`__all__`); the underscored modules are implementation."""
+
+from taxi_kafka.cluster._config import (
+    BROKER_SETTINGS,
+    DEFAULT_BASE_PORT,
+    JVM_OPTIONS,
+    NODE_IDS,
+    ClusterPorts,
+    server_properties,
+)
+from taxi_kafka.cluster._errors import ClusterError, PortInUseError, PrerequisiteError
+from taxi_kafka.cluster._jars import KAFKA_VERSION, KafkaJars
+from taxi_kafka.cluster._local import LocalCluster, UpResult, default_runtime_dir
+from taxi_kafka.cluster._procs import pid_alive, port_free, read_cmdline, send_signal, wait_gone
+from taxi_kafka.cluster._scratch import free_base_port, scratch_cluster
+from taxi_kafka.cluster._status import (
+    ClusterStatus,
+    NodeStatus,
+    PartitionState,
+    format_status,
+    partitions_of,
+)
 
 __all__ = [
+    "BROKER_SETTINGS",
     "DEFAULT_BASE_PORT",
+    "JVM_OPTIONS",
     "KAFKA_VERSION",
     "NODE_IDS",
     "ClusterError",
@@ -24,5 +42,12 @@ __all__ = [
     "default_runtime_dir",
     "format_status",
     "free_base_port",
+    "partitions_of",
+    "pid_alive",
+    "port_free",
+    "read_cmdline",
     "scratch_cluster",
+    "send_signal",
+    "server_properties",
+    "wait_gone",
 ]

@@ -19,10 +19,12 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from taxi_kafka import admin as topic_admin
-from taxi_kafka.admin import NotReadyError
-from taxi_kafka.cluster import procs
-from taxi_kafka.cluster.config import (
+from taxi_kafka import _admin as topic_admin
+from taxi_kafka._admin import NotReadyError
+from taxi_kafka._pipeline import INTERNAL_TOPICS, PROJECT_TOPICS, TopicSpec
+from taxi_kafka._retry import RetryPolicy
+from taxi_kafka.cluster import _procs as procs
+from taxi_kafka.cluster._config import (
     BASE_PORT_ENV,
     NODE_IDS,
     ClusterPorts,
@@ -31,16 +33,14 @@ from taxi_kafka.cluster.config import (
     render_properties,
     server_properties,
 )
-from taxi_kafka.cluster.errors import ClusterError, PortInUseError
-from taxi_kafka.cluster.jars import KAFKA_VERSION, KafkaJars, ensure_jars, find_java
-from taxi_kafka.cluster.status import (
+from taxi_kafka.cluster._errors import ClusterError, PortInUseError
+from taxi_kafka.cluster._jars import KAFKA_VERSION, KafkaJars, ensure_jars, find_java
+from taxi_kafka.cluster._status import (
     ClusterStatus,
     NodeStatus,
     controller_from_quorum_states,
     partitions_of,
 )
-from taxi_kafka.retry import RetryPolicy
-from taxi_kafka.topics import INTERNAL_TOPICS, PROJECT_TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ class LocalCluster:
         `timeout`). Returns the nodes that were running."""
         pids = {n: pid for n in node_ids if (pid := self.pid(n)) is not None}
         for pid in pids.values():
-            procs.send(pid, sig)
+            procs.send_signal(pid, sig)
         stuck = procs.wait_gone(list(pids.values()), timeout)
         for node_id, pid in pids.items():
             if pid in stuck:
@@ -307,7 +307,7 @@ class LocalCluster:
                     sig.name,
                     timeout,
                 )
-                procs.send(pid, signal.SIGKILL)
+                procs.send_signal(pid, signal.SIGKILL)
         procs.wait_gone(stuck, 10.0)
         for node_id in pids:
             self._pid_file(node_id).unlink(missing_ok=True)

@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from taxi_model import geo
+from taxi_model import _geo as geo
 
 Kind = Literal["train", "test"]
 

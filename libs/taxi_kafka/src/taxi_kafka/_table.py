@@ -18,10 +18,10 @@ from collections.abc import Iterator, Mapping
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from taxi_kafka.admin import QUIET_CLIENT_CONFIG, is_transient
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.records import PartitionKey
-from taxi_kafka.retry import RetryPolicy
+from taxi_kafka._admin import QUIET_CLIENT_CONFIG, is_transient
+from taxi_kafka._config import KafkaConfig
+from taxi_kafka._records import PartitionKey
+from taxi_kafka._retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 

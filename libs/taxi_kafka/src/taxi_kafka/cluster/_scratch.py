@@ -11,9 +11,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from taxi_kafka.cluster.config import NODE_IDS, ClusterPorts
-from taxi_kafka.cluster.local import LocalCluster
-from taxi_kafka.cluster.procs import port_free
+from taxi_kafka.cluster._config import NODE_IDS, ClusterPorts
+from taxi_kafka.cluster._local import LocalCluster
+from taxi_kafka.cluster._procs import port_free
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from typing import Any
 from confluent_kafka import Consumer, IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from taxi_kafka.admin import QUIET_CLIENT_CONFIG
-from taxi_kafka.records import PartitionKey
-from taxi_kafka.table import read_range
+from taxi_kafka._admin import QUIET_CLIENT_CONFIG
+from taxi_kafka._records import PartitionKey
+from taxi_kafka._table import read_range
 
 # Records counted per group and call at most: an exact lag up to here, "at least" past it.
 MAX_COUNTED = 10_000

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from taxi_kafka.records import PartitionKey
+from taxi_kafka._records import PartitionKey
 
 ACTIVE = "active"
 # Brokers the client learned from metadata; the others are bootstrap or internal handles.

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from taxi_kafka.cluster.config import HOST
+from taxi_kafka.cluster._config import HOST
 
 _TCP_LISTEN = "0A"
 
@@ -93,7 +93,7 @@ def wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
         time.sleep(0.1)
 
 
-def send(pid: int, sig: signal.Signals) -> None:
+def send_signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):  # already gone: nothing to signal
         os.kill(pid, sig)
 

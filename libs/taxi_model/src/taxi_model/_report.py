@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from taxi_model.artifact import ModelCard
+from taxi_model._artifact import ModelCard
 
 
 def write_report(holdout: pd.DataFrame, card: ModelCard, path: Path) -> Path:

@@ -1,4 +1,7 @@
-"""The project's topics: names and the settings every one of them must have (DESIGN.md)."""
+"""The pipeline's names and numbers, in one place (DESIGN.md): its topics and the settings every
+one of them must have, its consumer groups, each service's default ports and how an instance is
+named. The services, the dashboard, `taxi status` and the tests that check docker-compose.yml
+and the Prometheus configs all read them here."""
 
 from __future__ import annotations
 
@@ -23,6 +26,34 @@ PIPELINE_GROUPS: Mapping[str, tuple[str, ...]] = {
     PREDICTOR_GROUP: (NEW_TRIPS,),
     AGGREGATOR_GROUP: (ML_PREDICTIONS, FINISHED_TRIPS),
 }
+
+# Each service's Prometheus /metrics endpoint: `taxi up` and docker-compose.yml serve on these,
+# observability/prometheus*.yml scrape them, `taxi status` probes them.
+METRICS_PORTS: Mapping[str, int] = {
+    "producer-train": 9101,
+    "producer-test": 9102,
+    "predictor": 9103,
+    "aggregator": 9104,
+    "dashboard": 9105,
+}
+DASHBOARD_PORT = 8501
+PROMETHEUS_PORT = 9090
+# The interface the metrics endpoints listen on unless told otherwise: loopback only. A
+# container publishing its port passes 0.0.0.0 (docker-compose.yml).
+METRICS_ADDRESS = "127.0.0.1"
+
+# An instance's name (--instance, $TAXI_INSTANCE) must stay the same across its restarts: it
+# fences its predecessor's transactions and resumes its checkpoints. `taxi up` names every
+# service it starts UP_INSTANCE, docker-compose.yml COMPOSE_INSTANCE; the default is the host name.
+UP_INSTANCE = "up"
+COMPOSE_INSTANCE = "compose"
+
+
+def instance_id(service: str, instance: str) -> str:
+    """The stable identity of one instance of a service: its transactional.id (and, for
+    consumers, its group.instance.id). Two live processes must never share it."""
+    return f"taxi-{service}-{instance}"
+
 
 DEFAULT_PARTITIONS = 6
 REPLICATION_FACTOR = 3

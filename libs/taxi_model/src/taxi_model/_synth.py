@@ -27,8 +27,8 @@ import numpy.typing as npt
 import pandas as pd
 from tqdm import tqdm
 
-from taxi_model import geo
-from taxi_model.data import FINAL_DTYPES, TEST_COLUMNS, TRAIN_COLUMNS
+from taxi_model import _geo as geo
+from taxi_model._data import FINAL_DTYPES, TEST_COLUMNS, TRAIN_COLUMNS
 
 # Kaggle's test.csv has 625,134 rows for train.csv's 1,458,644; the default keeps that ratio.
 KAGGLE_TEST_PER_TRAIN = 625_134 / 1_458_644

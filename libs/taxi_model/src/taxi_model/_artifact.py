@@ -21,8 +21,8 @@ from sklearn.pipeline import Pipeline
 
 from taxi_events import TripStarted
 from taxi_events.columns import TripStartColumns
-from taxi_model.features import columns_to_frame, events_to_frame
-from taxi_model.metrics import QualityMetrics
+from taxi_model._features import columns_to_frame, events_to_frame
+from taxi_model._metrics import QualityMetrics
 
 DEFAULT_MODEL_PATH = Path("models/taxi_pipeline.pkl")
 CARD_FORMAT = 1

@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 
-from taxi_model.features import TripFeatures
+from taxi_model._features import TripFeatures
 
 # Boosting rounds between two progress callbacks.
 ROUNDS_PER_STEP = 25

@@ -1,8 +1,9 @@
 """An identity processor: copies records from one topic to another, exactly once.
 
-It is the TransactionalProcessor with the simplest transform, for crash tests and benchmarks:
+It is the TransactionalProcessor with the simplest transform, for the crash tests
+(test_failures.py), which run it as a script of its own:
 
-    python -m taxi_kafka.copier --input T --output U --group G --instance I
+    python libs/taxi_kafka/tests/copier.py --input T --output U --group G --instance I
 
 SIGTERM or SIGINT stop it gracefully. `--crash-after N` makes it SIGKILL itself once it has
 produced N records, inside an open transaction: a crash test's deterministic "mid-batch".
@@ -21,13 +22,16 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.policy import BatchPolicy
-from taxi_kafka.processor import TransactionalProcessor
-from taxi_kafka.producer import KafkaProducer
-from taxi_kafka.records import OutputRecord, identity
-from taxi_kafka.shutdown import stop_on_signals
-from taxi_kafka.topics import DEAD_LETTERS
+from taxi_kafka import (
+    DEAD_LETTERS,
+    BatchPolicy,
+    KafkaConfig,
+    KafkaProducer,
+    OutputRecord,
+    TransactionalProcessor,
+    identity,
+    stop_on_signals,
+)
 
 SERVICE = "copier"
 
@@ -54,7 +58,7 @@ def crash_after(limit: int, grace: float = 2.0) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m taxi_kafka.copier", description=__doc__)
+    parser = argparse.ArgumentParser(prog="copier.py", description=__doc__)
     parser.add_argument("--bootstrap-servers", help="default: $KAFKA_BOOTSTRAP_SERVERS or local")
     parser.add_argument("-X", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--input", required=True)

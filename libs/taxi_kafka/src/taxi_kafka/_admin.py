@@ -12,8 +12,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, NewTopic
 
-from taxi_kafka.retry import RetryPolicy
-from taxi_kafka.topics import (
+from taxi_kafka._pipeline import (
     CONSUMER_OFFSETS,
     INTERNAL_TOPICS,
     MIN_INSYNC_REPLICAS,
@@ -23,6 +22,7 @@ from taxi_kafka.topics import (
     TopicSpec,
     project_topics,
 )
+from taxi_kafka._retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 _rdkafka_log = logging.getLogger("taxi_kafka.librdkafka")

@@ -10,8 +10,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from taxi_events import TripStarted
 from taxi_events.columns import TripStartColumns
-from taxi_model import geo
-from taxi_model.data import TEST_COLUMNS
+from taxi_model import _geo as geo
+from taxi_model._data import TEST_COLUMNS
 
 # The raw columns a prediction needs; Kaggle's names, so a CSV frame and a batch of events agree.
 INPUT_COLUMNS = tuple(c for c in TEST_COLUMNS if c != "id")

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from taxi_model.artifact import ModelCard, TrainingData, TripDurationModel, library_versions
-from taxi_model.estimator import build_pipeline
-from taxi_model.features import INPUT_COLUMNS, TripFeatures
-from taxi_model.metrics import QualityMetrics, quality_metrics
+from taxi_model._artifact import ModelCard, TrainingData, TripDurationModel, library_versions
+from taxi_model._estimator import build_pipeline
+from taxi_model._features import INPUT_COLUMNS, TripFeatures
+from taxi_model._metrics import QualityMetrics, quality_metrics
 
 HOLDOUT_FRACTION = 0.2
 SPLIT_SEED = 2016

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from taxi_kafka.cluster.errors import ClusterError, PrerequisiteError
+from taxi_kafka.cluster._errors import ClusterError, PrerequisiteError
 
 log = logging.getLogger(__name__)
 

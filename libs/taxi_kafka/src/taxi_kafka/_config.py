@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from taxi_kafka.cluster.config import BASE_PORT_ENV, DEFAULT_BASE_PORT, ClusterPorts
+from taxi_kafka.cluster._config import BASE_PORT_ENV, DEFAULT_BASE_PORT, ClusterPorts
 
 log = logging.getLogger(__name__)
 

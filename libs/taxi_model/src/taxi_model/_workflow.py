@@ -9,11 +9,10 @@ from pathlib import Path
 import attrs
 import pandas as pd
 
-from taxi_model.artifact import ModelCard, ModelLoadError, load_model, save_model
-from taxi_model.data import read_trips
-from taxi_model.report import write_report
-from taxi_model.synth import synthetic_train_test
-from taxi_model.training import holdout_rmsle, train_model
+from taxi_model._artifact import ModelCard, ModelLoadError, load_model, save_model
+from taxi_model._data import read_trips
+from taxi_model._synth import synthetic_train_test
+from taxi_model._training import holdout_rmsle, train_model
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,9 @@ def train_and_save(
                 "keeping it. Pass --force to replace it anyway."
             )
     card = save_model(result.pipeline, result.card, model_path)
+    # matplotlib loads only here: importing taxi_model (as every service does) stays light.
+    from taxi_model._report import write_report  # noqa: PLC0415
+
     report_path = write_report(result.holdout, card, model_path.with_suffix(".png"))
     return SavedModel(card, model_path, report_path, old_rmsle)
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from taxi_kafka.topics import DEFAULT_PARTITIONS, MIN_INSYNC_REPLICAS, REPLICATION_FACTOR
+from taxi_kafka._pipeline import DEFAULT_PARTITIONS, MIN_INSYNC_REPLICAS, REPLICATION_FACTOR
 
 HOST = "127.0.0.1"
 DEFAULT_BASE_PORT = 19092
@@ -28,7 +28,7 @@ BROKER_SETTINGS: Mapping[str, str] = {
     "transaction.state.log.min.isr": str(MIN_INSYNC_REPLICAS),
     "unclean.leader.election.enable": "false",
     "num.partitions": str(DEFAULT_PARTITIONS),
-    # Topics are created on purpose, with checked settings (taxi_kafka.admin.ensure_topics).
+    # Topics are created on purpose, with checked settings (taxi_kafka._admin.ensure_topics).
     "auto.create.topics.enable": "false",
     # A lone consumer group member should not wait 3 s for company.
     "group.initial.rebalance.delay.ms": "0",

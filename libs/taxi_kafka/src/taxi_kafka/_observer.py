@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from taxi_kafka.records import OutputRecord, PartitionKey, TransformResult, count_by_topic
+from taxi_kafka._records import OutputRecord, PartitionKey, TransformResult, count_by_topic
 
 
 class Observer:
@@ -40,7 +40,7 @@ class Observer:
         """Consumer lag per assigned partition, from the client's statistics."""
 
     def lag_seconds(self, seconds: Mapping[PartitionKey, float]) -> None:
-        """Consumer lag per assigned partition in seconds (see taxi_kafka.lag.lag_seconds)."""
+        """Consumer lag per assigned partition in seconds (see taxi_kafka._lag.lag_seconds)."""
 
     def broker_states(self, client: str, states: Mapping[int, str]) -> None:
         """Connection state (UP, DOWN, ...) per broker id as `client`, the consumer or the

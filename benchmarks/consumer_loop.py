@@ -11,14 +11,22 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from taxi_kafka.consumer import KafkaConsumer
-from taxi_kafka.errors import DeliveryError
-from taxi_kafka.observer import Observer, report_outputs
-from taxi_kafka.policy import BatchPolicy, CommitPolicy, PendingOffsets
-from taxi_kafka.producer import KafkaProducer
-from taxi_kafka.records import PartitionKey, Transform, next_offsets, output_records
-from taxi_kafka.shutdown import run_until_stopped
-from taxi_kafka.topics import DEAD_LETTERS
+from taxi_kafka import (
+    DEAD_LETTERS,
+    BatchPolicy,
+    CommitPolicy,
+    DeliveryError,
+    KafkaConsumer,
+    KafkaProducer,
+    Observer,
+    PartitionKey,
+    PendingOffsets,
+    Transform,
+    next_offsets,
+    output_records,
+    report_outputs,
+    run_until_stopped,
+)
 
 log = logging.getLogger(__name__)
 

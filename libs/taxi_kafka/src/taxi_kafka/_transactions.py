@@ -5,7 +5,7 @@ It returns True once committed. On failure it returns False and leaves a produce
 next try: an abortable error is aborted; a fatal error, or a commit or abort whose outcome is
 unknown (a timeout included), gets a new producer, whose init_transactions() finishes or aborts
 the old transaction (librdkafka lacks KIP-890's guard against a late write of the old one). So
-does a send_offsets_to_transaction() that outlives its timeout (taxi_kafka.deadline): the stuck
+does a send_offsets_to_transaction() that outlives its timeout (taxi_kafka._deadline): the stuck
 producer is abandoned, and its successor's new epoch fences it.
 Either way nothing of a failed transaction is visible to read_committed readers, and the caller
 rolls its own state back to its last committed point. Being fenced raises FencedError: a newer
@@ -21,14 +21,14 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from taxi_kafka.admin import is_transient
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.deadline import StuckCallError, call_with_deadline
-from taxi_kafka.errors import FatalKafkaError, FencedError, TxnAction, error_of, transaction_action
-from taxi_kafka.observer import Observer
+from taxi_kafka._admin import is_transient
+from taxi_kafka._config import KafkaConfig
+from taxi_kafka._deadline import StuckCallError, call_with_deadline
+from taxi_kafka._errors import FatalKafkaError, FencedError, TxnAction, error_of, transaction_action
+from taxi_kafka._observer import Observer
+from taxi_kafka._records import OutputRecord, PartitionKey, topic_partitions
+from taxi_kafka._retry import RetryPolicy
 from taxi_kafka.producer import KafkaProducer
-from taxi_kafka.records import OutputRecord, PartitionKey, topic_partitions
-from taxi_kafka.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,6 @@ TRANSACTIONAL_PRODUCER_DEFAULTS: Mapping[str, Any] = {
 
 # Starting a producer waits out brokers coming up or an old transaction being completed.
 INIT_RETRY = RetryPolicy(initial=0.5, multiplier=2.0, max_delay=5.0, deadline=300.0)
-
-
-def instance_id(service: str, instance: str) -> str:
-    """The stable identity of one instance of a service: its transactional.id (and, for
-    consumers, its group.instance.id). Two live processes must never share it."""
-    return f"taxi-{service}-{instance}"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from taxi_kafka.records import PartitionKey
+from taxi_kafka._records import PartitionKey
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ read_committed, so they never see an aborted or pending batch.
   offsets: consume() may hand over messages fetched under the old assignment. Newly assigned
   partitions start from their committed offsets (read with require_stable under
   read_committed, so never a pending one).
-- Errors. The TransactionalProducer (taxi_kafka.transactions) aborts on an abortable error, and
+- Errors. The TransactionalProducer (taxi_kafka._transactions) aborts on an abortable error, and
   replaces its producer when the transaction's fate is unknown (a fatal error, a commit or abort
   timeout: librdkafka lacks KIP-890; a send_offsets_to_transaction() stuck after the group
   coordinator's broker went away: librdkafka #5456/#5511). Either way the consumer then rewinds
@@ -40,12 +40,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taxi_kafka.config import KafkaConfig
-from taxi_kafka.consumer import KafkaConsumer
-from taxi_kafka.deadline import BackgroundCall
-from taxi_kafka.observer import Observer, report_outputs
-from taxi_kafka.policy import BatchPolicy
-from taxi_kafka.records import (
+from taxi_kafka._config import KafkaConfig
+from taxi_kafka._deadline import BackgroundCall
+from taxi_kafka._observer import Observer, report_outputs
+from taxi_kafka._pipeline import DEAD_LETTERS, instance_id
+from taxi_kafka._policy import BatchPolicy
+from taxi_kafka._records import (
     OutputRecord,
     PartitionKey,
     StatefulTransform,
@@ -56,9 +56,9 @@ from taxi_kafka.records import (
     output_records,
     rewind_targets,
 )
-from taxi_kafka.shutdown import run_until_stopped
-from taxi_kafka.topics import DEAD_LETTERS
-from taxi_kafka.transactions import Timeouts, TransactionalProducer, instance_id
+from taxi_kafka._shutdown import run_until_stopped
+from taxi_kafka._transactions import Timeouts, TransactionalProducer
+from taxi_kafka.consumer import KafkaConsumer
 
 log = logging.getLogger(__name__)
 
