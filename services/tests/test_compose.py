@@ -1,12 +1,12 @@
 """docker-compose.yml, the Dockerfile and .dockerignore, checked against the local
 configuration without Docker.
 
-The brokers must carry the local cluster's settings (taxi_kafka.cluster._config), every client
-must list all three brokers, every service's command line must parse as its console script
-parses it, and every file mounted into a container must exist. Every port is published on the
-host's loopback only, behind a server told to listen on all of its container's interfaces, and
-no password is written in the file. Where the docker compose plugin is installed,
-`docker compose config` validates the file as well.
+The brokers must carry the local cluster's settings (taxi_kafka.cluster.BROKER_SETTINGS), every
+client must list all three brokers, every service's command line must parse as its console
+script parses it (ports and instance names as taxi_kafka says), and every file mounted into a
+container must exist. Every port is published on the host's loopback only, behind a server told
+to listen on all of its container's interfaces, and no password is written in the file. Where
+the docker compose plugin is installed, `docker compose config` validates the file as well.
 """
 
 from __future__ import annotations
