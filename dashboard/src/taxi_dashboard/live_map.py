@@ -29,10 +29,11 @@ SHORE_LINE: list[int] = [150, 140, 120, 200]
 def boroughs() -> dict[str, Any]:
     """The boroughs' GeoJSON, read once from the installed package."""
     asset = resources.files("taxi_dashboard").joinpath("assets", BOROUGHS_ASSET)
-    return json.loads(asset.read_text(encoding="utf-8"))
+    geojson: dict[str, Any] = json.loads(asset.read_text(encoding="utf-8"))
+    return geojson
 
 
-class CompactDeck(pdk.Deck):
+class CompactDeck(pdk.Deck):  # type: ignore[misc]  # pydeck ships no types: pdk.Deck is Any
     """A Deck whose JSON has no indentation: pydeck indents by 2, which doubles the size of
     what every open tab receives on every update."""
 
