@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from taxi_kafka._admin import QUIET_CLIENT_CONFIG
-from taxi_kafka._records import PartitionKey
+from taxi_kafka._records import PartitionKey, position
 from taxi_kafka._table import read_range
 
 # Records counted per group and call at most: an exact lag up to here, "at least" past it.
@@ -171,7 +171,8 @@ class LagProbe:
                 for counted, message in enumerate(messages):
                     if counted == limit:
                         return counts, False
-                    counts[(message.topic(), message.partition())] += 1
+                    topic, partition, _ = position(message)
+                    counts[(topic, partition)] += 1
             except TimeoutError:
                 return counts, False
         return counts, True

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from confluent_kafka import Message, TopicPartition
 
 from taxi_events import DeadLetter
 
-Headers = list[tuple[str, bytes]]
+# As confluent_kafka takes and gives them: (name, value) pairs, or a dict.
+Headers = list[tuple[str, bytes | str | None]] | dict[str, bytes | str | None]
 # (topic, partition): the key of every per-partition fact (offsets, lag).
 PartitionKey = tuple[str, int]
 
@@ -74,6 +75,15 @@ class StatefulTransform(Protocol):
         ...
 
 
+def position(message: Message) -> tuple[str, int, int]:
+    """A record's topic, partition and offset. confluent_kafka types each Optional, as an error
+    event has none of them; a record (a message without an error) has all three."""
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError(f"not a record: {message.error()}")
+    return topic, partition, offset
+
+
 def identity(messages: Sequence[Message], output_topic: str) -> TransformResult:
     """Copy each message to `output_topic`, same key, value and headers."""
     return TransformResult(
@@ -87,24 +97,27 @@ def dead_letter(
     """The dead-letter record of a failure: the original key and bytes, and DeadLetter headers
     saying where the message came from and why it failed."""
     message = failure.message
+    source_topic, partition, offset = position(message)
     details = DeadLetter(
-        source_topic=message.topic(),
-        partition=message.partition(),
-        offset=message.offset(),
+        source_topic=source_topic,
+        partition=partition,
+        offset=offset,
         service=service,
         # DeadLetter rejects an empty reason; an exception without a message still has a type.
         reason=failure.reason or failure.kind,
-        **({"failed_at": failed_at} if failed_at is not None else {}),
+        failed_at=failed_at if failed_at is not None else datetime.now(UTC),
     )
-    return OutputRecord(topic, message.value(), message.key(), details.to_headers())
+    headers: Headers = list(details.to_headers())
+    return OutputRecord(topic, message.value(), message.key(), headers)
 
 
 def next_offsets(messages: Iterable[Message]) -> dict[PartitionKey, int]:
     """The offsets to commit after processing `messages`: one past the last, per partition."""
     offsets: dict[PartitionKey, int] = {}
     for message in messages:
-        key = (message.topic(), message.partition())
-        offsets[key] = max(offsets.get(key, 0), message.offset() + 1)
+        topic, partition, offset = position(message)
+        key = (topic, partition)
+        offsets[key] = max(offsets.get(key, 0), offset + 1)
     return offsets
 
 
@@ -112,8 +125,9 @@ def first_offsets(messages: Iterable[Message]) -> dict[PartitionKey, int]:
     """The first offset of `messages` per partition: where reprocessing them starts."""
     offsets: dict[PartitionKey, int] = {}
     for message in messages:
-        key = (message.topic(), message.partition())
-        offsets[key] = min(offsets.get(key, message.offset()), message.offset())
+        topic, partition, offset = position(message)
+        key = (topic, partition)
+        offsets[key] = min(offsets.get(key, offset), offset)
     return offsets
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from taxi_kafka._admin import QUIET_CLIENT_CONFIG, is_transient
 from taxi_kafka._config import KafkaConfig
-from taxi_kafka._records import PartitionKey
+from taxi_kafka._records import PartitionKey, position
 from taxi_kafka._retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def read_to_end(config: KafkaConfig, topic: str, timeout: float = 120.0) -> list
         by_partition: dict[int, list[Message]] = {p: [] for p in sorted(ends)}
         ranges = {(topic, p): (0, end) for p, end in ends.items()}
         for message in read_range(consumer, ranges, time.monotonic() + timeout):
-            by_partition[message.partition()].append(message)
+            _, partition, _ = position(message)
+            by_partition[partition].append(message)
     finally:
         consumer.close()
     return [m for messages in by_partition.values() for m in messages]
@@ -49,7 +50,7 @@ def read_to_end(config: KafkaConfig, topic: str, timeout: float = 120.0) -> list
 
 def read_range(
     consumer: Consumer, ranges: Mapping[PartitionKey, tuple[int, int]], deadline: float
-) -> Iterator[Message]:
+) -> Generator[Message, None, None]:
     """The records `consumer` is handed from each partition's [start, end) offsets, batch by
     batch: the committed ones only, if it reads read_committed. Assigns `consumer` to the
     ranges, and unassigns it when done or closed. TimeoutError when the ends are not reached by
@@ -62,10 +63,11 @@ def read_range(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"partitions {sorted(pending)} not read to the end in time")
             for message in consumer.consume(10_000, 0.2):
-                # A batch may run past an end, into records written since it was taken.
-                key = (message.topic(), message.partition())
-                if message.error() is None and message.offset() < ends[key]:
-                    yield message
+                if message.error() is None:
+                    topic, partition, offset = position(message)
+                    # A batch may run past an end, into records written since it was taken.
+                    if offset < ends[(topic, partition)]:
+                        yield message
             # Positions move past transaction markers too, so compare positions, not offsets.
             for tp in consumer.position([TopicPartition(t, p) for t, p in pending]):
                 if tp.offset >= pending[(tp.topic, tp.partition)]:

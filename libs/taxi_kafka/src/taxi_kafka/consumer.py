@@ -27,7 +27,7 @@ from taxi_kafka._config import KafkaConfig
 from taxi_kafka._errors import fatal_error, log_client_error
 from taxi_kafka._lag import broker_states, consumer_lag, lag_seconds
 from taxi_kafka._observer import Observer
-from taxi_kafka._records import PartitionKey, partition_offsets, topic_partitions
+from taxi_kafka._records import PartitionKey, partition_offsets, position, topic_partitions
 from taxi_kafka._retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -157,8 +157,9 @@ class KafkaConsumer:
         counts: dict[str, int] = {}
         last: dict[PartitionKey, Message] = {}
         for message in good:
-            counts[message.topic()] = counts.get(message.topic(), 0) + 1
-            last[(message.topic(), message.partition())] = message
+            topic, partition, _ = position(message)
+            counts[topic] = counts.get(topic, 0) + 1
+            last[(topic, partition)] = message
         for topic, count in counts.items():
             self._observer.consumed(topic, count)
         for key, message in last.items():
@@ -173,8 +174,13 @@ class KafkaConsumer:
 
     def commit(self, offsets: Mapping[PartitionKey, int], *, asynchronous: bool = False) -> None:
         """Commit `offsets` (the next offset to read, per partition)."""
-        if offsets:
-            self.client.commit(offsets=topic_partitions(offsets), asynchronous=asynchronous)
+        if not offsets:
+            return
+        # The stub overloads commit() on asynchronous's literal value, not on a bool.
+        if asynchronous:
+            self.client.commit(offsets=topic_partitions(offsets), asynchronous=True)
+        else:
+            self.client.commit(offsets=topic_partitions(offsets), asynchronous=False)
 
     def committed(
         self, partitions: Sequence[PartitionKey], timeout: float = 10.0

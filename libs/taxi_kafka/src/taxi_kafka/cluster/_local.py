@@ -162,11 +162,12 @@ class LocalCluster:
 
     def _recorded(self) -> dict[str, Any]:
         try:
-            return json.loads((self.runtime_dir / CLUSTER_FILE).read_text())
+            recorded: dict[str, Any] = json.loads((self.runtime_dir / CLUSTER_FILE).read_text())
         except FileNotFoundError:
             return {}
         except ValueError as exc:
             raise ClusterError(f"{self.runtime_dir / CLUSTER_FILE} is unreadable: {exc}") from exc
+        return recorded
 
     def _formatted(self, node_id: int) -> bool:
         return (self._data_dir(node_id) / "meta.properties").exists()

@@ -121,13 +121,14 @@ class ClusterStatus:
 def partitions_of(metadata: ClusterMetadata) -> tuple[PartitionState, ...]:
     return tuple(
         PartitionState(
-            topic=topic.topic,
+            topic=name,
             partition=partition.id,
             leader=partition.leader,
             replicas=tuple(partition.replicas),
             isr=tuple(partition.isrs),
         )
-        for topic in sorted(metadata.topics.values(), key=lambda t: t.topic)
+        # By name, the key: TopicMetadata.topic is typed Optional.
+        for name, topic in sorted(metadata.topics.items(), key=lambda item: item[0])
         for partition in sorted(topic.partitions.values(), key=lambda p: p.id)
     )
 
