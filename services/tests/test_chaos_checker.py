@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import attrs
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from taxi_events import ModelMetrics, Source
 from taxi_services.chaos.checker import (
     LATE_END_MS,
+    METRIC_TOLERANCE,
     SLOW_MS,
     Bounds,
     MetricsRecord,
@@ -32,6 +37,24 @@ PREDICT_MS = 200  # and is predicted 200 ms later
 END_MS = 3_000  # and ends 3 s later
 NO_FAULT = Timeline(origin_ms=0, fault_started_ms=10_000, fault_ended_ms=10_000)
 
+Pair = tuple[float, float]  # (actual, predicted) seconds
+
+
+def actual_s(i: int) -> float:
+    """Trip i's duration: each trip its own."""
+    return 300.0 + 37.0 * i
+
+
+def predicted_s(i: int) -> float:
+    """Trip i's prediction: off by -30% to +30%, in steps."""
+    return actual_s(i) * (0.7 + 0.05 * (i % 13))
+
+
+def rmsle_and_mae(pairs: Sequence[Pair]) -> tuple[float, float]:
+    """The definitions, written out: RMSLE over log(1 + seconds), mean absolute error."""
+    squared = sum((math.log(1 + p) - math.log(1 + y)) ** 2 for y, p in pairs)
+    return math.sqrt(squared / len(pairs)), sum(abs(p - y) for y, p in pairs) / len(pairs)
+
 
 def metrics(
     source: Source,
@@ -40,7 +63,10 @@ def metrics(
     scope: str = "cumulative",
     window: int | None = None,
     unmatched: int = 0,
+    pairs: Sequence[Pair] | None = None,
 ) -> ModelMetrics:
+    """A record over `count` trips; its RMSLE and MAE those of `pairs`, if given."""
+    rmsle, mae = rmsle_and_mae(pairs) if pairs else (0.4, 300.0)
     start = EPOCH + timedelta(seconds=10 * window) if window is not None else None
     return ModelMetrics(
         source=source,
@@ -48,8 +74,8 @@ def metrics(
         window_start=start,
         window_end=start + timedelta(seconds=10) if start is not None else None,
         count=count,
-        rmsle=0.4 if count else None,
-        mae=300.0 if count else None,
+        rmsle=rmsle if count else None,
+        mae=mae if count else None,
         median_ape=0.2 if count else None,
         within_30=0.7 if count else None,
         unmatched=unmatched,
@@ -57,33 +83,50 @@ def metrics(
     )
 
 
-def published(source: Source, window_counts: list[int], at_ms: int = 0) -> list[MetricsRecord]:
-    """A source's windows, each followed by its cumulative, as the aggregator publishes them."""
+def published(
+    source: Source,
+    window_counts: list[int],
+    at_ms: int = 0,
+    pairs: Sequence[Pair] | None = None,
+) -> list[MetricsRecord]:
+    """A source's windows, each followed by its cumulative, as the aggregator publishes them;
+    with `pairs` (the source's trips in order), their figures are those of its trips."""
     records, cumulative = [], 0
     for index, count in enumerate(window_counts):
+        window = pairs[cumulative : cumulative + count] if pairs is not None else None
         cumulative += count
+        so_far = pairs[:cumulative] if pairs is not None else None
         records += [
-            MetricsRecord(at_ms + index, metrics(source, count, scope="window", window=index)),
-            MetricsRecord(at_ms + index, metrics(source, cumulative)),
+            MetricsRecord(
+                at_ms + index,
+                metrics(source, count, scope="window", window=index, pairs=window),
+            ),
+            MetricsRecord(at_ms + index, metrics(source, cumulative, pairs=so_far)),
         ]
     return records
 
 
 def clean_run(trips: int = 40) -> Observed:
-    """Every trip started, predicted and ended once; metrics that add up (half train, half
-    test, alternating)."""
+    """Every trip started, predicted and ended once, each with durations of its own; metrics
+    that add up and hold those trips' figures (half train, half test, alternating)."""
     ids = [f"id{i:04d}" for i in range(trips)]
     sources: dict[str, Source] = {t: ("train" if i % 2 == 0 else "test") for i, t in enumerate(ids)}
     per_source = collections.Counter(sources.values())
     half = per_source["train"] // 2
+    pairs = {
+        source: [(actual_s(i), predicted_s(i)) for i, t in enumerate(ids) if sources[t] == source]
+        for source in per_source
+    }
     return Observed(
         trips=sources,
         starts=[Stamped(t, i * STEP_MS) for i, t in enumerate(ids)],
-        ends=[Stamped(t, i * STEP_MS + END_MS) for i, t in enumerate(ids)],
-        predictions=[Stamped(t, i * STEP_MS + PREDICT_MS) for i, t in enumerate(ids)],
+        ends=[Stamped(t, i * STEP_MS + END_MS, actual_s(i)) for i, t in enumerate(ids)],
+        predictions=[
+            Stamped(t, i * STEP_MS + PREDICT_MS, predicted_s(i)) for i, t in enumerate(ids)
+        ],
         metrics=[
-            *published("train", [half, per_source["train"] - half]),
-            *published("test", [per_source["test"]]),
+            *published("train", [half, per_source["train"] - half], pairs=pairs["train"]),
+            *published("test", [per_source["test"]], pairs=pairs["test"]),
         ],
         dead_letters=[],
     )
@@ -101,6 +144,9 @@ def test_a_clean_run_passes():
         "unexpected": 0,
     }
     assert result.figures["metrics"]["train"]["consistent"]
+    for source in ("train", "test"):
+        assert result.figures["metrics"][source]["values_match"]
+        assert result.figures["metrics"][source]["recomputed"]["count"] == 20
     assert result.figures["max_gap_s"] == STEP_MS / 1000
 
 
@@ -187,13 +233,13 @@ def test_the_gap_is_the_longest_time_with_no_record_in_between(times, rng):
 def test_any_duplicate_or_missing_prediction_fails_the_check(case):
     expected, counts = case
     trips: dict[str, Source] = dict.fromkeys(sorted(expected), "train")
-    once = [Stamped(k, 0) for k in trips]
+    pairs = [(600.0, 500.0)] * len(trips)
     observed = Observed(
         trips=trips,
-        starts=once,
-        ends=once,
-        predictions=[Stamped(k, 0) for k, n in counts.items() for _ in range(n)],
-        metrics=published("train", [len(trips)]) if trips else [],
+        starts=[Stamped(k, 0) for k in trips],
+        ends=[Stamped(k, 0, 600.0) for k in trips],
+        predictions=[Stamped(k, 0, 500.0) for k, n in counts.items() for _ in range(n)],
+        metrics=published("train", [len(trips)], pairs=pairs) if trips else [],
         dead_letters=[],
     )
     result = check(observed, Timeline(0, 0, 0), Bounds())
@@ -253,7 +299,9 @@ def stalled_run(fault: Timeline, resume_ms: int) -> Observed:
     """A clean run whose trips started during the fault are predicted only at `resume_ms`."""
     run = clean_run(400)
     stalled = [
-        Stamped(p.key, resume_ms) if fault.fault_started_ms <= s.at_ms <= resume_ms else p
+        dataclasses.replace(p, at_ms=resume_ms)
+        if fault.fault_started_ms <= s.at_ms <= resume_ms
+        else p
         for p, s in zip(run.predictions, run.starts, strict=True)
     ]
     return dataclasses.replace(run, predictions=stalled)
@@ -340,3 +388,132 @@ def test_a_trip_start_inside_a_stall_does_not_split_the_gap():
     run = stalled_run(fault, resume_ms=45_000)  # resumes after the last start (39.9 s)
     assert longest_gap(p.at_ms for p in run.predictions).seconds == 34.9
     assert check(run, fault, Bounds()).figures["max_gap_s"] == 34.9
+
+
+def last_cumulative(run: Observed, source: Source) -> int:
+    """The index in run.metrics of the last cumulative record of `source`."""
+    return max(
+        i
+        for i, r in enumerate(run.metrics)
+        if r.metrics.source == source and r.metrics.scope == "cumulative"
+    )
+
+
+def with_last_cumulative(run: Observed, source: Source, **changes: object) -> Observed:
+    """`run` with fields of its last cumulative record of `source` changed."""
+    records = list(run.metrics)
+    index = last_cumulative(run, source)
+    changed = attrs.evolve(records[index].metrics, **changes)
+    records[index] = dataclasses.replace(records[index], metrics=changed)
+    return dataclasses.replace(run, metrics=records)
+
+
+@pytest.mark.parametrize("source", ["train", "test"])
+@pytest.mark.parametrize(("name", "factor"), [("rmsle", 1 + 1e-7), ("mae", 1 - 1e-7)])
+def test_a_cumulative_figure_off_from_the_trips_fails_the_report(source, name, factor):
+    run = clean_run()
+    last = run.metrics[last_cumulative(run, source)].metrics
+    off = with_last_cumulative(run, source, **{name: getattr(last, name) * factor})
+    result = check(off, NO_FAULT, Bounds())
+    assert not result.passed
+    assert result.figures["metrics"][source]["consistent"]  # the counts alone add up
+    assert not result.figures["metrics"][source]["values_match"]
+    other = "test" if source == "train" else "train"
+    assert result.figures["metrics"][other]["values_match"]
+    assert [p for p in result.problems if "recomputed" in p] == [
+        p for p in result.problems if p.startswith(f"{source} cumulative metrics")
+    ]
+    assert len(result.problems) == 1
+
+
+def test_a_cumulative_figure_within_the_tolerance_passes():
+    run = clean_run()
+    last = run.metrics[last_cumulative(run, "train")].metrics
+    assert last.rmsle is not None
+    assert last.mae is not None
+    close = with_last_cumulative(
+        run,
+        "train",
+        rmsle=last.rmsle * (1 + METRIC_TOLERANCE / 10),
+        mae=last.mae * (1 - METRIC_TOLERANCE / 10),
+    )
+    assert check(close, NO_FAULT, Bounds()).passed
+
+
+def two_trips(rmsle: float, mae: float) -> Observed:
+    """Two train trips whose log(1 + seconds) errors are 1 and -2, with one cumulative record
+    of theirs saying `rmsle` and `mae`."""
+    e = math.e
+    record = attrs.evolve(metrics("train", 2), rmsle=rmsle, mae=mae)
+    return Observed(
+        trips={"a": "train", "b": "train"},
+        starts=[Stamped("a", 0), Stamped("b", 0)],
+        ends=[Stamped("a", END_MS, 0.0), Stamped("b", END_MS, e**3 - 1)],
+        predictions=[Stamped("a", PREDICT_MS, e - 1), Stamped("b", PREDICT_MS, e - 1)],
+        metrics=[
+            MetricsRecord(0, metrics("train", 2, scope="window", window=0)),
+            MetricsRecord(0, record),
+        ],
+        dead_letters=[],
+    )
+
+
+E = math.e
+
+
+@pytest.mark.parametrize(
+    ("rmsle", "mae", "right"),
+    [
+        (math.sqrt((1 + 4) / 2), ((E - 1) + (E**3 - E)) / 2, True),
+        ((1 + 2) / 2, ((E - 1) + (E**3 - E)) / 2, False),  # the mean, not the root mean square
+        (math.sqrt((1 + 4) / 2), math.sqrt(((E - 1) ** 2 + (E**3 - E) ** 2) / 2), False),  # RMSE
+        (math.sqrt((1 + 4) / 2), (E - 1) + (E**3 - E), False),  # a sum, not a mean
+    ],
+)
+def test_the_figures_are_the_rmsle_over_log1p_and_the_mae_in_seconds(rmsle, mae, right):
+    result = check(two_trips(rmsle, mae), NO_FAULT, Bounds())
+    assert result.figures["metrics"]["train"]["recomputed"]["count"] == 2
+    assert result.figures["metrics"]["train"]["values_match"] == right
+    assert result.passed == right
+
+
+def test_metrics_of_wrongly_paired_trips_fail_the_report():
+    # What an aggregator that matched each prediction with the next trip's end would publish:
+    # the counts all add up, the values do not.
+    run = clean_run()
+    train = [i for i, t in enumerate(run.trips) if run.trips[t] == "train"]
+    shifted = [
+        (actual_s(j), predicted_s(i)) for i, j in zip(train, [*train[1:], train[0]], strict=True)
+    ]
+    metrics_records = [r for r in run.metrics if r.metrics.source != "train"]
+    wrong = published("train", [10, 10], pairs=shifted)
+    result = check(dataclasses.replace(run, metrics=[*wrong, *metrics_records]), NO_FAULT, Bounds())
+    assert result.figures["metrics"]["train"]["consistent"]
+    assert not result.figures["metrics"]["train"]["values_match"]
+    assert result.figures["metrics"]["test"]["values_match"]
+    assert not result.passed
+
+
+def test_a_trip_whose_prediction_states_no_duration_cannot_match_the_metrics():
+    run = clean_run()
+    unreadable = dataclasses.replace(run.predictions[4], duration=None)  # a train trip's
+    result = check(
+        dataclasses.replace(
+            run, predictions=[unreadable, *run.predictions[:4], *run.predictions[5:]]
+        ),
+        NO_FAULT,
+        Bounds(),
+    )
+    assert result.figures["metrics"]["train"]["recomputed"]["count"] == 19
+    assert not result.figures["metrics"]["train"]["values_match"]
+    assert not result.passed
+
+
+def test_matched_trips_without_a_cumulative_record_fail_the_report():
+    run = clean_run()
+    windows_only = [r for r in run.metrics if r.metrics.scope == "window"]
+    result = check(dataclasses.replace(run, metrics=windows_only), NO_FAULT, Bounds())
+    assert not result.figures["metrics"]["test"]["values_match"]
+    assert any(
+        p.startswith("test cumulative metrics (no cumulative record)") for p in result.problems
+    )

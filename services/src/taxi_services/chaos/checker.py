@@ -1,17 +1,22 @@
 """The chaos checker: what a run left on the topics, judged. Pure: no I/O.
 
 The runner reads every topic with read_committed once the services have stopped and hands the
-records over as plain values (trip id and Kafka timestamp, decoded metrics); this module counts
-them against the trips replayed, times them against the fault, and lists every problem.
+records over as plain values (trip id, Kafka timestamp and stated duration, decoded metrics);
+this module counts them against the trips replayed, times them against the fault, recomputes
+each source's RMSLE and MAE from the predictions and trip ends to hold the published cumulative
+figures to, and lists every problem.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import numpy as np
 
 from taxi_events import ModelMetrics, Source
 from taxi_stream import END_DELAY_RANGE_S
@@ -22,14 +27,20 @@ SLOW_MS = 2_000
 # A trip end this much later than its start was held up (ends are due 2-5 s after the start).
 LATE_END_MS = int(END_DELAY_RANGE_S[1] * 1000) + SLOW_MS
 SOURCES: tuple[Source, ...] = ("train", "test")
+# How far a published cumulative RMSLE or MAE may be from the recomputed one, relative or
+# absolute: the aggregator sums window by window, the checker all at once.
+METRIC_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
 class Stamped:
-    """One record of a per-trip topic: its key (the trip id) and Kafka timestamp (epoch ms)."""
+    """One record of a per-trip topic: its key (the trip id), Kafka timestamp (epoch ms) and
+    the duration it states in seconds: predicted (ml_predictions) or actual (finished_trips);
+    None for a trip start, or a record that did not decode."""
 
     key: str
     at_ms: int
+    duration: float | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +218,64 @@ def source_metrics(trips: int, records: Sequence[ModelMetrics]) -> SourceMetrics
     )
 
 
+@dataclass(frozen=True)
+class Quality:
+    """RMSLE and MAE over `count` trips; None with none."""
+
+    count: int
+    rmsle: float | None
+    mae: float | None
+
+
+def first_durations(records: Iterable[Stamped]) -> dict[str, float | None]:
+    """Each key's duration, from its first record."""
+    durations: dict[str, float | None] = {}
+    for record in records:
+        durations.setdefault(record.key, record.duration)
+    return durations
+
+
+def recomputed_quality(
+    keys: Iterable[str], predictions: Iterable[Stamped], ends: Iterable[Stamped]
+) -> Quality:
+    """The quality of the trips `keys` that have both a prediction and an end, recomputed from
+    the durations those records state, as taxi_model.metrics defines it: RMSLE over
+    log1p of the durations (no clipping: events never carry a negative one; the model clips its
+    own predictions at 0 before they are published), MAE in seconds."""
+    predicted, actual = first_durations(predictions), first_durations(ends)
+    pairs = [
+        (p, y)
+        for key in sorted(set(keys))
+        if (p := predicted.get(key)) is not None and (y := actual.get(key)) is not None
+    ]
+    if not pairs:
+        return Quality(0, None, None)
+    p, y = np.array(pairs, dtype=np.float64).T
+    return Quality(
+        count=len(pairs),
+        rmsle=float(np.sqrt(np.mean(np.square(np.log1p(p) - np.log1p(y))))),
+        mae=float(np.mean(np.abs(p - y))),
+    )
+
+
+def same_quality(published: ModelMetrics | None, recomputed: Quality) -> bool:
+    """Whether a cumulative record (None: there is none) holds the recomputed figures: the same
+    count of matched trips, RMSLE and MAE within METRIC_TOLERANCE."""
+    if published is None:
+        return recomputed.count == 0
+    return (
+        published.count == recomputed.count
+        and _close(published.rmsle, recomputed.rmsle)
+        and _close(published.mae, recomputed.mae)
+    )
+
+
+def _close(published: float | None, recomputed: float | None) -> bool:
+    if published is None or recomputed is None:
+        return published is None and recomputed is None
+    return math.isclose(published, recomputed, rel_tol=METRIC_TOLERANCE, abs_tol=METRIC_TOLERANCE)
+
+
 @dataclass
 class Checked:
     """The report's figures (JSON-ready) and what is wrong: `problems` with the records
@@ -242,13 +311,31 @@ def check(observed: Observed, timeline: Timeline, bounds: Bounds) -> Checked:
     for source in SOURCES:
         if not trips_by_source[source]:
             continue
-        figures = source_metrics(
-            trips_by_source[source],
-            [r.metrics for r in observed.metrics if r.metrics.source == source],
-        )
+        records = [r.metrics for r in observed.metrics if r.metrics.source == source]
+        figures = source_metrics(trips_by_source[source], records)
         metrics[source] = {**asdict(figures), "consistent": figures.consistent}
         if not figures.consistent:
             result.problems.append(f"{source} metrics inconsistent with the trips: {figures}")
+        last = next((m for m in reversed(records) if m.scope == "cumulative"), None)
+        recomputed = recomputed_quality(
+            (key for key, of in observed.trips.items() if of == source),
+            observed.predictions,
+            observed.ends,
+        )
+        matches = same_quality(last, recomputed)
+        metrics[source]["recomputed"] = asdict(recomputed)
+        metrics[source]["values_match"] = matches
+        if not matches:
+            published = (
+                f"count {last.count}, RMSLE {last.rmsle}, MAE {last.mae}"
+                if last is not None
+                else "no cumulative record"
+            )
+            result.problems.append(
+                f"{source} cumulative metrics ({published}) differ from those recomputed from "
+                f"its predictions and trip ends (count {recomputed.count}, "
+                f"RMSLE {recomputed.rmsle}, MAE {recomputed.mae})"
+            )
     result.figures["metrics"] = metrics
 
     reasons = collections.Counter(observed.dead_letters)
