@@ -1,24 +1,23 @@
-"""The trips the component benchmarks run on: the real Kaggle sample next to the project
-(`TAXI_SAMPLE_DATA` or `--data` to point elsewhere), else synthetic trips of the same schema."""
+"""The trips the component benchmarks run on: the real Kaggle sample (`TAXI_SAMPLE_DATA`,
+default `../shared/data/nyc-taxi/`; or `--data`), else synthetic trips of the same schema."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import pandas as pd
 
-from taxi_model import generate_trips, read_trips
+from taxi_model import generate_trips, read_trips, sample_data_path
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared/data/nyc-taxi/train-sample0.05.csv.gz"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def add_data_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         type=Path,
-        default=Path(os.environ.get("TAXI_SAMPLE_DATA", SAMPLE)),
+        default=sample_data_path(REPO),
         help="train CSV (default: the real sample; synthetic trips when it is missing)",
     )
 

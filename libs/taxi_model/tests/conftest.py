@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from taxi_model import sample_data_path
 from taxi_model._synth import generate_trips
 from taxi_model._workflow import SavedModel, train_and_save
 
 REPO = Path(__file__).resolve().parents[3]
-REAL_SAMPLE = Path(
-    os.environ.get(
-        "TAXI_SAMPLE_DATA", REPO.parent / "shared" / "data" / "nyc-taxi" / "train-sample0.05.csv.gz"
-    )
-)
+REAL_SAMPLE = sample_data_path(REPO)
 
 
 @pytest.fixture(scope="session")

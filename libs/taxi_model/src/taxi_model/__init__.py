@@ -16,12 +16,15 @@ from taxi_model._artifact import (
     save_model,
 )
 from taxi_model._data import (
+    SAMPLE_DATA_DEFAULT,
+    SAMPLE_DATA_VARIABLE,
     TEST_COLUMNS,
     TRAIN_COLUMNS,
     CsvSchemaError,
     LoadReport,
     TripData,
     read_trips,
+    sample_data_path,
 )
 from taxi_model._estimator import LogDurationRegressor, build_pipeline
 from taxi_model._features import INPUT_COLUMNS, events_to_frame, trip_features
@@ -40,6 +43,8 @@ __all__ = [
     "DEFAULT_MODEL_PATH",
     "INPUT_COLUMNS",
     "MAX_ROWS",
+    "SAMPLE_DATA_DEFAULT",
+    "SAMPLE_DATA_VARIABLE",
     "TEST_COLUMNS",
     "TRAIN_COLUMNS",
     "WITHIN_TOLERANCE",
@@ -66,6 +71,7 @@ __all__ = [
     "quality_metrics",
     "read_card",
     "read_trips",
+    "sample_data_path",
     "save_model",
     "synthetic_train_test",
     "train_and_save",

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -446,3 +447,20 @@ def _flags(frame: pd.DataFrame, train: bool) -> dict[str, BoolArray]:
         flags["duration_over_6h"] = seconds > LONG_TRIP_S
         flags["duration_under_60s"] = seconds < SHORT_TRIP_S
     return flags
+
+
+# The real Kaggle rows the tests and the component benchmarks use when they are there: a
+# folder holding SAMPLE_FILE, or a train CSV itself. Defined here only, overridable by the variable.
+SAMPLE_DATA_VARIABLE = "TAXI_SAMPLE_DATA"
+SAMPLE_DATA_DEFAULT = "../shared/data/nyc-taxi/"
+SAMPLE_FILE = "train-sample0.05.csv.gz"
+
+
+def sample_data_path(repo_root: Path) -> Path:
+    """The real Kaggle sample: $TAXI_SAMPLE_DATA, else `../shared/data/nyc-taxi/`, a relative
+    path being taken from `repo_root`. A folder stands for its `train-sample0.05.csv.gz`. The
+    file may not exist: callers fall back to synthetic trips or skip, saying where they looked."""
+    path = Path(os.environ.get(SAMPLE_DATA_VARIABLE) or SAMPLE_DATA_DEFAULT).expanduser()
+    if not path.is_absolute():
+        path = repo_root / path
+    return path / SAMPLE_FILE if path.is_dir() else path
