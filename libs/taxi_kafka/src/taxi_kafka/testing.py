@@ -8,7 +8,7 @@
   until healthy, so a failure test cannot poison the tests after it.
 - `make_topic(partitions=6, configs=None)` creates a uniquely named topic (RF 3, min ISR 2) and
   returns its name; `unique_topic` is one such topic.
-- `kafka_config`: a KafkaConfig (taxi_kafka._config) for the cluster.
+- `kafka_config`: a taxi_kafka.KafkaConfig for the cluster.
 - Plain helpers: `numbered` records, `produce_all` (idempotent, waits for every ack) and
   `read_all` (a whole topic with read_committed, up to its end offsets).
 
