@@ -58,7 +58,8 @@ class ModelCard:
 
 
 def card_to_json(card: ModelCard) -> dict[str, Any]:
-    return cattrs.unstructure(card)
+    unstructured: dict[str, Any] = cattrs.unstructure(card)  # cattrs types it Any
+    return unstructured
 
 
 def card_path(model_path: Path) -> Path:

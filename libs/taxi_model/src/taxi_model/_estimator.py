@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +18,7 @@ from taxi_model._features import TripFeatures
 ROUNDS_PER_STEP = 25
 
 
-class LogDurationRegressor(RegressorMixin, BaseEstimator):
+class LogDurationRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # sklearn is untyped: bases are Any
     """HistGradientBoosting fitted on log1p(seconds), so squared error is RMSLE's loss.
 
     It grows the ensemble in steps of ROUNDS_PER_STEP with warm starts, so training can report
@@ -73,10 +74,22 @@ class LogDurationRegressor(RegressorMixin, BaseEstimator):
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         # Clip so that a duration is never negative, whatever the trees extrapolate.
-        return np.clip(np.expm1(self.booster_.predict(features)), 0.0, None)
+        seconds: np.ndarray = np.clip(np.expm1(self.booster_.predict(features)), 0.0, None)
+        return seconds
 
 
-def build_pipeline(**regressor_params: float) -> Pipeline:
+class RegressorParams(TypedDict, total=False):
+    """LogDurationRegressor's parameters, for build_pipeline."""
+
+    max_rounds: int
+    learning_rate: float
+    max_leaf_nodes: int
+    min_samples_leaf: int
+    l2_regularization: float
+    random_state: int
+
+
+def build_pipeline(**regressor_params: Unpack[RegressorParams]) -> Pipeline:
     """The unfitted pipeline saved as models/taxi_pipeline.pkl: raw trip columns in, seconds out."""
     return Pipeline(
         [("features", TripFeatures()), ("regressor", LogDurationRegressor(**regressor_params))]

@@ -90,7 +90,7 @@ def events_to_frame(events: Sequence[TripStarted]) -> pd.DataFrame:
     return columns_to_frame(TripStartColumns.from_events(events))
 
 
-class TripFeatures(TransformerMixin, BaseEstimator):
+class TripFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # sklearn is untyped: bases are Any
     """`trip_features` as the first step of the saved scikit-learn pipeline. Stateless."""
 
     def fit(self, trips: pd.DataFrame, y: object = None) -> TripFeatures:

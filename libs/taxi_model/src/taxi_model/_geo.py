@@ -79,7 +79,9 @@ def haversine_km(
     dlon = np.radians(_f64(lon2) - _f64(lon1))
     h = np.sin(dlat / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlon / 2) ** 2
     # clip: rounding can push h a hair above 1 for antipodal points
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+    # numpy types np.clip's result Any; the distance is float64, as its inputs are.
+    km: FloatArray = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+    return km
 
 
 def bearing_deg(
@@ -90,7 +92,9 @@ def bearing_deg(
     dlon = np.radians(_f64(lon2) - _f64(lon1))
     y = np.sin(dlon) * np.cos(p2)
     x = np.cos(p1) * np.sin(p2) - np.sin(p1) * np.cos(p2) * np.cos(dlon)
-    return np.degrees(np.arctan2(y, x)) % 360.0
+    # numpy's ufuncs give arrays of dtype Any; the bearing is float64, as its inputs are.
+    degrees: FloatArray = np.degrees(np.arctan2(y, x)) % 360.0
+    return degrees
 
 
 def _grid_axes() -> tuple[float, float]:

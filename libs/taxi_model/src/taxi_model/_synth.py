@@ -20,7 +20,7 @@ the real Kaggle sample (73,177 rows of train.csv); nothing is read from it at ru
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -120,7 +120,8 @@ IntArray = npt.NDArray[np.int64]
 
 def _normalised(weights: npt.ArrayLike) -> FloatArray:
     w = np.asarray(weights, dtype=np.float64)
-    return w / w.sum()
+    shares: FloatArray = w / w.sum()  # numpy types the sum Any
+    return shares
 
 
 def _transition_matrix() -> FloatArray:
@@ -190,12 +191,13 @@ def _durations(
 
 
 def typical_duration_s(
-    grid_km: FloatArray, weekend: npt.NDArray[np.bool_], hour: IntArray
+    grid_km: FloatArray, weekend: npt.NDArray[np.bool_], hour: npt.NDArray[np.integer[Any]]
 ) -> FloatArray:
     """A trip's noise-free duration: the overhead plus its street-grid distance at the typical
     speed of its hour and day type, which rises with distance (highways)."""
     speed = SPEED_KMH[weekend.astype(np.int64), hour] * (1.0 + grid_km / HIGHWAY_KM)
-    return OVERHEAD_S + 3_600.0 * grid_km / speed
+    seconds: FloatArray = OVERHEAD_S + 3_600.0 * grid_km / speed  # numpy types `speed` Any
+    return seconds
 
 
 def estimate_durations(trips: pd.DataFrame) -> FloatArray:
