@@ -311,12 +311,12 @@ def check(observed: Observed, timeline: Timeline, bounds: Bounds) -> Checked:
     for source in SOURCES:
         if not trips_by_source[source]:
             continue
-        records = [r.metrics for r in observed.metrics if r.metrics.source == source]
-        figures = source_metrics(trips_by_source[source], records)
+        reported = [r.metrics for r in observed.metrics if r.metrics.source == source]
+        figures = source_metrics(trips_by_source[source], reported)
         metrics[source] = {**asdict(figures), "consistent": figures.consistent}
         if not figures.consistent:
             result.problems.append(f"{source} metrics inconsistent with the trips: {figures}")
-        last = next((m for m in reversed(records) if m.scope == "cumulative"), None)
+        last = next((m for m in reversed(reported) if m.scope == "cumulative"), None)
         recomputed = recomputed_quality(
             (key for key, of in observed.trips.items() if of == source),
             observed.predictions,
