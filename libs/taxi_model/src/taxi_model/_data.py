@@ -86,7 +86,7 @@ DROP_REASONS = (
     "duplicate_id",
 )
 # Frame dtypes after validation; ids stay str and datetimes become datetime64[s].
-FINAL_DTYPES: dict[str, object] = {
+FINAL_DTYPES: dict[str, type[np.generic] | pd.CategoricalDtype] = {
     "vendor_id": np.int8,
     "passenger_count": np.int8,
     **dict.fromkeys(COORDINATES, np.float64),
@@ -358,7 +358,8 @@ def _parse_line_by_line(path: Path, columns: Sequence[str]) -> _Parsed:
 
 
 def _is_whole(x: npt.NDArray[np.float64], low: float, high: float) -> BoolArray:
-    return (x >= low) & (x <= high) & (np.floor(x) == x)
+    whole: BoolArray = (x >= low) & (x <= high) & (np.floor(x) == x)  # numpy types == Any
+    return whole
 
 
 def _validate(parsed: _Parsed, kind: Kind, path: str) -> tuple[pd.DataFrame, LoadReport]:
@@ -419,7 +420,7 @@ def _validate(parsed: _Parsed, kind: Kind, path: str) -> tuple[pd.DataFrame, Loa
     ).reset_index(drop=True)
     sources = ["train", "test"]
     codes = np.full(len(frame), sources.index(kind), np.int8)
-    frame["source"] = pd.Categorical.from_codes(codes, categories=sources)
+    frame["source"] = pd.Categorical.from_codes(codes, categories=pd.Index(sources))
     flags = _flags(frame, train)
     for reason, mask in flags.items():
         frame[f"flag_{reason}"] = mask
