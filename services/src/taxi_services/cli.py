@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from taxi_services.logs import configure_logging
+from taxi_kafka.cli import configure_logging, log_level_option
 
 # name -> "module:attribute" of the click command
 COMMANDS = {
@@ -52,14 +52,7 @@ class LazyGroup(click.Group):
     lazy_commands=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.option(
-    "--log-level",
-    envvar="TAXI_LOG_LEVEL",
-    default="INFO",
-    show_default=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    help="How much to log (env TAXI_LOG_LEVEL).",
-)
+@log_level_option
 def cli(log_level: str) -> None:
     """ML-taxi: real-time NYC taxi trip-duration predictions on Apache Kafka."""
     configure_logging(log_level)
