@@ -17,6 +17,7 @@ from streamlit.web import bootstrap
 
 from taxi_dashboard.reader import shared_live_data
 from taxi_dashboard.settings import (
+    COMMAND,
     DEFAULT_ADDRESS,
     DEFAULT_HEALTH_INTERVAL_S,
     DEFAULT_LOOKBACK_S,
@@ -35,7 +36,6 @@ from taxi_kafka.cli import (
 )
 
 APP = Path(__file__).with_name("app.py")
-COMMAND = "dashboard"
 option = env_option(COMMAND)
 
 

@@ -10,21 +10,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from taxi_kafka import BOOTSTRAP_ENV, DASHBOARD_PORT, METRICS_PORTS, KafkaConfig, env_name
+from taxi_kafka import (
+    BOOTSTRAP_ENV,
+    DASHBOARD_PORT,
+    METRICS_ADDRESS,
+    METRICS_PORTS,
+    KafkaConfig,
+    env_name,
+)
+from taxi_kafka.cli import LOG_LEVEL_ENV, option_variable
 
-PORT_ENV = "TAXI_DASHBOARD_PORT"
-METRICS_PORT_ENV = "TAXI_DASHBOARD_METRICS_PORT"
-METRICS_ADDRESS_ENV = "TAXI_DASHBOARD_METRICS_ADDRESS"
-BROKERS_ENV = "TAXI_DASHBOARD_BROKERS"
-REFRESH_ENV = "TAXI_DASHBOARD_REFRESH"
-LOOKBACK_ENV = "TAXI_DASHBOARD_LOOKBACK"
-HEALTH_INTERVAL_ENV = "TAXI_DASHBOARD_HEALTH_INTERVAL"
-LOG_LEVEL_ENV = "TAXI_LOG_LEVEL"
+# The command's name in its variables: --refresh is TAXI_DASHBOARD_REFRESH.
+COMMAND = "dashboard"
+PORT_ENV = option_variable(COMMAND, "--port")
+METRICS_PORT_ENV = option_variable(COMMAND, "--metrics-port")
+METRICS_ADDRESS_ENV = option_variable(COMMAND, "--metrics-address")
+BROKERS_ENV = option_variable(COMMAND, "--brokers")
+REFRESH_ENV = option_variable(COMMAND, "--refresh")
+LOOKBACK_ENV = option_variable(COMMAND, "--lookback")
+HEALTH_INTERVAL_ENV = option_variable(COMMAND, "--health-interval")
 
 DEFAULT_PORT = DASHBOARD_PORT
 DEFAULT_METRICS_PORT = METRICS_PORTS["dashboard"]
 # The page and the metrics listen on loopback unless told otherwise; a container passes 0.0.0.0.
-DEFAULT_ADDRESS = "127.0.0.1"
+DEFAULT_ADDRESS = METRICS_ADDRESS
 DEFAULT_REFRESH_S = 1.0
 DEFAULT_LOOKBACK_S = 60.0
 DEFAULT_HEALTH_INTERVAL_S = 3.0

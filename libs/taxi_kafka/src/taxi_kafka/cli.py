@@ -25,14 +25,18 @@ LOG_DATE_FORMAT = "%H:%M:%S"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
+def option_variable(command: str, flag: str) -> str:
+    """The environment variable of `command`'s `flag`: TAXI_<COMMAND>_<OPTION>."""
+    return f"TAXI_{command}_{flag.lstrip('-')}".upper().replace("-", "_")
+
+
 def env_option(command: str) -> Callable[..., Callable[[F], F]]:
-    """click.option whose variable is TAXI_<COMMAND>_<OPTION>, shown in --help with the
-    default."""
+    """click.option whose variable is `option_variable(command, flag)`, shown in --help with
+    the default."""
 
     def option(flag: str, **kwargs: Any) -> Callable[[F], F]:
-        variable = f"TAXI_{command}_{flag.lstrip('-')}".upper().replace("-", "_")
         kwargs.setdefault("show_default", True)
-        return click.option(flag, envvar=variable, show_envvar=True, **kwargs)
+        return click.option(flag, envvar=option_variable(command, flag), show_envvar=True, **kwargs)
 
     return option
 
