@@ -76,8 +76,8 @@ def service_options(service: str, metrics_port: int) -> Callable[[F], F]:
             configure_logging(log_level)
             return command(**kwargs)
 
-        # functools.wraps types the wrapper with its own (log_level, **kwargs) signature: click
-        # fills those from the options, so callers still see the command as F.
-        return wrapper  # type: ignore[return-value]
+        # functools.wraps types the wrapper with its own (log_level, **kwargs) signature, which
+        # click fills from the options: to callers the command is still F.
+        return wrapper  # type: ignore[return-value]  # see above: wraps() is not typed as F
 
     return decorate
