@@ -45,16 +45,17 @@ def crash_after(limit: int, grace: float = 2.0) -> None:
     produce_all = KafkaProducer.produce_all
     handed = itertools.count(1)
 
-    def produce_then_maybe_crash(producer: KafkaProducer, records: Iterable[OutputRecord]) -> None:
+    # `self`: it replaces the method, so its signature is the method's.
+    def produce_then_maybe_crash(self: KafkaProducer, records: Iterable[OutputRecord]) -> None:
         for record in records:
-            produce_all(producer, (record,))
+            produce_all(self, (record,))
             if next(handed) >= limit:
                 deadline = time.monotonic() + grace
                 while time.monotonic() < deadline:
-                    producer.poll(0.1)
+                    self.poll(0.1)
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    KafkaProducer.produce_all = produce_then_maybe_crash  # type: ignore[method-assign]
+    KafkaProducer.produce_all = produce_then_maybe_crash  # type: ignore[method-assign]  # the crash, on purpose
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
