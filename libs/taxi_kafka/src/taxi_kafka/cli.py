@@ -71,7 +71,9 @@ def kafka_options(command: F) -> F:
             raise click.BadParameter(str(exc), param_hint="-X") from exc
         return command(kafka=kafka, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    # functools.wraps types the wrapper with its own (bootstrap_servers, kafka_settings,
+    # **kwargs) signature, which click fills from the options: to callers it is still F.
+    return wrapper  # type: ignore[return-value]  # see above: wraps() is not typed as F
 
 
 def metrics_options(command: str, port: int, address: str) -> Callable[[F], F]:
