@@ -75,8 +75,11 @@ def test_nothing_is_lost_or_duplicated(scenario, trips, rate, trained_model_path
     assert report["passed"] == (not broken)
     for topic in ("started", "finished", "predictions"):
         assert report[topic] == {"unique": trips, "duplicated": 0, "missing": 0, "unexpected": 0}
-    assert report["metrics"]["train"]["consistent"]
-    assert report["metrics"]["test"]["consistent"]
+    for source in ("train", "test"):
+        assert report["metrics"][source]["consistent"]
+        # The last cumulative RMSLE and MAE are those of the committed predictions and ends.
+        assert report["metrics"][source]["values_match"]
+        assert report["metrics"][source]["recomputed"]["count"] == trips // 2
     assert report["dead_letters"]["count"] == 0
     assert set(report["exit_codes"].values()) == {0}
     # The fault struck while trips were still being started, and ended.

@@ -239,9 +239,10 @@ def recomputed_quality(
     keys: Iterable[str], predictions: Iterable[Stamped], ends: Iterable[Stamped]
 ) -> Quality:
     """The quality of the trips `keys` that have both a prediction and an end, recomputed from
-    the durations those records state, as taxi_model.metrics defines it: RMSLE over
-    log1p of the durations (no clipping: events never carry a negative one; the model clips its
-    own predictions at 0 before they are published), MAE in seconds."""
+    the durations those records state, as taxi_model.quality_metrics defines it (the
+    aggregator sums the same per window): RMSLE over log1p of the durations (no clipping:
+    events never carry a negative one; the model clips its own predictions at 0 before they are
+    published), MAE in seconds. Computed afresh here, so a bug in the aggregator shows."""
     predicted, actual = first_durations(predictions), first_durations(ends)
     pairs = [
         (p, y)
