@@ -1,16 +1,19 @@
 """End to end on a real 3-broker cluster: producer -> predictor -> aggregator, run as the
-console scripts a user runs, each in its own process."""
+console scripts a user runs, each in its own process. Each test keeps to topics and groups of
+its own (--topic-prefix) on the session's shared cluster."""
 
 from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from taxi_events import ModelMetrics, Prediction, decode
+from taxi_kafka import ensure_topics, project_topics
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.testing import read_all
 from taxi_model import load_model, quality_metrics, read_trips, write_synthetic
@@ -44,33 +47,57 @@ def replay(csv: Path, instance: str, *extra: str) -> list[str]:
     ]
 
 
-def all_predictions(cluster: LocalCluster) -> list[Prediction]:
+class Topics:
+    """The test's own namespace on the shared cluster: its services get the prefix through
+    TAXI_TOPIC_PREFIX, and `read` reads a topic of it."""
+
+    def __init__(self, cluster: LocalCluster, prefix: str) -> None:
+        self.cluster = cluster
+        self.prefix = prefix
+
+    def read(self, topic: str) -> list:
+        return read_all(self.cluster.bootstrap_servers, self.prefix + topic)
+
+    def keys(self, topic: str) -> list[str]:
+        return [m.key().decode() for m in self.read(topic)]
+
+
+@pytest.fixture
+def topics(kafka_cluster: LocalCluster, shared_services) -> Topics:
+    prefix = f"pipeline-{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_cluster.admin(), project_topics(prefix=prefix))
+    shared_services.env["TAXI_TOPIC_PREFIX"] = prefix
+    return Topics(kafka_cluster, prefix)
+
+
+@pytest.fixture
+def services(shared_services, topics):
+    """The shared cluster's services, in the test's namespace."""
+    return shared_services
+
+
+def all_predictions(topics: Topics) -> list[Prediction]:
     """Wait until every trip has its prediction (or more: duplicates must show)."""
     return wait_for(
         f"{TRIPS} predictions",
-        lambda: (p := predictions(cluster)) and len(p) >= TRIPS and p,
+        lambda: (p := predictions(topics)) and len(p) >= TRIPS and p,
         120,
     )
 
 
-def predictions(cluster: LocalCluster) -> list[Prediction]:
-    return [
-        decode(m.value(), Prediction) for m in read_all(cluster.bootstrap_servers, "ml_predictions")
-    ]
+def predictions(topics: Topics) -> list[Prediction]:
+    return [decode(m.value(), Prediction) for m in topics.read("ml_predictions")]
 
 
-def final_cumulative(cluster: LocalCluster) -> ModelMetrics | None:
-    metrics = [
-        decode(m.value(), ModelMetrics)
-        for m in read_all(cluster.bootstrap_servers, "model_metrics")
-    ]
+def final_cumulative(topics: Topics) -> ModelMetrics | None:
+    metrics = [decode(m.value(), ModelMetrics) for m in topics.read("model_metrics")]
     train = [m for m in metrics if m.scope == "cumulative" and m.source == "train"]
     return train[-1] if train and train[-1].count == TRIPS else None
 
 
 @pytest.mark.parametrize("kill_predictor", [False, True], ids=["clean", "predictor-killed"])
 def test_every_trip_is_predicted_once_and_scored_exactly(
-    pipeline_cluster, services, trained_model_path, tmp_path, kill_predictor
+    topics, services, trained_model_path, tmp_path, kill_predictor
 ):
     train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=77, test_rows=0)
     model = str(trained_model_path)
@@ -82,16 +109,14 @@ def test_every_trip_is_predicted_once_and_scored_exactly(
             *replay(train_csv, "e2e", *(["--rate", "200"] if kill_predictor else [])),
         )
         if kill_predictor:
-            wait_for("some predictions", lambda: len(predictions(pipeline_cluster)) > 300, 90)
+            wait_for("some predictions", lambda: len(predictions(topics)) > 300, 90)
             services.running[0].kill()  # SIGKILL, mid-transaction as likely as not
             services.running[0].wait()
             services.start("taxi-predictor", "--model", model, "--instance", "p1")
         assert producer.wait(timeout=120) == 0
 
-        got = all_predictions(pipeline_cluster)
-        cumulative = wait_for(
-            "the final cumulative metrics", lambda: final_cumulative(pipeline_cluster), 120
-        )
+        got = all_predictions(topics)
+        cumulative = wait_for("the final cumulative metrics", lambda: final_cumulative(topics), 120)
     finally:
         codes = services.stop_all()
 
@@ -108,15 +133,13 @@ def test_every_trip_is_predicted_once_and_scored_exactly(
     assert codes == [0, 0]  # the predictor and the aggregator shut down cleanly
 
 
-def test_a_killed_producer_resumes_without_repeating_or_losing_trips(
-    pipeline_cluster, services, tmp_path
-):
+def test_a_killed_producer_resumes_without_repeating_or_losing_trips(topics, services, tmp_path):
     train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=78, test_rows=0)
     args = replay(train_csv, "k")
     first = services.start("taxi-producer", *args, "--rate", "300")
 
     def started() -> list[str]:
-        return [m.key().decode() for m in read_all(pipeline_cluster.bootstrap_servers, "new_trips")]
+        return topics.keys("new_trips")
 
     wait_for("a third of the trips started", lambda: len(started()) > TRIPS // 3, 60)
     first.kill()  # SIGKILL: trip ends are owed, a transaction may be open
@@ -124,17 +147,13 @@ def test_a_killed_producer_resumes_without_repeating_or_losing_trips(
     second = services.start("taxi-producer", *args)
     assert second.wait(timeout=120) == 0
 
-    ended = [
-        m.key().decode() for m in read_all(pipeline_cluster.bootstrap_servers, "finished_trips")
-    ]
+    ended = topics.keys("finished_trips")
     ids = set(read_trips(train_csv).frame["id"])
     assert sorted(started()) == sorted(ids)  # every trip started, none twice
     assert sorted(ended) == sorted(ids)  # every started trip ended, once
 
 
-def test_two_predictors_split_the_partitions(
-    pipeline_cluster, services, trained_model_path, tmp_path
-):
+def test_two_predictors_split_the_partitions(topics, services, trained_model_path, tmp_path):
     train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=79, test_rows=0)
     model = str(trained_model_path)
     try:
@@ -142,7 +161,7 @@ def test_two_predictors_split_the_partitions(
         services.start("taxi-predictor", "--model", model, "--instance", "p2")
         producer = services.start("taxi-producer", *replay(train_csv, "two", "--rate", "400"))
         assert producer.wait(timeout=120) == 0
-        got = all_predictions(pipeline_cluster)
+        got = all_predictions(topics)
     finally:
         codes = services.stop_all()
     assert codes == [0, 0]
