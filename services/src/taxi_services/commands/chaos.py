@@ -35,8 +35,9 @@ fixed set of synthetic trips (half train, half test), with the predictor and the
 all as real processes. Once half the trips have started, the scenario's fault strikes. When
 every trip is scored, the services stop and an independent checker reads every topic
 (read_committed) and prints a JSON report on stdout: trips started and finished, predictions
-unique, duplicated and missing, whether the metrics add up to the trips, dead letters, the
-longest gap without predictions and the time to recover after the fault ended.
+unique, duplicated and missing, whether each source's last cumulative RMSLE and MAE equal
+those recomputed from the committed predictions and trip ends, dead letters, the longest gap
+without predictions and the time to recover after the fault ended.
 
 \b
 Scenarios:
