@@ -1,4 +1,6 @@
 import json
+import pickle
+import pickletools
 import shutil
 from pathlib import Path
 
@@ -98,3 +100,26 @@ def test_model_from_another_scikit_learn_version_is_refused(model_copy):
     edit_card(model_copy, **{"libraries.scikit-learn": "0.24.2"})
     with pytest.raises(ModelLoadError, match=r"scikit-learn 0\.24\.2.*taxi train"):
         load_model(model_copy)
+
+
+def test_a_card_of_an_older_format_is_refused_with_what_to_do(model_copy):
+    edit_card(model_copy, format=1)
+    with pytest.raises(
+        ModelLoadError, match=r"card format 1; this version reads format 2.*--force"
+    ):
+        load_model(model_copy)
+
+
+def test_a_saved_model_names_only_the_public_package(saved_model):
+    """Classes are pickled by module path: an internal one would break every saved model the
+    next time the implementation moves."""
+    pipeline = load_model(saved_model.model_path).pipeline
+    modules = {
+        module
+        for opcode, argument, _ in pickletools.genops(pickle.dumps(pipeline))
+        if opcode.name in ("GLOBAL", "STACK_GLOBAL", "SHORT_BINUNICODE", "BINUNICODE")
+        and isinstance(argument, str)
+        and argument.startswith("taxi_")
+        for module in [argument.split(" ")[0]]
+    }
+    assert modules == {"taxi_model"}

@@ -27,7 +27,7 @@ from taxi_model._data import (
     sample_data_path,
 )
 from taxi_model._estimator import LogDurationRegressor, build_pipeline
-from taxi_model._features import INPUT_COLUMNS, events_to_frame, trip_features
+from taxi_model._features import INPUT_COLUMNS, TripFeatures, events_to_frame, trip_features
 from taxi_model._metrics import WITHIN_TOLERANCE, QualityMetrics, quality_metrics
 from taxi_model._synth import (
     MAX_ROWS,
@@ -38,6 +38,11 @@ from taxi_model._synth import (
 )
 from taxi_model._training import evaluate, holdout_split, train_model
 from taxi_model._workflow import BetterModelExistsError, SavedModel, ensure_model, train_and_save
+
+# A saved model pickles these classes by module and name. Naming the public package keeps saved
+# models loadable when the implementation moves between internal modules.
+TripFeatures.__module__ = __name__
+LogDurationRegressor.__module__ = __name__
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
@@ -58,6 +63,7 @@ __all__ = [
     "SavedModel",
     "TripData",
     "TripDurationModel",
+    "TripFeatures",
     "build_pipeline",
     "card_path",
     "ensure_model",

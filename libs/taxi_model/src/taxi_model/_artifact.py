@@ -25,7 +25,9 @@ from taxi_model._features import columns_to_frame, events_to_frame
 from taxi_model._metrics import QualityMetrics
 
 DEFAULT_MODEL_PATH = Path("models/taxi_pipeline.pkl")
-CARD_FORMAT = 1
+# 2: the pickle names the pipeline's classes by the public package (taxi_model.TripFeatures);
+# format 1 named internal modules (taxi_model.features) that no longer exist.
+CARD_FORMAT = 2
 RETRAIN_HINT = "Train a new one with `uv run taxi train --data data/train.csv --force`."
 
 
