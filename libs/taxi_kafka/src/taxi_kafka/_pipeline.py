@@ -1,4 +1,4 @@
-"""The pipeline's names and numbers, in one place (DESIGN.md): its topics and the settings every
+"""The pipeline's names and numbers, in one place: its topics and the settings every
 one of them must have, its consumer groups, each service's default ports and how an instance is
 named. The services, the dashboard, `taxi status` and the tests that check docker-compose.yml
 and the Prometheus configs all read them here."""
