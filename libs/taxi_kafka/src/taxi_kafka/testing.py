@@ -36,8 +36,7 @@ from taxi_kafka._admin import ensure_topics
 from taxi_kafka._config import KafkaConfig
 from taxi_kafka._pipeline import DEFAULT_PARTITIONS, TopicSpec
 from taxi_kafka._table import read_to_end
-from taxi_kafka.cluster import NODE_IDS, LocalCluster, free_base_port
-from taxi_kafka.cluster._local import JVM_OPTIONS_ENV
+from taxi_kafka.cluster import JVM_OPTIONS_ENV, NODE_IDS, LocalCluster, free_base_port
 from taxi_kafka.producer import KafkaProducer
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from taxi_kafka.cluster._config import (
 )
 from taxi_kafka.cluster._errors import ClusterError, PortInUseError, PrerequisiteError
 from taxi_kafka.cluster._jars import KAFKA_VERSION, KafkaJars
-from taxi_kafka.cluster._local import LocalCluster, UpResult, default_runtime_dir
+from taxi_kafka.cluster._local import JVM_OPTIONS_ENV, LocalCluster, UpResult, default_runtime_dir
 from taxi_kafka.cluster._procs import pid_alive, port_free, read_cmdline, send_signal, wait_gone
 from taxi_kafka.cluster._scratch import free_base_port, scratch_cluster
 from taxi_kafka.cluster._status import (
@@ -27,6 +27,7 @@ __all__ = [
     "BROKER_SETTINGS",
     "DEFAULT_BASE_PORT",
     "JVM_OPTIONS",
+    "JVM_OPTIONS_ENV",
     "KAFKA_VERSION",
     "NODE_IDS",
     "ClusterError",
