@@ -97,7 +97,8 @@ class Backlog:
         if error is None:
             partition, offset = message.partition(), message.offset()
             # confluent_kafka types them Optional; a delivered record has both.
-            assert partition is not None and offset is not None
+            assert partition is not None
+            assert offset is not None
             self.begins[partition] = min(self.begins.get(partition, offset), offset)
             self.ends[partition] = max(self.ends.get(partition, 0), offset + 1)
 
