@@ -28,8 +28,10 @@ def test_train_then_evaluate(taxi, synthetic_dir):
     train_csv = str(synthetic_dir / "train.csv")
     code, output, errors = taxi("train", "--data", train_csv)
     assert code == 0, errors
-    assert "held-out 600 trips: RMSLE" in output
     card = json.loads(Path("models/taxi_pipeline.json").read_text())
+    cutoff = card["data"]["cutoff"]
+    held_out = card["data"]["holdout_rows"]
+    assert f"held-out {held_out} trips (picked up from {cutoff} on): RMSLE" in output
     assert Path("models/taxi_pipeline.png").is_file()
 
     code, output, errors = taxi("evaluate", "--data", train_csv)
@@ -39,7 +41,14 @@ def test_train_then_evaluate(taxi, synthetic_dir):
     assert report["count"] == 3000
     assert set(report) >= {"rmsle", "mae", "median_ape", "within_30"}
 
-    code, output, errors = taxi("train", "--data", train_csv)
+    # Held out on other trips, the old model is not scored: it learnt from some of them.
+    code, output, errors = taxi("train", "--data", train_csv, "--split", "random")
+    assert code == 0, errors
+    assert "held-out 600 trips (a random fifth): RMSLE" in output
+    assert "without comparing the two: it held out other trips (time split from" in errors
+    assert "replaced a model scoring" not in output
+
+    code, output, errors = taxi("train", "--data", train_csv, "--split", "random")
     assert code == 0, errors
     assert "replaced a model scoring RMSLE" in output
 

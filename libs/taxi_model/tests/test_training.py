@@ -1,3 +1,5 @@
+from datetime import datetime
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,7 +8,7 @@ from hypothesis import strategies as st
 
 from taxi_model._data import read_trips
 from taxi_model._metrics import quality_metrics
-from taxi_model._training import holdout_split, train_model
+from taxi_model._training import holdout_split, time_split, train_model
 
 
 @given(st.integers(min_value=5, max_value=5000), st.integers(min_value=0, max_value=2**32 - 1))
@@ -19,6 +21,36 @@ def test_holdout_split_is_a_fixed_partition(rows, seed):
     assert (holdout == again_holdout).all()
 
 
+@given(
+    st.lists(
+        st.datetimes(min_value=datetime(2016, 1, 1), max_value=datetime(2016, 7, 1)),
+        min_size=5,
+        max_size=400,
+    )
+)
+def test_time_split_holds_out_the_latest_trips_and_none_before_the_cutoff(pickups):
+    times = pd.Series(pd.to_datetime(pickups)).astype("datetime64[s]")
+    train, holdout, cutoff = time_split(times)
+    assert sorted(np.concatenate([train, holdout]).tolist()) == list(range(len(times)))
+    assert (times.iloc[train] < cutoff).all()
+    assert (times.iloc[holdout] >= cutoff).all()
+    # At least the latest fifth is held out; more only where trips share the cutoff's moment.
+    assert len(holdout) >= round(len(times) * 0.2)
+    assert len(holdout) - round(len(times) * 0.2) < (times == cutoff).sum()
+
+
+def test_the_time_split_is_in_the_card_and_the_held_out_trips_are_the_latest(synthetic_trips):
+    result = train_model(synthetic_trips, "synthetic")
+    cutoff = pd.Timestamp(result.card.data.cutoff)
+    assert result.card.data.split == "time"
+    assert (result.holdout["pickup_datetime"] >= cutoff).all()
+    assert result.card.data.train_rows == (synthetic_trips["pickup_datetime"] < cutoff).sum()
+    random = train_model(synthetic_trips, "synthetic", split="random")
+    assert random.card.data.split == "random"
+    assert random.card.data.cutoff is None
+    assert (random.holdout["pickup_datetime"] < cutoff).any()
+
+
 def test_unlabelled_trips_cannot_train(synthetic_trips):
     with pytest.raises(ValueError, match="labelled"):
         train_model(synthetic_trips.drop(columns=["trip_duration"]), "no labels")
@@ -26,12 +58,15 @@ def test_unlabelled_trips_cannot_train(synthetic_trips):
 
 @pytest.mark.slow
 def test_quality_bar_on_real_kaggle_rows(real_sample_path):
-    """Fixed 80/20 split of the real sample: RMSLE <= 0.42 (the constant median scores 0.795)."""
+    """The real sample, split by time: the latest fifth by pickup time scores RMSLE <= 0.44 (the
+    constant median scores 0.795). A random fifth scores lower (0.403; docs/measurements): the
+    later trips are harder, and a live replay meets later trips."""
     trips = read_trips(real_sample_path).frame
     result = train_model(trips, str(real_sample_path))
+    assert (result.holdout["pickup_datetime"] >= pd.Timestamp(result.card.data.cutoff)).all()
     holdout = result.holdout
-    assert result.card.holdout.count == len(holdout) == round(len(trips) * 0.2)
-    assert result.card.holdout.rmsle <= 0.42
+    assert result.card.holdout.count == len(holdout) >= round(len(trips) * 0.2)
+    assert result.card.holdout.rmsle <= 0.44
 
     typical = holdout[holdout["trip_duration"].between(60, 3 * 3600)]
     typical_quality = quality_metrics(typical["trip_duration"], typical["predicted_duration"])

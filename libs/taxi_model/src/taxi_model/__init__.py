@@ -36,7 +36,7 @@ from taxi_model._synth import (
     synthetic_train_test,
     write_synthetic,
 )
-from taxi_model._training import evaluate, holdout_split, train_model
+from taxi_model._training import SPLITS, Split, evaluate, holdout_split, time_split, train_model
 from taxi_model._workflow import BetterModelExistsError, SavedModel, ensure_model, train_and_save
 
 # A saved model pickles these classes by module and name. Naming the public package keeps saved
@@ -50,6 +50,7 @@ __all__ = [
     "MAX_ROWS",
     "SAMPLE_DATA_DEFAULT",
     "SAMPLE_DATA_VARIABLE",
+    "SPLITS",
     "TEST_COLUMNS",
     "TRAIN_COLUMNS",
     "WITHIN_TOLERANCE",
@@ -61,6 +62,7 @@ __all__ = [
     "ModelLoadError",
     "QualityMetrics",
     "SavedModel",
+    "Split",
     "TripData",
     "TripDurationModel",
     "TripFeatures",
@@ -80,6 +82,7 @@ __all__ = [
     "sample_data_path",
     "save_model",
     "synthetic_train_test",
+    "time_split",
     "train_and_save",
     "train_model",
     "trip_features",

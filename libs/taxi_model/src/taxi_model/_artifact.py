@@ -42,6 +42,10 @@ class TrainingData:
     rows: int
     train_rows: int
     holdout_rows: int
+    # How the held-out trips were chosen: "time" (those picked up at `cutoff`, an ISO pickup
+    # time, or later) or "random" (a fixed random fifth; no cutoff).
+    split: str = "random"
+    cutoff: str | None = None
 
 
 @attrs.frozen

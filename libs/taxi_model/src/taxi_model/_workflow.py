@@ -12,7 +12,7 @@ import pandas as pd
 from taxi_model._artifact import ModelCard, ModelLoadError, load_model, save_model
 from taxi_model._data import read_trips
 from taxi_model._synth import synthetic_train_test
-from taxi_model._training import holdout_rmsle, train_model
+from taxi_model._training import Split, holdout_rmsle, train_model
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +39,34 @@ def train_and_save(
     data_sha256: str | None = None,
     force: bool = False,
     on_rounds: Callable[[int], None] | None = None,
+    split: Split = "time",
 ) -> SavedModel:
     """Train on `trips` and write the model, its card and its PNG report beside each other.
 
     Refuses (BetterModelExistsError) to replace a model that scores a lower RMSLE on the new model's
     held-out trips, unless `force`. A model that cannot be loaded any more is always replaced.
     """
-    result = train_model(trips, data_description, data_sha256, on_rounds=on_rounds)
+    result = train_model(trips, data_description, data_sha256, on_rounds=on_rounds, split=split)
     new_rmsle = result.card.holdout.rmsle
     old_rmsle = None
     if model_path.exists():
         try:
-            old_rmsle = holdout_rmsle(load_model(model_path), result)
+            old = load_model(model_path)
         except ModelLoadError as exc:
             log.warning("replacing the unusable model in place: %s", exc)
+        else:
+            if held_out_alike(old.card, result.card):
+                old_rmsle = holdout_rmsle(old, result)
+            else:
+                # The old model may have learnt from the trips the new one holds out: scoring it
+                # there would flatter it.
+                log.warning(
+                    "replacing the model at %s without comparing the two: it held out other "
+                    "trips (%s split%s)",
+                    model_path,
+                    old.card.data.split,
+                    f" from {old.card.data.cutoff}" if old.card.data.cutoff else "",
+                )
         if old_rmsle is not None and new_rmsle is not None and old_rmsle < new_rmsle and not force:
             raise BetterModelExistsError(
                 f"the model at {model_path} is better on the same held-out trips "
@@ -65,6 +79,13 @@ def train_and_save(
 
     report_path = write_report(result.holdout, card, model_path.with_suffix(".png"))
     return SavedModel(card, model_path, report_path, old_rmsle)
+
+
+def held_out_alike(old: ModelCard, new: ModelCard) -> bool:
+    """Whether two models held out the same trips of the same data, so that one's held-out
+    trips are unseen by the other too."""
+    fields = ("sha256", "rows", "split", "cutoff")
+    return all(getattr(old.data, f) == getattr(new.data, f) for f in fields)
 
 
 def ensure_model(model_path: Path, data_dir: Path, say: Callable[[str], None] = log.info) -> str:

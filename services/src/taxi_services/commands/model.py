@@ -12,10 +12,13 @@ import click
 from tqdm import tqdm
 
 from taxi_model import (
+    SPLITS,
     BetterModelExistsError,
     CsvSchemaError,
     LogDurationRegressor,
+    ModelCard,
     ModelLoadError,
+    Split,
     TripData,
     ensure_model,
     file_sha256,
@@ -84,11 +87,21 @@ def _read_labelled(path: Path) -> TripData:
     help="Keep the model at --model if there is one. Train only if there is none, as `taxi up` "
     "does: on --data (which must be a train.csv), or on synthetic trips if it does not exist.",
 )
-def train(data: Path, model: Path, force: bool, if_missing: bool) -> None:
+@click.option(
+    "--split",
+    type=click.Choice(SPLITS),
+    default="time",
+    show_default=True,
+    show_envvar=True,
+    help="time: learn from the earliest 80% of trips by pickup time and hold out the rest, "
+    "as the model will meet later trips; random: hold out a fixed random fifth.",
+)
+def train(data: Path, model: Path, force: bool, if_missing: bool, split: Split) -> None:
     """Train the trip-duration model and write the model, its card and a PNG report.
 
-    Fits on a fixed 80% of the trips and reports RMSLE, MAE, median absolute percentage error
-    and the share within ±30% on the other 20%.
+    Fits on 80% of the trips and reports RMSLE, MAE, median absolute percentage error and the
+    share within ±30% on the other 20%: by default the latest fifth by pickup time, whose
+    start (the cutoff) the card records.
     """
     if if_missing:
         _train_if_missing(data, model, force)
@@ -108,6 +121,7 @@ def train(data: Path, model: Path, force: bool, if_missing: bool) -> None:
                 data_sha256=file_sha256(data),
                 force=force,
                 on_rounds=on_rounds,
+                split=split,
             )
         except BetterModelExistsError as exc:
             raise click.ClickException(str(exc)) from exc
@@ -117,12 +131,19 @@ def train(data: Path, model: Path, force: bool, if_missing: bool) -> None:
     click.echo(
         f"model {card.version} trained on {card.data.train_rows:,} trips in "
         f"{card.training_seconds:.1f} s\n"
-        f"held-out {m.count:,} trips: RMSLE {m.rmsle:.4f}, MAE {m.mae:.0f} s, "
+        f"held-out {m.count:,} trips ({held_out(card)}): RMSLE {m.rmsle:.4f}, MAE {m.mae:.0f} s, "
         f"median APE {m.median_ape:.1%}, within ±30% {m.within_30:.1%}"
     )
     if saved.replaced_rmsle is not None:
         click.echo(f"replaced a model scoring RMSLE {saved.replaced_rmsle:.4f} on the same trips")
     click.echo(f"wrote {saved.model_path}, its card and the report {saved.report_path}")
+
+
+def held_out(card: ModelCard) -> str:
+    """Which trips a card's held-out figures are on, in words."""
+    if card.data.cutoff is None:
+        return "a random fifth"
+    return f"picked up from {card.data.cutoff} on"
 
 
 def _train_if_missing(data: Path, model: Path, force: bool) -> None:
