@@ -1,5 +1,6 @@
 from datetime import datetime
 
+import attrs
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +9,13 @@ from hypothesis import strategies as st
 
 from taxi_model._data import read_trips
 from taxi_model._metrics import quality_metrics
-from taxi_model._training import holdout_split, time_split, train_model
+from taxi_model._training import (
+    InSampleError,
+    holdout_split,
+    time_split,
+    train_model,
+    unseen_trips,
+)
 
 
 @given(st.integers(min_value=5, max_value=5000), st.integers(min_value=0, max_value=2**32 - 1))
@@ -74,3 +81,23 @@ def test_quality_bar_on_real_kaggle_rows(real_sample_path):
 
     constant = pd.Series(holdout["trip_duration"].median(), index=holdout.index)
     assert quality_metrics(holdout["trip_duration"], constant).rmsle > 0.75
+
+
+def test_a_replay_of_the_training_data_leaves_out_the_trips_before_the_cutoff(synthetic_trips):
+    trained = train_model(synthetic_trips, "synthetic").card
+    card = attrs.evolve(trained, data=attrs.evolve(trained.data, sha256="same"))
+    cutoff = pd.Timestamp(card.data.cutoff)
+    unseen = unseen_trips(card, synthetic_trips, "same")
+    assert (unseen["pickup_datetime"] >= cutoff).all()
+    assert len(unseen) == (synthetic_trips["pickup_datetime"] >= cutoff).sum()
+    # Other data, or data of unknown origin, the model never saw: all of it is replayed.
+    assert len(unseen_trips(card, synthetic_trips, "other")) == len(synthetic_trips)
+    assert len(unseen_trips(card, synthetic_trips, None)) == len(synthetic_trips)
+
+
+def test_a_replay_of_data_split_at_random_is_refused(synthetic_trips):
+    random = train_model(synthetic_trips, "synthetic", split="random").card
+    card = attrs.evolve(random, data=attrs.evolve(random.data, sha256="same"))
+    with pytest.raises(InSampleError, match="random 80%"):
+        unseen_trips(card, synthetic_trips, "same")
+    assert len(unseen_trips(card, synthetic_trips, "other")) == len(synthetic_trips)

@@ -4,9 +4,10 @@ import shutil
 import pytest
 
 from taxi_model import _training as training
-from taxi_model._artifact import card_path, load_model
+from taxi_model._artifact import card_path, file_sha256, load_model
 from taxi_model._estimator import build_pipeline
-from taxi_model._workflow import BetterModelExistsError, train_and_save
+from taxi_model._synth import write_synthetic
+from taxi_model._workflow import BetterModelExistsError, ensure_model, train_and_save
 
 
 @pytest.fixture
@@ -51,3 +52,13 @@ def test_an_unusable_model_is_replaced_with_a_warning(model_path, synthetic_trip
         saved = train_and_save(synthetic_trips, "fresh", model_path)
     assert "unusable model" in caplog.text
     assert load_model(model_path).version == saved.card.version
+
+
+def test_a_model_trained_on_a_csv_records_its_hash(tmp_path):
+    """A replay of the same file tells by the hash which trips the model learnt from."""
+    train_csv, _ = write_synthetic(tmp_path / "data", rows=1500, seed=12, test_rows=0)
+    model = tmp_path / "models" / "taxi_pipeline.pkl"
+    ensure_model(model, train_csv.parent)
+    card = load_model(model).card
+    assert card.data.sha256 == file_sha256(train_csv)
+    assert card.data.split == "time"

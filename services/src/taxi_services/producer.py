@@ -36,9 +36,18 @@ from taxi_kafka import (
     stop_on_signals,
 )
 from taxi_kafka.cli import env_option
-from taxi_model import CsvSchemaError, read_trips, synthetic_train_test
+from taxi_model import (
+    CsvSchemaError,
+    InSampleError,
+    ModelLoadError,
+    file_sha256,
+    read_card,
+    read_trips,
+    synthetic_train_test,
+    unseen_trips,
+)
 from taxi_services.metrics import PrometheusObserver, serve_metrics
-from taxi_services.options import prefixed, service_options, topic_prefix_option
+from taxi_services.options import model_option, prefixed, service_options, topic_prefix_option
 from taxi_stream import CheckpointMismatchError, Replay, ReplayCheckpoint, ReplayStep
 
 log = logging.getLogger("taxi.producer")
@@ -184,6 +193,15 @@ def _report_position(replay: Replay) -> None:
     default=2_000,
     help="Most trip starts per transaction.",
 )
+@model_option(
+    "The model being scored live. Of the file it was trained on, the train replay leaves out "
+    "the trips it learnt from (only its card, the .json beside it, is read)."
+)
+@option(
+    "--in-sample",
+    is_flag=True,
+    help="Replay every trip, those the model learnt from too: its live score is then in-sample.",
+)
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @topic_prefix_option()
 def main(
@@ -200,6 +218,8 @@ def main(
     loop: bool,
     synthetic_rows: int,
     batch_size: int,
+    model_path: Path,
+    in_sample: bool,
     progress: bool,
     topic_prefix: str,
 ) -> None:
@@ -210,7 +230,7 @@ def main(
     checkpoint each): reuse it to resume, change it to replay the file afresh.
     """
     trip_source = cast(Source, source)
-    trips = load_trips(trip_source, data, synthetic_rows)
+    trips = replay_trips(trip_source, data, synthetic_rows, model_path, in_sample=in_sample)
     replay = Replay(trips, trip_source, rate=rate, time_scale=time_scale, loop=loop)
     name = replay_name(trip_source, instance)
     serve_metrics(metrics_port, metrics_address)
@@ -297,21 +317,64 @@ def saved_checkpoints(kafka: KafkaConfig, topic_prefix: str = "") -> dict[str, R
     }
 
 
-def load_trips(source: Source, data: Path | None, synthetic_rows: int) -> pd.DataFrame:
-    """The trips a producer replays: `data`, else data/<source>.csv, else synthetic trips."""
+def replay_trips(
+    source: Source,
+    data: Path | None,
+    synthetic_rows: int,
+    model_path: Path,
+    *,
+    in_sample: bool = False,
+) -> pd.DataFrame:
+    """The trips a producer replays: `data`, else data/<source>.csv, else synthetic trips; of
+    train rows, only those the model at `model_path` did not learn from, unless `in_sample`."""
     path = data or Path(f"data/{source}.csv")
-    if path.is_file():
-        try:
-            loaded = read_trips(path, source)
-        except CsvSchemaError as exc:
-            raise click.ClickException(str(exc)) from exc
-        log.info("%s trips from %s: %s", source, path, loaded.report.summary())
+    if not path.is_file():
+        if data is not None:
+            raise click.ClickException(f"no trip data at {data}")
+        log.info("no %s: %s trips are %d synthetic ones", path, source, synthetic_rows)
+        train, test = _synthetic(synthetic_rows)
+        return train if source == "train" else test
+    try:
+        loaded = read_trips(path, source)
+    except CsvSchemaError as exc:
+        raise click.ClickException(str(exc)) from exc
+    log.info("%s trips from %s: %s", source, path, loaded.report.summary())
+    if source != "train":
         return loaded.frame
-    if data is not None:
-        raise click.ClickException(f"no trip data at {data}")
-    log.info("no %s: %s trips are %d synthetic ones", path, source, synthetic_rows)
-    train, test = _synthetic(synthetic_rows)
-    return train if source == "train" else test
+    if in_sample:
+        log.warning("replaying every trip of %s: the live score is in-sample (--in-sample)", path)
+        return loaded.frame
+    return _unseen(loaded.frame, path, model_path)
+
+
+def _unseen(trips: pd.DataFrame, path: Path, model_path: Path) -> pd.DataFrame:
+    try:
+        card = read_card(model_path)
+    except ModelLoadError as exc:
+        log.warning(
+            "cannot tell which trips of %s the model learnt from (%s): replaying all of them; "
+            "a live score of trips it learnt from would be in-sample",
+            path,
+            exc,
+        )
+        return trips
+    try:
+        unseen = unseen_trips(card, trips, file_sha256(path))
+    except InSampleError as exc:
+        raise click.ClickException(
+            f"{exc}. Retrain on the time split (`uv run taxi train --data {path} --force`), "
+            "or pass --in-sample to replay every trip anyway"
+        ) from exc
+    if len(unseen) < len(trips):
+        log.info(
+            "model %s learnt from %s up to %s: replaying the %d trips from then on, of %d",
+            card.version,
+            path,
+            card.data.cutoff,
+            len(unseen),
+            len(trips),
+        )
+    return unseen
 
 
 @functools.cache

@@ -36,7 +36,16 @@ from taxi_model._synth import (
     synthetic_train_test,
     write_synthetic,
 )
-from taxi_model._training import SPLITS, Split, evaluate, holdout_split, time_split, train_model
+from taxi_model._training import (
+    SPLITS,
+    InSampleError,
+    Split,
+    evaluate,
+    holdout_split,
+    time_split,
+    train_model,
+    unseen_trips,
+)
 from taxi_model._workflow import BetterModelExistsError, SavedModel, ensure_model, train_and_save
 
 # A saved model pickles these classes by module and name. Naming the public package keeps saved
@@ -56,6 +65,7 @@ __all__ = [
     "WITHIN_TOLERANCE",
     "BetterModelExistsError",
     "CsvSchemaError",
+    "InSampleError",
     "LoadReport",
     "LogDurationRegressor",
     "ModelCard",
@@ -86,5 +96,6 @@ __all__ = [
     "train_and_save",
     "train_model",
     "trip_features",
+    "unseen_trips",
     "write_synthetic",
 ]

@@ -110,6 +110,26 @@ def train_model(
     return TrainResult(pipeline, card, holdout)
 
 
+class InSampleError(ValueError):
+    """A replay would score a model on trips it learnt from, and no cutoff says which."""
+
+
+def unseen_trips(card: ModelCard, trips: pd.DataFrame, data_sha256: str | None) -> pd.DataFrame:
+    """The trips of a replay that the model of `card` did not learn from. From the very data it
+    trained on (same sha256), those picked up at its time-split cutoff or later; from other data,
+    all of them. Raises InSampleError for the data it trained on with a random split: most of
+    those trips are in its training fifths, with no time to tell them apart."""
+    if data_sha256 is None or card.data.sha256 != data_sha256:
+        return trips
+    if card.data.cutoff is None:
+        raise InSampleError(
+            f"model {card.version} learnt from a random 80% of this data "
+            f"({card.data.description}), so a replay of it scores the model in-sample"
+        )
+    unseen = trips["pickup_datetime"] >= pd.Timestamp(card.data.cutoff)
+    return trips[unseen].reset_index(drop=True)
+
+
 def evaluate(model: TripDurationModel, trips: pd.DataFrame) -> QualityMetrics:
     """The model's quality on labelled trips."""
     if "trip_duration" not in trips.columns:

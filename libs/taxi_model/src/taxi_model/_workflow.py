@@ -9,7 +9,7 @@ from pathlib import Path
 import attrs
 import pandas as pd
 
-from taxi_model._artifact import ModelCard, ModelLoadError, load_model, save_model
+from taxi_model._artifact import ModelCard, ModelLoadError, file_sha256, load_model, save_model
 from taxi_model._data import read_trips
 from taxi_model._synth import synthetic_train_test
 from taxi_model._training import Split, holdout_rmsle, train_model
@@ -101,10 +101,13 @@ def ensure_model(model_path: Path, data_dir: Path, say: Callable[[str], None] = 
     if train_csv.is_file():
         say(f"no model yet: training on {train_csv}")
         trips, description = read_trips(train_csv).frame, str(train_csv)
+        data_sha256: str | None = file_sha256(train_csv)
     else:
         say(f"no model and no {train_csv}: training on {SYNTHETIC_TRAINING_ROWS:,} synthetic trips")
         trips, _ = synthetic_train_test(SYNTHETIC_TRAINING_ROWS, seed=1, test_rows=0)
         description = f"synthetic rows={SYNTHETIC_TRAINING_ROWS} seed=1"
-    saved = train_and_save(trips, description, model_path)
+        data_sha256 = None
+    # The hash tells a replay of the same file which of its trips the model learnt from.
+    saved = train_and_save(trips, description, model_path, data_sha256=data_sha256)
     say(f"model {saved.card.version}: held-out RMSLE {saved.card.holdout.rmsle:.3f}")
     return saved.card.version

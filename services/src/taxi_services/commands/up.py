@@ -29,7 +29,7 @@ from taxi_model import ModelLoadError, ensure_model
 from taxi_services.commands.reset import deleted_summary, reset_or_fail
 from taxi_services.commands.status import group_lag
 from taxi_services.options import model_option
-from taxi_services.producer import SYNTHETIC_ROWS, load_trips, replay_name, saved_checkpoints
+from taxi_services.producer import SYNTHETIC_ROWS, replay_name, replay_trips, saved_checkpoints
 from taxi_services.prometheus import (
     LOCAL_CONFIG,
     PrometheusError,
@@ -86,6 +86,8 @@ def pipeline(
                     "--instance",
                     UP_INSTANCE,
                     "--no-progress",
+                    "--model",
+                    str(model_path),
                     *producer_args,
                     *_data_args(data_dir / f"{source}.csv"),
                 ],
@@ -144,9 +146,10 @@ def _data_args(csv: Path) -> list[str]:
     return ["--data", str(csv)] if csv.is_file() else []
 
 
-def check_replays(kafka: KafkaConfig, data_dir: Path) -> None:
-    """Refuse to start producers whose replay on the cluster is of other trip data than they
-    would replay now (a CSV put in data/ or changed since): they would stop at once."""
+def check_replays(kafka: KafkaConfig, data_dir: Path, model_path: Path) -> None:
+    """Refuse to start producers whose replay on the cluster is of other trips than they would
+    replay now (a CSV put in data/ or changed since, or a model trained up to another cutoff):
+    they would stop at once."""
     saved = saved_checkpoints(kafka)
     problems = []
     for source in SOURCES:
@@ -155,11 +158,12 @@ def check_replays(kafka: KafkaConfig, data_dir: Path) -> None:
             continue
         csv = data_dir / f"{source}.csv"
         data = csv if csv.is_file() else None
-        trips = load_trips(source, data, SYNTHETIC_ROWS)
+        trips = replay_trips(source, data, SYNTHETIC_ROWS, model_path)
         if checkpoint.fingerprint != replay_fingerprint(trips, source):
             problems.append(
-                f"the {source} replay on this cluster was of other trips than "
-                f"{data or 'the synthetic ones'}"
+                f"the {source} replay on this cluster was of other trips than those of "
+                f"{data or 'the synthetic ones'} it would replay now"
+                + (" (after the model's training cutoff)" if source == "train" and data else "")
             )
     if problems:
         raise click.ClickException(
@@ -353,12 +357,13 @@ def _prepare(
     if fresh:
         click.echo(deleted_summary(reset_or_fail(kafka)))
         ensure_topics(cluster.admin(), cluster.topics)
-    check_replays(kafka, data_dir)
     try:
         version = ensure_model(model_path, data_dir, click.echo)
     except ModelLoadError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"model {version} at {model_path}")
+    # After the model: the train replay leaves out the trips it learnt from.
+    check_replays(kafka, data_dir, model_path)
 
 
 def _check_ports_free(children: list[Child]) -> None:
