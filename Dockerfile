@@ -45,7 +45,7 @@ RUN useradd --uid 1000 --create-home --shell /usr/sbin/nologin taxi \
 COPY --from=build /app/.venv /app/.venv
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1
-# Commands use the default paths data/<source>.csv and models/taxi_pipeline.pkl from here.
+# Commands use the default paths data/<source>.csv and models/taxi_pipeline.skops from here.
 WORKDIR /app
 USER taxi
 CMD ["taxi", "--help"]

@@ -86,7 +86,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "taxi_pipeline.pkl"
+    path = tmp_path_factory.mktemp("model") / "taxi_pipeline.skops"
     train_and_save(generate_trips(rows=3000, seed=5), "synthetic rows=3000 seed=5", path)
     return path
 

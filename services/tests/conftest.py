@@ -42,7 +42,7 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def trained_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model trained on synthetic trips, for services that need one."""
-    path = tmp_path_factory.mktemp("models") / "taxi_pipeline.pkl"
+    path = tmp_path_factory.mktemp("models") / "taxi_pipeline.skops"
     train_and_save(generate_trips(rows=3000, seed=5), "synthetic rows=3000 seed=5", path)
     return path
 

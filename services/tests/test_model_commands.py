@@ -72,7 +72,7 @@ def test_train_on_a_test_file_is_refused(taxi, synthetic_dir):
 def test_evaluate_without_a_model_says_how_to_train(taxi, synthetic_dir):
     code, _output, errors = taxi("evaluate", "--data", str(synthetic_dir / "train.csv"))
     assert code == 1
-    assert "no model at models/taxi_pipeline.pkl" in errors
+    assert "no model at models/taxi_pipeline.skops" in errors
     assert "taxi train" in errors
 
 
@@ -81,14 +81,14 @@ def test_train_if_missing_keeps_the_model_in_place(taxi, in_tmp, trained_model_p
     models.mkdir()
     for path in (trained_model_path, card_path(trained_model_path)):
         shutil.copy(path, models / path.name)
-    before = (models / "taxi_pipeline.pkl").read_bytes()
+    before = (models / "taxi_pipeline.skops").read_bytes()
     version = json.loads(card_path(trained_model_path).read_text())["version"]
 
     code, output, errors = taxi("train", "--if-missing")
 
     assert code == 0, errors
-    assert output == f"model {version} is at models/taxi_pipeline.pkl\n"
-    assert (models / "taxi_pipeline.pkl").read_bytes() == before
+    assert output == f"model {version} is at models/taxi_pipeline.skops\n"
+    assert (models / "taxi_pipeline.skops").read_bytes() == before
 
 
 def test_train_if_missing_trains_on_data_train_csv(taxi, in_tmp, synthetic_dir):
@@ -100,7 +100,7 @@ def test_train_if_missing_trains_on_data_train_csv(taxi, in_tmp, synthetic_dir):
     assert code == 0, errors
     assert "no model yet: training on data/train.csv" in output
     card = json.loads(Path("models/taxi_pipeline.json").read_text())
-    assert f"model {card['version']} is at models/taxi_pipeline.pkl" in output
+    assert f"model {card['version']} is at models/taxi_pipeline.skops" in output
     assert card["data"]["description"] == "data/train.csv"
 
 

@@ -67,7 +67,7 @@ def test_runs_resume_where_the_last_stopped_and_a_loop_renames_its_trips(
 def trained_on_csv(tmp_path):
     """A CSV and a model trained on it (time split), its hash in the card."""
     csv, _ = write_synthetic(tmp_path / "data", rows=2000, seed=83, test_rows=0)
-    model = tmp_path / "models" / "taxi_pipeline.pkl"
+    model = tmp_path / "models" / "taxi_pipeline.skops"
     train_and_save(read_trips(csv).frame, str(csv), model, data_sha256=file_sha256(csv))
     return csv, model
 
@@ -92,14 +92,14 @@ def test_the_train_replay_leaves_out_the_trips_its_model_learnt_from(trained_on_
 
 def test_without_a_model_card_every_trip_is_replayed_with_a_warning(trained_on_csv, caplog):
     csv, model = trained_on_csv
-    replayed = replay_trips("train", csv, 10, model.with_name("missing.pkl"))
+    replayed = replay_trips("train", csv, 10, model.with_name("missing.skops"))
     assert len(replayed) == 2000
     assert "cannot tell which trips" in caplog.text
 
 
 def test_a_model_split_at_random_on_the_same_file_is_refused(tmp_path):
     csv, _ = write_synthetic(tmp_path / "data", rows=1500, seed=85, test_rows=0)
-    model = tmp_path / "taxi_pipeline.pkl"
+    model = tmp_path / "taxi_pipeline.skops"
     trips = read_trips(csv).frame
     train_and_save(trips, str(csv), model, data_sha256=file_sha256(csv), split="random")
     with pytest.raises(click.ClickException, match=r"in-sample.*--split|in-sample.*--in-sample"):

@@ -120,7 +120,7 @@ def test_the_report_says_which_brokers_are_down_and_what_is_under_replicated():
                 ),
                 "taxi-aggregator": None,
             },
-            model="abc at models/taxi_pipeline.pkl",
+            model="abc at models/taxi_pipeline.skops",
         )
     )
     lines = report.splitlines()

@@ -166,7 +166,7 @@ def test_status_while_up_runs_and_ctrl_c_stops_every_process(tmp_path):
     assert re.search(r"^dashboard UI +running +http://127.0.0.1:8501", report, re.MULTILINE)
     assert re.search(r"^dashboard +running .* read [1-9]", report, re.MULTILINE), report
     assert ("prometheus      running" in report) == PROMETHEUS_INSTALLED, report
-    assert re.search(r"^model: \w+ at models/taxi_pipeline.pkl, held-out RMSLE", report, re.M)
+    assert re.search(r"^model: \w+ at models/taxi_pipeline.skops, held-out RMSLE", report, re.M)
 
 
 # -- running it again: each run goes on where the last one stopped ---------------------------
@@ -253,7 +253,7 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path, up_env):
     assert "started 200 train + 200 test | predicted 400" in first
     assert f"stopped: predictor (0), aggregator (0), dashboard (0){PROMETHEUS_STOPPED}\n" in first
     assert "stopped the Kafka cluster" in first
-    assert (tmp_path / "models" / "taxi_pipeline.pkl").is_file()
+    assert (tmp_path / "models" / "taxi_pipeline.skops").is_file()
     assert leftovers(tmp_path) == []
 
     # Day two: plain runs stopped with Ctrl+C mid-replay, twice (the first on the cluster it

@@ -33,5 +33,5 @@ def synthetic_trips() -> pd.DataFrame:
 def saved_model(
     tmp_path_factory: pytest.TempPathFactory, synthetic_trips: pd.DataFrame
 ) -> SavedModel:
-    model_path = tmp_path_factory.mktemp("models") / "taxi_pipeline.pkl"
+    model_path = tmp_path_factory.mktemp("models") / "taxi_pipeline.skops"
     return train_and_save(synthetic_trips, "synthetic rows=4000 seed=7", model_path)

@@ -12,7 +12,7 @@ from taxi_model._workflow import BetterModelExistsError, ensure_model, train_and
 
 @pytest.fixture
 def model_path(tmp_path, saved_model):
-    path = tmp_path / "taxi_pipeline.pkl"
+    path = tmp_path / "taxi_pipeline.skops"
     shutil.copy(saved_model.model_path, path)
     shutil.copy(card_path(saved_model.model_path), card_path(path))
     return path
@@ -57,7 +57,7 @@ def test_an_unusable_model_is_replaced_with_a_warning(model_path, synthetic_trip
 def test_a_model_trained_on_a_csv_records_its_hash(tmp_path):
     """A replay of the same file tells by the hash which trips the model learnt from."""
     train_csv, _ = write_synthetic(tmp_path / "data", rows=1500, seed=12, test_rows=0)
-    model = tmp_path / "models" / "taxi_pipeline.pkl"
+    model = tmp_path / "models" / "taxi_pipeline.skops"
     ensure_model(model, train_csv.parent)
     card = load_model(model).card
     assert card.data.sha256 == file_sha256(train_csv)

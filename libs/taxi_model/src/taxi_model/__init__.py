@@ -48,8 +48,9 @@ from taxi_model._training import (
 )
 from taxi_model._workflow import BetterModelExistsError, SavedModel, ensure_model, train_and_save
 
-# A saved model pickles these classes by module and name. Naming the public package keeps saved
-# models loadable when the implementation moves between internal modules.
+# A saved model (skops) records these classes by module and name, and loading trusts them by
+# that name. Naming the public package keeps saved models loadable when the implementation
+# moves between internal modules.
 TripFeatures.__module__ = __name__
 LogDurationRegressor.__module__ = __name__
 

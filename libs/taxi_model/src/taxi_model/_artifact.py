@@ -1,4 +1,10 @@
-"""The model artifact: the pickled pipeline, its JSON model card, and safe loading."""
+"""The model artifact: the pipeline in skops format, its JSON model card, and safe loading.
+
+skops stores the fitted pipeline as data. Loading builds only the types it is told to trust (its
+own list of scikit-learn and numpy types, and TRUSTED_TYPES here), so a model file cannot run
+code, unlike a pickle. The card's version is the file's content hash, checked on the very bytes
+that are loaded.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +18,30 @@ from typing import Any
 
 import attrs
 import cattrs
-import joblib
 import numpy as np
 import pandas as pd
 import sklearn
+import skops
 from sklearn.exceptions import InconsistentVersionWarning
 from sklearn.pipeline import Pipeline
+from skops import io as skops_io
 
 from taxi_events import TripStarted
 from taxi_events.columns import TripStartColumns
 from taxi_model._features import columns_to_frame, events_to_frame
 from taxi_model._metrics import QualityMetrics
 
-DEFAULT_MODEL_PATH = Path("models/taxi_pipeline.pkl")
-# 2: the pickle names the pipeline's classes by the public package (taxi_model.TripFeatures);
-# format 1 named internal modules (taxi_model.features) that no longer exist.
-CARD_FORMAT = 2
+DEFAULT_MODEL_PATH = Path("models/taxi_pipeline.skops")
+# 3: the artifact is a skops file; formats 1 and 2 were pickles.
+CARD_FORMAT = 3
+# What a model file may hold beyond skops' own trusted scikit-learn and numpy types: the
+# project's two pipeline steps (by their public names) and the fitted trees of scikit-learn's
+# histogram gradient boosting, which skops does not list itself.
+TRUSTED_TYPES = [
+    "taxi_model.TripFeatures",
+    "taxi_model.LogDurationRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+]
 RETRAIN_HINT = "Train a new one with `uv run taxi train --data data/train.csv --force`."
 
 
@@ -78,7 +92,7 @@ def library_versions() -> dict[str, str]:
         "scikit-learn": sklearn.__version__,
         "numpy": np.__version__,
         "pandas": pd.__version__,
-        "joblib": joblib.__version__,
+        "skops": skops.__version__,
     }
 
 
@@ -119,11 +133,12 @@ class TripDurationModel:
 
 
 def save_model(pipeline: Pipeline, card: ModelCard, model_path: Path) -> ModelCard:
-    """Write the pipeline and its card; the card's version becomes the pickle's content hash."""
+    """Write the pipeline and its card; the card's version becomes the file's content hash."""
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = model_path.with_suffix(".pkl.tmp")
-    joblib.dump(pipeline, tmp, compress=3)
-    card = attrs.evolve(card, version=content_version(tmp.read_bytes()))
+    data = skops_io.dumps(pipeline)
+    tmp = model_path.with_name(model_path.name + ".tmp")
+    tmp.write_bytes(data)
+    card = attrs.evolve(card, version=content_version(data))
     # Card first, then the model: a crash in between leaves a mismatch that loading reports.
     card_path(model_path).write_text(json.dumps(card_to_json(card), indent=2) + "\n")
     tmp.replace(model_path)
@@ -160,7 +175,7 @@ def load_model(model_path: Path = DEFAULT_MODEL_PATH) -> TripDurationModel:
     if _minor(trained_with) != _minor(sklearn.__version__):
         raise ModelLoadError(
             f"{model_path} was written by scikit-learn {trained_with}, but {sklearn.__version__} "
-            f"is installed, and pickles do not cross minor versions. {RETRAIN_HINT}"
+            f"is installed, and its models do not cross minor versions. {RETRAIN_HINT}"
         )
     data = model_path.read_bytes()
     if content_version(data) != card.version:
@@ -168,12 +183,22 @@ def load_model(model_path: Path = DEFAULT_MODEL_PATH) -> TripDurationModel:
             f"{model_path} does not match its card (version {card.version}): the file is "
             f"corrupted or was replaced. {RETRAIN_HINT}"
         )
+    # The bytes whose hash was checked are the ones loaded.
+    try:
+        untrusted = sorted(set(skops_io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+    except Exception as exc:  # a damaged archive can fail in many ways
+        raise ModelLoadError(f"{model_path} cannot be read ({exc!r}). {RETRAIN_HINT}") from exc
+    if untrusted:
+        raise ModelLoadError(
+            f"{model_path} holds types this version does not load: {', '.join(untrusted)}. "
+            "Only a model `taxi train` wrote can be loaded. " + RETRAIN_HINT
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", InconsistentVersionWarning)
-            pipeline = joblib.load(model_path)
-    except Exception as exc:  # unpickling can raise nearly anything on a damaged file
-        raise ModelLoadError(f"{model_path} cannot be unpickled ({exc!r}). {RETRAIN_HINT}") from exc
+            pipeline = skops_io.loads(data, trusted=TRUSTED_TYPES)
+    except Exception as exc:  # a damaged archive can fail in many ways
+        raise ModelLoadError(f"{model_path} cannot be read ({exc!r}). {RETRAIN_HINT}") from exc
     if not isinstance(pipeline, Pipeline):
         raise ModelLoadError(f"{model_path} holds a {type(pipeline).__name__}, not a pipeline.")
     return TripDurationModel(pipeline, card)

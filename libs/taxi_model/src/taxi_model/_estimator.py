@@ -90,7 +90,7 @@ class RegressorParams(TypedDict, total=False):
 
 
 def build_pipeline(**regressor_params: Unpack[RegressorParams]) -> Pipeline:
-    """The unfitted pipeline saved as models/taxi_pipeline.pkl: raw trip columns in, seconds out."""
+    """The unfitted pipeline `taxi train` saves: raw trip columns in, seconds out."""
     return Pipeline(
         [("features", TripFeatures()), ("regressor", LogDurationRegressor(**regressor_params))]
     )
