@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 import attrs
 import numpy as np
@@ -25,7 +25,7 @@ from taxi_model._metrics import QualityMetrics, quality_metrics
 HOLDOUT_FRACTION = 0.2
 SPLIT_SEED = 2016
 Split = Literal["time", "random"]
-SPLITS: tuple[Split, ...] = ("time", "random")
+SPLITS: tuple[Split, ...] = get_args(Split)
 
 
 @attrs.frozen
