@@ -10,6 +10,7 @@ import pytest
 from taxi_events import (
     SCHEMA_VERSION,
     DeadLetter,
+    DeploymentDecision,
     Event,
     EventDecodeError,
     ModelMetrics,
@@ -71,12 +72,23 @@ METRICS = ModelMetrics(
     model_version="2016-03-01-abc123",
     produced_at=PRODUCED_AT,
 )
+DECISION = DeploymentDecision(
+    action="promote",
+    version="fb295ce8d39b",
+    champion="fb295ce8d39b",
+    challenger=None,
+    actor="ana@laptop",
+    reason="beat the champion by 0.01 RMSLE on 5,000 trips",
+    decided_at=PRODUCED_AT,
+    produced_at=PRODUCED_AT,
+)
 E = TypeVar("E", bound=Event)
 EXAMPLES: dict[type[Any], Event] = {
     TripStarted: TRIP_STARTED,
     TripFinished: TRIP_FINISHED,
     Prediction: PREDICTION,
     ModelMetrics: METRICS,
+    DeploymentDecision: DECISION,
 }
 
 
@@ -97,7 +109,7 @@ def decode_with_raw(event_type: type[E], field: str, raw_json: str) -> E:
 def test_encoding_matches_the_documented_layout() -> None:
     assert encode(TRIP_FINISHED) == (
         b'{"dropoff_datetime":"2016-03-14T17:32:30","is_estimate":false,'
-        b'"produced_at":"2016-03-14T22:24:56.123456+00:00","schema_version":"1.0",'
+        b'"produced_at":"2016-03-14T22:24:56.123456+00:00","schema_version":"1.1",'
         b'"source":"train","trip_duration":455.0,"trip_id":"id2875421"}'
     )
 
@@ -221,6 +233,34 @@ def test_a_missing_field_is_named(event_type: type[Event]) -> None:
         assert str(caught.value) == f"{event_type.__name__}.{field}: required field is missing"
 
 
+@pytest.mark.parametrize("event_type", [Prediction, ModelMetrics])
+def test_a_record_older_than_a_field_decodes_with_its_default(event_type: type[Event]) -> None:
+    for written_in in ("1.0", "0.9"):
+        data = document(event_type, schema_version=written_in)
+        del data["role"], data["challenger_version"]
+        event = decode(json.dumps(data).encode("utf-8"), event_type)
+        assert isinstance(event, Prediction | ModelMetrics)
+        assert (event.role, event.challenger_version) == ("champion", None)
+        # Fields it had are still required.
+        del data["model_version"]
+        with pytest.raises(EventDecodeError, match="model_version: required field is missing"):
+            decode(json.dumps(data).encode("utf-8"), event_type)
+
+
+def test_a_record_as_new_as_a_field_must_have_it() -> None:
+    data = document(Prediction, schema_version="1.1")
+    del data["role"]
+    with pytest.raises(EventDecodeError, match=r"Prediction\.role: required field is missing"):
+        decode(json.dumps(data).encode("utf-8"), Prediction)
+
+
+def test_a_shadow_prediction_names_its_role() -> None:
+    shadow = decode_with(Prediction, role="challenger")
+    assert shadow.role == "challenger"
+    with pytest.raises(EventDecodeError, match="role"):
+        decode_with(Prediction, role="understudy")
+
+
 @pytest.mark.parametrize("version", ["0.1", "1.0", "1.7", "1.999999999"])
 def test_older_and_newer_minor_versions_are_accepted(version: str) -> None:
     assert decode_with(TripStarted, schema_version=version).schema_version == version
@@ -236,7 +276,7 @@ def test_older_and_newer_minor_versions_are_accepted(version: str) -> None:
         ("one.zero", "not a 'major.minor' version"),
         ("", "not a 'major.minor' version"),
         ("1" * 20 + ".0", "not a 'major.minor' version"),
-        (1.0, "expected a string like '1.0', got a number (1.0)"),
+        (1.0, "expected a string like '1.1', got a number (1.0)"),
     ],
 )
 def test_unreadable_schema_versions_are_rejected(version: Any, words: str) -> None:

@@ -15,10 +15,13 @@ from taxi_events import (
     MAX_INTEGER,
     MAX_TRIP_ID_LENGTH,
     SCHEMA_VERSION,
+    DeploymentAction,
+    DeploymentDecision,
     Event,
     EventDecodeError,
     ModelMetrics,
     Prediction,
+    Role,
     Scope,
     Source,
     TripFinished,
@@ -33,11 +36,13 @@ from taxi_events.columns import (
     prediction_for,
 )
 
-EVENT_TYPES = [TripStarted, TripFinished, Prediction, ModelMetrics]
+EVENT_TYPES = [TripStarted, TripFinished, Prediction, ModelMetrics, DeploymentDecision]
 
 # st.text() leaves out surrogates, which events reject.
 trip_ids = st.text(min_size=1, max_size=MAX_TRIP_ID_LENGTH)
 names = st.text(min_size=1, max_size=20)
+optional_names = st.none() | names
+roles = st.sampled_from(get_args(Role))
 sources = st.sampled_from(get_args(Source))
 local_times = st.datetimes()
 utc_times = st.datetimes(timezones=st.just(UTC))
@@ -89,6 +94,8 @@ predictions = st.builds(
     dropoff_latitude=latitudes,
     trip_started_at=utc_times,
     predicted_at=utc_times,
+    role=roles,
+    challenger_version=optional_names,
     schema_version=versions,
     produced_at=utc_times,
 )
@@ -118,12 +125,30 @@ def model_metrics(draw: st.DrawFn) -> ModelMetrics:
         within_30=draw(st.none() if count == 0 else st.floats(0, 1)),
         unmatched=draw(counts),
         model_version=draw(names),
+        role=draw(roles),
+        challenger_version=draw(optional_names),
         schema_version=draw(versions),
         produced_at=draw(utc_times),
     )
 
 
-events = st.one_of(trips_started, trips_finished, predictions, model_metrics())
+deployment_decisions = st.builds(
+    DeploymentDecision,
+    action=st.sampled_from(get_args(DeploymentAction)),
+    version=names,
+    champion=optional_names,
+    challenger=optional_names,
+    actor=names,
+    reason=names,
+    decided_at=utc_times,
+    schema_version=versions,
+    produced_at=utc_times,
+)
+
+
+events = st.one_of(
+    trips_started, trips_finished, predictions, model_metrics(), deployment_decisions
+)
 
 json_values = st.recursive(
     st.none()
@@ -310,14 +335,21 @@ def test_a_batch_decodes_exactly_as_decode_does(values: list[bytes | None]) -> N
     st.lists(st.floats(min_value=0, allow_infinity=False), min_size=5, max_size=5),
     names,
     utc_times,
+    st.fixed_dictionaries({"role": roles, "challenger_version": optional_names}),
 )
 def test_a_batch_encodes_exactly_as_encode_does(
-    trips: list[TripStarted], durations: list[float], model_version: str, at: datetime
+    trips: list[TripStarted],
+    durations: list[float],
+    model_version: str,
+    at: datetime,
+    parts: dict[str, Any],
 ) -> None:
     durations = durations[: len(trips)]
-    encoded = encode_predictions(TripStartColumns.from_events(trips), durations, model_version, at)
+    encoded = encode_predictions(
+        TripStartColumns.from_events(trips), durations, model_version, at, **parts
+    )
     expected = [
-        encode(prediction_for(trip, duration, model_version, at))
+        encode(prediction_for(trip, duration, model_version, at, **parts))
         for trip, duration in zip(trips, durations, strict=True)
     ]
     assert encoded == expected

@@ -20,10 +20,13 @@ def test_project_topics_follow_the_contract():
         "new_trips",
         "finished_trips",
         "ml_predictions",
+        "shadow_predictions",
         "model_metrics",
         "dead_letters",
         "producer_checkpoints",
         "aggregator_changelog",
+        "model_registry",
+        "model_deployments",
     ]
     for spec in PROJECT_TOPICS:
         assert (spec.replication_factor, spec.min_insync_replicas) == (3, 2)
@@ -32,9 +35,18 @@ def test_project_topics_follow_the_contract():
     assert {spec.partitions for spec in event_topics} == {6}
     assert all(spec.topic_configs() == {"min.insync.replicas": "2"} for spec in event_topics)
     state_topics = [spec for spec in PROJECT_TOPICS if not spec.co_partitioned]
-    assert {(spec.partitions, spec.configs["cleanup.policy"]) for spec in state_topics} == {
-        (1, "compact")
+    assert {spec.partitions for spec in state_topics} == {1}
+    # The state and the models are compacted to their latest record per key; the deployment
+    # decisions are history, kept whole.
+    assert {spec.name: spec.configs.get("cleanup.policy") for spec in state_topics} == {
+        "producer_checkpoints": "compact",
+        "aggregator_changelog": "compact",
+        "model_registry": "compact",
+        "model_deployments": None,
     }
+    assert PROJECT_TOPICS[-1].configs["retention.ms"] == "-1"
+    # A whole model fits one registry record.
+    assert int(PROJECT_TOPICS[-2].configs["max.message.bytes"]) >= 16 * 1024 * 1024
     resized = project_topics(12)
     assert {spec.partitions for spec in resized if spec.co_partitioned} == {12}
     assert {spec.partitions for spec in resized if not spec.co_partitioned} == {1}

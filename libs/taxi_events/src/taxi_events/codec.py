@@ -13,7 +13,7 @@ import orjson
 from cattrs.errors import AttributeValidationNote, ClassValidationError
 
 from taxi_events.errors import EventDecodeError, InvalidFieldError, describe, show
-from taxi_events.events import Event, version_problem
+from taxi_events.events import SINCE, Event, parse_version, version_problem
 
 E = TypeVar("E", bound=Event)
 
@@ -97,18 +97,26 @@ def decode(data: bytes | bytearray | None, event_type: type[E]) -> E:
     if not isinstance(document, dict):
         raise EventDecodeError(None, f"expected a JSON object, got {describe(document)}", name)
     # Checked first: a newer major version may have renamed the other fields.
+    written_in = None
     if "schema_version" in document:
         problem = version_problem(document["schema_version"])
         if problem is not None:
             raise EventDecodeError("schema_version", problem, name)
-    # Defaults are for building events in code; on the wire every field must be present.
+        written_in = parse_version(document["schema_version"])
+    # Defaults are for building events in code; on the wire every field must be present, but
+    # for those added after the version the record was written in.
     for field in attrs.fields(event_type):
-        if field.name not in document:
+        if field.name not in document and not _added_after(field, written_in):
             raise EventDecodeError(field.name, "required field is missing", name)
     try:
         return _converter.structure(document, event_type)
     except ClassValidationError as error:
         raise _first_problem(error, name) from None
+
+
+def _added_after(field: "attrs.Attribute[object]", version: tuple[int, int] | None) -> bool:
+    since = field.metadata.get(SINCE)
+    return since is not None and version is not None and version < since
 
 
 def _first_problem(error: ClassValidationError, event: str) -> EventDecodeError:

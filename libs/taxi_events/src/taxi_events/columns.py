@@ -24,6 +24,7 @@ from taxi_events.events import (
     MAX_TRIP_ID_LENGTH,
     SCHEMA_VERSION,
     Prediction,
+    Role,
     Source,
     TripStarted,
 )
@@ -158,7 +159,13 @@ def _append_if_plainly_valid(columns: TripStartColumns, value: bytes | bytearray
 
 
 def prediction_for(
-    trip: TripStarted, duration: float, model_version: str, predicted_at: datetime
+    trip: TripStarted,
+    duration: float,
+    model_version: str,
+    predicted_at: datetime,
+    *,
+    role: Role = "champion",
+    challenger_version: str | None = None,
 ) -> Prediction:
     """The Prediction answering `trip`."""
     return Prediction(
@@ -173,6 +180,8 @@ def prediction_for(
         dropoff_latitude=trip.dropoff_latitude,
         trip_started_at=trip.produced_at,
         predicted_at=predicted_at,
+        role=role,
+        challenger_version=challenger_version,
         produced_at=predicted_at,
     )
 
@@ -185,6 +194,7 @@ class _PredictionFields(msgspec.Struct, gc=False):
     the bytes, and the times the rows share are written once, as text.
     """
 
+    challenger_version: str | None
     dropoff_latitude: float
     dropoff_longitude: float
     model_version: str
@@ -194,6 +204,7 @@ class _PredictionFields(msgspec.Struct, gc=False):
     predicted_at: str
     predicted_duration: float
     produced_at: str
+    role: str
     schema_version: str
     source: str
     trip_id: str
@@ -210,6 +221,9 @@ def encode_predictions(
     durations: Sequence[float],
     model_version: str,
     predicted_at: datetime,
+    *,
+    role: Role = "champion",
+    challenger_version: str | None = None,
 ) -> list[bytes]:
     """The encoded Prediction for each trip: the bytes `encode(prediction_for(...))` gives.
 
@@ -225,16 +239,25 @@ def encode_predictions(
     # The trips are valid already. Building one Prediction checks what the rows share (the
     # model version and the time), or raises Prediction's own error for the bad duration.
     row = next(invalid, 0)
-    prediction_for(trips.event(row), durations[row], model_version, predicted_at)
+
+    def event(row: int) -> Prediction:
+        return prediction_for(
+            trips.event(row),
+            durations[row],
+            model_version,
+            predicted_at,
+            role=role,
+            challenger_version=challenger_version,
+        )
+
+    event(row)
     if max(durations) >= _FIRST_EXPONENT_FLOAT:  # a model gone wrong: no need to be quick
-        return [
-            encode(prediction_for(trips.event(row), durations[row], model_version, predicted_at))
-            for row in range(len(trips))
-        ]
+        return [encode(event(row)) for row in range(len(trips))]
     at = predicted_at.isoformat()
     return [
         _encode_prediction_fields(
             _PredictionFields(
+                challenger_version,
                 dropoff_latitude,
                 dropoff_longitude,
                 model_version,
@@ -244,6 +267,7 @@ def encode_predictions(
                 at,
                 float(duration),
                 at,
+                role,
                 SCHEMA_VERSION,
                 source,
                 trip_id,

@@ -22,9 +22,12 @@ from taxi_events.errors import (
     show,
 )
 
-SCHEMA_VERSION = "1.0"
-# Readers accept any minor version of their major: minor bumps only add fields, which are ignored.
+SCHEMA_VERSION = "1.1"
+# Readers accept any minor version of their major: minor bumps only add fields, which older
+# readers ignore. A field added after 1.0 has a default and names its version (`_since`), and a
+# record written before it may lack it.
 SUPPORTED_MAJOR = 1
+SINCE = "since"
 MAX_TRIP_ID_LENGTH = 64
 # Integers are signed 64-bit, as Kafka's (and Java's) longs and most JSON readers have them.
 MAX_INTEGER = 2**63 - 1
@@ -34,6 +37,13 @@ DEAD_LETTER_HEADER_PREFIX = "taxi."
 
 Source = Literal["train", "test"]
 Scope = Literal["window", "cumulative"]
+# A model's part: the champion's predictions are the pipeline's (`ml_predictions`); a challenger
+# predicts the same trips in the shadow (`shadow_predictions`) to be compared with it.
+Role = Literal["champion", "challenger"]
+# What a DeploymentDecision did: a version was published to the registry (possibly taking a
+# role), promoted to champion, the champion rolled back to the one before it, or the challenger
+# withdrawn.
+DeploymentAction = Literal["publish", "promote", "rollback", "withdraw"]
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 # Bounded digit counts keep int() away from the interpreter's digit limit.
@@ -84,6 +94,11 @@ def _text(max_length: int | None = None) -> _Validator:
             _reject(instance, attribute, f"{show(value)} is not valid Unicode (lone surrogate)")
 
     return check
+
+
+def _optional_text(instance: object, attribute: "attrs.Attribute[Any]", value: object) -> None:
+    if value is not None:
+        _text()(instance, attribute, value)
 
 
 def _integer(minimum: int, maximum: int | None = None) -> _Validator:
@@ -169,10 +184,10 @@ def version_problem(value: object) -> str | None:
         return f"expected a string like {SCHEMA_VERSION!r}, got {describe(value)}"
     if value == SCHEMA_VERSION:  # nearly every event: skip the parsing
         return None
-    match = _VERSION_PATTERN.fullmatch(value)
-    if match is None:
+    parsed = parse_version(value)
+    if parsed is None:
         return f"{show(value)} is not a 'major.minor' version"
-    major = int(match[1])
+    major = parsed[0]
     if major > SUPPORTED_MAJOR:
         return (
             f"{show(value)} has major version {major}, newer than the supported {SUPPORTED_MAJOR}"
@@ -186,6 +201,17 @@ def _schema_version(instance: object, attribute: "attrs.Attribute[Any]", value: 
     problem = version_problem(value)
     if problem is not None:
         _reject(instance, attribute, problem)
+
+
+def _since(version: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """attrs metadata of a field added in schema `version`: older records may lack it."""
+    return {SINCE: version}
+
+
+def parse_version(value: str) -> tuple[int, int] | None:
+    """(major, minor) of a schema version string; None if it is not 'major.minor'."""
+    match = _VERSION_PATTERN.fullmatch(value)
+    return None if match is None else (int(match[1]), int(match[2]))
 
 
 def _window_bound(instance: Any, attribute: "attrs.Attribute[Any]", value: object) -> None:
@@ -223,6 +249,7 @@ def _metric(maximum: float | None = None) -> _Validator:
 
 _TRIP_ID = _text(MAX_TRIP_ID_LENGTH)
 _SOURCE = _choice("train", "test")
+_ROLE = _choice("champion", "challenger")
 _LATITUDE = _number(-90, 90)
 _LONGITUDE = _number(-180, 180)
 _DURATION = _number(0)
@@ -275,6 +302,12 @@ class Prediction:
     # The produced_at of the TripStarted answered, so end-to-end latency can be measured.
     trip_started_at: datetime = attrs.field(validator=_utc_time)
     predicted_at: datetime = attrs.field(validator=_utc_time)
+    # "challenger" on `shadow_predictions`. A champion's prediction names the challenger that
+    # also predicted its trip, in the same transaction, so the aggregator knows to wait for it.
+    role: Role = attrs.field(default="champion", validator=_ROLE, metadata=_since((1, 1)))
+    challenger_version: str | None = attrs.field(
+        default=None, validator=_optional_text, metadata=_since((1, 1))
+    )
     schema_version: str = attrs.field(default=SCHEMA_VERSION, validator=_schema_version)
     produced_at: datetime = attrs.field(factory=_utc_now, validator=_utc_time)
 
@@ -290,7 +323,8 @@ def trip_key(event: TripStarted | TripFinished | Prediction) -> TripKey:
 
 @attrs.frozen(kw_only=True)
 class ModelMetrics:
-    """Prediction quality for one source, over a time window or since the start (`model_metrics`).
+    """Prediction quality for one source, model version and role, over a time window or since
+    the start (`model_metrics`).
 
     The metric values are null exactly when `count` (matched pairs) is 0.
     """
@@ -306,6 +340,33 @@ class ModelMetrics:
     within_30: float | None = attrs.field(converter=_as_optional_float, validator=_metric(1))
     unmatched: int = attrs.field(validator=_integer(0))
     model_version: str = attrs.field(validator=_text())
+    role: Role = attrs.field(default="champion", validator=_ROLE, metadata=_since((1, 1)))
+    # Set, the figures are on exactly the trips this challenger shadowed (for both roles, so the
+    # two compare on the same trips); None, on every trip the model predicted.
+    challenger_version: str | None = attrs.field(
+        default=None, validator=_optional_text, metadata=_since((1, 1))
+    )
+    schema_version: str = attrs.field(default=SCHEMA_VERSION, validator=_schema_version)
+    produced_at: datetime = attrs.field(factory=_utc_now, validator=_utc_time)
+
+
+@attrs.frozen(kw_only=True)
+class DeploymentDecision:
+    """A change of the models' roles (`model_deployments`, one ordered partition).
+
+    Each decision states the roles it leaves, so the last one is the current state and the log
+    is the history: who changed what, when and why.
+    """
+
+    action: DeploymentAction = attrs.field(
+        validator=_choice("publish", "promote", "rollback", "withdraw")
+    )
+    version: str = attrs.field(validator=_text())  # the version acted on
+    champion: str | None = attrs.field(validator=_optional_text)
+    challenger: str | None = attrs.field(validator=_optional_text)
+    actor: str = attrs.field(validator=_text())
+    reason: str = attrs.field(validator=_text())
+    decided_at: datetime = attrs.field(factory=_utc_now, validator=_utc_time)
     schema_version: str = attrs.field(default=SCHEMA_VERSION, validator=_schema_version)
     produced_at: datetime = attrs.field(factory=_utc_now, validator=_utc_time)
 
@@ -386,4 +447,4 @@ def _header_text(field: str, name: str, raw: object) -> str:
 
 
 # The JSON-encoded events; DeadLetter travels as headers instead.
-Event = TripStarted | TripFinished | Prediction | ModelMetrics
+Event = TripStarted | TripFinished | Prediction | ModelMetrics | DeploymentDecision

@@ -12,19 +12,32 @@ from dataclasses import dataclass, field
 NEW_TRIPS = "new_trips"
 FINISHED_TRIPS = "finished_trips"
 ML_PREDICTIONS = "ml_predictions"
+# A challenger's predictions of the same trips, keyed like ml_predictions, written in the same
+# transactions.
+SHADOW_PREDICTIONS = "shadow_predictions"
 MODEL_METRICS = "model_metrics"
 DEAD_LETTERS = "dead_letters"
 # Compacted state topics: each producer's replay position, and the aggregator's join and windows.
 PRODUCER_CHECKPOINTS = "producer_checkpoints"
 AGGREGATOR_CHANGELOG = "aggregator_changelog"
 COMPACTED = {"cleanup.policy": "compact"}
+# The models: one record per version (its card, artifact and sha256), compacted; and the ordered
+# log of deployment decisions (which versions are champion and challenger, who said so and why),
+# kept whole, since each decision is history.
+MODEL_REGISTRY = "model_registry"
+MODEL_DEPLOYMENTS = "model_deployments"
+# A record fits a whole model artifact (`taxi train` writes 1-10 MB); the broker's default of
+# 1 MB does not. Publishers refuse anything larger, and the clients that write and read these
+# records raise their own limits to match.
+MODEL_RECORD_MAX_BYTES = 32 * 1024 * 1024
+KEPT_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 # The pipeline's consumer groups and the topics each reads (before any --topic-prefix).
 PREDICTOR_GROUP = "taxi-predictor"
 AGGREGATOR_GROUP = "taxi-aggregator"
 PIPELINE_GROUPS: Mapping[str, tuple[str, ...]] = {
     PREDICTOR_GROUP: (NEW_TRIPS,),
-    AGGREGATOR_GROUP: (ML_PREDICTIONS, FINISHED_TRIPS),
+    AGGREGATOR_GROUP: (ML_PREDICTIONS, SHADOW_PREDICTIONS, FINISHED_TRIPS),
 }
 
 # Each service's Prometheus /metrics endpoint: `taxi up` and docker-compose.yml serve on these,
@@ -87,10 +100,18 @@ PROJECT_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(NEW_TRIPS),
     TopicSpec(FINISHED_TRIPS),
     TopicSpec(ML_PREDICTIONS),
+    TopicSpec(SHADOW_PREDICTIONS),
     TopicSpec(MODEL_METRICS),
     TopicSpec(DEAD_LETTERS),
     TopicSpec(PRODUCER_CHECKPOINTS, partitions=1, configs=COMPACTED, co_partitioned=False),
     TopicSpec(AGGREGATOR_CHANGELOG, partitions=1, configs=COMPACTED, co_partitioned=False),
+    TopicSpec(
+        MODEL_REGISTRY,
+        partitions=1,
+        configs={**COMPACTED, "max.message.bytes": str(MODEL_RECORD_MAX_BYTES)},
+        co_partitioned=False,
+    ),
+    TopicSpec(MODEL_DEPLOYMENTS, partitions=1, configs=KEPT_FOREVER, co_partitioned=False),
 )
 
 

@@ -6,11 +6,14 @@ The public names are the ones below (`__all__`); the underscored modules are imp
 
 from taxi_model._artifact import (
     DEFAULT_MODEL_PATH,
+    REJECT_REASONS,
     ModelCard,
     ModelLoadError,
+    RejectReason,
     TripDurationModel,
     card_path,
     file_sha256,
+    load_artifact,
     load_model,
     read_card,
     save_model,
@@ -29,6 +32,14 @@ from taxi_model._data import (
 from taxi_model._estimator import LogDurationRegressor, build_pipeline
 from taxi_model._features import INPUT_COLUMNS, TripFeatures, events_to_frame, trip_features
 from taxi_model._metrics import WITHIN_TOLERANCE, QualityMetrics, quality_metrics
+from taxi_model._registry import (
+    Decider,
+    DeploymentError,
+    RegistryRecord,
+    Roles,
+    champion_lineage,
+    current_roles,
+)
 from taxi_model._synth import (
     MAX_ROWS,
     estimate_durations,
@@ -58,6 +69,7 @@ __all__ = [
     "DEFAULT_MODEL_PATH",
     "INPUT_COLUMNS",
     "MAX_ROWS",
+    "REJECT_REASONS",
     "SAMPLE_DATA_DEFAULT",
     "SAMPLE_DATA_VARIABLE",
     "SPLITS",
@@ -66,12 +78,17 @@ __all__ = [
     "WITHIN_TOLERANCE",
     "BetterModelExistsError",
     "CsvSchemaError",
+    "Decider",
+    "DeploymentError",
     "InSampleError",
     "LoadReport",
     "LogDurationRegressor",
     "ModelCard",
     "ModelLoadError",
     "QualityMetrics",
+    "RegistryRecord",
+    "RejectReason",
+    "Roles",
     "SavedModel",
     "Split",
     "TripData",
@@ -79,6 +96,8 @@ __all__ = [
     "TripFeatures",
     "build_pipeline",
     "card_path",
+    "champion_lineage",
+    "current_roles",
     "ensure_model",
     "estimate_durations",
     "evaluate",
@@ -86,6 +105,7 @@ __all__ = [
     "file_sha256",
     "generate_trips",
     "holdout_split",
+    "load_artifact",
     "load_model",
     "quality_metrics",
     "read_card",

@@ -13,8 +13,9 @@ import json
 import platform
 import warnings
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import attrs
 import cattrs
@@ -45,8 +46,26 @@ TRUSTED_TYPES = [
 RETRAIN_HINT = "Train a new one with `uv run taxi train --data data/train.csv --force`."
 
 
+# Why a model was refused, as counted in taxi_model_rejected_total{reason}.
+RejectReason = Literal[
+    "missing",  # no such file, or no such version in the registry
+    "corrupt-record",  # a registry record that is no model record
+    "corrupt-card",  # a card that is missing, unreadable or of another format
+    "bad-hash",  # the artifact's bytes are not the ones the card and record name
+    "unknown-type",  # the artifact holds a type loading does not trust
+    "library-version",  # written by a scikit-learn that this one cannot read
+    "unreadable",  # a damaged artifact
+    "missing-feature",  # it cannot predict from the features a trip start carries
+]
+REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
+
+
 class ModelLoadError(RuntimeError):
-    """The model file cannot be used; the message says why and what to do."""
+    """The model cannot be used; the message says why and what to do, `reason` in a word."""
+
+    def __init__(self, message: str, reason: RejectReason) -> None:
+        super().__init__(message)
+        self.reason: RejectReason = reason
 
 
 @attrs.frozen
@@ -148,60 +167,123 @@ def save_model(pipeline: Pipeline, card: ModelCard, model_path: Path) -> ModelCa
 def read_card(model_path: Path) -> ModelCard:
     path = card_path(model_path)
     if not path.is_file():
-        raise ModelLoadError(f"the model card {path} is missing. {RETRAIN_HINT}")
+        raise ModelLoadError(f"the model card {path} is missing. {RETRAIN_HINT}", "corrupt-card")
+    return card_from_json(path.read_bytes(), f"the model card {path}")
+
+
+def card_from_json(data: bytes | dict[str, Any], what: str) -> ModelCard:
+    """A card from its JSON (text or parsed); ModelLoadError("corrupt-card") naming `what`."""
     try:
-        card = cattrs.structure(json.loads(path.read_text()), ModelCard)
+        card = cattrs.structure(json.loads(data) if isinstance(data, bytes) else data, ModelCard)
     except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
         raise ModelLoadError(
-            f"the model card {path} is unreadable ({exc}). {RETRAIN_HINT}"
+            f"{what} is unreadable ({exc}). {RETRAIN_HINT}", "corrupt-card"
         ) from exc
     if card.format != CARD_FORMAT:
         raise ModelLoadError(
-            f"{path} has card format {card.format}; this version reads format {CARD_FORMAT}. "
-            + RETRAIN_HINT
+            f"{what} has card format {card.format}; this version reads format {CARD_FORMAT}. "
+            + RETRAIN_HINT,
+            "corrupt-card",
         )
     return card
 
 
 def load_model(model_path: Path = DEFAULT_MODEL_PATH) -> TripDurationModel:
-    """Load and check a model, or raise ModelLoadError saying what is wrong and what to do."""
+    """Load and check a model file, or raise ModelLoadError saying what is wrong and what to do."""
     if not model_path.is_file():
         raise ModelLoadError(
             f"no model at {model_path}. Train one with `uv run taxi train --data data/train.csv` "
-            "(no Kaggle data? `uv run taxi data synth` writes synthetic trips to train on)."
+            "(no Kaggle data? `uv run taxi data synth` writes synthetic trips to train on).",
+            "missing",
         )
-    card = read_card(model_path)
+    return load_artifact(read_card(model_path), model_path.read_bytes(), str(model_path))
+
+
+def load_artifact(
+    card: ModelCard, data: bytes, origin: str, sha256: str | None = None
+) -> TripDurationModel:
+    """Check and load a model's bytes (from `origin`, a file or a registry record), or raise
+    ModelLoadError. The bytes whose hash is checked are the ones loaded, and loading builds no
+    type beyond the trusted ones. Last, the model must predict a sample trip."""
     trained_with = card.libraries.get("scikit-learn", "unknown")
     if _minor(trained_with) != _minor(sklearn.__version__):
         raise ModelLoadError(
-            f"{model_path} was written by scikit-learn {trained_with}, but {sklearn.__version__} "
-            f"is installed, and its models do not cross minor versions. {RETRAIN_HINT}"
+            f"{origin} was written by scikit-learn {trained_with}, but {sklearn.__version__} "
+            f"is installed, and its models do not cross minor versions. {RETRAIN_HINT}",
+            "library-version",
         )
-    data = model_path.read_bytes()
-    if content_version(data) != card.version:
+    digest = hashlib.sha256(data).hexdigest()
+    if digest[: len(card.version)] != card.version or (sha256 is not None and digest != sha256):
         raise ModelLoadError(
-            f"{model_path} does not match its card (version {card.version}): the file is "
-            f"corrupted or was replaced. {RETRAIN_HINT}"
+            f"{origin} does not match its card (version {card.version}): the file is "
+            f"corrupted or was replaced. {RETRAIN_HINT}",
+            "bad-hash",
         )
-    # The bytes whose hash was checked are the ones loaded.
     try:
         untrusted = sorted(set(skops_io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
     except Exception as exc:  # a damaged archive can fail in many ways
-        raise ModelLoadError(f"{model_path} cannot be read ({exc!r}). {RETRAIN_HINT}") from exc
+        raise ModelLoadError(
+            f"{origin} cannot be read ({exc!r}). {RETRAIN_HINT}", "unreadable"
+        ) from exc
     if untrusted:
         raise ModelLoadError(
-            f"{model_path} holds types this version does not load: {', '.join(untrusted)}. "
-            "Only a model `taxi train` wrote can be loaded. " + RETRAIN_HINT
+            f"{origin} holds types this version does not load: {', '.join(untrusted)}. "
+            "Only a model `taxi train` wrote can be loaded. " + RETRAIN_HINT,
+            "unknown-type",
         )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", InconsistentVersionWarning)
             pipeline = skops_io.loads(data, trusted=TRUSTED_TYPES)
     except Exception as exc:  # a damaged archive can fail in many ways
-        raise ModelLoadError(f"{model_path} cannot be read ({exc!r}). {RETRAIN_HINT}") from exc
+        raise ModelLoadError(
+            f"{origin} cannot be read ({exc!r}). {RETRAIN_HINT}", "unreadable"
+        ) from exc
     if not isinstance(pipeline, Pipeline):
-        raise ModelLoadError(f"{model_path} holds a {type(pipeline).__name__}, not a pipeline.")
-    return TripDurationModel(pipeline, card)
+        raise ModelLoadError(
+            f"{origin} holds a {type(pipeline).__name__}, not a pipeline.", "unknown-type"
+        )
+    model = TripDurationModel(pipeline, card)
+    _check_predicts(model, origin)
+    return model
+
+
+def _check_predicts(model: TripDurationModel, origin: str) -> None:
+    """A model that needs what a trip start does not carry fails here, not on the stream."""
+    try:
+        predicted = model.predict(_SAMPLE_TRIPS)
+    except Exception as exc:  # whatever the pipeline's steps raise
+        raise ModelLoadError(
+            f"{origin} cannot predict from a trip start's fields ({exc!r}): it needs features "
+            "this predictor cannot compute. " + RETRAIN_HINT,
+            "missing-feature",
+        ) from exc
+    if predicted.shape != (len(_SAMPLE_TRIPS),) or not np.isfinite(predicted).all():
+        raise ModelLoadError(
+            f"{origin} predicts {predicted!r} for sample trips, not one finite duration each.",
+            "missing-feature",
+        )
+
+
+# Two ordinary Manhattan trips, as the predictor sees trip starts, for the check every loaded
+# model passes.
+_SAMPLE_TRIPS = events_to_frame(
+    [
+        TripStarted(
+            trip_id=f"sample{i}",
+            vendor_id=1 + i,
+            pickup_datetime=datetime(2016, 3, 14, 17, 24, 55) + timedelta(days=90 * i),
+            passenger_count=1 + 2 * i,
+            pickup_longitude=-73.982155 - 0.006 * i,
+            pickup_latitude=40.767937 - 0.036 * i,
+            dropoff_longitude=-73.96463 - 0.025 * i,
+            dropoff_latitude=40.765602 - 0.009 * i,
+            store_and_fwd_flag=bool(i),
+            source="train",
+        )
+        for i in range(2)
+    ]
+)
 
 
 def _minor(version: str) -> str:
