@@ -79,7 +79,7 @@ from taxi_kafka._records import (
 )
 from taxi_kafka._retry import RetryPolicy
 from taxi_kafka._shutdown import first_signal_interrupts, run_until_stopped, stop_on_signals
-from taxi_kafka._table import read_table, read_to_end
+from taxi_kafka._table import LogFollower, read_table, read_to_end
 from taxi_kafka._transactions import TransactionalProducer
 from taxi_kafka.consumer import KafkaConsumer
 from taxi_kafka.producer import KafkaProducer
@@ -130,6 +130,7 @@ __all__ = [
     "KafkaConsumer",
     "KafkaProducer",
     "LagProbe",
+    "LogFollower",
     "NotReadyError",
     "Observer",
     "OutputRecord",

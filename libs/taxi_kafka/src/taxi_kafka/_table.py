@@ -1,5 +1,5 @@
 """Reading records up to an end: a range of offsets, every committed record of a topic, or a
-compacted topic as a table.
+compacted topic as a table; and following topics from their beginning on.
 
 A whole topic is read read_committed up to each partition's high watermark as of the call. A
 transaction below it that is still in progress is waited for: committed, it is part of the
@@ -11,10 +11,12 @@ which settles whatever its predecessor left open.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
@@ -92,9 +94,61 @@ def read_table(config: KafkaConfig, topic: str, timeout: float = 120.0) -> dict[
     return table
 
 
-def _reader(config: KafkaConfig, topic: str, isolation_level: str) -> Consumer:
+class LogFollower:
+    """Reads every partition of `topics` from the beginning, then goes on with what is
+    written: read_committed, outside any consumer group. `caught_up()` says whether everything
+    committed before it started has been read."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        topics: Sequence[str],
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        ends: dict[PartitionKey, int] = {}
+        for topic in topics:
+            # A topic about to be created (`taxi up` creates them as the services start) is
+            # waited for, as brokers that are not up yet are.
+            watermarks = METADATA_RETRY.call(
+                functools.partial(_high_watermarks, config, topic),
+                retryable=lambda exc: is_transient(exc) or isinstance(exc, KeyError),
+                what=f"end offsets of {topic}",
+            )
+            ends.update({(topic, p): end for p, end in watermarks.items()})
+        self._behind = {key: end for key, end in ends.items() if end > 0}
+        self._consumer = _reader(config, ",".join(topics), "read_committed", settings)
+        self._consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
+
+    def poll(self, max_messages: int, timeout: float) -> list[Message]:
+        """The next records, in offset order per partition (errors are logged and skipped)."""
+        messages = []
+        for message in self._consumer.consume(max_messages, timeout):
+            if message.error() is None:
+                messages.append(message)
+            else:
+                log.debug("follower: %s", message.error())
+        return messages
+
+    def caught_up(self) -> bool:
+        if self._behind:
+            # Positions move past transaction markers too, so compare positions, not offsets.
+            for tp in self._consumer.position([TopicPartition(t, p) for t, p in self._behind]):
+                if tp.offset >= self._behind[(tp.topic, tp.partition)]:
+                    del self._behind[(tp.topic, tp.partition)]
+        return not self._behind
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _reader(
+    config: KafkaConfig,
+    topic: str,
+    isolation_level: str,
+    settings: Mapping[str, Any] | None = None,
+) -> Consumer:
     settings = config.client_settings(
-        {},
+        dict(settings or {}),
         {
             "group.id": f"taxi-reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
