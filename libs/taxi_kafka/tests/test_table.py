@@ -1,4 +1,4 @@
-"""Reading a topic to its end against the real cluster, around transactions."""
+"""Reading a topic to its end, or its tail, against the real cluster, around transactions."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from confluent_kafka import Producer
 
 from taxi_kafka._config import KafkaConfig
 from taxi_kafka._records import OutputRecord
-from taxi_kafka._table import read_table, read_to_end
+from taxi_kafka._table import read_table, read_tail, read_to_end
 from taxi_kafka._transactions import TransactionalProducer
-from taxi_kafka.testing import numbered
+from taxi_kafka.testing import numbered, produce_all
 
 pytestmark = pytest.mark.kafka
 
@@ -57,3 +57,24 @@ def test_a_transaction_in_progress_is_waited_for_and_an_aborted_one_left_out(
         read_to_end(kafka_config, topic, timeout=3)
     producer.abort_transaction(30)
     assert read_table(kafka_config, topic) == {b"k": b"kept"}
+
+
+def test_the_tail_is_the_last_records_of_each_partition_in_order(kafka_config, make_topic):
+    topic = make_topic(partitions=3)
+    produce_all(kafka_config.bootstrap_servers, topic, numbered(300, keys=30))
+    everything = read_to_end(kafka_config, topic, timeout=30)
+    by_partition: dict[int, list[bytes]] = {}
+    for message in everything:
+        by_partition.setdefault(message.partition(), []).append(message.value())
+    assert len(by_partition) == 3
+    assert all(len(values) > 10 for values in by_partition.values())
+
+    tail = read_tail(kafka_config, topic, per_partition=10)
+    expected = [value for p in sorted(by_partition) for value in by_partition[p][-10:]]
+    assert [m.value() for m in tail] == expected
+    # More than a partition holds: all of it.
+    assert [m.value() for m in read_tail(kafka_config, topic, 10_000)] == [
+        m.value() for m in everything
+    ]
+    with pytest.raises(KeyError, match="does not exist"):
+        read_tail(kafka_config, f"no-such-topic-{uuid.uuid4().hex[:8]}", 10)

@@ -79,7 +79,7 @@ from taxi_kafka._records import (
 )
 from taxi_kafka._retry import RetryPolicy
 from taxi_kafka._shutdown import first_signal_interrupts, run_until_stopped, stop_on_signals
-from taxi_kafka._table import LogFollower, read_table, read_to_end
+from taxi_kafka._table import LogFollower, read_table, read_tail, read_to_end
 from taxi_kafka._transactions import TransactionalProducer
 from taxi_kafka.consumer import KafkaConsumer
 from taxi_kafka.producer import KafkaProducer
@@ -163,6 +163,7 @@ __all__ = [
     "output_records",
     "project_topics",
     "read_table",
+    "read_tail",
     "read_to_end",
     "report_outputs",
     "reset_pipeline",

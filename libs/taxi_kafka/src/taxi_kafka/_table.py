@@ -1,5 +1,6 @@
-"""Reading records up to an end: a range of offsets, every committed record of a topic, or a
-compacted topic as a table; and following topics from their beginning on.
+"""Reading records up to an end: a range of offsets, every committed record of a topic, the
+last ones of each partition, or a compacted topic as a table; and following topics from their
+beginning on.
 
 A whole topic is read read_committed up to each partition's high watermark as of the call. A
 transaction below it that is still in progress is waited for: committed, it is part of the
@@ -77,6 +78,32 @@ def read_range(
     finally:
         # Else it would go on fetching in the background.
         consumer.unassign()
+
+
+def read_tail(
+    config: KafkaConfig, topic: str, per_partition: int, timeout: float = 10.0
+) -> list[Message]:
+    """The committed records among the last `per_partition` offsets of each partition of
+    `topic` (as of the call), by partition and in offset order: a bounded look at what was
+    written last. Transaction markers take offsets too, so it may hold fewer. Where an open
+    transaction holds a partition back past `timeout` seconds, it holds what was read by then.
+    KeyError when the topic does not exist."""
+    watermarks = METADATA_RETRY.call(
+        lambda: _watermarks(config, topic), retryable=is_transient, what=f"offsets of {topic}"
+    )
+    ranges = {
+        (topic, p): (max(low, high - per_partition), high) for p, (low, high) in watermarks.items()
+    }
+    by_partition: dict[int, list[Message]] = {p: [] for p in sorted(watermarks)}
+    consumer = _reader(config, topic, "read_committed")
+    try:
+        for message in read_range(consumer, ranges, time.monotonic() + timeout):
+            by_partition[position(message)[1]].append(message)
+    except TimeoutError as exc:
+        log.warning("read the tail of %s in part: %s", topic, exc)
+    finally:
+        consumer.close()
+    return [m for messages in by_partition.values() for m in messages]
 
 
 def read_table(config: KafkaConfig, topic: str, timeout: float = 120.0) -> dict[bytes, bytes]:
@@ -160,6 +187,11 @@ def _reader(
 
 
 def _high_watermarks(config: KafkaConfig, topic: str) -> dict[int, int]:
+    return {p: high for p, (_low, high) in _watermarks(config, topic).items()}
+
+
+def _watermarks(config: KafkaConfig, topic: str) -> dict[int, tuple[int, int]]:
+    """Each partition's (low, high) watermarks: its first offset still kept, and its end."""
     # A read_committed consumer's watermarks are last stable offsets; only a read_uncommitted
     # one is told the high watermark.
     consumer = _reader(config, topic, "read_uncommitted")
@@ -168,7 +200,7 @@ def _high_watermarks(config: KafkaConfig, topic: str) -> dict[int, int]:
         if described.error is not None or not described.partitions:
             raise KeyError(f"topic {topic} does not exist; run `taxi cluster up` to create it")
         return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             for p in described.partitions
         }
     finally:
