@@ -1,7 +1,8 @@
 """The model registry's Kafka edge: publish versions and deployment decisions, read them back.
 
 The pure parts (record bytes, checks, decisions) are taxi_model's; this module only moves them
-through `model_registry` and `model_deployments`.
+through `model_registry` and `model_deployments`, and puts together what `taxi model` shows and
+does. Every operation reads the topics afresh.
 """
 
 from __future__ import annotations
@@ -9,14 +10,19 @@ from __future__ import annotations
 import getpass
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
-from taxi_events import DeploymentDecision, EventDecodeError, decode, encode
+from taxi_events import (
+    DeploymentDecision,
+    EventDecodeError,
+    decode,
+    encode,
+)
 from taxi_kafka import (
     MODEL_DEPLOYMENTS,
     MODEL_RECORD_MAX_BYTES,
@@ -37,13 +43,24 @@ from taxi_model import (
 
 log = logging.getLogger("taxi.registry")
 
-# Room for the record's header and the batch around it.
-_RECORD_OVERHEAD = 1 << 20
-# What the clients that write or read model records need beyond their defaults: records up to
-# the topic's limit.
+T = TypeVar("T")
+
+# What a record batch holds beside its one record's value and key: the batch header (61 bytes)
+# and the record's own lengths and deltas (a few varints). The topic's max.message.bytes bounds
+# the whole batch.
+_BATCH_FRAMING = 512
+# The clients that write model records: requests big enough for the topic's largest record, and
+# no compression, so that the size checked before sending is the size the brokers check (lz4
+# makes incompressible bytes slightly bigger).
 MODEL_PRODUCER_SETTINGS: Mapping[str, Any] = {
-    "message.max.bytes": MODEL_RECORD_MAX_BYTES + _RECORD_OVERHEAD
+    "message.max.bytes": MODEL_RECORD_MAX_BYTES + (1 << 20),
+    "compression.type": "none",
 }
+
+_TOPICS_HINT = (
+    "create the topics with `taxi topics ensure` (with the same --topic-prefix); "
+    "`taxi up` and `taxi cluster up` create them too"
+)
 
 
 class RegistryError(RuntimeError):
@@ -57,6 +74,12 @@ def whoami() -> str:
     except (KeyError, OSError):  # no user name in a bare container
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
+
+
+def max_record_bytes(version: str) -> int:
+    """The most bytes a record's value (header and artifact) under `version` may have: a batch
+    of it must fit the topic's max.message.bytes."""
+    return MODEL_RECORD_MAX_BYTES - _BATCH_FRAMING - len(version.encode())
 
 
 @attrs.frozen
@@ -73,12 +96,12 @@ class ModelRegistry:
     """Reads and writes the registry topics of one cluster. Each call reads afresh."""
 
     def __init__(self, kafka: KafkaConfig, topics: RegistryTopics | None = None) -> None:
-        self._kafka = kafka
+        self.kafka = kafka
         self.topics = topics or RegistryTopics()
 
     def raw_records(self) -> dict[str, bytes]:
         """Each version's record as stored, undecoded."""
-        table = read_table(self._kafka, self.topics.registry)
+        table = _reading(self.topics.registry, lambda: read_table(self.kafka, self.topics.registry))
         return {key.decode("utf-8", "replace"): value for key, value in table.items()}
 
     def records(self) -> dict[str, RegistryRecord | ModelLoadError]:
@@ -94,8 +117,9 @@ class ModelRegistry:
     def history(self) -> list[DeploymentDecision]:
         """Every deployment decision, oldest first; one that does not decode is logged and
         skipped."""
+        topic = self.topics.deployments
         history = []
-        for message in read_to_end(self._kafka, self.topics.deployments):
+        for message in _reading(topic, lambda: read_to_end(self.kafka, topic)):
             try:
                 history.append(decode(message.value(), DeploymentDecision))
             except EventDecodeError as exc:
@@ -107,12 +131,14 @@ class ModelRegistry:
         return history
 
     def publish(self, record: RegistryRecord) -> None:
-        """Write a version's record (a version already there is written again, unchanged)."""
+        """Write a version's record as it is (a version already there is written again). A
+        record bigger than the topic takes is refused before it is sent."""
         value = record.encode()
-        if len(value) > MODEL_RECORD_MAX_BYTES:
+        limit = max_record_bytes(record.version)
+        if len(value) > limit:
             raise RegistryError(
                 f"model {record.version} is {len(value):,} bytes, more than a registry record "
-                f"holds ({MODEL_RECORD_MAX_BYTES:,}). Train a smaller model."
+                f"holds ({limit:,}). Train a smaller model."
             )
         self._write(self.topics.registry, value, record.version)
         log.info("published model %s (%s bytes)", record.version, f"{len(value):,}")
@@ -136,17 +162,29 @@ class ModelRegistry:
             if error is not None:
                 failures.append(str(error))
 
-        with KafkaProducer(
-            self._kafka,
-            settings=MODEL_PRODUCER_SETTINGS,
-            on_delivery=delivered,
-            name=f"{topic} producer",
-        ) as producer:
-            producer.produce(topic, value, key.encode())
-            if producer.flush(60.0):
-                failures.append("not delivered within 60 s: are the brokers up?")
+        try:
+            with KafkaProducer(
+                self.kafka,
+                settings=MODEL_PRODUCER_SETTINGS,
+                on_delivery=delivered,
+                name=f"{topic} producer",
+            ) as producer:
+                producer.produce(topic, value, key.encode())
+                if producer.flush(60.0):
+                    failures.append("not delivered within 60 s: are the brokers up?")
+        except KafkaException as exc:
+            failures.append(str(exc))
         if failures:
             raise RegistryError(f"writing to {topic} failed: {failures[0]}")
+
+
+def _reading(topic: str, read: Callable[[], T]) -> T:
+    try:
+        return read()
+    except KeyError as exc:
+        raise RegistryError(f"the topic {topic} does not exist: {_TOPICS_HINT}") from exc
+    except (TimeoutError, KafkaException) as exc:
+        raise RegistryError(f"reading {topic} failed ({exc}): are the brokers up?") from exc
 
 
 def record_of(model_path: Path) -> RegistryRecord:
@@ -158,7 +196,8 @@ def record_of(model_path: Path) -> RegistryRecord:
 
 def ensure_champion(registry: ModelRegistry, model_path: Path, reason: str) -> str:
     """Publish the model file and make it champion if no version is champion yet; returns the
-    champion's version (the one there already, if any)."""
+    champion's version (the one there already, if any). A version the registry holds already
+    is not written again."""
     history = registry.history()
     roles = current_roles(history)
     if roles.champion is not None:
