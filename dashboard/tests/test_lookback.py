@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taxi_dashboard.lookback import HISTORY_S, lookback_s, start_offset
+from taxi_dashboard.lookback import HISTORY_S, lookback_s, since_ms, start_offset
 
 
 def test_start_at_the_first_record_of_the_look_back():
@@ -28,6 +30,14 @@ def test_history_topics_read_back_further_than_trips():
     assert lookback_s("ml_predictions", 60) == 60
     assert lookback_s("model_metrics", 60) == HISTORY_S
     assert lookback_s("dead_letters", 3 * HISTORY_S) == 3 * HISTORY_S
+
+
+def test_the_deployment_decisions_are_read_from_their_first_record():
+    assert lookback_s("model_deployments", 60) == math.inf
+    assert since_ms(1_000.0, math.inf) == 0
+    assert since_ms(1_000.0, 60) == 940_000
+    # Never negative: offsets_for_times reads -1 and -2 as the end and the beginning.
+    assert since_ms(10.0, HISTORY_S) == 0
 
 
 @given(

@@ -9,14 +9,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from taxi_dashboard.reader import LiveData
 from taxi_dashboard.settings import DashboardSettings
 from taxi_dashboard.state import Snapshot
-from taxi_events import DeadLetter, ModelMetrics, encode
+from taxi_events import DeadLetter, DeploymentDecision, ModelMetrics, encode
 from taxi_events.testing import prediction, trip_finished, trip_started
 from taxi_kafka import KafkaConfig, KafkaProducer
 
@@ -41,6 +41,14 @@ def test_the_reader_shows_committed_records_skips_bad_ones_and_reports_health(ka
     version = f"model-{run}"
     letter = DeadLetter(
         source_topic="new_trips", partition=0, offset=1, service="predictor", reason=f"bad {run}"
+    )
+    decision = DeploymentDecision(
+        action="publish",
+        version=version,
+        champion=version,
+        challenger=None,
+        actor="test@host",
+        reason=f"first model {run}",
     )
     with KafkaProducer(config, name="test producer") as producer:
         producer.produce("new_trips", encode(trip_started(kept, produced_at=now)), kept.encode())
@@ -70,6 +78,11 @@ def test_the_reader_shows_committed_records_skips_bad_ones_and_reports_health(ka
                 )
             ),
         )
+        # Older than any look-back: the decisions are read from their first record on.
+        decided = now - timedelta(hours=3)
+        producer.client.produce(
+            "model_deployments", encode(decision), timestamp=int(decided.timestamp() * 1000)
+        )
         assert producer.flush(60) == 0
     # A transaction that is aborted: read_committed never shows it.
     transactional = KafkaProducer(config, transactional_id=f"test-dashboard-{run}")
@@ -94,6 +107,7 @@ def test_the_reader_shows_committed_records_skips_bad_ones_and_reports_health(ka
                 and any(d.reason == letter.reason for d in snapshot.dead_letters)
                 and any(m.model_version == version for m in snapshot.cumulative.values())
                 and any(p.topic == "ml_predictions" for p in snapshot.problems)
+                and decision in snapshot.decisions
             )
             return snapshot if seen else None
 
@@ -108,6 +122,7 @@ def test_the_reader_shows_committed_records_skips_bad_ones_and_reports_health(ka
             "ml_predictions",
             "finished_trips",
             "model_metrics",
+            "model_deployments",
             "dead_letters",
         }
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from taxi_dashboard.deployments import Roles
 from taxi_dashboard.state import RATE_WINDOW_S, TOPICS, DashboardState, RawRecord
-from taxi_events import DeadLetter, ModelMetrics, encode
+from taxi_events import DeadLetter, DeploymentDecision, ModelMetrics, encode
 from taxi_events.testing import prediction, trip_finished, trip_started
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -36,31 +37,63 @@ def cumulative(**fields) -> ModelMetrics:
     return ModelMetrics(**{**values, **fields})
 
 
+def decision(**fields) -> DeploymentDecision:
+    values = {
+        "action": "publish",
+        "version": "m2",
+        "champion": "m1",
+        "challenger": "m2",
+        "actor": "ana@host",
+        "reason": "retrained on March",
+        "decided_at": NOW,
+    }
+    return DeploymentDecision(**{**values, **fields})
+
+
 def test_each_topic_is_filed_where_it_belongs():
     state = DashboardState()
     letter = DeadLetter(
         source_topic="new_trips", partition=1, offset=7, service="predictor", reason="bad JSON"
     )
+    published = decision()
     records = [
         record("new_trips", encode(trip_started("t1"))),
         record("ml_predictions", encode(prediction("t1", predicted_duration=300.0))),
         record("finished_trips", encode(trip_finished("t1", trip_duration=330.0))),
         record("model_metrics", encode(cumulative())),
+        record("model_deployments", encode(published)),
         record("dead_letters", b"\xff not an event", headers=letter.to_headers()),
     ]
     assert all(state.ingest(r, NOW) for r in records)
     snapshot = state.snapshot(NOW)
     [trip] = snapshot.trips
     assert (trip.trip_id, trip.predicted_duration, trip.actual_duration) == ("t1", 300, 330)
-    assert snapshot.cumulative["train"].rmsle == 0.3
+    assert snapshot.cumulative["train", "champion", "m1", None].rmsle == 0.3
     assert snapshot.model_version == "m1"
+    assert snapshot.roles == Roles("m1", "m2")
+    assert snapshot.decisions == (published,)
     assert snapshot.dead_letters == (letter,)
     assert snapshot.dead_letter_count == 1
     assert snapshot.consumed == dict.fromkeys(TOPICS, 1)
     assert snapshot.malformed == {}
     assert snapshot.last_record_at == NOW
     assert snapshot.has_data
-    assert snapshot.records_read == 5
+    assert snapshot.records_read == 6
+    assert snapshot.buffer_sizes["decisions"] == 1
+
+
+def test_the_champion_is_the_last_decisions_not_the_newest_figures():
+    state = DashboardState()
+    for version in ("m1", "m2"):
+        state.ingest(record("model_metrics", encode(cumulative(model_version=version))), NOW)
+    state.ingest(record("model_deployments", encode(decision(champion="m1"))), NOW)
+    state.ingest(
+        record("model_deployments", encode(decision(action="withdraw", challenger=None))), NOW
+    )
+    snapshot = state.snapshot(NOW)
+    assert snapshot.model_version == "m1"
+    assert snapshot.roles == Roles("m1", None)
+    assert [d.action for d in snapshot.decisions] == ["withdraw", "publish"]
 
 
 def test_malformed_records_are_counted_skipped_and_explained():
@@ -69,9 +102,12 @@ def test_malformed_records_are_counted_skipped_and_explained():
     assert not state.ingest(record("finished_trips", encode(prediction("t1"))), NOW)
     assert not state.ingest(record("dead_letters", b"x", headers=[("taxi.reason", b"?")]), NOW)
     assert not state.ingest(record("new_trips", None), NOW)
+    assert not state.ingest(record("model_deployments", encode(cumulative())), NOW)
     assert not state.ingest(record("somewhere_else", b"{}"), NOW)
     snapshot = state.snapshot(NOW)
-    assert snapshot.malformed_count == 5
+    assert snapshot.malformed_count == 6
+    assert snapshot.roles is None
+    assert snapshot.decisions == ()
     assert snapshot.malformed["ml_predictions"] == 1
     assert snapshot.problems[0].topic == "somewhere_else"
     assert "not valid JSON" in snapshot.problems[-1].reason
@@ -121,7 +157,7 @@ def test_dead_letters_keep_the_newest_but_count_all():
     )
 )
 def test_any_bytes_on_any_topic_are_filed_or_counted_never_raised(values):
-    state = DashboardState(trips=5, windows=5, dead_letters=5)
+    state = DashboardState(trips=5, windows=5, dead_letters=5, decisions=5)
     for topic, value in values:
         state.ingest(record(topic, value), NOW)
     snapshot = state.snapshot(NOW)
@@ -129,4 +165,5 @@ def test_any_bytes_on_any_topic_are_filed_or_counted_never_raised(values):
     sizes = snapshot.buffer_sizes
     assert sizes["trips"] <= 5
     assert sizes["dead_letters"] <= 5
+    assert sizes["decisions"] <= 5
     assert sizes["malformed"] <= 20

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from taxi_dashboard.deployments import Roles
 from taxi_dashboard.health import GroupLag
+from taxi_dashboard.quality import compare
 from taxi_dashboard.state import DashboardState, RawRecord
 from taxi_dashboard.trips import LiveTrip
 from taxi_dashboard.views import (
@@ -18,6 +20,9 @@ from taxi_dashboard.views import (
     ERROR_STOPS,
     MISSING,
     RATE_LABELS,
+    champion_cumulative,
+    comparison_frame,
+    comparisons,
     cumulative_rows,
     dead_letters_frame,
     duration_colour,
@@ -26,15 +31,18 @@ from taxi_dashboard.views import (
     format_duration,
     format_error,
     format_figure,
+    head_to_head_summary,
+    history_frame,
     in_progress_count,
     lag_frame,
     map_rows,
     quality_frames,
     rates_frame,
     records_frame,
+    roles_caption,
     tooltip_text,
 )
-from taxi_events import DeadLetter, ModelMetrics, encode
+from taxi_events import DeadLetter, DeploymentDecision, ModelMetrics, encode
 from taxi_events.testing import prediction, trip_finished, trip_started
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -193,6 +201,11 @@ def window(source: str, start_s: int, **fields) -> ModelMetrics:
 def test_quality_frames_have_a_column_per_source_and_skip_empty_windows():
     empty = {"count": 0, "rmsle": None, "mae": None, "median_ape": None, "within_30": None}
     windows = [
+        # Head-to-head figures are not the champion's over all its trips.
+        window("train", 0, rmsle=0.1, challenger_version="m2", count=9),
+        window(
+            "train", 0, rmsle=0.1, role="challenger", model_version="m2", challenger_version="m2"
+        ),
         window("train", 0, rmsle=0.5),
         window("test", 0, rmsle=0.3),
         window("train", 10, rmsle=0.6),
@@ -262,3 +275,146 @@ def test_the_cumulative_table_is_rounded_and_shows_missing_figures_as_a_dash():
         [MISSING] * 4,
         ["0.412", "62", "25.0%", "70.1%"],
     ]
+
+
+def cumulative(source: str = "train", **fields) -> ModelMetrics:
+    values = {
+        "count": 120,
+        "rmsle": 0.41234,
+        "mae": 61.7,
+        "median_ape": 0.25,
+        "within_30": 0.70123,
+        "unmatched": 0,
+        "model_version": "m1",
+        "produced_at": NOW,
+    }
+    return ModelMetrics(
+        source=source,
+        scope="cumulative",
+        window_start=None,
+        window_end=None,
+        **{**values, **fields},
+    )
+
+
+def decision(action: str, version: str, champion: str | None, challenger: str | None, **fields):
+    values = {"actor": "ana@host", "reason": f"{action} {version}", "decided_at": NOW, **fields}
+    return DeploymentDecision(
+        action=action, version=version, champion=champion, challenger=challenger, **values
+    )
+
+
+def snapshot_of(metrics: list[ModelMetrics], decisions: list[DeploymentDecision]):
+    state = DashboardState()
+    for m in metrics:
+        state.ingest(RawRecord("model_metrics", encode(m), 1), NOW)
+    for d in decisions:
+        state.ingest(RawRecord("model_deployments", encode(d), 1), NOW)
+    return state.snapshot(NOW)
+
+
+HEAD_TO_HEAD = [
+    cumulative(model_version="m1", count=900, rmsle=0.45),
+    cumulative(model_version="m1", challenger_version="m2", rmsle=0.41234),
+    cumulative(
+        role="challenger", model_version="m2", challenger_version="m2", rmsle=0.39, mae=55.2
+    ),
+    cumulative("test", model_version="m1", count=300),
+]
+DECISIONS = [
+    decision("publish", "m1", "m1", None, decided_at=NOW - timedelta(hours=2)),
+    decision("publish", "m2", "m1", "m2", reason="retrained on March"),
+]
+
+
+def test_the_champion_and_the_challenger_stand_side_by_side_on_the_same_trips():
+    snapshot = snapshot_of(HEAD_TO_HEAD, DECISIONS)
+    frame = comparison_frame(comparisons(snapshot))
+    assert list(frame.columns) == [
+        "figure",
+        "train · champion",
+        "train · challenger",
+        "test · champion",
+        "test · challenger",
+    ]
+    table = frame.set_index("figure")
+    assert table["train · champion"].tolist() == [
+        "m1",
+        "champion",
+        "the trips m2 shadowed",
+        "120",
+        "0.412",
+        "62",
+        "25.0%",
+        "70.1%",
+    ]
+    assert table.loc["RMSLE", "train · challenger"] == "0.390"
+    assert table.loc["MAE (s)", "train · challenger"] == "55"
+    assert table.loc["role", "train · challenger"] == "challenger"
+    # No figures of the test source on the challenger's trips yet: dashes, not the champion's
+    # all-trips figures (those are on other trips).
+    assert table.loc["version", "test · challenger"] == "m2"
+    assert table.loc["matched", "test · champion"] == MISSING
+    assert table.loc["RMSLE", "test · challenger"] == MISSING
+    assert not frame.isna().to_numpy().any()
+    assert roles_caption(snapshot) == "Champion m1 · challenger m2"
+    summaries = [head_to_head_summary(c) for c in comparisons(snapshot)]
+    assert summaries == [
+        "train: RMSLE 0.390 (challenger m2) vs 0.412 (champion m1) on the same 120 trips: "
+        "the challenger leads",
+        "test: no trip scored for both models yet",
+    ]
+
+
+def test_without_a_challenger_the_champion_shows_its_figures_over_all_its_trips():
+    withdrawn = [*DECISIONS, decision("withdraw", "m2", "m1", None)]
+    snapshot = snapshot_of(HEAD_TO_HEAD, withdrawn)
+    found = comparisons(snapshot)
+    frame = comparison_frame(found).set_index("figure")
+    assert list(frame.columns) == ["train · champion", "test · champion"]
+    assert frame.loc["scored on"].tolist() == ["all its trips", "all its trips"]
+    assert frame.loc["matched"].tolist() == ["900", "300"]
+    assert [head_to_head_summary(c) for c in found] == [None, None]
+    assert roles_caption(snapshot) == "Champion m1 · challenger none"
+    assert champion_cumulative(snapshot)["train"].count == 900
+
+
+def test_a_pipeline_without_decisions_shows_the_model_behind_its_figures():
+    snapshot = snapshot_of([cumulative(model_version="m7")], [])
+    assert roles_caption(snapshot) == "Model version m7 (no deployment decision yet)"
+    frame = comparison_frame(comparisons(snapshot)).set_index("figure")
+    assert frame["train · champion"]["version"] == "m7"
+    assert comparison_frame([]).columns.tolist() == ["figure"]
+
+
+def test_the_summary_says_who_leads_on_the_same_trips():
+    found = snapshot_of(HEAD_TO_HEAD, DECISIONS).cumulative
+    worse = {
+        **found,
+        ("train", "challenger", "m2", "m2"): cumulative(
+            role="challenger", model_version="m2", challenger_version="m2", rmsle=0.5
+        ),
+    }
+    summary = head_to_head_summary(compare(worse, Roles("m1", "m2"), "train"))
+    assert summary is not None
+    assert summary.endswith("the champion leads")
+
+
+def test_the_promotion_history_is_newest_first_with_who_why_and_the_roles_left():
+    snapshot = snapshot_of([], [*DECISIONS, decision("promote", "m2", "m2", None, actor="bo")])
+    frame = history_frame(snapshot.decisions)
+    assert frame.columns.tolist() == [
+        "when (UTC)",
+        "action",
+        "version",
+        "champion",
+        "challenger",
+        "who",
+        "why",
+    ]
+    assert frame.to_numpy().tolist() == [
+        ["2026-01-01 12:00:00", "promote", "m2", "m2", MISSING, "bo", "promote m2"],
+        ["2026-01-01 12:00:00", "publish", "m2", "m1", "m2", "ana@host", "retrained on March"],
+        ["2026-01-01 10:00:00", "publish", "m1", "m1", MISSING, "ana@host", "publish m1"],
+    ]
+    assert history_frame([]).empty

@@ -20,14 +20,20 @@ from taxi_dashboard.settings import DashboardSettings
 from taxi_dashboard.state import Snapshot
 from taxi_dashboard.views import (
     QUALITY_CHARTS,
+    champion_cumulative,
+    comparison_frame,
+    comparisons,
     cumulative_rows,
     dead_letters_frame,
+    head_to_head_summary,
+    history_frame,
     in_progress_count,
     lag_frame,
     map_rows,
     quality_frames,
     rates_frame,
     records_frame,
+    roles_caption,
 )
 from taxi_events import Source
 from taxi_kafka import ML_PREDICTIONS, NEW_TRIPS
@@ -140,17 +146,44 @@ def _records_panel(live: LiveData) -> None:
 
 def _quality_panel(live: LiveData) -> None:
     snapshot = live.snapshot()
+    st.container(key="model-roles").caption(roles_caption(snapshot))
     if not snapshot.windows and not snapshot.cumulative:
         st.caption("No model_metrics yet: the aggregator publishes them every window.")
         return
-    st.caption(f"Model version {snapshot.model_version or '-'} · window figures per source")
+    st.caption("Window figures per source: the champion over all its trips")
     frames = quality_frames(snapshot.windows)
     for (metric, label), cell in zip(QUALITY_CHARTS.items(), st.columns(3), strict=True):
         with cell:
             st.markdown(f"**{label}**")
             st.line_chart(frames[metric], height=220, x_label="", y_label=label)
-    st.markdown("**Since the start (cumulative)**")
-    st.dataframe(cumulative_rows(snapshot.cumulative), hide_index=True, width="stretch")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Champion and challenger (cumulative)**")
+        found = comparisons(snapshot)
+        for summary in filter(None, map(head_to_head_summary, found)):
+            st.caption(summary)
+        st.container(key="model-comparison").dataframe(
+            comparison_frame(found), hide_index=True, width="stretch"
+        )
+    with right:
+        st.markdown("**The champion since the start, over all its trips (cumulative)**")
+        st.dataframe(
+            cumulative_rows(champion_cumulative(snapshot)), hide_index=True, width="stretch"
+        )
+
+
+def _history_panel(live: LiveData) -> None:
+    snapshot = live.snapshot()
+    if not snapshot.decisions:
+        st.caption(
+            "No deployment decisions yet: publishing, promoting, rolling back or withdrawing "
+            "a model writes one to model_deployments."
+        )
+        return
+    st.container(key="promotion-history").dataframe(
+        history_frame(snapshot.decisions), hide_index=True, width="stretch", height=220
+    )
+    st.caption(f"{len(snapshot.decisions):,} decisions, newest first")
 
 
 def main() -> None:
@@ -177,6 +210,8 @@ def main() -> None:
     every(refresh, _records_panel)
     st.subheader("Model quality over time")
     every(2 * refresh, _quality_panel)
+    st.subheader("Promotion history")
+    every(2 * refresh, _history_panel)
 
 
 main()

@@ -8,17 +8,31 @@ look-back when the rate is high.
 
 from __future__ import annotations
 
-from taxi_kafka import DEAD_LETTERS, MODEL_METRICS
+import math
+
+from taxi_kafka import DEAD_LETTERS, MODEL_DEPLOYMENTS, MODEL_METRICS
 
 # Model quality and dead letters are few records and worth their history.
 HISTORY_S = 2 * 3600.0
 HISTORY_TOPICS = frozenset({MODEL_METRICS, DEAD_LETTERS})
+# Read from their beginning (within the count cap): the deployment decisions are the models'
+# whole history, and the last one, however old, holds the current roles.
+WHOLE_TOPICS = frozenset({MODEL_DEPLOYMENTS})
 MAX_RECORDS_PER_PARTITION = 5_000
 
 
 def lookback_s(topic: str, trips_lookback_s: float) -> float:
-    """Seconds of `topic` to read back: the setting for the trip topics, more for history."""
+    """Seconds of `topic` to read back: the setting for the trip topics, more for history,
+    infinity for the topics read whole."""
+    if topic in WHOLE_TOPICS:
+        return math.inf
     return max(HISTORY_S, trips_lookback_s) if topic in HISTORY_TOPICS else trips_lookback_s
+
+
+def since_ms(now_s: float, lookback: float) -> int:
+    """The timestamp (ms) a look-back of `lookback` seconds starts at; 0, the first record of
+    any partition, for an infinite one."""
+    return max(0, int((now_s - lookback) * 1000)) if math.isfinite(lookback) else 0
 
 
 def start_offset(

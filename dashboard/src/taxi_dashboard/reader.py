@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 
 from taxi_dashboard import metrics
 from taxi_dashboard.health import BrokerMemory, ClusterHealth
-from taxi_dashboard.lookback import lookback_s, start_offset
+from taxi_dashboard.lookback import lookback_s, since_ms, start_offset
 from taxi_dashboard.probe import probe_cluster
 from taxi_dashboard.settings import DashboardSettings
 from taxi_dashboard.state import TOPICS, DashboardState, RawRecord, Snapshot
@@ -158,9 +158,9 @@ class LiveData:
     def _start_offsets(
         self, consumer: Consumer, topic: str, partitions: list[int]
     ) -> list[TopicPartition]:
-        since = self._clock().timestamp() - lookback_s(topic, self.settings.lookback_s)
+        since = since_ms(self._clock().timestamp(), lookback_s(topic, self.settings.lookback_s))
         at_times = consumer.offsets_for_times(
-            [TopicPartition(topic, p, int(since * 1000)) for p in partitions],
+            [TopicPartition(topic, p, since) for p in partitions],
             timeout=METADATA_TIMEOUT_S,
         )
         starts = []

@@ -14,22 +14,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from taxi_dashboard.buffers import RateMeter
-from taxi_dashboard.quality import DEFAULT_WINDOWS, QualityHistory
+from taxi_dashboard.deployments import DEFAULT_DECISIONS, DeploymentLog, Roles
+from taxi_dashboard.quality import DEFAULT_WINDOWS, QualityHistory, QualityKey, champion_version
 from taxi_dashboard.trips import DEFAULT_TRIPS, LiveTrip, TripBoard
 from taxi_events import (
     DeadLetter,
+    DeploymentDecision,
     EventDecodeError,
     ModelMetrics,
     Prediction,
-    Source,
     TripFinished,
     TripStarted,
     decode,
 )
-from taxi_kafka import DEAD_LETTERS, FINISHED_TRIPS, ML_PREDICTIONS, MODEL_METRICS, NEW_TRIPS
+from taxi_kafka import (
+    DEAD_LETTERS,
+    FINISHED_TRIPS,
+    ML_PREDICTIONS,
+    MODEL_DEPLOYMENTS,
+    MODEL_METRICS,
+    NEW_TRIPS,
+)
 
 # The topics the dashboard reads.
-TOPICS = (NEW_TRIPS, ML_PREDICTIONS, FINISHED_TRIPS, MODEL_METRICS, DEAD_LETTERS)
+TOPICS = (NEW_TRIPS, ML_PREDICTIONS, FINISHED_TRIPS, MODEL_METRICS, MODEL_DEPLOYMENTS, DEAD_LETTERS)
 # Topics whose throughput is shown: trips in, predictions out, trip ends.
 RATE_TOPICS = (NEW_TRIPS, ML_PREDICTIONS, FINISHED_TRIPS)
 RATE_WINDOW_S = 10
@@ -64,9 +72,9 @@ class Malformed:
 class Snapshot:
     taken_at: datetime
     trips: tuple[LiveTrip, ...]  # least recently changed first
-    windows: tuple[ModelMetrics, ...]  # by window start
-    cumulative: Mapping[Source, ModelMetrics]
-    model_version: str | None
+    windows: tuple[ModelMetrics, ...]  # by window start, every series
+    cumulative: Mapping[QualityKey, ModelMetrics]  # the newest figures of each series
+    model_version: str | None  # the current champion
     dead_letters: tuple[DeadLetter, ...]  # newest first
     dead_letter_count: int
     rates: Mapping[str, float]  # records per second, by topic
@@ -77,6 +85,10 @@ class Snapshot:
     last_record_at: datetime | None
     waiting_ends: int = 0
     buffer_sizes: Mapping[str, int] = field(default_factory=dict)
+    # The roles the last deployment decision left (None before the first), and the decisions,
+    # newest first.
+    roles: Roles | None = None
+    decisions: tuple[DeploymentDecision, ...] = ()
 
     @property
     def has_data(self) -> bool:
@@ -98,10 +110,12 @@ class DashboardState:
         trips: int = DEFAULT_TRIPS,
         windows: int = DEFAULT_WINDOWS,
         dead_letters: int = DEFAULT_DEAD_LETTERS,
+        decisions: int = DEFAULT_DECISIONS,
         rate_horizon_s: int = RATE_SERIES_S + RATE_WINDOW_S + 5,
     ) -> None:
         self.board = TripBoard(trips)
         self.quality = QualityHistory(windows)
+        self.deployments = DeploymentLog(decisions)
         self._dead_letters: collections.deque[DeadLetter] = collections.deque(maxlen=dead_letters)
         self._dead_letter_count = 0
         self._rates = {topic: RateMeter(rate_horizon_s) for topic in RATE_TOPICS}
@@ -136,6 +150,8 @@ class DashboardState:
             decode(value, TripStarted)  # only counted, but only if it is a trip
         elif topic == MODEL_METRICS:
             self.quality.add(decode(value, ModelMetrics))
+        elif topic == MODEL_DEPLOYMENTS:
+            self.deployments.add(decode(value, DeploymentDecision))
         elif topic == DEAD_LETTERS:
             # The value is the failed record's original bytes; the headers say why it failed.
             self._dead_letters.appendleft(DeadLetter.from_headers(record.headers))
@@ -148,6 +164,7 @@ class DashboardState:
             "trips": len(self.board),
             "waiting_ends": self.board.waiting_ends,
             "quality": len(self.quality),
+            "decisions": len(self.deployments),
             "dead_letters": len(self._dead_letters),
             "malformed": len(self._problems),
             "rate_seconds": sum(len(meter) for meter in self._rates.values()),
@@ -156,12 +173,14 @@ class DashboardState:
     def snapshot(self, now: datetime | None = None) -> Snapshot:
         taken_at = now or datetime.now(UTC)
         now_s = taken_at.timestamp()
+        cumulative = self.quality.cumulative()
+        roles = self.deployments.roles()
         return Snapshot(
             taken_at=taken_at,
             trips=tuple(self.board.trips()),
             windows=tuple(self.quality.windows()),
-            cumulative=self.quality.cumulative(),
-            model_version=self.quality.model_version(),
+            cumulative=cumulative,
+            model_version=champion_version(cumulative, roles),
             dead_letters=tuple(self._dead_letters),
             dead_letter_count=self._dead_letter_count,
             rates={t: m.rate(now_s, RATE_WINDOW_S) for t, m in self._rates.items()},
@@ -172,4 +191,6 @@ class DashboardState:
             last_record_at=self._last_record_at,
             waiting_ends=self.board.waiting_ends,
             buffer_sizes=self.buffer_sizes(),
+            roles=roles,
+            decisions=tuple(self.deployments.history()),
         )

@@ -17,9 +17,16 @@ from typing import Any
 import pandas as pd
 
 from taxi_dashboard.health import GroupLag
+from taxi_dashboard.quality import (
+    Comparison,
+    Standing,
+    all_trips_windows,
+    champion_figures,
+    compare,
+)
 from taxi_dashboard.state import Snapshot
 from taxi_dashboard.trips import LiveTrip
-from taxi_events import ModelMetrics, Source
+from taxi_events import DeploymentDecision, ModelMetrics, Source
 from taxi_kafka import FINISHED_TRIPS, ML_PREDICTIONS, NEW_TRIPS
 
 Colour = tuple[int, int, int]
@@ -227,9 +234,10 @@ def records_frame(
 
 
 def quality_frames(windows: Sequence[ModelMetrics]) -> dict[str, pd.DataFrame]:
-    """Per metric, a frame indexed by window end with one column per source (for a line chart).
-    Windows without matched trips have no figures and are left out."""
-    scored = [m for m in windows if m.count > 0]
+    """Per metric, a frame indexed by window end with one column per source (for a line chart):
+    the champions' figures over all their trips. Windows without matched trips have no figures
+    and are left out."""
+    scored = [m for m in all_trips_windows(windows) if m.count > 0]
     frames = {}
     for metric in QUALITY_CHARTS:
         columns: dict[str, dict[datetime | None, float]] = {}
@@ -290,32 +298,128 @@ def dead_letters_frame(snapshot: Snapshot) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=["failed at", "service", "topic", "reason"])
 
 
+# The figures of a model's quality, as a person reads them: label, ModelMetrics field, format.
+FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("RMSLE", "rmsle", ".3f"),
+    ("MAE (s)", "mae", ".0f"),
+    ("median APE", "median_ape", ".1%"),
+    ("within ±30%", "within_30", ".1%"),
+)
+SOURCE_ORDER: tuple[Source, ...] = ("train", "test")
+
+
+def _figures(m: ModelMetrics | None) -> list[str]:
+    return [
+        MISSING if m is None else format_figure(getattr(m, field), spec)
+        for _, field, spec in FIGURES
+    ]
+
+
 def cumulative_rows(cumulative: Mapping[Source, ModelMetrics]) -> pd.DataFrame:
     """The cumulative figures, one row per source, rounded to what a person reads (MISSING
     before the first matched trip)."""
     rows = [
-        (
-            source,
-            m.count,
-            format_figure(m.rmsle, ".3f"),
-            format_figure(m.mae, ".0f"),
-            format_figure(m.median_ape, ".1%"),
-            format_figure(m.within_30, ".1%"),
-            m.unmatched,
-            m.model_version,
-        )
+        (source, m.count, *_figures(m), m.unmatched, m.model_version)
         for source, m in sorted(cumulative.items())
     ]
     return pd.DataFrame.from_records(
         rows,
-        columns=[
-            "source",
-            "matched",
-            "RMSLE",
-            "MAE (s)",
-            "median APE",
-            "within ±30%",
-            "unmatched",
-            "model",
-        ],
+        columns=["source", "matched", *(label for label, _, _ in FIGURES), "unmatched", "model"],
     )
+
+
+def champion_cumulative(snapshot: Snapshot) -> dict[Source, ModelMetrics]:
+    """The current champion's cumulative figures over all its trips, per source."""
+    return champion_figures(snapshot.cumulative, snapshot.model_version)
+
+
+def roles_caption(snapshot: Snapshot) -> str:
+    """Which models are in which role, and where that comes from."""
+    if snapshot.roles is None:
+        return f"Model version {snapshot.model_version or MISSING} (no deployment decision yet)"
+    challenger = snapshot.roles.challenger or "none"
+    return f"Champion {snapshot.roles.champion or MISSING} · challenger {challenger}"
+
+
+def comparisons(snapshot: Snapshot) -> list[Comparison]:
+    """The champion beside the challenger, per source that has any figures (train first)."""
+    scored = {source for source, *_ in snapshot.cumulative}
+    return [
+        compare(snapshot.cumulative, snapshot.roles, source)
+        for source in SOURCE_ORDER
+        if source in scored
+    ]
+
+
+def _trips_text(comparison: Comparison) -> str:
+    if comparison.challenger is None:
+        return "all its trips"
+    return f"the trips {comparison.challenger.version} shadowed"
+
+
+def _standing_column(comparison: Comparison, standing: Standing) -> list[str]:
+    m = standing.figures
+    return [
+        standing.version or MISSING,
+        standing.role,
+        _trips_text(comparison),
+        MISSING if m is None else f"{m.count:,}",
+        *_figures(m),
+    ]
+
+
+COMPARISON_ROWS = ("version", "role", "scored on", "matched", *(label for label, _, _ in FIGURES))
+
+
+def comparison_frame(found: Sequence[Comparison]) -> pd.DataFrame:
+    """The models side by side: a row per figure, a column per source and role. With a
+    challenger, both roles' figures are on the same trips (the ones it shadowed)."""
+    columns = {"figure": list(COMPARISON_ROWS)}
+    for comparison in found:
+        for standing in comparison.standings():
+            columns[f"{comparison.source} · {standing.role}"] = _standing_column(
+                comparison, standing
+            )
+    return pd.DataFrame(columns)
+
+
+def head_to_head_summary(comparison: Comparison) -> str | None:
+    """One sentence on who leads on the same trips; None without a challenger or figures."""
+    challenger = comparison.challenger
+    if challenger is None:
+        return None
+    ours, theirs = challenger.figures, comparison.champion.figures
+    if ours is None or theirs is None or ours.rmsle is None or theirs.rmsle is None:
+        return f"{comparison.source}: no trip scored for both models yet"
+    if ours.rmsle < theirs.rmsle:
+        verdict = "the challenger leads"
+    elif ours.rmsle > theirs.rmsle:
+        verdict = "the champion leads"
+    else:
+        verdict = "even"
+    return (
+        f"{comparison.source}: RMSLE {ours.rmsle:.3f} (challenger {challenger.version}) vs "
+        f"{theirs.rmsle:.3f} (champion {comparison.champion.version}) on the same "
+        f"{min(ours.count, theirs.count):,} trips: {verdict}"
+    )
+
+
+HISTORY_COLUMNS = ("when (UTC)", "action", "version", "champion", "challenger", "who", "why")
+
+
+def history_frame(decisions: Sequence[DeploymentDecision]) -> pd.DataFrame:
+    """The promotion history in the order given (the snapshot's: newest first), with the
+    roles each decision left."""
+    rows = [
+        (
+            d.decided_at.strftime("%Y-%m-%d %H:%M:%S"),
+            d.action,
+            d.version,
+            d.champion or MISSING,
+            d.challenger or MISSING,
+            d.actor,
+            d.reason,
+        )
+        for d in decisions
+    ]
+    return pd.DataFrame.from_records(rows, columns=list(HISTORY_COLUMNS))
