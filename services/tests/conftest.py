@@ -47,6 +47,14 @@ def trained_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def challenger_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another small model, trained on other synthetic trips: a challenger to the one above."""
+    path = tmp_path_factory.mktemp("challenger") / "taxi_pipeline.skops"
+    train_and_save(generate_trips(rows=2000, seed=6), "synthetic rows=2000 seed=6", path)
+    return path
+
+
 BIN = Path(sys.executable).parent
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, generate_latest
 
-from taxi_kafka import METRICS_PORTS, NEW_TRIPS, PROMETHEUS_PORT
+from taxi_kafka import METRICS_PORTS, NEW_TRIPS, PROMETHEUS_PORT, KafkaConfig
 from taxi_kafka.cluster import NODE_IDS, LocalCluster
 from taxi_kafka.testing import produce_all
 from taxi_model import write_synthetic
@@ -35,6 +35,7 @@ from taxi_services.prometheus import (
     command,
     find_binary,
 )
+from taxi_services.registry import ModelRegistry, ensure_champion
 
 GRAFANA = OBSERVABILITY_DIR / "grafana"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
@@ -405,10 +406,9 @@ def test_every_dashboard_query_has_data_from_the_running_pipeline(
     shipped = load_yaml(LOCAL_CONFIG)
     ports = {job: free_port() for job in jobs(shipped)}
     train_csv, test_csv = write_synthetic(tmp_path / "data", rows=TRIPS, seed=81, test_rows=TRIPS)
-    model = str(trained_model_path)
-    services.start(
-        "taxi-predictor", "--model", model, "--instance", "o", metrics_port=ports["predictor"]
-    )
+    registry = ModelRegistry(KafkaConfig(pipeline_cluster.bootstrap_servers))
+    ensure_champion(registry, trained_model_path, "test")
+    services.start("taxi-predictor", "--instance", "o", metrics_port=ports["predictor"])
     services.start(
         "taxi-aggregator",
         *("--instance", "o", "--window", "2", "--grace", "1"),

@@ -7,20 +7,30 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from taxi_events import ModelMetrics, Prediction, decode
-from taxi_kafka import ensure_topics, project_topics
+from taxi_kafka import KafkaConfig, ensure_topics, project_topics
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.testing import read_all
-from taxi_model import load_model, quality_metrics, read_trips, write_synthetic
+from taxi_model import (
+    Decider,
+    current_roles,
+    load_model,
+    quality_metrics,
+    read_trips,
+    write_synthetic,
+)
+from taxi_services.registry import ModelRegistry, RegistryTopics, ensure_champion, record_of
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 TRIPS = 2000
+DECIDER = Decider("test@here")
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float) -> object:
@@ -61,13 +71,21 @@ class Topics:
     def keys(self, topic: str) -> list[str]:
         return [m.key().decode() for m in self.read(topic)]
 
+    @property
+    def registry(self) -> ModelRegistry:
+        config = KafkaConfig(self.cluster.bootstrap_servers)
+        return ModelRegistry(config, RegistryTopics.prefixed(self.prefix))
+
 
 @pytest.fixture
-def topics(kafka_cluster: LocalCluster, shared_services) -> Topics:
+def topics(kafka_cluster: LocalCluster, shared_services, trained_model_path) -> Topics:
+    """The test's namespace, with `trained_model_path` its champion."""
     prefix = f"pipeline-{uuid.uuid4().hex[:8]}."
     ensure_topics(kafka_cluster.admin(), project_topics(prefix=prefix))
     shared_services.env["TAXI_TOPIC_PREFIX"] = prefix
-    return Topics(kafka_cluster, prefix)
+    topics = Topics(kafka_cluster, prefix)
+    ensure_champion(topics.registry, trained_model_path, "test")
+    return topics
 
 
 @pytest.fixture
@@ -100,9 +118,8 @@ def test_every_trip_is_predicted_once_and_scored_exactly(
     topics, services, trained_model_path, tmp_path, kill_predictor
 ):
     train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=77, test_rows=0)
-    model = str(trained_model_path)
     try:
-        services.start("taxi-predictor", "--model", model, "--instance", "p1")
+        services.start("taxi-predictor", "--instance", "p1")
         services.start("taxi-aggregator", "--instance", "a1", "--window", "2", "--grace", "1")
         producer = services.start(
             "taxi-producer",
@@ -112,7 +129,7 @@ def test_every_trip_is_predicted_once_and_scored_exactly(
             wait_for("some predictions", lambda: len(predictions(topics)) > 300, 90)
             services.running[0].kill()  # SIGKILL, mid-transaction as likely as not
             services.running[0].wait()
-            services.start("taxi-predictor", "--model", model, "--instance", "p1")
+            services.start("taxi-predictor", "--instance", "p1")
         assert producer.wait(timeout=120) == 0
 
         got = all_predictions(topics)
@@ -155,10 +172,9 @@ def test_a_killed_producer_resumes_without_repeating_or_losing_trips(topics, ser
 
 def test_two_predictors_split_the_partitions(topics, services, trained_model_path, tmp_path):
     train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=79, test_rows=0)
-    model = str(trained_model_path)
     try:
-        services.start("taxi-predictor", "--model", model, "--instance", "p1")
-        services.start("taxi-predictor", "--model", model, "--instance", "p2")
+        services.start("taxi-predictor", "--instance", "p1")
+        services.start("taxi-predictor", "--instance", "p2")
         producer = services.start("taxi-producer", *replay(train_csv, "two", "--rate", "400"))
         assert producer.wait(timeout=120) == 0
         got = all_predictions(topics)
@@ -177,3 +193,54 @@ def test_two_predictors_split_the_partitions(topics, services, trained_model_pat
     assert second
     assert not first & second
     assert len(first | second) == 6
+
+
+@pytest.mark.parametrize("kill_mid_switch", [False, True], ids=["switch", "killed-mid-switch"])
+def test_a_promotion_switches_the_running_predictor_with_nothing_lost_or_doubled(
+    topics, services, challenger_model_path, tmp_path, kill_mid_switch
+):
+    train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=80, test_rows=0)
+    registry = topics.registry
+    champion = current_roles(registry.history()).champion
+    challenger = record_of(challenger_model_path)
+    registry.publish(challenger)
+    registry.decide(DECIDER.publish(registry.history(), challenger.version, "challenger", "try"))
+    try:
+        predictor = services.start("taxi-predictor", "--instance", "p1")
+        producer = services.start("taxi-producer", *replay(train_csv, "swap", "--rate", "200"))
+        wait_for(
+            "a third of the trips predicted", lambda: len(predictions(topics)) > TRIPS // 3, 90
+        )
+        known = set(registry.raw_records())
+        registry.decide(DECIDER.promote(registry.history(), challenger.version, known, "test"))
+        if kill_mid_switch:
+            time.sleep(0.5)  # the follower has read the decision, and is loading the model
+            predictor.kill()
+            predictor.wait()
+            predictor = services.start("taxi-predictor", "--instance", "p1")
+        assert producer.wait(timeout=120) == 0
+        got = all_predictions(topics)
+        # Not restarted by anyone but the test: the same process switched models.
+        assert predictor.poll() is None
+    finally:
+        services.stop_all()
+
+    # Counted by an independent read_committed reader: every trip exactly once.
+    assert len(got) == len({p.trip_id for p in got}) == TRIPS
+    by_version = Counter(p.model_version for p in got)
+    assert set(by_version) == {champion, challenger.version}
+    # Each partition switches once, from the old champion to the new one, for good.
+    for partition in range(6):
+        versions = [
+            decode(m.value(), Prediction).model_version
+            for m in topics.read("ml_predictions")
+            if m.partition() == partition
+        ]
+        assert versions == sorted(versions, key=lambda v: v == challenger.version)
+    # While it was the challenger, it predicted the same trips in the shadow, once each.
+    shadowed = [p for p in got if p.challenger_version == challenger.version]
+    shadow = [decode(m.value(), Prediction) for m in topics.read("shadow_predictions")]
+    assert shadowed
+    assert sorted(p.trip_id for p in shadow) == sorted(p.trip_id for p in shadowed)
+    assert {(p.role, p.model_version) for p in shadow} == {("challenger", challenger.version)}
+    assert all(p.model_version == champion for p in shadowed)

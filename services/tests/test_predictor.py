@@ -1,5 +1,6 @@
 """The predictor's transform, on hand-made Kafka messages: no broker needed."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import attrs
@@ -10,6 +11,7 @@ from confluent_kafka import Message
 from taxi_events import Prediction, TripStarted, decode, encode
 from taxi_events import testing as events
 from taxi_model import TripDurationModel, events_to_frame, load_model
+from taxi_services.deployment import Deployment
 from taxi_services.predictor import PredictTransform
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -53,9 +55,34 @@ def model(trained_model_path):
     return CountingModel(load_model(trained_model_path))
 
 
+def serving(champion, challenger=None) -> Callable[[], Deployment]:
+    deployment = Deployment(champion, challenger)
+    return lambda: deployment
+
+
+class Halved(CountingModel):
+    """A challenger that predicts half the champion's durations, to tell them apart."""
+
+    @property
+    def version(self) -> str:
+        return "halved"
+
+    def predict(self, trips):
+        return super().predict(trips) / 2
+
+
+class Broken(CountingModel):
+    @property
+    def version(self) -> str:
+        return "broken"
+
+    def predict(self, trips):
+        raise KeyError("weather")
+
+
 def test_a_batch_is_predicted_in_one_call(model):
     trips = [trip(n) for n in range(50)]
-    result = PredictTransform(model, clock=lambda: NOW)(
+    result = PredictTransform(serving(model), clock=lambda: NOW)(
         [message(encode(t), i) for i, t in enumerate(trips)]
     )
     assert model.calls == [50]
@@ -74,7 +101,7 @@ def test_a_batch_is_predicted_in_one_call(model):
 
 
 def test_bad_records_become_failures_and_the_rest_goes_on(model):
-    newer = encode(trip(2)).replace(b'"schema_version":"1.0"', b'"schema_version":"2.0"')
+    newer = encode(trip(2)).replace(b'"schema_version":"1.1"', b'"schema_version":"2.0"')
     batch = [
         message(encode(trip(1)), 0),
         message(b"\xff\x00 not json", 1),
@@ -82,7 +109,7 @@ def test_bad_records_become_failures_and_the_rest_goes_on(model):
         message(newer, 3),
         message(encode(trip(4)), 4),
     ]
-    result = PredictTransform(model, clock=lambda: NOW)(batch)
+    result = PredictTransform(serving(model), clock=lambda: NOW)(batch)
     assert [decode(r.value, Prediction).trip_id for r in result.records] == [
         "id0000001",
         "id0000004",
@@ -93,4 +120,61 @@ def test_bad_records_become_failures_and_the_rest_goes_on(model):
 
 
 def test_an_empty_batch_gives_nothing(model):
-    assert PredictTransform(model)([]).records == []
+    assert PredictTransform(serving(model))([]).records == []
+
+
+def test_a_challenger_predicts_the_same_batch_into_the_shadow_topic(model, trained_model_path):
+    challenger = Halved(load_model(trained_model_path))
+    trips = [trip(n) for n in range(30)]
+    result = PredictTransform(serving(model, challenger), clock=lambda: NOW)(
+        [message(encode(t), i) for i, t in enumerate(trips)]
+    )
+    champion = [decode(r.value, Prediction) for r in result.records if r.topic == "ml_predictions"]
+    shadow = [
+        decode(r.value, Prediction) for r in result.records if r.topic == "shadow_predictions"
+    ]
+    # One result is one transaction: both models' predictions of every trip commit together.
+    assert (
+        [p.trip_id for p in champion] == [p.trip_id for p in shadow] == [t.trip_id for t in trips]
+    )
+    assert [r.key for r in result.records if r.topic == "shadow_predictions"] == [
+        t.trip_id.encode() for t in trips
+    ]
+    assert {(p.role, p.model_version, p.challenger_version) for p in champion} == {
+        ("champion", model.version, "halved")
+    }
+    assert {(p.role, p.model_version, p.challenger_version) for p in shadow} == {
+        ("challenger", "halved", None)
+    }
+    assert np.allclose(
+        [p.predicted_duration for p in shadow], [p.predicted_duration / 2 for p in champion]
+    )
+    assert (model.calls, challenger.calls) == ([30], [30])
+
+
+def test_each_batch_takes_the_deployment_current_at_its_start(model, trained_model_path):
+    deployments = [Deployment(model), Deployment(Halved(load_model(trained_model_path)))]
+    transform = PredictTransform(lambda: deployments[0], clock=lambda: NOW)
+    first = transform([message(encode(trip(1)), 0)])
+    deployments.pop(0)
+    second = transform([message(encode(trip(2)), 1)])
+    versions = [
+        decode(r.value, Prediction).model_version for r in [*first.records, *second.records]
+    ]
+    assert versions == [model.version, "halved"]
+
+
+def test_a_challenger_that_fails_on_the_stream_is_dropped_and_the_champion_goes_on(
+    model, trained_model_path
+):
+    refused: list[tuple[str, str]] = []
+    transform = PredictTransform(
+        serving(model, Broken(load_model(trained_model_path))),
+        clock=lambda: NOW,
+        on_rejected=lambda version, reason: refused.append((version, reason)),
+    )
+    for offset in range(2):
+        result = transform([message(encode(trip(offset)), offset)])
+        assert [r.topic for r in result.records] == ["ml_predictions"]
+        assert decode(result.records[0].value, Prediction).challenger_version is None
+    assert refused == [("broken", "missing-feature")]  # reported once, not per batch

@@ -1,5 +1,6 @@
 """The predictor: each TripStarted on `new_trips` becomes one Prediction on `ml_predictions`,
-exactly once (one Kafka transaction per batch), with one vectorised model call per batch."""
+exactly once (one Kafka transaction per batch), with one vectorised model call per batch and
+model. Its models come from the registry (taxi_services.deployment)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,21 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import click
+import numpy as np
 from confluent_kafka import Message
-from prometheus_client import Histogram, Info
+from prometheus_client import Counter, Histogram, Info
 from threadpoolctl import threadpool_limits
 
-from taxi_events.columns import decode_trip_starts, encode_predictions
+from taxi_events.columns import TripStartColumns, decode_trip_starts, encode_predictions
 from taxi_kafka import (
     DEAD_LETTERS,
     METRICS_PORTS,
     ML_PREDICTIONS,
     NEW_TRIPS,
     PREDICTOR_GROUP,
+    SHADOW_PREDICTIONS,
     BatchPolicy,
     Failure,
     KafkaConfig,
@@ -31,9 +33,11 @@ from taxi_kafka import (
     stop_on_signals,
 )
 from taxi_kafka.cli import env_option
-from taxi_model import ModelLoadError, TripDurationModel, load_model
+from taxi_model import REJECT_REASONS, RejectReason, TripDurationModel
+from taxi_services.deployment import Deployment, ModelFollower, RejectionHandler
 from taxi_services.metrics import PrometheusObserver, serve_metrics
-from taxi_services.options import model_option, prefixed, service_options, topic_prefix_option
+from taxi_services.options import prefixed, service_options, topic_prefix_option
+from taxi_services.registry import RegistryTopics
 
 log = logging.getLogger("taxi.predictor")
 
@@ -50,59 +54,127 @@ MODEL_THREADS = 1
 INFERENCE_SECONDS = Histogram(
     "taxi_model_inference_seconds",
     "Time of one vectorised model call on a batch.",
+    ["role"],
     # Up to seconds: a busy machine slows a big batch's call down that far.
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-MODEL_INFO = Info("taxi_predictor_model", "The model this predictor predicts with.")
+MODEL_INFO = Info("taxi_predictor_model", "The models this predictor predicts with.")
+REJECTED = Counter(
+    "taxi_model_rejected",
+    "Models from the registry that failed a check; the running model stayed.",
+    ["reason"],
+)
+SWITCHES = Counter("taxi_model_switches", "Changes of the models predicted with.")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class PredictTransform:
-    """Decode a batch of trip starts, predict them in one call, encode the predictions.
+def rejected(version: str, reason: RejectReason) -> None:
+    REJECTED.labels(reason).inc()
 
-    Records that do not decode become failures (dead letters); the rest of the batch goes on.
-    The result carries each trip's start time, observed as latency once the batch commits.
+
+def switched(deployment: Deployment) -> None:
+    SWITCHES.inc()
+    challenger = deployment.challenger.version if deployment.challenger else ""
+    MODEL_INFO.info({"champion": deployment.champion.version, "challenger": challenger})
+
+
+class PredictTransform:
+    """Decode a batch of trip starts, predict them in one call per model, encode the predictions.
+
+    Each batch is predicted with the deployment `models()` gives at its start: the champion's
+    predictions go to `output_topic`, a challenger's to `shadow_topic`, in the same result and
+    so the same transaction. Records that do not decode become failures (dead letters); the
+    rest of the batch goes on. The result carries each trip's start time, observed as latency
+    once the batch commits.
     """
 
     def __init__(
         self,
-        model: TripDurationModel,
+        models: Callable[[], Deployment],
         *,
         input_topic: str = NEW_TRIPS,
         output_topic: str = ML_PREDICTIONS,
+        shadow_topic: str = SHADOW_PREDICTIONS,
         clock: Callable[[], datetime] = utc_now,
+        on_rejected: RejectionHandler = rejected,
     ) -> None:
-        self._model = model
+        self._models = models
         self._input_topic = input_topic
         self._output_topic = output_topic
+        self._shadow_topic = shadow_topic
         self._clock = clock
+        self._on_rejected = on_rejected
+        # Challengers that failed on the stream: shadowing them stops.
+        self._failed: set[str] = set()
 
     def __call__(self, messages: Sequence[Message]) -> TransformResult:
+        deployment = self._models()
         batch = decode_trip_starts([message.value() for message in messages])
         failures = [
             Failure(messages[position], f"undecodable TripStarted: {error}", DECODE)
             for position, error in batch.errors
         ]
         trips = batch.columns
-        started = time.perf_counter()
-        durations = self._model.predict(trips)
-        INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        values = encode_predictions(trips, durations.tolist(), self._model.version, self._clock())
+        at = self._clock()
+        shadow = self._shadow(deployment.challenger, trips, at)
+        values = encode_predictions(
+            trips,
+            _predict(deployment.champion, trips, "champion").tolist(),
+            deployment.champion.version,
+            at,
+            # Named only when its predictions are in this transaction: the aggregator waits.
+            challenger_version=deployment.challenger.version
+            if shadow and deployment.challenger
+            else None,
+        )
         records = [
             OutputRecord(self._output_topic, value, trip_id.encode())
             for value, trip_id in zip(values, trips.trip_id, strict=True)
         ]
+        records += shadow
         return TransformResult(records, failures, {self._input_topic: trips.produced_at})
+
+    def _shadow(
+        self, challenger: TripDurationModel | None, trips: TripStartColumns, at: datetime
+    ) -> list[OutputRecord]:
+        """The challenger's predictions of the batch; none if it has none or fails on it."""
+        if challenger is None or challenger.version in self._failed or not len(trips):
+            return []
+        try:
+            values = encode_predictions(
+                trips,
+                _predict(challenger, trips, "challenger").tolist(),
+                challenger.version,
+                at,
+                role="challenger",
+            )
+        except Exception as exc:  # whatever its pipeline raises: the champion's batch goes on
+            log.error(
+                "challenger %s failed on a batch (%r); it is no longer shadowed",
+                challenger.version,
+                exc,
+            )
+            self._failed.add(challenger.version)
+            self._on_rejected(challenger.version, "missing-feature")
+            return []
+        return [
+            OutputRecord(self._shadow_topic, value, trip_id.encode())
+            for value, trip_id in zip(values, trips.trip_id, strict=True)
+        ]
+
+
+def _predict(model: TripDurationModel, trips: TripStartColumns, role: str) -> np.ndarray:
+    started = time.perf_counter()
+    durations = model.predict(trips)
+    INFERENCE_SECONDS.labels(role).observe(time.perf_counter() - started)
+    return durations
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @service_options(SERVICE, metrics_port=METRICS_PORTS["predictor"])
-@model_option(
-    "The trained pipeline (`taxi train` writes it).", envvar="TAXI_MODEL", show_envvar=True
-)
 @option(
     "--batch-size",
     type=click.IntRange(1, 100_000),
@@ -126,7 +198,6 @@ def main(
     metrics_port: int,
     metrics_address: str,
     instance: str,
-    model_path: Path,
     batch_size: int,
     batch_wait: float,
     topic_prefix: str,
@@ -135,38 +206,54 @@ def main(
 
     Reads TripStarted from new_trips as consumer group taxi-predictor (run several instances to
     share the partitions) and writes one Prediction per trip to ml_predictions, exactly once.
-    Undecodable records go to dead_letters.
+    The models come from Kafka: the champion that model_deployments names, loaded from
+    model_registry, and followed from then on; a new champion takes over at a batch boundary,
+    without a restart. While a challenger is deployed it predicts the same trips, to
+    shadow_predictions in the same transactions. Undecodable records go to dead_letters.
     """
-    try:
-        model = load_model(model_path)
-    except ModelLoadError as exc:
-        raise click.ClickException(str(exc)) from exc
-    log.info("model %s loaded from %s", model.version, model_path)
     threadpool_limits(MODEL_THREADS)
-    MODEL_INFO.info({"version": model.version})
+    for reason in REJECT_REASONS:
+        REJECTED.labels(reason)
     serve_metrics(metrics_port, metrics_address)
-    group, trips, predictions, dead_letters = prefixed(
-        topic_prefix, PREDICTOR_GROUP, NEW_TRIPS, ML_PREDICTIONS, DEAD_LETTERS
+    group, trips, predictions, shadow, dead_letters = prefixed(
+        topic_prefix, PREDICTOR_GROUP, NEW_TRIPS, ML_PREDICTIONS, SHADOW_PREDICTIONS, DEAD_LETTERS
     )
-    processor = TransactionalProcessor(
+    follower = ModelFollower(
         kafka,
-        service=SERVICE,
-        instance=instance,
-        group_id=group,
-        input_topics=[trips],
-        transform=PredictTransform(model, input_topic=trips, output_topic=predictions),
-        dead_letter_topic=dead_letters,
-        batch=BatchPolicy(max_messages=batch_size, max_wait=batch_wait),
-        observer=PrometheusObserver(
-            SERVICE,
-            group=group,
-            inputs=[trips],
-            outputs=[predictions, dead_letters],
-            dead_letter_reasons=[DECODE],
-            timed_inputs=[trips],
-        ),
+        RegistryTopics.prefixed(topic_prefix),
+        on_rejected=rejected,
+        on_switch=switched,
     )
     stop = threading.Event()
     with stop_on_signals(stop):
-        processor.run(stop)
+        follower.start()
+        try:
+            if follower.wait_ready(stop) is None:
+                return
+            processor = TransactionalProcessor(
+                kafka,
+                service=SERVICE,
+                instance=instance,
+                group_id=group,
+                input_topics=[trips],
+                transform=PredictTransform(
+                    follower.deployment,
+                    input_topic=trips,
+                    output_topic=predictions,
+                    shadow_topic=shadow,
+                ),
+                dead_letter_topic=dead_letters,
+                batch=BatchPolicy(max_messages=batch_size, max_wait=batch_wait),
+                observer=PrometheusObserver(
+                    SERVICE,
+                    group=group,
+                    inputs=[trips],
+                    outputs=[predictions, shadow, dead_letters],
+                    dead_letter_reasons=[DECODE],
+                    timed_inputs=[trips],
+                ),
+            )
+            processor.run(stop)
+        finally:
+            follower.close()
     log.info("stopped")

@@ -24,9 +24,12 @@ from taxi_kafka import (
     DEAD_LETTERS,
     FINISHED_TRIPS,
     ML_PREDICTIONS,
+    MODEL_DEPLOYMENTS,
+    MODEL_REGISTRY,
     NEW_TRIPS,
     PRODUCER_CHECKPOINTS,
     PROJECT_TOPICS,
+    SHADOW_PREDICTIONS,
     KafkaConfig,
     KafkaProducer,
     TopicSpec,
@@ -40,7 +43,16 @@ log = logging.getLogger(__name__)
 # A deadline for writing a backlog, so a stuck cluster fails the run instead of hanging it.
 FILL_TIMEOUT = 600.0
 # The topics the predictor and the producer use.
-SERVICE_TOPICS = (NEW_TRIPS, FINISHED_TRIPS, ML_PREDICTIONS, DEAD_LETTERS, PRODUCER_CHECKPOINTS)
+SERVICE_TOPICS = (
+    NEW_TRIPS,
+    FINISHED_TRIPS,
+    ML_PREDICTIONS,
+    SHADOW_PREDICTIONS,
+    DEAD_LETTERS,
+    PRODUCER_CHECKPOINTS,
+    MODEL_REGISTRY,
+    MODEL_DEPLOYMENTS,
+)
 
 
 @dataclass(frozen=True)

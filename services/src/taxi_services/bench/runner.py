@@ -66,6 +66,7 @@ from taxi_services.bench.results import (
 )
 from taxi_services.predictor import MODEL_THREADS
 from taxi_services.provenance import provenance
+from taxi_services.registry import ModelRegistry, RegistryTopics, ensure_champion
 from taxi_services.supervisor import Child, stop_all
 from taxi_stream import Replay, ReplayCheckpoint
 
@@ -386,10 +387,12 @@ class Bench:
         return child
 
     def _predictor(self, prefix: str, part: str, instance: str) -> Child:
+        registry = ModelRegistry(self.config, RegistryTopics.prefixed(prefix))
+        ensure_champion(registry, self.model_path, f"taxi bench {part}")
         return self._child(
             f"{part}-predictor-{instance}",
             "taxi-predictor",
-            *("--model", str(self.model_path), "--topic-prefix", prefix),
+            *("--topic-prefix", prefix),
             *("--instance", prefix + instance),
             *self._batch_args(),
         )

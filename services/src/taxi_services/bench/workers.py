@@ -138,9 +138,11 @@ def naive(
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
     from taxi_model import load_model  # noqa: PLC0415
+    from taxi_services.deployment import Deployment  # noqa: PLC0415
     from taxi_services.predictor import MODEL_THREADS, PredictTransform  # noqa: PLC0415
 
-    predict = PredictTransform(load_model(model), output_topic=sink)
+    deployment = Deployment(load_model(model))
+    predict = PredictTransform(lambda: deployment, output_topic=sink)
     threadpool_limits(MODEL_THREADS)  # as the predictor does
     deliveries = Deliveries()
     consumer = _consumer(config, group, source, auto_commit=True)

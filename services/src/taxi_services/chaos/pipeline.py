@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taxi_events import Source
+from taxi_kafka import KafkaConfig
+from taxi_services.registry import ModelRegistry, ensure_champion
 from taxi_services.scrape import total
 from taxi_services.supervisor import Child, free_port, stop_all
 
@@ -51,6 +53,8 @@ class Pipeline:
         logs: Path,
     ) -> None:
         self.replays = dict(replays)
+        self._bootstrap_servers = bootstrap_servers
+        self._model_path = model_path
         self.env = {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
             "TAXI_LOG_LEVEL": "INFO",
@@ -59,7 +63,7 @@ class Pipeline:
         }
         named = ["--instance", instance]
         commands = {
-            "predictor": ["taxi-predictor", *named, "--model", str(model_path)],
+            "predictor": ["taxi-predictor", *named],
             "aggregator": ["taxi-aggregator", *named],
             **{
                 producer_name(source): [
@@ -93,7 +97,11 @@ class Pipeline:
 
     def start_all(self, timeout: float) -> None:
         """Start every service and wait until each serves its metrics (the model loaded, the
-        trips read), so that a service that cannot start fails the run at once."""
+        trips read), so that a service that cannot start fails the run at once. The model
+        becomes the champion first."""
+        ensure_champion(
+            ModelRegistry(KafkaConfig(self._bootstrap_servers)), self._model_path, "taxi chaos"
+        )
         for name in self.children:
             self.start(name)
         deadline = time.monotonic() + timeout
