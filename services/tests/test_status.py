@@ -58,6 +58,21 @@ def test_the_predictor_line_shows_its_output_but_not_its_own_lag_gauge_which_cou
     assert detail == "predicted 1,200"
 
 
+def test_the_predictor_line_names_its_champion_and_challenger():
+    serving = (
+        "# TYPE taxi_predictor_model info\n"
+        'taxi_predictor_model_info{champion="fb295ce8d39b",challenger="0a1b2c3d4e5f"} 1\n'
+    )
+    detail = service_detail("predictor", parse_samples(PREDICTOR_METRICS + serving))
+    assert (
+        detail
+        == "predicted 1,200 with champion fb295ce8d39b, challenger 0a1b2c3d4e5f in the shadow"
+    )
+    alone = serving.replace("0a1b2c3d4e5f", "")
+    detail = service_detail("predictor", parse_samples(PREDICTOR_METRICS + alone))
+    assert detail == "predicted 1,200 with champion fb295ce8d39b"
+
+
 def test_a_service_without_samples_reads_zero_and_no_rmsle():
     assert service_detail("aggregator", {}) == f"scored 0, unmatched 0, RMSLE train {NO_FIGURE}"
 

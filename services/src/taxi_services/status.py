@@ -58,7 +58,7 @@ def service_detail(name: str, samples: Samples) -> str:
     if name == "predictor":
         # Its lag is the consumer lag line's: the predictor's own gauge counts markers too.
         predicted = total(samples, "taxi_records_produced_total", topic="ml_predictions")
-        return f"predicted {predicted:,.0f}"
+        return f"predicted {predicted:,.0f}{serving_text(samples)}"
     if name == "aggregator":
         scored = total(samples, "taxi_matched_trips")
         unmatched = total(samples, "taxi_unmatched_trips")
@@ -67,6 +67,18 @@ def service_detail(name: str, samples: Samples) -> str:
     if name == "dashboard":
         read = total(samples, "taxi_records_consumed_total")
         return f"read {read:,.0f} records"
+    return ""
+
+
+def serving_text(predictor: Samples) -> str:
+    """Which models the predictor predicts with, from its info metric; empty until it has a
+    champion."""
+    for (name, labels), _ in predictor.items():
+        if name == "taxi_predictor_model_info":
+            roles = dict(labels)
+            challenger = roles.get("challenger")
+            shadow = f", challenger {challenger} in the shadow" if challenger else ""
+            return f" with champion {roles.get('champion', NO_FIGURE)}{shadow}"
     return ""
 
 
