@@ -18,6 +18,7 @@ from taxi_services.bench.figures import (
     busy_share,
     caught_up,
     cpu_ticks,
+    median_max_ms,
     percentiles_ms,
     rate,
     replay_rate,
@@ -32,6 +33,8 @@ from taxi_services.bench.results import (
     LatencyRun,
     ReplayRun,
     Results,
+    Switch,
+    SwitchRun,
     Throughput,
     missed_targets,
     report,
@@ -107,6 +110,13 @@ def test_percentiles_are_ordered(seconds):
 def test_percentiles_need_latencies():
     with pytest.raises(ValueError, match="no durations"):
         percentiles_ms([])
+
+
+def test_median_and_max_of_a_few_switches():
+    assert median_max_ms([0.3, 0.1, 0.2, 1.0]) == {"median_ms": 250.0, "max_ms": 1000.0}
+    assert median_max_ms([0.05]) == {"median_ms": 50.0, "max_ms": 50.0}
+    with pytest.raises(ValueError, match="no durations"):
+        median_max_ms([])
 
 
 def seen(started: float, latency: float = 0.1) -> Seen:
@@ -214,7 +224,46 @@ def throughput(part: str, records: int, *seconds: float) -> Throughput:
         processed=records * len(seconds),
         outputs=records * len(seconds),
         distinct_outputs=records * len(seconds),
+        shadow_outputs=records * len(seconds) if part == "shadow" else None,
     )
+
+
+def switch_run(**changes) -> SwitchRun:
+    values = {
+        "rate": 100.0,
+        "switches": (
+            Switch("promote", "v2", 0.4, 30),
+            Switch("rollback", "v1", 0.2, 12),
+            Switch("promote", "v2", 0.9, 70),
+        ),
+        "started": 1_000,
+        "distinct_started": 1_000,
+        "predictions": 1_000,
+        "distinct_predicted": 1_000,
+        "by_version": {"v1": 600, "v2": 400},
+        "machine_busy": 0.25,
+        **changes,
+    }
+    return SwitchRun(**values)
+
+
+def test_a_switch_run_reports_each_switch_its_median_and_max_and_exactly_once():
+    run = switch_run().to_json()
+    assert [(s["action"], s["version"], s["ms"]) for s in run["switches"]] == [
+        ("promote", "v2", 400.0),
+        ("rollback", "v1", 200.0),
+        ("promote", "v2", 900.0),
+    ]
+    assert run["switch_ms"] == {"median_ms": 400.0, "max_ms": 900.0}
+    assert run["switches"][2]["predictions_before"] == 70
+    assert run["exactly_once"] is True
+    assert run["predictions_by_version"] == {"v1": 600, "v2": 400}
+
+
+def test_a_trip_predicted_twice_or_skipped_is_not_exactly_once():
+    assert not switch_run(predictions=1_001).exactly_once  # one twice
+    assert not switch_run(predictions=999, distinct_predicted=999).exactly_once  # one skipped
+    assert not switch_run(distinct_started=1_001).exactly_once
 
 
 def test_the_fastest_drain_counts():
@@ -241,6 +290,7 @@ def results() -> Results:
             "predictor": throughput("predictor", 10_000, 2.5, 2.0),
             "two-predictors": throughput("two-predictors", 10_000, 1.6),
             "naive": throughput("naive", 100, 1.0),
+            "shadow": throughput("shadow", 10_000, 4.0, 3.2),
         },
         latency={2000.0: latency},
         replay=ReplayRun(
@@ -251,6 +301,7 @@ def results() -> Results:
             distinct_started=10_000,
             ended=10_000,
         ),
+        switch=switch_run(),
     )
 
 
@@ -262,11 +313,13 @@ def test_the_report_holds_rates_ratios_latencies_targets_and_the_environment():
         "predictor": 5_000,
         "two-predictors": 6_250,
         "naive": 100,
+        "shadow": 3_125,
     }
     assert result["ratios"] == {
         "predictor_over_passthrough": 0.5,
         "predictor_over_naive": 50.0,
         "two_over_one": 1.25,
+        "shadow_over_predictor": 0.625,
     }
     assert set(result["parts"]) == set(PARTS)
     assert result["parts"]["predictor"]["process_cores_used"] == 0.5
@@ -276,6 +329,9 @@ def test_the_report_holds_rates_ratios_latencies_targets_and_the_environment():
     assert d["trip_visible"]["p50_ms"] == d["trip_visible"]["max_ms"] == 10.0
     assert d["predicted"]["p99_ms"] < d["visible"]["p99_ms"]
     assert result["parts"]["replay"]["trips_per_s"] == 8_000
+    assert result["parts"]["shadow"]["shadow_records"] == 20_000
+    assert "shadow_records" not in result["parts"]["predictor"]
+    assert result["parts"]["switch"]["switch_ms"]["max_ms"] == 900.0
     names = [t["name"] for t in result["targets"]]
     assert names == [
         "predictor_vs_baseline",
@@ -296,6 +352,7 @@ def test_a_report_of_some_parts_only():
         "predictor_over_passthrough": None,
         "predictor_over_naive": None,
         "two_over_one": None,
+        "shadow_over_predictor": None,
     }
     assert missed_targets(result) == []
 
@@ -307,6 +364,7 @@ def test_parts_and_rates_from_the_command_line():
     assert parse_parts(None) == frozenset(PARTS)
     assert parse_parts("predictor, latency") == {"predictor", "latency"}
     assert parse_parts("b, d, two-predictors") == {"predictor", "latency", "two-predictors"}
+    assert parse_parts("predictor,shadow,switch") == {"predictor", "shadow", "switch"}
     with pytest.raises(click.BadParameter, match="unknown part"):
         parse_parts("b,x")
     assert parse_rates("500,2000") == (500.0, 2000.0)
@@ -344,7 +402,9 @@ def test_the_report_names_the_command_that_repeats_the_run():
         "--latency-warmup 1 --latency-rates 500,2000 --batch-size 5000 --batch-wait 0.1 "
         "--only predictor,latency"
     )
-    assert reproduce(settings(), "h:1").endswith("--batch-wait 0.1 --bootstrap-servers h:1")
+    assert reproduce(settings(), "h:1").endswith(
+        "--batch-wait 0.1 --switch-rate 200 --switches 4 --switch-gap 3 --bootstrap-servers h:1"
+    )
 
 
 # -- a real run ------------------------------------------------------------------------------
@@ -353,12 +413,13 @@ def test_the_report_names_the_command_that_repeats_the_run():
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_a_tiny_run_on_a_scratch_cluster(taxi, trained_model_path, in_tmp):
-    records, repeat, naive, rates = 3_000, 2, 40, (500.0,)
+    records, repeat, naive, rates, switches = 3_000, 2, 40, (500.0,), 3
     code, out, err = taxi(
         "bench",
         *("--records", str(records), "--repeat", str(repeat), "--naive-records", str(naive)),
         *("--latency-seconds", "2", "--latency-warmup", "1"),
         *("--latency-rates", ",".join(f"{r:g}" for r in rates)),
+        *("--switch-rate", "100", "--switches", str(switches), "--switch-gap", "1"),
         *("--model", str(trained_model_path), "--output", "bench.json"),
     )
     assert code == 0, err
@@ -368,7 +429,7 @@ def test_a_tiny_run_on_a_scratch_cluster(taxi, trained_model_path, in_tmp):
 
     parts = result["parts"]
     assert set(parts) == set(PARTS)
-    for part in ("passthrough", "predictor", "two-predictors", "naive"):
+    for part in ("passthrough", "predictor", "two-predictors", "shadow", "naive"):
         run = parts[part]
         sent = naive if part == "naive" else records * repeat
         assert len(run["runs_records_per_s"]) == (1 if part == "naive" else repeat)
@@ -377,6 +438,29 @@ def test_a_tiny_run_on_a_scratch_cluster(taxi, trained_model_path, in_tmp):
         assert run["input_records"] == run["output_records"] == sent
         assert run["distinct_output_keys"] == sent // len(run["runs_records_per_s"])
     assert parts["two-predictors"]["processes"] == "2 x taxi-predictor"
+    # shadow: the challenger predicted every trip too, in the same transactions.
+    assert parts["shadow"]["shadow_records"] == parts["shadow"]["output_records"]
+    assert "shadow_records" not in parts["predictor"]
+    assert result["ratios"]["shadow_over_predictor"] > 0
+    # switch: promote the challenger (trained by the run), roll back, promote again.
+    champion, challenger = (
+        result["environment"][k] for k in ("model_version", "challenger_version")
+    )
+    assert challenger not in (None, champion)
+    s = parts["switch"]
+    assert [(w["action"], w["version"]) for w in s["switches"]] == [
+        ("promote", challenger),
+        ("rollback", champion),
+        ("promote", challenger),
+    ]
+    assert all(w["ms"] > 0 and w["predictions_before"] >= 0 for w in s["switches"])
+    assert s["switch_ms"]["median_ms"] <= s["switch_ms"]["max_ms"]
+    assert s["switch_ms"]["max_ms"] == max(w["ms"] for w in s["switches"])
+    assert s["trips_started"] == s["distinct_trips_started"] > 0
+    assert s["predictions"] == s["distinct_trips_predicted"] == s["trips_started"]
+    assert s["exactly_once"] is True
+    assert set(s["predictions_by_version"]) == {champion, challenger}
+    assert sum(s["predictions_by_version"].values()) == s["predictions"]
     for r in rates:
         d = parts["latency"][f"{r:g}"]
         trips = round(r * 3)

@@ -65,6 +65,18 @@ def percentiles_ms(seconds: Sequence[float]) -> dict[str, float]:
     return {**summary, "max_ms": round(float(values.max()), 1)}
 
 
+def median_max_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """The median and the max of durations in seconds, in milliseconds (few of them: a
+    percentile beyond the median would only be the max)."""
+    if not seconds:
+        raise ValueError("no durations")
+    values = np.asarray(seconds, dtype=np.float64) * 1000
+    return {
+        "median_ms": round(float(np.median(values)), 1),
+        "max_ms": round(float(values.max()), 1),
+    }
+
+
 @dataclass(frozen=True)
 class Seen:
     """A prediction seen downstream: when its trip started and when it was seen (epoch s)."""

@@ -9,6 +9,7 @@ from typing import Any
 from taxi_services.bench.figures import (
     Progress,
     Seen,
+    median_max_ms,
     percentiles_ms,
     rate,
     ratio,
@@ -23,9 +24,13 @@ PARTS = {
     "passthrough": "baseline: plain confluent-kafka consume-and-produce passthrough, no model",
     "predictor": "our predictor: the taxi-predictor process, exactly once, batched",
     "two-predictors": "two taxi-predictor processes sharing the partitions",
+    "shadow": "the taxi-predictor process with a challenger deployed: every batch predicted "
+    "and written twice",
     "naive": "naive: one DataFrame and one predict call per message, a flush per produce",
     "latency": "latency from trip start to prediction visible downstream, at fixed rates",
     "replay": "the taxi-producer process replaying trips as fast as it can",
+    "switch": "from a promotion (or rollback) decision written to the new version's first "
+    "prediction visible downstream, under a steady load",
 }
 # The letters the parts had before they had names; --only still takes them.
 PART_ALIASES = {
@@ -76,6 +81,7 @@ class Throughput:
     processed: int  # input records committed in all, once the processes stopped
     outputs: int  # records in the output topic afterwards
     distinct_outputs: int
+    shadow_outputs: int | None = None  # records in shadow_predictions afterwards (shadow only)
 
     @property
     def best(self) -> Drain:
@@ -101,6 +107,7 @@ class Throughput:
                 None if best.process_cpu_s is None else best.process_cpu_s / best.seconds, 2
             ),
             "machine_busy": _round(best.machine_busy, 2),
+            **({} if self.shadow_outputs is None else {"shadow_records": self.shadow_outputs}),
         }
 
 
@@ -169,11 +176,65 @@ class ReplayRun:
         }
 
 
+@dataclass(frozen=True)
+class Switch:
+    """One deployment decision and how long until the version it made champion was seen
+    predicting by a read_committed reader."""
+
+    action: str  # promote or rollback
+    version: str  # the new champion
+    seconds: float  # from just before the decision was written to its first prediction seen
+    predictions_before: int  # predictions seen between the decision and that one (old model)
+
+
+@dataclass(frozen=True)
+class SwitchRun:
+    """A predictor under a steady load, switched between two versions again and again."""
+
+    rate: float  # the producer's trips/s
+    switches: tuple[Switch, ...]
+    started: int  # trip starts on new_trips afterwards
+    distinct_started: int
+    predictions: int  # records on ml_predictions afterwards
+    distinct_predicted: int  # distinct trip ids among them
+    by_version: Mapping[str, int]  # predictions per model version
+    machine_busy: float | None = None
+
+    @property
+    def exactly_once(self) -> bool:
+        """Every trip started was predicted, and none twice."""
+        return self.predictions == self.distinct_predicted == self.distinct_started
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "what": PARTS["switch"],
+            "rate": self.rate,
+            "switches": [
+                {
+                    "action": s.action,
+                    "version": s.version,
+                    "ms": round(s.seconds * 1000, 1),
+                    "predictions_before": s.predictions_before,
+                }
+                for s in self.switches
+            ],
+            "switch_ms": median_max_ms([s.seconds for s in self.switches]),
+            "trips_started": self.started,
+            "distinct_trips_started": self.distinct_started,
+            "predictions": self.predictions,
+            "distinct_trips_predicted": self.distinct_predicted,
+            "predictions_by_version": dict(self.by_version),
+            "exactly_once": self.exactly_once,
+            "machine_busy": _round(self.machine_busy, 2),
+        }
+
+
 @dataclass
 class Results:
     throughput: dict[str, Throughput]
     latency: dict[float, LatencyRun]
     replay: ReplayRun | None = None
+    switch: SwitchRun | None = None
 
 
 def report(
@@ -195,6 +256,7 @@ def report(
         "predictor_over_passthrough": ratio(rates.get("predictor"), rates.get("passthrough")),
         "predictor_over_naive": ratio(rates.get("predictor"), rates.get("naive")),
         "two_over_one": ratio(rates.get("two-predictors"), rates.get("predictor")),
+        "shadow_over_predictor": ratio(rates.get("shadow"), rates.get("predictor")),
     }
     return {
         "environment": dict(environment),
@@ -210,6 +272,7 @@ def report(
                 else {}
             ),
             **({"replay": results.replay.to_json()} if results.replay else {}),
+            **({"switch": results.switch.to_json()} if results.switch else {}),
         },
         "notes": notes,
     }

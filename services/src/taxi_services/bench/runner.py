@@ -13,6 +13,10 @@
   predictions notes when each becomes visible.
 - replay runs a producer as fast as it goes; its rate comes from its own replay checkpoints
   (one per transaction, timestamped when produced).
+- shadow is a throughput part like predictor, raced with it, with a challenger deployed.
+- switch runs one predictor under a producer at a fixed rate, and promotes a second version,
+  rolls it back, promotes it again...: each switch lasts from the decision's record (its
+  timestamp) until a read_committed reader sees the first prediction by the new champion.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,16 +40,28 @@ import confluent_kafka
 import pandas as pd
 from confluent_kafka.admin import AdminClient
 
-from taxi_events import Prediction, TripStarted, decode, encode
+from taxi_events import DeploymentDecision, Prediction, TripStarted, decode, encode
 from taxi_kafka import (
     FINISHED_TRIPS,
     ML_PREDICTIONS,
+    MODEL_DEPLOYMENTS,
     NEW_TRIPS,
     PREDICTOR_GROUP,
     PRODUCER_CHECKPOINTS,
+    SHADOW_PREDICTIONS,
     KafkaConfig,
+    read_to_end,
 )
-from taxi_model import load_model, read_trips, write_synthetic
+from taxi_model import (
+    Decider,
+    DeploymentError,
+    RegistryRecord,
+    generate_trips,
+    load_model,
+    read_trips,
+    train_and_save,
+    write_synthetic,
+)
 from taxi_services.bench.cluster import Backlog, Namespaces, cluster_at
 from taxi_services.bench.figures import Progress, Seen, busy_share, replay_rate
 from taxi_services.bench.probes import (
@@ -61,12 +78,20 @@ from taxi_services.bench.results import (
     LatencyRun,
     ReplayRun,
     Results,
+    Switch,
+    SwitchRun,
     Throughput,
     report,
 )
 from taxi_services.predictor import MODEL_THREADS
 from taxi_services.provenance import provenance
-from taxi_services.registry import ModelRegistry, RegistryTopics, ensure_champion
+from taxi_services.registry import (
+    ModelRegistry,
+    RegistryTopics,
+    ensure_champion,
+    record_of,
+    whoami,
+)
 from taxi_services.supervisor import Child, stop_all
 from taxi_stream import Replay, ReplayCheckpoint
 
@@ -84,6 +109,10 @@ WORKERS = ("python", "-m", "taxi_services.bench.workers")
 PLAIN, NAIVE = "bench-plain", "bench-naive"
 # The synthetic trips every run replays.
 TRIPS_SEED = 2024
+# The challenger shadow and switch deploy when none is given: trained on other synthetic trips.
+CHALLENGER_ROWS, CHALLENGER_SEED = 3_000, TRIPS_SEED + 1
+# The parts that race one another, taking turns.
+RACED = ("passthrough", "predictor", "two-predictors", "shadow")
 
 
 class BenchError(RuntimeError):
@@ -101,7 +130,10 @@ class Settings:
     batch_size: int
     batch_wait: float
     partitions: int
-    repeat: int  # backlogs passthrough, predictor and two-predictors drain; the fastest counts
+    repeat: int  # backlogs the raced parts drain; the fastest counts
+    switch_rate: float = 200.0  # trips/s of switch's steady load
+    switches: int = 4  # promote, rollback, promote, ...
+    switch_gap: float = 3.0  # seconds of steady predictions before each switch
 
     def latency_trips(self, rate: float) -> int:
         return round(rate * (self.latency_warmup + self.latency_seconds))
@@ -109,15 +141,14 @@ class Settings:
     @property
     def trips_needed(self) -> int:
         """Rows of trip data the run replays at most."""
-        needed = (
-            [self.records]
-            if self.parts & {"passthrough", "predictor", "two-predictors", "replay"}
-            else []
-        )
+        needed = [self.records] if self.parts & {*RACED, "replay"} else []
         if "naive" in self.parts:
             needed.append(self.naive_records)
         if "latency" in self.parts:
             needed += [self.latency_trips(r) for r in self.latency_rates]
+        if "switch" in self.parts:
+            # The producer loops over them (new ids each time): a few seconds' worth will do.
+            needed.append(max(round(self.switch_rate * self.switch_gap), 100))
         return max(needed, default=0)
 
 
@@ -150,11 +181,14 @@ class Bench:
         trips: pd.DataFrame,
         trips_csv: Path,
         logs: Path,
+        challenger_path: Path | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
         self.namespaces = namespaces
         self.model_path = model_path
+        self.challenger_path = challenger_path
+        self._challenger: RegistryRecord | None = None
         self.trips = trips
         self.trips_csv = trips_csv
         self.logs = logs
@@ -166,11 +200,7 @@ class Bench:
         parts = self.settings.parts
         results = Results(throughput={}, latency={})
         try:
-            contenders = [
-                self._contender(p)
-                for p in ("passthrough", "predictor", "two-predictors")
-                if p in parts
-            ]
+            contenders = [self._contender(p) for p in RACED if p in parts]
             if contenders:
                 results.throughput |= self._race(
                     contenders, rounds=self.settings.repeat, records=self.settings.records
@@ -184,6 +214,8 @@ class Bench:
             if "latency" in parts:
                 for trips_per_s in self.settings.latency_rates:
                     results.latency[trips_per_s] = self._latency(trips_per_s)
+            if "switch" in parts:
+                results.switch = self._switch()
         finally:
             stop_all(self._children)
         return results
@@ -192,10 +224,13 @@ class Bench:
 
     def _contender(self, part: str) -> Contender:
         """The processes of a throughput part, in a namespace of their own (not started)."""
-        if part in ("predictor", "two-predictors"):
+        if part in ("predictor", "two-predictors", "shadow"):
             prefix = self.namespaces.create(part)
-            instances = 1 if part == "predictor" else 2
+            instances = 2 if part == "two-predictors" else 1
             predictors = [self._predictor(prefix, part, f"p{i}") for i in range(1, instances + 1)]
+            if part == "shadow":
+                # Decided before the predictor starts: it starts with both models loaded.
+                self._deploy_challenger(prefix)
             return Contender(part, predictors, prefix, group=PREDICTOR_GROUP, sink=ML_PREDICTIONS)
         design, sink, extra = {
             "passthrough": ("passthrough", PLAIN, self._batch_args()),
@@ -248,6 +283,11 @@ class Bench:
                 processed=sum(d.end.count for d in drains[contender.part]),
                 outputs=outputs,
                 distinct_outputs=distinct,
+                shadow_outputs=(
+                    records_of(self.config, contender.prefix + SHADOW_PREDICTIONS)[0]
+                    if contender.part == "shadow"
+                    else None
+                ),
             )
         return results
 
@@ -369,6 +409,121 @@ class Bench:
         log.info("(latency) %g trips/s: visible %s", trips_per_s, run.visible_ms())
         return run
 
+    # -- switch: promotions and rollbacks under a steady load ------------------------------
+
+    def _switch(self) -> SwitchRun:
+        settings = self.settings
+        prefix = self.namespaces.create("switch")
+        predictor = self._predictor(prefix, "switch", "p1")
+        registry = self._registry(prefix)
+        challenger = self._challenger_record()
+        registry.publish(challenger)  # a version in the registry, with no role yet
+        decided_before = len(registry.history())
+        watch = GroupWatch(
+            self._admin, prefix + PREDICTOR_GROUP, prefix + NEW_TRIPS, settings.partitions
+        )
+        log.info(
+            "(switch) %s: %d switches at %g trips/s",
+            PARTS["switch"],
+            settings.switches,
+            settings.switch_rate,
+        )
+        self._start_and_join([predictor], watch)
+        # It loops over the trips until stopped; the limit only bounds a run left behind.
+        limit = round(settings.switch_rate * 3600)
+        producer = self._producer(
+            prefix, "switch", limit, "--rate", f"{settings.switch_rate:g}", "--loop"
+        )
+        watcher = _VersionWatch(
+            self,
+            Watcher(self.config, prefix + ML_PREDICTIONS, settings.partitions),
+            [predictor, producer],
+        )
+        seen: list[tuple[str, float, int]] = []  # (new champion, seen at, predictions between)
+        try:
+            producer.start(self.env)
+            machine_start = machine_ticks()
+            while not watcher.versions:
+                watcher.read(POLL_S)
+            watcher.read(settings.switch_gap)
+            for number in range(settings.switches):
+                decision = self._next_switch(registry, challenger.version, number)
+                assert decision.champion is not None
+                mark = len(watcher.versions)
+                registry.decide(decision)
+                seen.append(watcher.first_of(decision.champion, mark, predictor.log_path))
+                log.info("(switch) %s %s: seen predicting", decision.action, decision.champion)
+                watcher.read(settings.switch_gap)
+            machine_end = machine_ticks()
+            self._stop([producer])
+            started, distinct_started = records_of(self.config, prefix + NEW_TRIPS)
+            watcher.wait_for(started, [predictor])
+        finally:
+            watcher.close()
+        self._stop([predictor, producer])
+        decisions = [
+            (at, decode(value, DeploymentDecision))
+            for at, value in timestamped_values(self.config, prefix + MODEL_DEPLOYMENTS)
+        ][decided_before:]
+        predictions = [
+            decode(m.value(), Prediction) for m in read_to_end(self.config, prefix + ML_PREDICTIONS)
+        ]
+        run = SwitchRun(
+            rate=settings.switch_rate,
+            switches=tuple(
+                Switch(decision.action, version, at - written, between)
+                for (written, decision), (version, at, between) in zip(decisions, seen, strict=True)
+            ),
+            started=started,
+            distinct_started=distinct_started,
+            predictions=len(predictions),
+            distinct_predicted=len({p.trip_id for p in predictions}),
+            by_version=Counter(p.model_version for p in predictions),
+            machine_busy=busy_share(machine_start, machine_end),
+        )
+        log.info("(switch) %s", run.to_json()["switch_ms"])
+        return run
+
+    def _next_switch(
+        self, registry: ModelRegistry, challenger: str, number: int
+    ) -> DeploymentDecision:
+        """Switch `number` (from 0): promote the challenger, then roll back, and so on."""
+        history = registry.history()
+        decider = Decider(whoami())
+        reason = f"taxi bench switch {number + 1} of {self.settings.switches}"
+        try:
+            if number % 2 == 0:
+                return decider.promote(history, challenger, set(registry.raw_records()), reason)
+            return decider.rollback(history, reason)
+        except DeploymentError as exc:
+            raise BenchError(f"switch {number + 1}: {exc}") from exc
+
+    # -- models ------------------------------------------------------------------------------
+
+    def _registry(self, prefix: str) -> ModelRegistry:
+        return ModelRegistry(self.config, RegistryTopics.prefixed(prefix))
+
+    def _challenger_record(self) -> RegistryRecord:
+        """The challenger's record, checked as the predictor checks it (once)."""
+        if self._challenger is None:
+            if self.challenger_path is None:
+                raise BenchError("shadow and switch need a challenger model")
+            self._challenger = record_of(self.challenger_path)
+        return self._challenger
+
+    def _deploy_challenger(self, prefix: str) -> None:
+        registry = self._registry(prefix)
+        record = self._challenger_record()
+        history = registry.history()
+        try:
+            decision = Decider(whoami()).publish(
+                history, record.version, "challenger", "taxi bench shadow"
+            )
+        except DeploymentError as exc:
+            raise BenchError(f"the challenger: {exc}; give another --challenger") from exc
+        registry.publish(record)
+        registry.decide(decision)
+
     # -- processes -------------------------------------------------------------------------
 
     @property
@@ -387,7 +542,7 @@ class Bench:
         return child
 
     def _predictor(self, prefix: str, part: str, instance: str) -> Child:
-        registry = ModelRegistry(self.config, RegistryTopics.prefixed(prefix))
+        registry = self._registry(prefix)
         ensure_champion(registry, self.model_path, f"taxi bench {part}")
         return self._child(
             f"{part}-predictor-{instance}",
@@ -447,6 +602,62 @@ class Bench:
             raise BenchError(f"exit codes {failed}; see the logs in {self.logs}")
 
 
+class _VersionWatch:
+    """A read_committed reader of a predictor's predictions that decodes their model version
+    as they come, while checking that `children` keep running and predictions keep coming."""
+
+    def __init__(self, bench: Bench, watcher: Watcher, children: Sequence[Child]) -> None:
+        self._bench = bench
+        self._watcher = watcher
+        self._children = children
+        self.versions: list[str] = []  # of the predictions seen, in the order seen
+        self._moved = Progress(time.monotonic(), 0)
+
+    def read(self, seconds: float) -> None:
+        """Read what becomes visible for `seconds` (one short poll at least)."""
+        until = time.monotonic() + seconds
+        seen = self._watcher.seen
+        while True:
+            if self._watcher.poll(WATCH_S):
+                self._moved = Progress(time.monotonic(), len(seen))
+                self.versions += [
+                    decode(value, Prediction).model_version
+                    for _, value in seen[len(self.versions) :]
+                ]
+            self._bench._check(self._children, self._moved, "predictions under a steady load")
+            if time.monotonic() >= until:
+                return
+
+    def first_of(self, version: str, mark: int, log_path: Path) -> tuple[str, float, int]:
+        """Wait for the first prediction by `version` after the first `mark` seen: the
+        version, when it was seen (epoch s), and how many were seen between."""
+        deadline = time.monotonic() + STALL_TIMEOUT
+        while version not in self.versions[mark:]:
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"no prediction by {version} within {STALL_TIMEOUT:.0f} s of the decision "
+                    f"that made it champion; see {log_path}"
+                )
+            self.read(WATCH_S)
+        first = self.versions.index(version, mark)
+        return version, self._watcher.seen[first][0], first - mark
+
+    def wait_for(self, count: int, children: Sequence[Child]) -> None:
+        """Read until `count` predictions were seen, or none came for the stall timeout (a
+        trip skipped keeps the count short: the report says so), checking on `children`."""
+        self._children = children
+        self._moved = Progress(time.monotonic(), len(self.versions))
+        while len(self.versions) < count:
+            try:
+                self.read(POLL_S)
+            except BenchError:
+                log.warning("(switch) %d of %d trips predicted", len(self.versions), count)
+                return
+
+    def close(self) -> None:
+        self._watcher.close()
+
+
 def reproduce(settings: Settings, bootstrap_servers: str | None) -> str:
     """The command line that repeats this run."""
     words = [
@@ -460,6 +671,12 @@ def reproduce(settings: Settings, bootstrap_servers: str | None) -> str:
         f"--batch-size {settings.batch_size}",
         f"--batch-wait {settings.batch_wait:g}",
     ]
+    if "switch" in settings.parts:
+        words += [
+            f"--switch-rate {settings.switch_rate:g}",
+            f"--switches {settings.switches}",
+            f"--switch-gap {settings.switch_gap:g}",
+        ]
     if settings.parts != PARTS.keys():
         words.append("--only " + ",".join(p for p in PARTS if p in settings.parts))
     if bootstrap_servers:
@@ -467,17 +684,41 @@ def reproduce(settings: Settings, bootstrap_servers: str | None) -> str:
     return " ".join(words)
 
 
+def train_challenger(workdir: Path) -> Path:
+    """A second model for shadow and switch, trained on other synthetic trips than the
+    champion's: another version (a model cannot challenge itself)."""
+    path = workdir / "challenger" / "taxi_pipeline.skops"
+    path.parent.mkdir(parents=True)
+    log.info("training a challenger on %d synthetic trips", CHALLENGER_ROWS)
+    train_and_save(
+        generate_trips(rows=CHALLENGER_ROWS, seed=CHALLENGER_SEED),
+        f"synthetic rows={CHALLENGER_ROWS} seed={CHALLENGER_SEED} (taxi bench challenger)",
+        path,
+    )
+    return path
+
+
 def measure(
-    settings: Settings, *, bootstrap_servers: str | None, model_path: Path
+    settings: Settings,
+    *,
+    bootstrap_servers: str | None,
+    model_path: Path,
+    challenger_path: Path | None = None,
 ) -> dict[str, Any]:
     """Run the bench on the cluster at `bootstrap_servers` (None: a scratch one) and return
-    its report. Raises BenchError, ClusterError or KafkaException; its files are then kept."""
+    its report. shadow and switch deploy `challenger_path` (None: one trained here). Raises
+    BenchError, ClusterError or KafkaException; its files are then kept."""
     began = time.monotonic()
     load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="taxi-bench-"))
     try:
         trips_csv, _ = write_synthetic(
             workdir, rows=settings.trips_needed, seed=TRIPS_SEED, test_rows=0
+        )
+        if challenger_path is None and settings.parts & {"shadow", "switch"}:
+            challenger_path = train_challenger(workdir)
+        challenger_version = (
+            None if challenger_path is None else load_model(challenger_path).version
         )
         with cluster_at(bootstrap_servers) as cluster:
             config = KafkaConfig.from_env(bootstrap_servers=cluster.bootstrap_servers)
@@ -492,6 +733,7 @@ def measure(
                     trips=read_trips(trips_csv).frame,
                     trips_csv=trips_csv,
                     logs=workdir / "logs",
+                    challenger_path=challenger_path,
                 ).run()
             finally:
                 namespaces.delete_all()
@@ -513,6 +755,7 @@ def measure(
         "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0],
         "model_version": load_model(model_path).version,
+        "challenger_version": challenger_version,
         "duration_s": round(time.monotonic() - began, 1),
     }
     return report(
@@ -525,6 +768,9 @@ def measure(
             "latency_seconds": settings.latency_seconds,
             "latency_warmup": settings.latency_warmup,
             "latency_rates": list(settings.latency_rates),
+            "switch_rate": settings.switch_rate,
+            "switches": settings.switches,
+            "switch_gap": settings.switch_gap,
             "parts": sorted(settings.parts),
             "predictor_batch_size": settings.batch_size,
             "predictor_batch_wait": settings.batch_wait,
@@ -541,7 +787,7 @@ NOTES = [
     "committed once the consumer group holds every partition; their rate is committed input "
     "records per second from then until all are committed. Starting, loading the model and "
     "joining do not count, for any design.",
-    "passthrough, predictor and two-predictors take turns, one backlog each per round, "
+    "passthrough, predictor, two-predictors and shadow take turns, one backlog each per round, "
     "--repeat rounds, and the "
     "fastest drain of each counts: the brokers speed up through a run as their JIT compiles, "
     "so a design measured first would meet them cold. While one design drains, the others "
@@ -552,6 +798,15 @@ NOTES = [
     "Latency is the time a read_committed reader sees a prediction minus its trip's "
     "produced_at (trip_started_at), over trips started after the warm-up; 'predicted' is the "
     "part up to the predictor's batch (predicted_at).",
+    "shadow is predictor with a challenger deployed (decided before it starts, so it runs "
+    "with both models from its first batch): every batch is predicted by both and written to "
+    "ml_predictions and shadow_predictions in one transaction; shadow_over_predictor is its "
+    "cost.",
+    "switch: one predictor under a producer at --switch-rate; the challenger is promoted, "
+    "rolled back, promoted... (--switches), --switch-gap s apart. Each switch is from the "
+    "decision record's timestamp (when it was produced) to the moment a read_committed reader "
+    "of ml_predictions sees the new champion's first prediction. Afterwards every trip "
+    "started must have exactly one prediction (exactly_once).",
     "The machine may be shared: brokers, the measured processes and the bench use the same "
     "cores, often with other work; machine_busy (share of all cores busy during a part) and "
     "the load averages say how loaded it was.",

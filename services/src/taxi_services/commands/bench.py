@@ -102,6 +102,34 @@ def _predictor_default(name: str) -> Any:
     help="The fixed trips/s of latency, comma-separated.",
 )
 @click.option(
+    "--switch-rate",
+    type=click.FloatRange(0, min_open=True),
+    default=200.0,
+    show_default=True,
+    help="The steady trips/s switch runs under.",
+)
+@click.option(
+    "--switches",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Decisions switch makes, taking turns: promote the challenger, roll back, promote...",
+)
+@click.option(
+    "--switch-gap",
+    type=click.FloatRange(0),
+    default=3.0,
+    show_default=True,
+    help="Seconds of steady predictions before each of switch's decisions.",
+)
+@click.option(
+    "--challenger",
+    "challenger_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The model shadow and switch deploy beside --model: another version [default: one "
+    "trained on other synthetic trips at the start of the run].",
+)
+@click.option(
     "--only",
     metavar="PARTS",
     help="Run only these parts, comma-separated: "
@@ -146,6 +174,10 @@ def bench(
     latency_seconds: float,
     latency_warmup: float,
     latency_rates: str,
+    switch_rate: float,
+    switches: int,
+    switch_gap: float,
+    challenger_path: Path | None,
     only: str | None,
     bootstrap_servers: str | None,
     batch_size: int,
@@ -164,9 +196,12 @@ def bench(
     latency (d)         from trip start to prediction visible to a read_committed reader, at fixed
         rates of taxi-producer --rate, over a steady window after a warm-up
     replay (e)          a taxi-producer replaying trips as fast as it can
+    shadow              predictor with a challenger deployed: every batch predicted twice
+    switch              from a promotion (or rollback) decision to the new champion's first
+        prediction visible downstream, under a steady load; each trip predicted once
 
-    The JSON holds the rates (records/s), the ratios predictor/passthrough, predictor/naive
-    and two-predictors/predictor, latency percentiles,
+    The JSON holds the rates (records/s), the ratios predictor/passthrough, predictor/naive,
+    two-predictors/predictor and shadow/predictor, latency percentiles, switch times,
     the targets and whether each was met, and the machine it ran on. Missed targets do not
     change the exit status unless --check is given; errors exit with 1.
     """
@@ -181,10 +216,18 @@ def bench(
         batch_wait=batch_wait,
         partitions=DEFAULT_PARTITIONS,
         repeat=repeat,
+        switch_rate=switch_rate,
+        switches=switches,
+        switch_gap=switch_gap,
     )
     try:
         ensure_model(model_path, Path("data"), log.info)
-        result = measure(settings, bootstrap_servers=bootstrap_servers, model_path=model_path)
+        result = measure(
+            settings,
+            bootstrap_servers=bootstrap_servers,
+            model_path=model_path,
+            challenger_path=challenger_path,
+        )
     except (BenchError, ClusterError, KafkaException, ModelLoadError) as exc:
         raise click.ClickException(str(exc)) from exc
     text = json.dumps(result, indent=2)
