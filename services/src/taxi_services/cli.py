@@ -19,6 +19,8 @@ COMMANDS = {
     "data": "taxi_services.commands.data:data",
     "train": "taxi_services.commands.model:train",
     "evaluate": "taxi_services.commands.model:evaluate",
+    # The registry's commands; `train` and `evaluate` are model.py's.
+    "model": "taxi_services.commands.registry:model",
     "up": "taxi_services.commands.up:up",
     "reset": "taxi_services.commands.reset:reset",
     "status": "taxi_services.commands.status:status",

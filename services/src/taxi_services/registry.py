@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,22 +20,29 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from taxi_events import (
     DeploymentDecision,
     EventDecodeError,
+    ModelMetrics,
+    Role,
+    Source,
     decode,
     encode,
 )
 from taxi_kafka import (
     MODEL_DEPLOYMENTS,
+    MODEL_METRICS,
     MODEL_RECORD_MAX_BYTES,
     MODEL_REGISTRY,
     KafkaConfig,
     KafkaProducer,
     read_table,
+    read_tail,
     read_to_end,
 )
 from taxi_model import (
     Decider,
+    DeploymentError,
     ModelLoadError,
     RegistryRecord,
+    Roles,
     current_roles,
     load_model,
     read_card,
@@ -56,7 +63,9 @@ MODEL_PRODUCER_SETTINGS: Mapping[str, Any] = {
     "message.max.bytes": MODEL_RECORD_MAX_BYTES + (1 << 20),
     "compression.type": "none",
 }
-
+# Cumulative metrics are looked for among this many of the last offsets of each partition of
+# `model_metrics`: the aggregator writes a few records per source and window.
+LIVE_METRICS_TAIL = 500
 _TOPICS_HINT = (
     "create the topics with `taxi topics ensure` (with the same --topic-prefix); "
     "`taxi up` and `taxi cluster up` create them too"
@@ -207,3 +216,206 @@ def ensure_champion(registry: ModelRegistry, model_path: Path, reason: str) -> s
         registry.publish(record)
     registry.decide(Decider(whoami()).publish(history, record.version, "champion", reason))
     return record.version
+
+
+# -- what `taxi model` does --------------------------------------------------------------------
+
+
+@attrs.frozen
+class Published:
+    """What publishing a model did."""
+
+    version: str
+    written: bool  # False: the registry held the version already, and it was left as it was
+    decision: DeploymentDecision | None  # the role it took, if it took one
+    # With if_vacant: the version that holds the role, and keeps it.
+    holder: str | None = None
+
+
+def publish_model(
+    registry: ModelRegistry,
+    record: RegistryRecord,
+    role: Role | None = None,
+    *,
+    if_vacant: bool = False,
+    reason: str,
+    actor: str | None = None,
+) -> Published:
+    """Add `record` to the registry unless its version is there already, and give it `role`
+    (none: only add it). With `if_vacant` it takes the role only if no version holds it. A
+    version holding the role already takes it again with no new decision."""
+    history = registry.history()
+    written = record.version not in registry.raw_records()
+    if written:
+        registry.publish(record)
+    if role is None:
+        return Published(record.version, written, None)
+    roles = current_roles(history)
+    holder = roles.champion if role == "champion" else roles.challenger
+    if holder == record.version:
+        return Published(record.version, written, None, holder)
+    if if_vacant and holder is not None:
+        return Published(record.version, written, None, holder)
+    decision = _decided(
+        lambda decider: decider.publish(history, record.version, role, reason), actor
+    )
+    registry.decide(decision)
+    return Published(record.version, written, decision)
+
+
+def promote(
+    registry: ModelRegistry, version: str, *, reason: str, actor: str | None = None
+) -> DeploymentDecision:
+    """Make `version` (or the one version it is a prefix of), a readable record of the
+    registry, champion."""
+    history = registry.history()
+    known = {v for v, record in registry.records().items() if isinstance(record, RegistryRecord)}
+    version = resolve(known, version)
+    decision = _decided(lambda decider: decider.promote(history, version, known, reason), actor)
+    registry.decide(decision)
+    return decision
+
+
+def rollback(
+    registry: ModelRegistry, *, reason: str, actor: str | None = None
+) -> DeploymentDecision:
+    """Make the champion before the current one champion again."""
+    history = registry.history()
+    decision = _decided(lambda decider: decider.rollback(history, reason), actor)
+    registry.decide(decision)
+    return decision
+
+
+def withdraw(
+    registry: ModelRegistry, *, reason: str, actor: str | None = None
+) -> DeploymentDecision:
+    """Stop shadowing the challenger."""
+    history = registry.history()
+    decision = _decided(lambda decider: decider.withdraw(history, reason), actor)
+    registry.decide(decision)
+    return decision
+
+
+def resolve(versions: Collection[str], version: str) -> str:
+    """The one of `versions` that `version` names, in full or by a prefix; `version` as it is
+    when it names none of them. RegistryError when it is the prefix of several."""
+    if version in versions:
+        return version
+    matches = sorted(v for v in versions if v.startswith(version))
+    if len(matches) > 1:
+        raise RegistryError(
+            f"{version} is the start of {len(matches)} versions: {', '.join(matches)}"
+        )
+    return matches[0] if matches else version
+
+
+def _decided(
+    decide: Callable[[Decider], DeploymentDecision], actor: str | None
+) -> DeploymentDecision:
+    try:
+        return decide(Decider(actor or whoami()))
+    except DeploymentError as exc:
+        raise RegistryError(str(exc)) from exc
+
+
+# What the live figures are keyed by: the source, the model version, its role, and the
+# challenger whose shadowed trips they are on (None: every trip the model predicted).
+LiveKey = tuple[Source, str, Role, str | None]
+
+
+def live_metrics(
+    kafka: KafkaConfig, topic: str = MODEL_METRICS, per_partition: int = LIVE_METRICS_TAIL
+) -> dict[LiveKey, ModelMetrics]:
+    """The latest cumulative figures of each source, version, role (and challenger) among the
+    last `per_partition` offsets of each partition of `topic`; empty if the topic does not
+    exist. Records that do not decode are skipped."""
+    try:
+        messages = read_tail(kafka, topic, per_partition)
+    except KeyError:
+        return {}
+    except KafkaException as exc:
+        log.warning("the live metrics are not known: %s", exc)
+        return {}
+    latest: dict[LiveKey, ModelMetrics] = {}
+    for message in messages:
+        try:
+            metrics = decode(message.value(), ModelMetrics)
+        except EventDecodeError:
+            continue
+        if metrics.scope != "cumulative":
+            continue
+        key = (metrics.source, metrics.model_version, metrics.role, metrics.challenger_version)
+        if key not in latest or latest[key].produced_at <= metrics.produced_at:
+            latest[key] = metrics
+    return latest
+
+
+@attrs.frozen
+class VersionView:
+    """One version as `taxi model list` and `show` present it."""
+
+    version: str
+    size: int  # the stored record's bytes
+    record: RegistryRecord | None  # None when it does not decode
+    error: ModelLoadError | None
+    role: Role | None
+    decisions: Sequence[DeploymentDecision]  # the decisions about it, oldest first
+
+
+@attrs.frozen
+class RegistryView:
+    roles: Roles
+    versions: Sequence[VersionView]  # newest first (by the card's creation time)
+    history: Sequence[DeploymentDecision]
+
+    def get(self, version: str) -> VersionView:
+        """The version `version` names, in full or by a prefix (see `resolve`)."""
+        by_version = {v.version: v for v in self.versions}
+        found = by_version.get(resolve(by_version, version))
+        if found is None:
+            raise RegistryError(
+                f"there is no version {version} in the registry. `taxi model list` shows the "
+                "versions there."
+            )
+        return found
+
+
+def registry_view(registry: ModelRegistry) -> RegistryView:
+    """Every version in the registry with its role and the decisions about it."""
+    history = registry.history()
+    roles = current_roles(history)
+    versions = []
+    for version, value in registry.raw_records().items():
+        try:
+            record: RegistryRecord | None = RegistryRecord.decode(value, version)
+            error = None
+        except ModelLoadError as exc:
+            record, error = None, exc
+        decisions = decisions_about(history, version)
+        role = _role(roles, version)
+        versions.append(VersionView(version, len(value), record, error, role, decisions))
+    versions.sort(key=lambda v: v.record.card.created_at if v.record else "", reverse=True)
+    return RegistryView(roles, versions, history)
+
+
+def decisions_about(
+    history: Sequence[DeploymentDecision], version: str
+) -> list[DeploymentDecision]:
+    """The decisions that acted on `version` or changed its role (a promotion of another
+    version ends a champion's reign), oldest first."""
+    about = []
+    before = Roles()
+    for decision in history:
+        after = Roles(decision.champion, decision.challenger)
+        if decision.version == version or _role(before, version) != _role(after, version):
+            about.append(decision)
+        before = after
+    return about
+
+
+def _role(roles: Roles, version: str) -> Role | None:
+    if version == roles.champion:
+        return "champion"
+    if version == roles.challenger:
+        return "challenger"
+    return None
