@@ -1,4 +1,4 @@
-"""`taxi model ...`, run as a user would, on the real cluster: each
+"""`taxi model ...` and `taxi train --publish`, run as a user would, on the real cluster: each
 test in registry topics of its own (--topic-prefix), created with the project's settings."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from taxi_kafka import (
 )
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.testing import produce_all, read_all
-from taxi_model import generate_trips, read_card, train_and_save
+from taxi_model import generate_trips, read_card, train_and_save, write_synthetic
 from taxi_services.registry import ModelRegistry, RegistryTopics, whoami
 
 SUBCOMMANDS = ("list", "show", "publish", "promote", "rollback", "withdraw")
@@ -296,6 +296,27 @@ def test_list_shows_the_latest_live_figures_of_each_version_and_role(
         ("champion", 300, 0.45),
     ]
     assert [(m["role"], m["challenger_version"]) for m in live[second]] == [("challenger", second)]
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_train_publish_trains_then_publishes(taxi, space, tmp_path):
+    write_synthetic(tmp_path / "synthetic", rows=3000, seed=3, test_rows=200)
+    data = str(tmp_path / "synthetic" / "train.csv")
+    code, _output, errors = taxi("train", "--data", data, "--as", "champion", env=space.env)
+    assert code == 2
+    assert "--as needs --publish" in errors
+
+    code, output, errors = taxi(
+        "train", "--data", data, "--publish", "--as", "champion", env=space.env
+    )
+    assert code == 0, errors
+    version = read_card(Path("models/taxi_pipeline.skops")).version
+    assert f"model {version} trained on" in output
+    assert f"published {version} (" in output
+    assert f"{version} is champion now" in output
+    (decision,) = space.registry.history()
+    assert decision.champion == version
+    assert decision.reason.startswith(f"taxi train --data {data}: held out RMSLE")
 
 
 def test_publishing_a_model_that_does_not_load_is_refused(taxi, space, in_tmp):

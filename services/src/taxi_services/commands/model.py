@@ -1,4 +1,4 @@
-"""`taxi train` and `taxi evaluate`."""
+"""`taxi train` (and publish) and `taxi evaluate`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import TypeVar
 import click
 from tqdm import tqdm
 
+from taxi_events import Role
+from taxi_kafka import KafkaConfig
 from taxi_model import (
     SPLITS,
     BetterModelExistsError,
@@ -28,6 +30,12 @@ from taxi_model import (
 )
 from taxi_model import evaluate as evaluate_model
 from taxi_services import options
+from taxi_services.commands.registry import (
+    open_registry,
+    publish_and_report,
+    registry_options,
+    role_option,
+)
 
 log = logging.getLogger("taxi.train")
 
@@ -96,13 +104,44 @@ def _read_labelled(path: Path) -> TripData:
     help="time: learn from the earliest 80% of trips by pickup time and hold out the rest, "
     "as the model will meet later trips; random: hold out a fixed random fifth.",
 )
-def train(data: Path, model: Path, force: bool, if_missing: bool, split: Split) -> None:
+@click.option(
+    "--publish",
+    is_flag=True,
+    show_envvar=True,
+    help="Then publish the model to the registry on Kafka, as `taxi model publish` does "
+    "(the Kafka options and --topic-prefix say where).",
+)
+@role_option("With --publish: give the model this role too (none by default).")
+@registry_options
+def train(
+    *,
+    data: Path,
+    model: Path,
+    force: bool,
+    if_missing: bool,
+    split: Split,
+    publish: bool,
+    role: Role | None,
+    kafka: KafkaConfig,
+    topic_prefix: str,
+) -> None:
     """Train the trip-duration model and write the model, its card and a PNG report.
 
     Fits on 80% of the trips and reports RMSLE, MAE, median absolute percentage error and the
     share within ±30% on the other 20%: by default the latest fifth by pickup time, whose
-    start (the cutoff) the card records.
+    start (the cutoff) the card records. With --publish the model then goes to the registry
+    (with --if-missing, the model in place does).
     """
+    if role is not None and not publish:
+        raise click.UsageError("--as needs --publish.")
+    _train(data, model, force=force, if_missing=if_missing, split=split)
+    if publish:
+        publish_and_report(
+            open_registry(kafka, topic_prefix), model, role, how=f"taxi train --data {data}"
+        )
+
+
+def _train(data: Path, model: Path, *, force: bool, if_missing: bool, split: Split) -> None:
     if if_missing:
         _train_if_missing(data, model, force)
         return
