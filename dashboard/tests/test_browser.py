@@ -7,12 +7,14 @@ brokers is stopped. Screenshots go to $TAXI_TEST_ARTIFACTS, or else <repo>/test-
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +23,19 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from taxi_dashboard.live_map import LAND_FILL
-from taxi_kafka import PROJECT_TOPICS, ensure_topics
+from taxi_events import DeploymentDecision, ModelMetrics, encode
+from taxi_kafka import (
+    MODEL_DEPLOYMENTS,
+    MODEL_METRICS,
+    PROJECT_TOPICS,
+    KafkaConfig,
+    KafkaProducer,
+    ensure_topics,
+)
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.testing import free_base_port
 from taxi_model import generate_trips, train_and_save, write_synthetic
+from taxi_services.registry import ModelRegistry, ensure_champion
 from taxi_services.supervisor import Child, free_port, stop_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -202,10 +213,13 @@ def test_the_live_page_shows_trips_and_keeps_updating_with_a_broker_down(
     cluster, browser, model_path, tmp_path
 ):
     train_csv, test_csv = write_synthetic(tmp_path / "data", rows=20_000, seed=11, test_rows=20_000)
+    # The predictor takes its models from the registry.
+    registry = ModelRegistry(KafkaConfig(cluster.bootstrap_servers))
+    champion = ensure_champion(registry, model_path, "the browser test's model")
     children = [
         Child(
             "predictor",
-            ["taxi-predictor", "--model", str(model_path), "--instance", "p1"],
+            ["taxi-predictor", "--instance", "p1"],
             0,
             tmp_path / "predictor.log",
         ),
@@ -245,7 +259,15 @@ def test_the_live_page_shows_trips_and_keeps_updating_with_a_broker_down(
             ".st-key-live-records [role=gridcell]", has_text=re.compile("^id")
         )
         first_trip.first.wait_for(state="attached", timeout=PAINT_TIMEOUT_MS)
-        expect(page.get_by_text("Model version")).to_be_visible(timeout=PAINT_TIMEOUT_MS)
+        # The champion named by the registry's decision, scored by the aggregator.
+        expect(page.locator(".st-key-model-roles")).to_contain_text(
+            f"Champion {champion} · challenger none", timeout=PAINT_TIMEOUT_MS
+        )
+        wait_for(
+            "the champion's cumulative figures",
+            lambda: champion in grid_texts(page, "champion-cumulative"),
+            180,
+        )
         assert_no_exception(page)
         print(f"live page drawn {time.monotonic() - started:.0f} s after the start")
         shot = screenshot(page, "dashboard.png")
@@ -279,3 +301,159 @@ def test_the_live_page_shows_trips_and_keeps_updating_with_a_broker_down(
         exits = {c.name: c.process.returncode for c in children if c.process is not None}
         print(f"exit codes: {exits}; dashboard log: {child.log_path}")
     assert codes["dashboard"] == 0, child.log_path.read_text()
+
+
+# Versions as `taxi train` makes them (12 hex digits of the model file's sha256).
+CHAMPION = "c0ffee000001"
+CHALLENGER = "c0ffee000002"
+
+
+def quality(source: str, role: str, version: str, rival: str | None, **fields) -> ModelMetrics:
+    values = {
+        "scope": "cumulative",
+        "window_start": None,
+        "window_end": None,
+        "count": 120,
+        "rmsle": 0.5,
+        "mae": 80.0,
+        "median_ape": 0.2,
+        "within_30": 0.6,
+        "unmatched": 0,
+        **fields,
+    }
+    return ModelMetrics(
+        source=source, role=role, model_version=version, challenger_version=rival, **values
+    )
+
+
+def written_before_roles(metrics: ModelMetrics) -> bytes:
+    """`metrics` as a schema 1.0 record: without role and challenger_version."""
+    document = json.loads(encode(metrics))
+    del document["role"], document["challenger_version"]
+    return json.dumps({**document, "schema_version": "1.0"}).encode()
+
+
+def grid_texts(page: Page, key: str) -> list[str]:
+    """The cells of a keyed table, row by row (the grid draws on a canvas; its cells are in the
+    accessibility tree behind it)."""
+    return [
+        text.strip() for text in page.locator(f".st-key-{key} [role=gridcell]").all_inner_texts()
+    ]
+
+
+# Last: its decisions name models that no registry holds, which a predictor started after it
+# would follow.
+def test_the_quality_section_shows_the_champion_beside_the_challenger_and_the_history(
+    cluster, browser, tmp_path
+):
+    now = datetime.now(UTC)
+    window_start = now - timedelta(seconds=30)
+    decisions = [
+        DeploymentDecision(
+            action="publish",
+            version=CHAMPION,
+            champion=CHAMPION,
+            challenger=None,
+            actor="ana@host",
+            reason="the first model",
+            decided_at=now - timedelta(hours=5),
+        ),
+        DeploymentDecision(
+            action="publish",
+            version=CHALLENGER,
+            champion=CHAMPION,
+            challenger=CHALLENGER,
+            actor="bo@host",
+            reason="retrained on March",
+            decided_at=now - timedelta(minutes=5),
+        ),
+    ]
+    records = [
+        (MODEL_METRICS, encode(quality("train", "champion", CHAMPION, None, count=900))),
+        (
+            MODEL_METRICS,
+            encode(quality("train", "champion", CHAMPION, CHALLENGER, rmsle=0.41234)),
+        ),
+        (
+            MODEL_METRICS,
+            encode(quality("train", "challenger", CHALLENGER, CHALLENGER, rmsle=0.39012)),
+        ),
+        # An aggregator from before roles: its figures are the champion's over all its trips.
+        (
+            MODEL_METRICS,
+            written_before_roles(quality("test", "champion", CHAMPION, None, count=345)),
+        ),
+        *(
+            (
+                MODEL_METRICS,
+                encode(
+                    quality(
+                        "train",
+                        "champion",
+                        CHAMPION,
+                        None,
+                        scope="window",
+                        window_start=window_start + timedelta(seconds=10 * n),
+                        window_end=window_start + timedelta(seconds=10 * n + 10),
+                        rmsle=0.4 + n / 50,
+                    )
+                ),
+            )
+            for n in range(3)
+        ),
+        *((MODEL_DEPLOYMENTS, encode(d)) for d in decisions),
+    ]
+    with KafkaProducer(KafkaConfig(cluster.bootstrap_servers), name="test producer") as producer:
+        for topic, value in records:
+            producer.produce(topic, value)
+        assert producer.flush(60) == 0
+    child, url = dashboard(tmp_path)
+    child.start({"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers})
+    try:
+        page = open_page(browser, url, offline=True)
+        expect(page.locator(".st-key-model-roles")).to_contain_text(
+            f"Champion {CHAMPION} · challenger {CHALLENGER}", timeout=PAINT_TIMEOUT_MS
+        )
+        expect(
+            page.get_by_text(
+                f"train: RMSLE 0.390 (challenger {CHALLENGER}) vs 0.412 (champion {CHAMPION}) "
+                "on the same 120 trips: the challenger leads"
+            )
+        ).to_be_visible(timeout=60_000)
+        page.locator(".st-key-model-comparison [role=gridcell]").first.wait_for(
+            state="attached", timeout=60_000
+        )
+        comparison = grid_texts(page, "model-comparison")
+        headers = page.locator(".st-key-model-comparison [role=columnheader]").all_inner_texts()
+        print(f"comparison: {headers} {comparison}")
+        assert [h.strip() for h in headers][-4:] == [
+            "train · champion",
+            "train · challenger",
+            "test · champion",
+            "test · challenger",
+        ]
+        # Row by row: the figure, then train's champion and challenger, then test's.
+        assert comparison[:5] == ["version", CHAMPION, CHALLENGER, CHAMPION, CHALLENGER]
+        rmsle = comparison.index("RMSLE")
+        assert comparison[rmsle : rmsle + 3] == ["RMSLE", "0.412", "0.390"]
+
+        page.locator(".st-key-promotion-history [role=gridcell]").first.wait_for(
+            state="attached", timeout=60_000
+        )
+        # The test source's figures, from before roles, are the champion's.
+        champion = grid_texts(page, "champion-cumulative")
+        print(f"champion: {champion}")
+        assert {"train", "900", "test", "345", CHAMPION} <= set(champion)
+
+        history = grid_texts(page, "promotion-history")
+        print(f"history: {history}")
+        # Newest first, whatever came before this test on the cluster.
+        assert history.index("retrained on March") < history.index("the first model")
+        assert "bo@host" in history
+        assert_no_exception(page)
+        page.set_viewport_size({"width": 1500, "height": 2600})  # the whole page, history too
+        screenshot(page, "dashboard-models.png")
+        page.close()
+    finally:
+        codes = stop_all([child])
+    assert codes == {"dashboard": 0}, child.log_path.read_text()

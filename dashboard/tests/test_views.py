@@ -341,7 +341,7 @@ def test_the_champion_and_the_challenger_stand_side_by_side_on_the_same_trips():
     assert table["train · champion"].tolist() == [
         "m1",
         "champion",
-        "the trips m2 shadowed",
+        "shadowed trips",
         "120",
         "0.412",
         "62",
@@ -372,7 +372,7 @@ def test_without_a_challenger_the_champion_shows_its_figures_over_all_its_trips(
     found = comparisons(snapshot)
     frame = comparison_frame(found).set_index("figure")
     assert list(frame.columns) == ["train · champion", "test · champion"]
-    assert frame.loc["scored on"].tolist() == ["all its trips", "all its trips"]
+    assert frame.loc["scored on"].tolist() == ["all trips", "all trips"]
     assert frame.loc["matched"].tolist() == ["900", "300"]
     assert [head_to_head_summary(c) for c in found] == [None, None]
     assert roles_caption(snapshot) == "Champion m1 · challenger none"

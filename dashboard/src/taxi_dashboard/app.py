@@ -167,7 +167,7 @@ def _quality_panel(live: LiveData) -> None:
         )
     with right:
         st.markdown("**The champion since the start, over all its trips (cumulative)**")
-        st.dataframe(
+        st.container(key="champion-cumulative").dataframe(
             cumulative_rows(champion_cumulative(snapshot)), hide_index=True, width="stretch"
         )
 
@@ -181,7 +181,7 @@ def _history_panel(live: LiveData) -> None:
         )
         return
     st.container(key="promotion-history").dataframe(
-        history_frame(snapshot.decisions), hide_index=True, width="stretch", height=220
+        history_frame(snapshot.decisions), hide_index=True, width="stretch"
     )
     st.caption(f"{len(snapshot.decisions):,} decisions, newest first")
 

@@ -352,9 +352,8 @@ def comparisons(snapshot: Snapshot) -> list[Comparison]:
 
 
 def _trips_text(comparison: Comparison) -> str:
-    if comparison.challenger is None:
-        return "all its trips"
-    return f"the trips {comparison.challenger.version} shadowed"
+    """Which trips a figure is on: the challenger's, the same for both roles."""
+    return "all trips" if comparison.challenger is None else "shadowed trips"
 
 
 def _standing_column(comparison: Comparison, standing: Standing) -> list[str]:
