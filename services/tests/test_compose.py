@@ -60,6 +60,7 @@ TAXI_IMAGE = "ml-taxi:local"
 BROKERS = {f"kafka-{node}": node for node in NODE_IDS}
 KAFKA_CLIENTS = {
     "topics",
+    "publish-model",
     "producer-train",
     "producer-test",
     "predictor",
@@ -68,7 +69,7 @@ KAFKA_CLIENTS = {
 }
 PRODUCERS = {"producer-train": "train", "producer-test": "test"}
 LONG_RUNNING = {"predictor", "aggregator", "dashboard"}
-ONE_SHOT = {"topics", "trainer"}
+ONE_SHOT = {"topics", "trainer", "publish-model"}
 EXPECTED_SERVICES = {*BROKERS, *KAFKA_CLIENTS, "trainer", "prometheus", "grafana"}
 GRAFANA_PORT = 3000
 LOOPBACK = "127.0.0.1"
@@ -360,7 +361,9 @@ def test_restart_policies_and_start_order(services):
     completed = {"condition": "service_completed_successfully"}
     for name in KAFKA_CLIENTS - {"topics"}:
         assert services[name]["depends_on"]["topics"] == completed, name
-    assert services["predictor"]["depends_on"]["trainer"] == completed
+    # The trainer's model is published as the first champion before the predictor starts.
+    assert services["publish-model"]["depends_on"]["trainer"] == completed
+    assert services["predictor"]["depends_on"]["publish-model"] == completed
     for name, service in services.items():
         dependencies = service.get("depends_on", {})
         assert set(dependencies) <= set(services), f"{name} waits for no such service"
@@ -411,8 +414,14 @@ def test_the_model_and_data_are_mounted_where_the_commands_look(services, parse)
     assert not read_only, "the trainer writes the model"
     assert mounts(services["trainer"])[data_dir] == ("./data", True)
 
-    assert parse("predictor")["params"]["model_path"] == str(DEFAULT_MODEL_PATH)
-    assert mounts(services["predictor"])[model_dir] == (model_source, True)
+    publish = parse("publish-model")
+    assert publish["command_path"] == "taxi model publish"
+    assert publish["params"]["path"] == str(DEFAULT_MODEL_PATH)
+    assert (publish["params"]["role"], publish["params"]["if_vacant"]) == ("champion", True)
+    assert mounts(services["publish-model"])[model_dir] == (model_source, True)
+    # The predictor reads its models from the registry: no file, no volume.
+    assert "model_path" not in parse("predictor")["params"]
+    assert model_dir not in mounts(services["predictor"])
 
     for name, source in PRODUCERS.items():
         producer = parse(name)["params"]
