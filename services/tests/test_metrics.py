@@ -289,6 +289,11 @@ def prediction(trip_id: str, source: str):
     return events.prediction(trip_id, source=source, model_version="m1")
 
 
+# The champion's figures over all its trips (no challenger): the aggregator's tests have the
+# challengers'.
+CHAMPION_M7 = {"role": "champion", "model_version": "m7", "challenger": ""}
+
+
 def test_model_quality_gauges_follow_the_committed_metrics():
     transform = AggregateTransform(
         lambda: Aggregation.create(ttl_ms=60_000, window_ms=10_000, grace_ms=2_000),
@@ -329,12 +334,12 @@ def test_model_quality_gauges_follow_the_committed_metrics():
     assert published.keys() == {"window", "cumulative"}
     transform.committed()
     for scope, m in published.items():
-        labels = {"source": source, "scope": scope}
+        labels = {"source": source, "scope": scope, **CHAMPION_M7}
         assert sample("taxi_model_rmsle", **labels) == pytest.approx(m.rmsle)
         assert sample("taxi_model_mae_seconds", **labels) == pytest.approx(m.mae)
         assert sample("taxi_model_median_ape_ratio", **labels) == pytest.approx(m.median_ape)
         assert sample("taxi_model_within_30_ratio", **labels) == pytest.approx(m.within_30)
-    assert sample("taxi_matched_trips", source=source) == 10
+    assert sample("taxi_matched_trips", source=source, **CHAMPION_M7) == 10
     assert sample("taxi_model_info", source=source, version="m7") == 1
 
 
@@ -352,4 +357,5 @@ def test_a_window_without_matches_reads_nan():
     window = [decode(r.value, ModelMetrics) for r in result.records if r.topic == "model_metrics"]
     assert [(m.scope, m.count, m.unmatched) for m in window][:1] == [("window", 0, 1)]
     transform.committed()
-    assert math.isnan(sample("taxi_model_rmsle", source=source, scope="window"))
+    labels = {"role": "champion", "model_version": "m1", "challenger": ""}
+    assert math.isnan(sample("taxi_model_rmsle", source=source, scope="window", **labels))

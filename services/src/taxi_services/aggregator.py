@@ -1,8 +1,10 @@
 """The aggregator: joins predictions with trip ends and publishes model quality.
 
-Consumes `ml_predictions` and `finished_trips` (read_committed), matches them by trip (source and
-trip_id), and publishes ModelMetrics per source to `model_metrics` for every tumbling window and
-cumulatively.
+Consumes `ml_predictions` (the champion's), `shadow_predictions` (a challenger's, of the same
+trips) and `finished_trips` (read_committed), matches them by trip (source and trip_id), and
+publishes ModelMetrics to `model_metrics` for every tumbling window and cumulatively, per source,
+role, model version and challenger: the champion on all its trips (challenger None), and each
+challenger head to head with the champion on exactly the trips both predicted.
 Its state (waiting sides, open windows, cumulative figures) changes only through
 `aggregator_changelog`, written in the same transaction as the outputs and input offsets, so a
 restart rebuilds exactly the state that goes with the committed offsets.
@@ -20,11 +22,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
+import attrs
 import click
 from confluent_kafka import Message
 from prometheus_client import Gauge, Info
 
-from taxi_events import EventDecodeError, ModelMetrics, Prediction, TripFinished, decode, encode
+from taxi_events import (
+    EventDecodeError,
+    ModelMetrics,
+    Prediction,
+    Role,
+    TripFinished,
+    decode,
+    encode,
+)
 from taxi_kafka import (
     AGGREGATOR_CHANGELOG,
     AGGREGATOR_GROUP,
@@ -33,6 +44,7 @@ from taxi_kafka import (
     METRICS_PORTS,
     ML_PREDICTIONS,
     MODEL_METRICS,
+    SHADOW_PREDICTIONS,
     BatchPolicy,
     Failure,
     KafkaConfig,
@@ -46,7 +58,7 @@ from taxi_kafka.cli import env_option
 from taxi_model import QualityMetrics
 from taxi_services.metrics import PrometheusObserver, serve_metrics
 from taxi_services.options import prefixed, service_options, topic_prefix_option
-from taxi_stream import Aggregation
+from taxi_stream import Aggregation, MetricsKey
 
 log = logging.getLogger("taxi.aggregator")
 
@@ -55,8 +67,11 @@ option = env_option(SERVICE)
 
 EVENT_TYPES: dict[str, type[Prediction] | type[TripFinished]] = {
     ML_PREDICTIONS: Prediction,
+    SHADOW_PREDICTIONS: Prediction,
     FINISHED_TRIPS: TripFinished,
 }
+# A prediction's role is its topic's, whatever the record says.
+ROLES: dict[str, Role] = {ML_PREDICTIONS: "champion", SHADOW_PREDICTIONS: "challenger"}
 
 # Dead-letter reasons (Failure.kind): a record that is no event of its topic's type, and a
 # record from a topic the aggregator does not read.
@@ -64,8 +79,11 @@ DECODE = "decode"
 TOPIC = "topic"
 
 # Model quality per source, scope "cumulative" (since the start) or "window" (the last closed
-# window; NaN when it matched no trip).
-_QUALITY_LABELS = ["source", "scope"]
+# window; NaN when it matched no trip), role ("champion" or "challenger"), model version, and
+# challenger: "" for the champion over all its trips, else the challenger's version for the
+# head-to-head figures of either role, on the trips both predicted.
+_KEY_LABELS = ["source", "role", "model_version", "challenger"]
+_QUALITY_LABELS = ["source", "scope", "role", "model_version", "challenger"]
 RMSLE = Gauge("taxi_model_rmsle", "Root mean squared log error.", _QUALITY_LABELS)
 MAE = Gauge("taxi_model_mae_seconds", "Mean absolute error.", _QUALITY_LABELS)
 MEDIAN_APE = Gauge(
@@ -81,13 +99,17 @@ QUALITY_GAUGES = (
     (WITHIN_30, "within_30"),
 )
 MATCHED = Gauge(
-    "taxi_matched_trips", "Trips matched with their prediction, cumulative.", ["source"]
+    "taxi_matched_trips", "Trips matched with their prediction, cumulative.", _KEY_LABELS
 )
 UNMATCHED = Gauge(
-    "taxi_unmatched_trips", "Predictions or trip ends that expired unmatched.", ["source"]
+    "taxi_unmatched_trips",
+    "Trips that expired without their prediction or trip end, cumulative.",
+    _KEY_LABELS,
 )
-WAITING = Gauge("taxi_join_waiting_records", "Predictions and trip ends waiting for their partner.")
-MODEL_INFO = Info("taxi_model", "The model whose predictions are being scored.", ["source"])
+WAITING = Gauge(
+    "taxi_join_waiting_records", "Trips whose predictions or trip end wait for the rest."
+)
+MODEL_INFO = Info("taxi_model", "The champion whose predictions are being scored.", ["source"])
 
 AggregationFactory = Callable[[], Aggregation]
 
@@ -109,6 +131,7 @@ class AggregateTransform:
         topic_prefix: str = "",
     ) -> None:
         self._event_types = {topic_prefix + topic: kind for topic, kind in EVENT_TYPES.items()}
+        self._roles = {topic_prefix + topic: role for topic, role in ROLES.items()}
         self._metrics_topic = topic_prefix + MODEL_METRICS
         self._changelog_topic = topic_prefix + AGGREGATOR_CHANGELOG
         self._new_state = new_state
@@ -116,6 +139,10 @@ class AggregateTransform:
         self._clock = clock
         # What the last result published: its window figures become gauges once committed.
         self._published: list[ModelMetrics] = []
+        # The champion version of each source's latest match over all trips, in the batches
+        # since the last commit and as committed (for the model info gauge).
+        self._champions: dict[str, str] = {}
+        self._scored: dict[str, str] = {}
         # Restored when the processor says the committed state is the truth (after its
         # producer fenced any predecessor, on assignment, after a failed transaction).
         self.state = new_state()
@@ -137,7 +164,13 @@ class AggregateTransform:
                 )
                 continue
             timestamp_ms = message.timestamp()[1]
-            self.state.add(event, timestamp_ms)
+            if isinstance(event, Prediction):
+                role = self._roles[message.topic() or ""]
+                if event.role != role:
+                    event = attrs.evolve(event, role=role)
+            for match in self.state.add(event, timestamp_ms):
+                if match.role == "champion" and match.challenger_version is None:
+                    self._champions[match.source] = match.model_version
             event_times.setdefault(message.topic() or "", []).append(event.produced_at)
             self._last_record = max(self._last_record or (0, 0.0), (timestamp_ms, self._clock()))
         if self._last_record is None:
@@ -161,19 +194,22 @@ class AggregateTransform:
     def committed(self) -> None:
         """The last result's transaction committed: its figures are now public."""
         WAITING.set(len(self.state.join))
-        for source, tally in self.state.windows.cumulative.items():
+        for key, tally in self.state.windows.cumulative.items():
             quality = tally.quality.metrics()
-            MATCHED.labels(source).set(quality.count)
-            UNMATCHED.labels(source).set(tally.unmatched)
+            MATCHED.labels(**_labels(key)).set(quality.count)
+            UNMATCHED.labels(**_labels(key)).set(tally.unmatched)
             if quality.count:
-                _set_quality(source, "cumulative", quality)
-            if tally.model_version:
-                MODEL_INFO.labels(source).info({"version": tally.model_version})
-        # The last closed window per source; earlier ones of the same batch are superseded.
+                _set_quality(key, "cumulative", quality)
+        self._scored.update(self._champions)
+        self._champions = {}
+        for source, version in self._scored.items():
+            MODEL_INFO.labels(source).info({"version": version})
+        # The last closed window per key; earlier ones of the same batch are superseded.
         for m in self._published:
             if m.scope == "window":
                 window = QualityMetrics(m.count, m.rmsle, m.mae, m.median_ape, m.within_30)
-                _set_quality(m.source, "window", window)
+                key = MetricsKey(m.source, m.role, m.model_version, m.challenger_version)
+                _set_quality(key, "window", window)
 
     def rolled_back(self) -> None:
         """The last result did not commit (or partitions moved): back to the committed state."""
@@ -181,6 +217,7 @@ class AggregateTransform:
         self._restore(self.state)
         self._last_record = None
         self._published = []
+        self._champions = {}
 
     def _publish(
         self,
@@ -197,8 +234,11 @@ class AggregateTransform:
         for m in metrics:
             if m.scope == "window":
                 log.info(
-                    "%s window %s: %d matched, RMSLE %s, unmatched %d",
+                    "%s %s %s%s window %s: %d matched, RMSLE %s, unmatched %d",
                     m.source,
+                    m.role,
+                    m.model_version,
+                    f" vs {m.challenger_version}" if m.challenger_version else "",
                     m.window_start,
                     m.count,
                     f"{m.rmsle:.4f}" if m.rmsle is not None else "-",
@@ -207,11 +247,20 @@ class AggregateTransform:
         return TransformResult(records, failures, event_times or {})
 
 
-def _set_quality(source: str, scope: str, quality: QualityMetrics) -> None:
+def _labels(key: MetricsKey) -> dict[str, str]:
+    return {
+        "source": key.source,
+        "role": key.role,
+        "model_version": key.model_version,
+        "challenger": key.challenger_version or "",
+    }
+
+
+def _set_quality(key: MetricsKey, scope: str, quality: QualityMetrics) -> None:
     """One scope's figures; a figure that is undefined (no trip matched) reads NaN."""
     for gauge, field in QUALITY_GAUGES:
         value = getattr(quality, field)
-        gauge.labels(source, scope).set(math.nan if value is None else value)
+        gauge.labels(scope=scope, **_labels(key)).set(math.nan if value is None else value)
 
 
 def changelog_restorer(
@@ -221,7 +270,7 @@ def changelog_restorer(
         table = read_table(kafka, topic)
         for key, value in table.items():
             state.apply_change(key.decode(), value)
-        log.info("state restored: %d side(s) waiting", len(state.join))
+        log.info("state restored: %d trip(s) waiting", len(state.join))
 
     return restore
 
@@ -244,7 +293,8 @@ def changelog_restorer(
     "--ttl",
     type=click.FloatRange(1),
     default=120.0,
-    help="Seconds a prediction or trip end waits for its partner before it counts as unmatched.",
+    help="Seconds a trip's predictions and end wait for each other, from the first to arrive,"
+    " before the trip counts as unmatched.",
 )
 @topic_prefix_option()
 def main(
@@ -260,25 +310,28 @@ def main(
 ) -> None:
     """Join predictions with trip ends and publish model quality to model_metrics.
 
-    Per source (train, test), for every tumbling window and cumulatively: matched count, RMSLE,
-    MAE, median absolute percentage error, share within ±30% and unmatched count. Exactly once,
-    with its state kept in aggregator_changelog. Run a single instance.
+    Per source (train, test), role, model version and challenger, for every tumbling window and
+    cumulatively: matched count, RMSLE, MAE, median absolute percentage error, share within ±30%
+    and unmatched count. The champion (ml_predictions) is scored on all its trips; a challenger
+    (shadow_predictions) head to head with it, on exactly the trips both predicted. Exactly
+    once, with its state kept in aggregator_changelog. Run a single instance.
     """
     serve_metrics(metrics_port, metrics_address)
 
     def new_state() -> Aggregation:
         return Aggregation.create(int(ttl * 1000), int(window * 1000), int(grace * 1000))
 
-    group, predictions, trip_ends, metrics, changelog, dead_letters = prefixed(
+    group, predictions, shadow, trip_ends, metrics, changelog, dead_letters = prefixed(
         topic_prefix,
         AGGREGATOR_GROUP,
         ML_PREDICTIONS,
+        SHADOW_PREDICTIONS,
         FINISHED_TRIPS,
         MODEL_METRICS,
         AGGREGATOR_CHANGELOG,
         DEAD_LETTERS,
     )
-    inputs = [predictions, trip_ends]
+    inputs = [predictions, shadow, trip_ends]
     transform = AggregateTransform(
         new_state,
         changelog_restorer(kafka, changelog),

@@ -4,7 +4,7 @@ Pure and clock-free: nothing here talks to Kafka; the services feed it records a
 """
 
 from taxi_stream._aggregation import Aggregation
-from taxi_stream._join import MatchedTrip, Pending, TripJoin
+from taxi_stream._join import UNKNOWN_MODEL, MatchedTrip, MetricsKey, Pending, Side, TripJoin
 from taxi_stream._quality import BUCKETS_PER_DECADE, QualityAccumulator
 from taxi_stream._replay import (
     END_DELAY_RANGE_S,
@@ -21,15 +21,18 @@ from taxi_stream._windows import ClosedWindow, Tally, WindowedQuality
 __all__ = [
     "BUCKETS_PER_DECADE",
     "END_DELAY_RANGE_S",
+    "UNKNOWN_MODEL",
     "Aggregation",
     "CheckpointMismatchError",
     "ClosedWindow",
     "MatchedTrip",
+    "MetricsKey",
     "Pending",
     "QualityAccumulator",
     "Replay",
     "ReplayCheckpoint",
     "ReplayStep",
+    "Side",
     "Tally",
     "TripJoin",
     "WindowedQuality",

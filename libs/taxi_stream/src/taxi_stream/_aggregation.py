@@ -1,9 +1,16 @@
 """The aggregator's state machine: join predictions with trip ends, then window the quality.
 
 No I/O. The caller feeds events with their record timestamps, advances time, and takes two
-things after each batch: the ModelMetrics to publish, and the state changes to write to the
-changelog in the same transaction (key -> JSON bytes, None to delete). Replaying a changelog
-with `apply_change` rebuilds exactly the state whose changes were committed.
+things after each batch: the ModelMetrics to publish (per source, role, model version and
+challenger), and the state changes to write to the changelog in the same transaction (key ->
+JSON bytes, None to delete). Replaying a changelog with `apply_change` rebuilds exactly the
+state whose changes were committed.
+
+The changelog's keys: `join/<source>/<trip_id>`, the sides of a trip still waiting (format 2:
+{"format": 2, "champion"|"challenger"|"finish": {"arrived_at_ms", "event"}}), and `windows`,
+the open windows and cumulative figures (see WindowedQuality.to_json). Changelogs written
+before challengers existed (format 1: one side per trip, {"side", "arrived_at_ms", "event"};
+windows per source only) are read and migrated: they held the champion's figures.
 """
 
 from __future__ import annotations
@@ -25,72 +32,77 @@ from taxi_events import (
     encode,
     trip_key,
 )
-from taxi_stream._join import Pending, TripJoin
+from taxi_stream._join import SLOTS, MatchedTrip, MetricsKey, Pending, Side, TripJoin
 from taxi_stream._windows import ClosedWindow, Tally, WindowedQuality
 
 JOIN_PREFIX = "join/"  # then "<source>/<trip_id>"
 WINDOWS_KEY = "windows"
-UNKNOWN_MODEL = "unknown"
+JOIN_FORMAT = 2
 
 
 @attrs.define
 class Aggregation:
     join: TripJoin
     windows: WindowedQuality
-    _changes: dict[str, bytes | None] = attrs.field(factory=dict, init=False)
-    # The windows are serialised once per batch, in take_changes(): each add() doing it cost
-    # more the fuller their histograms grew, ~0.7 ms an event.
+    # What changed since take_changes(), serialised only then: a trip whose sides all arrive
+    # within one batch is never written, and the windows (whose histograms grow) once a batch:
+    # each add() doing it cost ~0.7 ms an event once they had filled.
+    _changed_trips: set[TripKey] = attrs.field(factory=set, init=False)
     _windows_changed: bool = attrs.field(default=False, init=False)
 
     @classmethod
     def create(cls, ttl_ms: int, window_ms: int, grace_ms: int) -> Aggregation:
         return cls(TripJoin(ttl_ms), WindowedQuality(window_ms=window_ms, grace_ms=grace_ms))
 
-    def add(self, event: Prediction | TripFinished, timestamp_ms: int) -> None:
-        match = self.join.add(event, timestamp_ms)
-        key = trip_key(event)
-        if match is None:  # this side now waits (or a repeat changed nothing)
-            self._changes[_join_key(key)] = _encode_pending(self.join[key])
-        else:
-            self._changes[_join_key(key)] = None
+    def add(self, event: Prediction | TripFinished, timestamp_ms: int) -> list[MatchedTrip]:
+        """One side of a trip; a prediction's role (champion or challenger) says which.
+        Returns the matches it completed."""
+        matches = self.join.add(event, timestamp_ms)
+        self._changed_trips.add(trip_key(event))
+        for match in matches:
             self.windows.add_match(match)
             self._windows_changed = True
+        return matches
 
     def advance(self, now_ms: int) -> list[ModelMetrics]:
-        """Expire sides that waited past the TTL and close the windows due at `now_ms`."""
+        """Expire trips that waited past the TTL and close the windows due at `now_ms`."""
         for expired in self.join.expire(now_ms):
-            self._changes[_join_key(trip_key(expired.event))] = None
-            self.windows.add_unmatched(expired.event.source, now_ms)
+            self._changed_trips.add(expired.key)
+            for key in expired.unmatched():
+                self.windows.add_unmatched(key, now_ms)
         closed = self.windows.advance(now_ms)
         self._windows_changed = True
         return [m for window in closed for m in _metrics(window)]
 
     def take_changes(self) -> dict[str, bytes | None]:
         """The state changes since the last call, to commit with the batch."""
+        changes: dict[str, bytes | None] = {}
+        for trip in self._changed_trips:
+            pending = self.join.get(trip)
+            changes[_join_key(trip)] = None if pending is None else _encode_pending(pending)
         if self._windows_changed:
-            self._changes[WINDOWS_KEY] = json.dumps(
+            changes[WINDOWS_KEY] = json.dumps(
                 self.windows.to_json(), separators=(",", ":")
             ).encode()
-            self._windows_changed = False
-        changes, self._changes = self._changes, {}
+        self._changed_trips = set()
+        self._windows_changed = False
         return changes
 
     def apply_change(self, key: str, value: bytes | None) -> None:
-        """Replay one changelog record (the last one per key wins)."""
+        """Replay one changelog record (the last one per key wins), of either format."""
         if key == WINDOWS_KEY:
             if value is not None:
                 self.windows = WindowedQuality.from_json(json.loads(value))
         elif (trip := _trip_of(key)) is not None:
             self.join.discard(trip)
             if value is not None:
-                pending = _decode_pending(value)
-                self.join.add(pending.event, pending.arrived_at_ms)
+                self.join.restore(_decode_pending(value))
         else:
             raise ValueError(
                 f"unknown changelog key {key!r}: written by another version of the aggregator?"
                 " Delete its changelog topic to start the aggregator's state afresh."
             )
-        self._changes.clear()
+        self._changed_trips = set()
         self._windows_changed = False
 
 
@@ -110,34 +122,46 @@ def _trip_of(key: str) -> TripKey | None:
 
 
 def _encode_pending(pending: Pending) -> bytes:
-    body: dict[str, Any] = {
-        "side": pending.side,
-        "arrived_at_ms": pending.arrived_at_ms,
-        "event": json.loads(encode(pending.event)),
-    }
+    body: dict[str, Any] = {"format": JOIN_FORMAT}
+    for slot in SLOTS:
+        side: Side | None = getattr(pending, slot)
+        if side is not None:
+            body[slot] = {
+                "arrived_at_ms": side.arrived_at_ms,
+                "event": json.loads(encode(side.event)),
+            }
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
 def _decode_pending(value: bytes) -> Pending:
     body = json.loads(value)
-    event_type: type[Prediction | TripFinished] = (
-        Prediction if body["side"] == "prediction" else TripFinished
-    )
+    written = body.get("format", 1)
+    if written == 1:
+        # One side per trip: a champion's prediction (there were no others) or a trip end.
+        slot = "champion" if body["side"] == "prediction" else "finish"
+        return Pending(**{slot: _decode_side(slot, body)})
+    if written != JOIN_FORMAT:
+        raise ValueError(f"a trip in format {written!r}: this aggregator reads {JOIN_FORMAT}")
+    return Pending(**{slot: _decode_side(slot, body[slot]) for slot in SLOTS if slot in body})
+
+
+def _decode_side(slot: str, body: dict[str, Any]) -> Side:
+    event_type: type[Prediction | TripFinished] = TripFinished if slot == "finish" else Prediction
     event = decode(json.dumps(body["event"]).encode(), event_type)
-    return Pending(event, int(body["arrived_at_ms"]))
+    return Side(event, int(body["arrived_at_ms"]))
 
 
 def _metrics(window: ClosedWindow) -> list[ModelMetrics]:
     start = datetime.fromtimestamp(window.start_ms / 1000, UTC)
     end = datetime.fromtimestamp(window.end_ms / 1000, UTC)
     return [
-        _model_metrics(window.source, "window", window.window, start, end),
-        _model_metrics(window.source, "cumulative", window.cumulative, None, None),
+        _model_metrics(window.key, "window", window.window, start, end),
+        _model_metrics(window.key, "cumulative", window.cumulative, None, None),
     ]
 
 
 def _model_metrics(
-    source: Source,
+    key: MetricsKey,
     scope: Scope,
     tally: Tally,
     start: datetime | None,
@@ -145,7 +169,7 @@ def _model_metrics(
 ) -> ModelMetrics:
     quality = tally.quality.metrics()
     return ModelMetrics(
-        source=source,
+        source=key.source,
         scope=scope,
         window_start=start,
         window_end=end,
@@ -155,5 +179,7 @@ def _model_metrics(
         median_ape=quality.median_ape,
         within_30=quality.within_30,
         unmatched=tally.unmatched,
-        model_version=tally.model_version or UNKNOWN_MODEL,
+        model_version=key.model_version,
+        role=key.role,
+        challenger_version=key.challenger_version,
     )
