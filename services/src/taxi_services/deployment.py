@@ -170,8 +170,10 @@ class ModelFollower:
         deployment = Deployment(champion, challenger)
         if current is None or _versions(deployment) != _versions(current):
             self.current = deployment  # the predictor's next batch picks it up
-            # Only the models in use stay in memory.
-            self._models = {m.version: m for m in (champion, challenger) if m is not None}
+            # The models in use stay in memory, and the champion they replace, so that a
+            # rollback switches as soon as it is read.
+            kept = (champion, challenger, current.champion if current else None)
+            self._models = {m.version: m for m in kept if m is not None}
             log.info("predicting with %s", deployment.describe())
             self._ready.set()
             self._on_switch(deployment)
