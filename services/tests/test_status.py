@@ -78,19 +78,29 @@ def test_a_service_without_samples_reads_zero_and_no_rmsle():
 
 
 def aggregator_samples(matched: dict[str, int], rmsle: dict[str, float]) -> Samples:
-    """The aggregator's gauges: matched trips and cumulative RMSLE per source."""
-    lines = ["# TYPE taxi_matched_trips gauge", "# TYPE taxi_model_rmsle gauge"]
-    lines += [f'taxi_matched_trips{{source="{s}"}} {n}' for s, n in matched.items()]
-    lines += [
-        f'taxi_model_rmsle{{scope="cumulative",source="{s}"}} {value}' for s, value in rmsle.items()
+    """The aggregator's gauges per source: the champion (version v2) on all its trips, as given;
+    beside them what must not count: v1, the champion before it, and v2 head to head with a
+    challenger c3."""
+    lines = [
+        "# TYPE taxi_matched_trips gauge",
+        "# TYPE taxi_model_rmsle gauge",
+        "# TYPE taxi_model info",
     ]
+    for s, n in matched.items():
+        lines.append(f'taxi_model_info{{source="{s}",version="v2"}} 1')
+        for version, challenger, count in (("v2", "", n), ("v1", "", 7), ("v2", "c3", 1)):
+            labels = f'challenger="{challenger}",model_version="{version}",role="champion"'
+            lines.append(f'taxi_matched_trips{{{labels},source="{s}"}} {count}')
+            value = rmsle.get(s, math.nan) if (version, challenger) == ("v2", "") else 0.9
+            lines.append(f'taxi_model_rmsle{{{labels},scope="cumulative",source="{s}"}} {value}')
     return parse_samples("\n".join(lines) + "\n")
 
 
 def test_the_rmsle_shows_once_a_trip_of_its_source_is_scored():
     samples = aggregator_samples({"train": 3, "test": 2}, {"train": 0.41249, "test": 0.5})
     assert rmsle_text(samples, "train") == "0.412"
-    assert service_detail("aggregator", samples) == "scored 5, unmatched 0, RMSLE train 0.412"
+    # 3 + 2 by v2, 7 + 7 by v1; the head-to-head trips are among them already.
+    assert service_detail("aggregator", samples) == "scored 19, unmatched 0, RMSLE train 0.412"
 
 
 def test_no_rmsle_until_a_trip_of_its_source_is_scored():

@@ -13,6 +13,8 @@ from taxi_services.scrape import Samples, matching, total
 
 # Where there is no figure yet: a 0 would read as a measurement.
 NO_FIGURE = "\N{EN DASH}"
+# The aggregator's figures of the champion on all its trips (not head to head with a challenger).
+ALL_TRIPS = {"role": "champion", "challenger": ""}
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,9 @@ def service_detail(name: str, samples: Samples) -> str:
         predicted = total(samples, "taxi_records_produced_total", topic="ml_predictions")
         return f"predicted {predicted:,.0f}{serving_text(samples)}"
     if name == "aggregator":
-        scored = total(samples, "taxi_matched_trips")
-        unmatched = total(samples, "taxi_unmatched_trips")
+        # Each trip once: as its champion scored it, not again head to head.
+        scored = total(samples, "taxi_matched_trips", **ALL_TRIPS)
+        unmatched = total(samples, "taxi_unmatched_trips", **ALL_TRIPS)
         rmsle = rmsle_text(samples, "train")
         return f"scored {scored:,.0f}, unmatched {unmatched:,.0f}, RMSLE train {rmsle}"
     if name == "dashboard":
@@ -83,10 +86,19 @@ def serving_text(predictor: Samples) -> str:
 
 
 def rmsle_text(aggregator: Samples, source: str) -> str:
-    """The aggregator's cumulative RMSLE on `source` to 3 places, or NO_FIGURE until it has
-    scored a trip of it: till then the gauge is missing or NaN, and `total` would say 0."""
-    matched = total(aggregator, "taxi_matched_trips", source=source)
-    rmsle = matching(aggregator, "taxi_model_rmsle", source=source, scope="cumulative")
+    """The cumulative RMSLE on `source` of the champion the aggregator scores now, to 3 places,
+    or NO_FIGURE until it has scored a trip of it: till then the gauge is missing or NaN, and
+    `total` would say 0."""
+    versions = [
+        dict(labels).get("version")
+        for (name, labels), _ in aggregator.items()
+        if name == "taxi_model_info" and dict(labels).get("source") == source
+    ]
+    if len(versions) != 1 or versions[0] is None:
+        return NO_FIGURE
+    series = {"source": source, "model_version": versions[0], **ALL_TRIPS}
+    matched = total(aggregator, "taxi_matched_trips", **series)
+    rmsle = matching(aggregator, "taxi_model_rmsle", scope="cumulative", **series)
     if not matched or len(rmsle) != 1 or math.isnan(rmsle[0]):
         return NO_FIGURE
     return f"{rmsle[0]:.3f}"
