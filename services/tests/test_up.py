@@ -20,10 +20,19 @@ from pathlib import Path
 import pytest
 
 from taxi_events import Prediction, TripKey, TripStarted, decode, trip_key
-from taxi_kafka import DASHBOARD_PORT, METRICS_PORTS, ML_PREDICTIONS, NEW_TRIPS, PROMETHEUS_PORT
+from taxi_kafka import (
+    DASHBOARD_PORT,
+    METRICS_PORTS,
+    ML_PREDICTIONS,
+    MODEL_DEPLOYMENTS,
+    MODEL_REGISTRY,
+    NEW_TRIPS,
+    PROJECT_TOPICS,
+    PROMETHEUS_PORT,
+)
 from taxi_kafka.cluster import NODE_IDS, ClusterPorts, free_base_port
 from taxi_kafka.testing import read_all
-from taxi_model import read_trips
+from taxi_model import read_card, read_trips
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -229,6 +238,29 @@ def assert_each_predicted_once(env: dict[str, str]) -> Counter[TripKey]:
     return started
 
 
+def assert_champion_kept(env: dict[str, str], output: str, version: str) -> None:
+    """The champion of day one stays: published once, by one decision, and said so."""
+    assert f"champion: {version} (in the registry already)" in output
+    bootstrap = ClusterPorts(int(env["TAXI_CLUSTER_BASE_PORT"])).bootstrap_servers
+    # Every record written, before any compaction: one version, one decision.
+    assert [m.key() for m in read_all(bootstrap, MODEL_REGISTRY)] == [version.encode()]
+    assert [m.key() for m in read_all(bootstrap, MODEL_DEPLOYMENTS)] == [version.encode()]
+
+
+def reset_all(tmp_path: Path, env: dict[str, str]) -> None:
+    """`taxi reset --yes`, which deletes every project topic, the registry's among them."""
+    reset = taxi(tmp_path, env, "reset", "--yes")
+    assert reset.returncode == 0, reset.stderr
+    assert f"deleted {len(PROJECT_TOPICS)} topic(s)" in reset.stdout
+
+
+def published_champion(tmp_path: Path, output: str) -> str:
+    """The version of the model in models/, which `taxi up` says it published as champion."""
+    version = read_card(tmp_path / "models" / "taxi_pipeline.skops").version
+    assert f"champion: {version} (published to the registry)" in output
+    return version
+
+
 def per_source(trips: Counter[TripKey]) -> Counter[str]:
     return Counter(source for source, _ in trips)
 
@@ -253,7 +285,7 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path, up_env):
     assert "started 200 train + 200 test | predicted 400" in first
     assert f"stopped: predictor (0), aggregator (0), dashboard (0){PROMETHEUS_STOPPED}\n" in first
     assert "stopped the Kafka cluster" in first
-    assert (tmp_path / "models" / "taxi_pipeline.skops").is_file()
+    version = published_champion(tmp_path, first)
     assert leftovers(tmp_path) == []
 
     # Day two: plain runs stopped with Ctrl+C mid-replay, twice (the first on the cluster it
@@ -266,15 +298,15 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path, up_env):
     assert "started 100 train + 100 test" in last
     assert "training" not in last
     assert "stopped the Kafka cluster" not in last
+    assert_champion_kept(env, last, version)
     started = assert_each_predicted_once(env)
     assert min(per_source(started).values()) > 300
 
     # Start over: after a reset the replays begin again at their first trip, and two limits
     # in a row start the first 100, then the next 100.
-    reset = taxi(tmp_path, env, "reset", "--yes")
-    assert reset.returncode == 0, reset.stderr
-    assert "deleted 7 topic(s)" in reset.stdout
-    up_with_a_limit(tmp_path, env, 100, *QUICK)
+    reset_all(tmp_path, env)
+    # The registry's topics went too: the model in models/ is the first champion again.
+    assert published_champion(tmp_path, up_with_a_limit(tmp_path, env, 100, *QUICK)) == version
     up_with_a_limit(tmp_path, env, 100, *QUICK)
     started = assert_each_predicted_once(env)
     assert per_source(started) == {"train": 200, "test": 200}
@@ -299,7 +331,7 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path, up_env):
     assert "taxi up --fresh" in refused.stderr
     assert "predictor " not in refused.stdout  # no service was started
     fresh = up_with_a_limit(tmp_path, env, 50, *QUICK, "--fresh")
-    assert "deleted 7 topic(s)" in fresh
+    assert f"deleted {len(PROJECT_TOPICS)} topic(s)" in fresh
     started = assert_each_predicted_once(env)
     assert per_source(started) == {"train": 50, "test": 50}
     csv_ids = set(read_trips(tmp_path / "data" / "train.csv").frame["id"])
@@ -307,7 +339,5 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path, up_env):
 
     # A reset with the cluster down starts it for the reset, and stops it again.
     assert taxi(tmp_path, env, "cluster", "down").returncode == 0
-    reset = taxi(tmp_path, env, "reset", "--yes")
-    assert reset.returncode == 0, reset.stderr
-    assert "deleted 7 topic(s)" in reset.stdout
+    reset_all(tmp_path, env)
     assert leftovers(tmp_path) == []

@@ -25,7 +25,7 @@ from taxi_kafka import (
     first_signal_interrupts,
 )
 from taxi_kafka.cluster import ClusterError, LocalCluster, port_free
-from taxi_model import ModelLoadError, ensure_model
+from taxi_model import ModelLoadError, current_roles, ensure_model
 from taxi_services.commands.reset import deleted_summary, reset_or_fail
 from taxi_services.commands.status import group_lag
 from taxi_services.options import model_option
@@ -36,6 +36,7 @@ from taxi_services.prometheus import (
     PrometheusServer,
     find_binary,
 )
+from taxi_services.registry import ModelRegistry, RegistryError, ensure_champion
 from taxi_services.scrape import total
 from taxi_services.status import lag_text, rmsle_text
 from taxi_services.supervisor import Child, stop_all
@@ -64,9 +65,10 @@ def pipeline(
         *(["--limit", str(limit)] if limit else []),
     ]
     return [
+        # The predictor takes its models from the registry, where _prepare put the first.
         Child(
             "predictor",
-            ["taxi-predictor", "--instance", UP_INSTANCE, "--model", str(model_path)],
+            ["taxi-predictor", "--instance", UP_INSTANCE],
             METRICS_PORTS["predictor"],
             logs / "predictor.log",
         ),
@@ -259,7 +261,9 @@ class Status:
     show_default=True,
     help="Where train.csv and test.csv are (synthetic trips if not).",
 )
-@model_option("Trained here if missing.")
+@model_option(
+    "Trained here if missing, and published to the registry as the first champion if there is none."
+)
 # The first Ctrl+C or SIGTERM stops the run; later ones cannot cut short the clean-up.
 @first_signal_interrupts()
 def up(
@@ -275,8 +279,9 @@ def up(
     """Run the whole pipeline on this machine until Ctrl+C.
 
     Starts the local 3-broker cluster if it is not running (and ensures the topics), trains a
-    model if there is none, then starts both producers, the predictor, the aggregator, the
-    dashboard (:8501) and Prometheus (:9090, when installed), prints their URLs and a live
+    model if there is none and publishes it as the first champion if the registry has none
+    (an existing champion stays), then starts both producers, the predictor, the aggregator,
+    the dashboard (:8501) and Prometheus (:9090, when installed), prints their URLs and a live
     status line. Ctrl+C stops every process cleanly, the cluster too if
     this command started it. Logs go to .taxi/logs/.
 
@@ -362,8 +367,31 @@ def _prepare(
     except ModelLoadError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"model {version} at {model_path}")
+    click.echo(publish_first_champion(kafka, model_path, version))
     # After the model: the train replay leaves out the trips it learnt from.
     check_replays(kafka, data_dir, model_path)
+
+
+def publish_first_champion(kafka: KafkaConfig, model_path: Path, version: str) -> str:
+    """Make the model at `model_path` (of `version`) the registry's first champion, unless there
+    is one already (which stays); says which version is champion."""
+    registry = ModelRegistry(kafka)
+    try:
+        before = current_roles(registry.history()).champion
+        champion = ensure_champion(
+            registry, model_path, f"taxi up: the first champion, the model at {model_path}"
+        )
+    except (RegistryError, ModelLoadError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if before is None:
+        return f"champion: {champion} (published to the registry)"
+    if champion == version:
+        return f"champion: {champion} (in the registry already)"
+    return (
+        f"champion: {champion}, from the registry (the model at {model_path} is {version}: "
+        f"`taxi model publish {model_path} --as challenger` shadows it, `--as champion` "
+        "deploys it)"
+    )
 
 
 def _check_ports_free(children: list[Child]) -> None:
