@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY, generate_latest
 from taxi_kafka import METRICS_PORTS, NEW_TRIPS, PROMETHEUS_PORT, KafkaConfig
 from taxi_kafka.cluster import NODE_IDS, LocalCluster
 from taxi_kafka.testing import produce_all
-from taxi_model import write_synthetic
+from taxi_model import Decider, write_synthetic
 from taxi_services import aggregator, metrics, predictor, producer  # noqa: F401  (registers)
 from taxi_services.prometheus import (
     BIN_ENV,
@@ -35,7 +35,13 @@ from taxi_services.prometheus import (
     command,
     find_binary,
 )
-from taxi_services.registry import ModelRegistry, ensure_champion
+from taxi_services.registry import (
+    ModelRegistry,
+    ensure_champion,
+    publish_model,
+    record_of,
+    whoami,
+)
 
 GRAFANA = OBSERVABILITY_DIR / "grafana"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
@@ -289,10 +295,13 @@ def test_the_dashboard_covers_what_an_operator_needs(dashboard):
         "histogram_quantile(0.99, sum by (le) (rate(taxi_processing_latency_seconds_bucket",
         "taxi_dead_letters_total",
         'taxi_transactions_total{outcome="aborted"}',
-        "taxi_model_rmsle",
+        'taxi_model_rmsle{role="champion", challenger=""}',
+        'taxi_model_rmsle{challenger!=""}',
         "taxi_model_mae_seconds",
         "taxi_model_within_30_ratio",
-        "taxi_model_info",
+        "max by (champion, challenger) (taxi_predictor_model_info)",
+        "sum by (reason) (taxi_model_rejected_total)",
+        "taxi_model_switches_total",
         "taxi_kafka_broker_up",
     ):
         assert needed in exprs
@@ -336,6 +345,9 @@ def test_every_dashboard_query_is_valid_promql(dashboard, tmp_path):
 TRIPS = 20_000
 RATE = 40
 QUERY_TIMEOUT_S = 180.0
+# A version whose registry record is no model: the predictor refuses it, saying why.
+CORRUPT_VERSION = "0badc0ffee00"
+REJECTED = 'taxi_model_rejected_total{reason="corrupt-record"} > 0'
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -364,6 +376,8 @@ def problems(server: PrometheusServer, checks: list[tuple[str, str]], jobs: set[
     found |= {f"target down: {job}" for job in jobs - up}
     if not server.query('taxi_dead_letters_total{service="predictor", reason="decode"} > 0'):
         found.add("the malformed trip was not counted as a dead letter")
+    if not server.query(REJECTED):
+        found.add("the corrupt challenger was not counted as rejected")
     connected = server.query("max by (broker) (taxi_kafka_broker_up) == 1")
     if {s["metric"]["broker"] for s in connected} != {str(node) for node in NODE_IDS}:
         found.add("some broker has no client connected")
@@ -398,7 +412,13 @@ def wait_for_port(port: int, what: str, timeout: float = 180.0) -> None:
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_every_dashboard_query_has_data_from_the_running_pipeline(
-    pipeline_cluster: LocalCluster, services, trained_model_path, dashboard, tmp_path
+    pipeline_cluster: LocalCluster,
+    services,
+    trained_model_path,
+    challenger_model_path,
+    dashboard,
+    *,
+    tmp_path,
 ):
     binary = find_binary()
     if binary is None:
@@ -408,6 +428,17 @@ def test_every_dashboard_query_has_data_from_the_running_pipeline(
     train_csv, test_csv = write_synthetic(tmp_path / "data", rows=TRIPS, seed=81, test_rows=TRIPS)
     registry = ModelRegistry(KafkaConfig(pipeline_cluster.bootstrap_servers))
     ensure_champion(registry, trained_model_path, "test")
+    # The panels by role, version and rejection reason need a challenger, and a rejection: the
+    # first challenger's record is corrupt (refused, the champion predicts alone), then a real
+    # one takes its place once the refusal is counted.
+    produce_all(
+        pipeline_cluster.bootstrap_servers,
+        registry.topics.registry,
+        [(CORRUPT_VERSION.encode(), b"no model")],
+    )
+    registry.decide(
+        Decider(whoami()).publish(registry.history(), CORRUPT_VERSION, "challenger", "corrupt")
+    )
     services.start("taxi-predictor", "--instance", "o", metrics_port=ports["predictor"])
     services.start(
         "taxi-aggregator",
@@ -440,6 +471,12 @@ def test_every_dashboard_query_has_data_from_the_running_pipeline(
         for job in ("producer-train", "producer-test", "predictor", "aggregator"):
             wait_for_port(ports[job], f"{job} metrics", timeout=300)
         open_dashboard(web_port, ports["dashboard"])
+        deadline = time.monotonic() + QUERY_TIMEOUT_S
+        while not server.query(REJECTED):
+            assert time.monotonic() < deadline, "the corrupt challenger was never rejected"
+            time.sleep(scrape_interval_s(shipped))
+        challenger = record_of(challenger_model_path)
+        publish_model(registry, challenger, "challenger", reason="the real challenger")
         # Everything runs: from now on each query must get data within a few scrapes.
         # A check passes once it has held at one poll: an overloaded machine may stall a
         # service for longer than a rate() window, which then reads nothing for a while.
