@@ -64,6 +64,7 @@ def metrics(
     window: int | None = None,
     unmatched: int = 0,
     pairs: Sequence[Pair] | None = None,
+    **key: str | None,
 ) -> ModelMetrics:
     """A record over `count` trips; its RMSLE and MAE those of `pairs`, if given."""
     rmsle, mae = rmsle_and_mae(pairs) if pairs else (0.4, 300.0)
@@ -79,7 +80,7 @@ def metrics(
         median_ape=0.2 if count else None,
         within_30=0.7 if count else None,
         unmatched=unmatched,
-        model_version="v1",
+        **{"model_version": "v1", **key},
     )
 
 
@@ -88,6 +89,7 @@ def published(
     window_counts: list[int],
     at_ms: int = 0,
     pairs: Sequence[Pair] | None = None,
+    **key: str | None,
 ) -> list[MetricsRecord]:
     """A source's windows, each followed by its cumulative, as the aggregator publishes them;
     with `pairs` (the source's trips in order), their figures are those of its trips."""
@@ -99,9 +101,9 @@ def published(
         records += [
             MetricsRecord(
                 at_ms + index,
-                metrics(source, count, scope="window", window=index, pairs=window),
+                metrics(source, count, scope="window", window=index, pairs=window, **key),
             ),
-            MetricsRecord(at_ms + index, metrics(source, cumulative, pairs=so_far)),
+            MetricsRecord(at_ms + index, metrics(source, cumulative, pairs=so_far, **key)),
         ]
     return records
 
@@ -517,3 +519,252 @@ def test_matched_trips_without_a_cumulative_record_fail_the_report():
     assert any(
         p.startswith("test cumulative metrics (no cumulative record)") for p in result.problems
     )
+
+
+# -- a challenger in the shadow, and a champion of two versions -------------------------------
+
+
+def shadow_s(i: int) -> float:
+    """The challenger's prediction of trip i: off by other amounts than the champion's."""
+    return actual_s(i) * (0.8 + 0.03 * (i % 11))
+
+
+def shadowed(i: int) -> bool:
+    return i % 3 != 0
+
+
+def challenged_run(trips: int = 60, versions: bool = True) -> Observed:
+    """A clean run while challenger c2 shadowed champion v1 on two trips in three: the
+    champion's predictions name it (with `versions`, as a runner that reads them says), its
+    predictions are on shadow_predictions, and the metrics hold the champion's figures over
+    all trips and both roles' head to head, over the shadowed trips."""
+    run = clean_run(trips)
+    ids = list(run.trips)
+    predictions = [
+        dataclasses.replace(
+            p,
+            model_version="v1" if versions else None,
+            challenger_version="c2" if versions and shadowed(i) else None,
+        )
+        for i, p in enumerate(run.predictions)
+    ]
+    shadow = [
+        Stamped(t, i * STEP_MS + PREDICT_MS, shadow_s(i), "c2" if versions else None)
+        for i, t in enumerate(ids)
+        if shadowed(i)
+    ]
+    head_to_head = []
+    for source in ("train", "test"):
+        mine = [i for i, t in enumerate(ids) if run.trips[t] == source and shadowed(i)]
+        for role, predicted, version in (
+            ("champion", predicted_s, "v1"),
+            ("challenger", shadow_s, "c2"),
+        ):
+            head_to_head += published(
+                source,
+                [len(mine) // 2, len(mine) - len(mine) // 2],
+                at_ms=100,
+                pairs=[(actual_s(i), predicted(i)) for i in mine],
+                role=role,
+                model_version=version,
+                challenger_version="c2",
+            )
+    return dataclasses.replace(
+        run,
+        predictions=predictions,
+        shadow_predictions=shadow,
+        metrics=[*run.metrics, *head_to_head],
+    )
+
+
+def test_a_clean_run_with_a_challenger_passes():
+    result = check(challenged_run(), NO_FAULT, Bounds())
+    assert result.problems == []
+    assert result.figures["shadow_predictions"] == {
+        "unique": 40,
+        "duplicated": 0,
+        "missing": 0,
+        "unexpected": 0,
+    }
+    for source in ("train", "test"):
+        figures = result.figures["metrics"][source]
+        assert figures["values_match"]
+        assert figures["recomputed"]["count"] == 30
+        [(version, h2h)] = figures["head_to_head"].items()
+        assert version == "c2"
+        assert h2h["trips"] == 20
+        assert h2h["same_trips"]
+        for role in ("champion", "challenger"):
+            assert h2h[role]["consistent"]
+            assert h2h[role]["values_match"]
+            assert h2h[role]["recomputed"]["count"] == 20
+
+
+def test_shadow_predictions_without_the_versions_fail_the_report():
+    # A runner that does not say which challenger each trip had: its shadow cannot be checked.
+    result = check(challenged_run(versions=False), NO_FAULT, Bounds())
+    assert any(
+        p.startswith("shadow_predictions:") and "40 unexpected" in p for p in result.problems
+    )
+    assert not result.passed
+
+
+def test_a_champion_only_run_has_no_head_to_head_figures():
+    result = check(clean_run(), NO_FAULT, Bounds())
+    assert "shadow_predictions" not in result.figures
+    assert "head_to_head" not in result.figures["metrics"]["train"]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda shadow: [*shadow, shadow[3]], "1 duplicated"),
+        (lambda shadow: shadow[1:], "1 missing"),
+        (lambda shadow: [*shadow, Stamped("id0000", 0, 1.0, "c2")], "1 unexpected"),  # unnamed
+    ],
+)
+def test_shadow_predictions_must_be_there_exactly_once(change, problem):
+    run = challenged_run()
+    result = check(
+        dataclasses.replace(run, shadow_predictions=change(list(run.shadow_predictions))),
+        NO_FAULT,
+        Bounds(),
+    )
+    assert any(p.startswith("shadow_predictions:") and problem in p for p in result.problems)
+    assert not result.passed
+
+
+def with_last(run: Observed, role: str, source: Source, **changes: object) -> Observed:
+    """`run` with fields of the last head-to-head cumulative record of `role` changed."""
+    records = list(run.metrics)
+    index = max(
+        i
+        for i, r in enumerate(records)
+        if r.metrics.role == role
+        and r.metrics.challenger_version == "c2"
+        and r.metrics.source == source
+        and r.metrics.scope == "cumulative"
+    )
+    records[index] = dataclasses.replace(
+        records[index], metrics=attrs.evolve(records[index].metrics, **changes)
+    )
+    return dataclasses.replace(run, metrics=records)
+
+
+@pytest.mark.parametrize("role", ["champion", "challenger"])
+def test_a_head_to_head_figure_off_from_the_trips_fails_the_report(role):
+    run = challenged_run()
+    last = [
+        r.metrics
+        for r in run.metrics
+        if r.metrics.role == role and r.metrics.challenger_version and r.metrics.source == "test"
+    ][-1]
+    result = check(with_last(run, role, "test", rmsle=last.rmsle * (1 + 1e-7)), NO_FAULT, Bounds())
+    h2h = result.figures["metrics"]["test"]["head_to_head"]["c2"]
+    assert not h2h[role]["values_match"]
+    assert h2h["champion" if role == "challenger" else "challenger"]["values_match"]
+    assert result.figures["metrics"]["test"]["values_match"]  # the champion's over all trips
+    assert [p for p in result.problems if "recomputed" in p] == [
+        p for p in result.problems if p.startswith(f"test {role} head to head with c2 cumulative")
+    ]
+    assert len(result.problems) == 1
+
+
+def test_the_challenger_scored_on_other_trips_than_the_champion_fails_the_report():
+    # Its figures are those of every trip, not only of those both predicted.
+    run = challenged_run()
+    ids = list(run.trips)
+    mine = [i for i, t in enumerate(ids) if run.trips[t] == "train" and shadowed(i)]
+    others = [i for i, t in enumerate(ids) if run.trips[t] == "train"][: len(mine)]
+    wrong = published(
+        "train",
+        [len(mine)],
+        at_ms=100,
+        pairs=[(actual_s(i), shadow_s(i)) for i in others],
+        role="challenger",
+        model_version="c2",
+        challenger_version="c2",
+    )
+    kept = [
+        r
+        for r in run.metrics
+        if not (r.metrics.source == "train" and r.metrics.role == "challenger")
+    ]
+    result = check(dataclasses.replace(run, metrics=[*kept, *wrong]), NO_FAULT, Bounds())
+    assert not result.figures["metrics"]["train"]["head_to_head"]["c2"]["challenger"][
+        "values_match"
+    ]
+    assert not result.passed
+
+
+def test_both_roles_must_count_the_same_trips():
+    run = challenged_run()
+    # One trip more for the challenger, one fewer matched and one unmatched for the champion:
+    # each adds up to the trips on its own, but not the same ones.
+    last = [r.metrics for r in run.metrics if r.metrics.role == "challenger"][-1]
+    off = with_last(run, "champion", last.source, count=last.count - 1, unmatched=1)
+    result = check(off, NO_FAULT, Bounds())
+    assert not result.figures["metrics"][last.source]["head_to_head"]["c2"]["same_trips"]
+    assert any("scored on different numbers of trips" in p for p in result.problems)
+
+
+def promoted_run(versions: bool = True) -> Observed:
+    """A clean champion-only run whose champion changed from v1 to v2 halfway: each version's
+    figures over its own trips (the unmatched end of no version under `unknown`)."""
+    run = clean_run(40)
+    ids = list(run.trips)
+    version = {t: "v1" if i < 20 else "v2" for i, t in enumerate(ids)}
+    predictions = [
+        dataclasses.replace(p, model_version=version[p.key] if versions else None)
+        for p in run.predictions
+    ]
+    records = []
+    for source in ("train", "test"):
+        for v in ("v1", "v2"):
+            mine = [i for i, t in enumerate(ids) if run.trips[t] == source and version[t] == v]
+            records += published(
+                source,
+                [len(mine)],
+                pairs=[(actual_s(i), predicted_s(i)) for i in mine],
+                model_version=v,
+            )
+    return dataclasses.replace(run, predictions=predictions, metrics=records)
+
+
+@pytest.mark.parametrize("versions", [True, False], ids=["versions-read", "versions-unknown"])
+def test_a_champion_of_two_versions_is_checked_version_by_version(versions):
+    run = promoted_run(versions)
+    result = check(run, NO_FAULT, Bounds())
+    assert result.problems == []
+    assert result.figures["metrics"]["train"]["count"] == 20
+    assert result.figures["metrics"]["train"]["recomputed"]["count"] == 20
+    # The two versions' figures swapped: the same trips in all, each version's wrong.
+    swapped = [
+        dataclasses.replace(
+            r,
+            metrics=attrs.evolve(
+                r.metrics, model_version={"v1": "v2", "v2": "v1"}[r.metrics.model_version]
+            ),
+        )
+        for r in run.metrics
+    ]
+    result = check(dataclasses.replace(run, metrics=swapped), NO_FAULT, Bounds())
+    assert result.passed == (not versions)  # without versions, only their merge can be checked
+
+
+def test_metrics_recovery_sums_the_champions_versions():
+    fault = Timeline(origin_ms=0, fault_started_ms=1_000, fault_ended_ms=5_000)
+    run = clean_run(40)  # 11 train trips matched by 5 s
+    covering = [
+        MetricsRecord(4_000, metrics("train", 5)),
+        MetricsRecord(6_000, metrics("train", 6, model_version="v2")),  # 5 + 6 from here on
+        MetricsRecord(7_000, metrics("test", 10)),
+        MetricsRecord(
+            7_500,
+            metrics("test", 10, role="challenger", model_version="c2", challenger_version="c2"),
+        ),
+    ]
+    assert metrics_caught_up_ms(dataclasses.replace(run, metrics=covering), fault) == 7_000
+    # Head-to-head figures are not the champion's over all trips.
+    no_test = [covering[0], covering[1], covering[3]]
+    assert metrics_caught_up_ms(dataclasses.replace(run, metrics=no_test), fault) is None

@@ -1,10 +1,16 @@
 """The chaos checker: what a run left on the topics, judged. Pure: no I/O.
 
 The runner reads every topic with read_committed once the services have stopped and hands the
-records over as plain values (trip id, Kafka timestamp and stated duration, decoded metrics);
-this module counts them against the trips replayed, times them against the fault, recomputes
-each source's RMSLE and MAE from the predictions and trip ends to hold the published cumulative
-figures to, and lists every problem.
+records over as plain values (trip id, Kafka timestamp and stated duration, for a prediction
+its model version and the challenger it names, decoded metrics); this module counts them
+against the trips replayed, times them against the fault, recomputes the RMSLE and MAE from the
+predictions and trip ends to hold the published cumulative figures to, and lists every problem.
+
+The metrics are checked per source, role, model version and challenger, as the aggregator
+publishes them: the champion's over all its trips (challenger None; summed over its versions, a
+source's must account for each of its trips), and, while a challenger shadowed the champion,
+both roles head to head on the trips it predicted (`shadow_predictions`, each of them exactly
+once: every trip whose champion prediction names a challenger, and no other).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from taxi_events import ModelMetrics, Source
+from taxi_events import ModelMetrics, Role, Source
 from taxi_stream import END_DELAY_RANGE_S
 
 # A prediction this much later than its trip's start was held up by the fault. Normal
@@ -35,12 +41,16 @@ METRIC_TOLERANCE = 1e-9
 @dataclass(frozen=True)
 class Stamped:
     """One record of a per-trip topic: its key (the trip id), Kafka timestamp (epoch ms) and
-    the duration it states in seconds: predicted (ml_predictions) or actual (finished_trips);
-    None for a trip start, or a record that did not decode."""
+    the duration it states in seconds: predicted (ml_predictions, shadow_predictions) or actual
+    (finished_trips); None for a trip start, or a record that did not decode. A prediction
+    also states its model's version and, the champion's, the challenger that shadowed it
+    (None: not known, or none)."""
 
     key: str
     at_ms: int
     duration: float | None = None
+    model_version: str | None = None
+    challenger_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,7 @@ class Observed:
     predictions: Sequence[Stamped]  # ml_predictions
     metrics: Sequence[MetricsRecord]  # model_metrics, in offset order per source
     dead_letters: Sequence[str]  # the reason of each dead letter
+    shadow_predictions: Sequence[Stamped] = ()  # a challenger's, of the same trips
 
 
 @dataclass(frozen=True)
@@ -164,30 +175,45 @@ def metrics_caught_up_ms(observed: Observed, timeline: Timeline) -> int | None:
     for source in SOURCES:
         if not due[source]:
             continue
-        covering = [
-            r.at_ms
-            for r in observed.metrics
-            if r.metrics.source == source
-            and r.metrics.scope == "cumulative"
-            and r.metrics.count + r.metrics.unmatched >= due[source]
-        ]
+        # The champion's figures over all trips, summed over its versions as they are published.
+        so_far: dict[str, int] = {}
+        covering = []
+        for r in observed.metrics:
+            m = r.metrics
+            if m.source == source and m.scope == "cumulative" and _all_trips(m):
+                so_far[m.model_version] = m.count + m.unmatched
+                if sum(so_far.values()) >= due[source]:
+                    covering.append(r.at_ms)
         if not covering:
             return None
         latest = max(latest, min(covering))
     return latest
 
 
+MetricsKey = tuple[Source, Role, str, str | None]  # source, role, model version, challenger
+
+
+def metrics_key(m: ModelMetrics) -> MetricsKey:
+    return (m.source, m.role, m.model_version, m.challenger_version)
+
+
+def _all_trips(m: ModelMetrics) -> bool:
+    """Whether a record holds the champion's figures over all its trips."""
+    return m.role == "champion" and m.challenger_version is None
+
+
 @dataclass(frozen=True)
 class SourceMetrics:
-    """The model_metrics of one source against its trips."""
+    """The model_metrics of one set of figures (one source's, of one role, summed over model
+    versions) against its trips."""
 
     trips: int
-    count: int  # matched trips in the last cumulative record (0 with none)
+    count: int  # matched trips in the last cumulative record of each key (0 with none)
     unmatched: int
     windows: int
-    repeated_windows: int  # window records beyond the first for the same window
-    windows_add_up: bool  # the windows' counts and unmatched sum to the last cumulative's
-    never_decreasing: bool  # cumulative count and unmatched never went back
+    repeated_windows: int  # window records beyond the first for the same key and window
+    windows_add_up: bool  # each key's windows' counts and unmatched sum to its last cumulative's
+    never_decreasing: bool  # no key's cumulative count or unmatched ever went back
 
     @property
     def consistent(self) -> bool:
@@ -200,21 +226,38 @@ class SourceMetrics:
 
 
 def source_metrics(trips: int, records: Sequence[ModelMetrics]) -> SourceMetrics:
-    """`records`: one source's metrics in the order they were published."""
-    cumulative = [m for m in records if m.scope == "cumulative"]
-    windows = [m for m in records if m.scope == "window"]
-    last = cumulative[-1] if cumulative else None
-    count, unmatched = (last.count, last.unmatched) if last is not None else (0, 0)
-    pairs = list(itertools.pairwise(cumulative))
+    """`records`: one source's metrics of one role and challenger, in the order they were
+    published; each model version's are checked on their own and their figures summed."""
+    by_key: dict[MetricsKey, list[ModelMetrics]] = {}
+    for m in records:
+        by_key.setdefault(metrics_key(m), []).append(m)
+    count = unmatched = windows = repeated = 0
+    add_up = never_decreasing = True
+    for mine in by_key.values():
+        cumulative = [m for m in mine if m.scope == "cumulative"]
+        windowed = [m for m in mine if m.scope == "window"]
+        last = cumulative[-1] if cumulative else None
+        last_count, last_unmatched = (last.count, last.unmatched) if last is not None else (0, 0)
+        count += last_count
+        unmatched += last_unmatched
+        windows += len(windowed)
+        repeated += len(windowed) - len({(m.window_start, m.window_end) for m in windowed})
+        add_up = add_up and (
+            sum(m.count for m in windowed) == last_count
+            and sum(m.unmatched for m in windowed) == last_unmatched
+        )
+        never_decreasing = never_decreasing and all(
+            b.count >= a.count and b.unmatched >= a.unmatched
+            for a, b in itertools.pairwise(cumulative)
+        )
     return SourceMetrics(
         trips=trips,
         count=count,
         unmatched=unmatched,
-        windows=len(windows),
-        repeated_windows=len(windows) - len({(m.window_start, m.window_end) for m in windows}),
-        windows_add_up=sum(m.count for m in windows) == count
-        and sum(m.unmatched for m in windows) == unmatched,
-        never_decreasing=all(b.count >= a.count and b.unmatched >= a.unmatched for a, b in pairs),
+        windows=windows,
+        repeated_windows=repeated,
+        windows_add_up=add_up,
+        never_decreasing=never_decreasing,
     )
 
 
@@ -227,23 +270,36 @@ class Quality:
     mae: float | None
 
 
+def first_records(records: Iterable[Stamped]) -> dict[str, Stamped]:
+    """Each key's first record."""
+    first: dict[str, Stamped] = {}
+    for record in records:
+        first.setdefault(record.key, record)
+    return first
+
+
 def first_durations(records: Iterable[Stamped]) -> dict[str, float | None]:
     """Each key's duration, from its first record."""
-    durations: dict[str, float | None] = {}
-    for record in records:
-        durations.setdefault(record.key, record.duration)
-    return durations
+    return {key: record.duration for key, record in first_records(records).items()}
 
 
 def recomputed_quality(
     keys: Iterable[str], predictions: Iterable[Stamped], ends: Iterable[Stamped]
 ) -> Quality:
     """The quality of the trips `keys` that have both a prediction and an end, recomputed from
-    the durations those records state, as taxi_model.quality_metrics defines it (the
-    aggregator sums the same per window): RMSLE over log1p of the durations (no clipping:
-    events never carry a negative one; the model clips its own predictions at 0 before they are
-    published), MAE in seconds. Computed afresh here, so a bug in the aggregator shows."""
-    predicted, actual = first_durations(predictions), first_durations(ends)
+    the durations those records state (the first of each trip's), as
+    taxi_model.quality_metrics defines it (the aggregator sums the same per window): RMSLE over
+    log1p of the durations (no clipping: events never carry a negative one; the model clips
+    its own predictions at 0 before they are published), MAE in seconds. Computed afresh
+    here, so a bug in the aggregator shows."""
+    return _quality(keys, first_durations(predictions), first_durations(ends))
+
+
+def _quality(
+    keys: Iterable[str],
+    predicted: Mapping[str, float | None],
+    actual: Mapping[str, float | None],
+) -> Quality:
     pairs = [
         (p, y)
         for key in sorted(set(keys))
@@ -259,9 +315,26 @@ def recomputed_quality(
     )
 
 
-def same_quality(published: ModelMetrics | None, recomputed: Quality) -> bool:
-    """Whether a cumulative record (None: there is none) holds the recomputed figures: the same
-    count of matched trips, RMSLE and MAE within METRIC_TOLERANCE."""
+def merged_quality(records: Sequence[ModelMetrics]) -> Quality | None:
+    """The figures of several cumulative records (of different model versions) together: the
+    RMSLE and MAE are means over trips, so they merge weighted by count. None with none."""
+    if not records:
+        return None
+    count = sum(m.count for m in records)
+    scored = [m for m in records if m.count and m.rmsle is not None and m.mae is not None]
+    if not count or not scored:
+        return Quality(count, None, None)
+    return Quality(
+        count=count,
+        rmsle=math.sqrt(sum(m.count * (m.rmsle or 0.0) ** 2 for m in scored) / count),
+        mae=sum(m.count * (m.mae or 0.0) for m in scored) / count,
+    )
+
+
+def same_quality(published: ModelMetrics | Quality | None, recomputed: Quality) -> bool:
+    """Whether a cumulative record (or the merge of several; None: there is none) holds the
+    recomputed figures: the same count of matched trips, RMSLE and MAE within
+    METRIC_TOLERANCE."""
     if published is None:
         return recomputed.count == 0
     return (
@@ -307,37 +380,8 @@ def check(observed: Observed, timeline: Timeline, bounds: Bounds) -> Checked:
                 f"{counted.unexpected} unexpected"
             )
 
-    trips_by_source = collections.Counter(observed.trips.values())
-    metrics: dict[str, Any] = {}
-    for source in SOURCES:
-        if not trips_by_source[source]:
-            continue
-        reported = [r.metrics for r in observed.metrics if r.metrics.source == source]
-        figures = source_metrics(trips_by_source[source], reported)
-        metrics[source] = {**asdict(figures), "consistent": figures.consistent}
-        if not figures.consistent:
-            result.problems.append(f"{source} metrics inconsistent with the trips: {figures}")
-        last = next((m for m in reversed(reported) if m.scope == "cumulative"), None)
-        recomputed = recomputed_quality(
-            (key for key, of in observed.trips.items() if of == source),
-            observed.predictions,
-            observed.ends,
-        )
-        matches = same_quality(last, recomputed)
-        metrics[source]["recomputed"] = asdict(recomputed)
-        metrics[source]["values_match"] = matches
-        if not matches:
-            published = (
-                f"count {last.count}, RMSLE {last.rmsle}, MAE {last.mae}"
-                if last is not None
-                else "no cumulative record"
-            )
-            result.problems.append(
-                f"{source} cumulative metrics ({published}) differ from those recomputed from "
-                f"its predictions and trip ends (count {recomputed.count}, "
-                f"RMSLE {recomputed.rmsle}, MAE {recomputed.mae})"
-            )
-    result.figures["metrics"] = metrics
+    _check_shadow(observed, result)
+    result.figures["metrics"] = _checked_metrics(observed, result)
 
     reasons = collections.Counter(observed.dead_letters)
     result.figures["dead_letters"] = {"count": sum(reasons.values()), "reasons": dict(reasons)}
@@ -369,6 +413,150 @@ def check(observed: Observed, timeline: Timeline, bounds: Bounds) -> Checked:
                 f"{what} caught up {seconds:.1f} s after the fault ended > {limit:g} s"
             )
     return result
+
+
+def _check_shadow(observed: Observed, result: Checked) -> None:
+    """shadow_predictions, when there are any or a champion prediction names a challenger."""
+    champion_first = first_records(observed.predictions)
+    named = {key for key, r in champion_first.items() if r.challenger_version is not None}
+    if named or observed.shadow_predictions:
+        # Exactly the trips whose champion prediction names a challenger have its prediction.
+        counted = delivery(named, (r.key for r in observed.shadow_predictions))
+        result.figures["shadow_predictions"] = asdict(counted)
+        if not counted.exact:
+            result.problems.append(
+                f"shadow_predictions: {counted.missing} missing, {counted.duplicated} "
+                f"duplicated, {counted.unexpected} unexpected"
+            )
+
+
+def _checked_metrics(observed: Observed, result: Checked) -> dict[str, Any]:
+    """Each source's figures: the champion's over all trips, and any head-to-head ones."""
+    champion_first = first_records(observed.predictions)
+    shadow_first = first_records(observed.shadow_predictions)
+    ends = first_durations(observed.ends)
+    roles = {"champion": champion_first, "challenger": shadow_first}
+    stray = [m for r in observed.metrics if (m := r.metrics).role == "challenger"]
+    if any(m.challenger_version is None for m in stray):
+        result.problems.append("model_metrics of a challenger that name no challenger_version")
+
+    metrics: dict[str, Any] = {}
+    for source in SOURCES:
+        trips = {key for key, of in observed.trips.items() if of == source}
+        if not trips:
+            continue
+        reported = [r.metrics for r in observed.metrics if r.metrics.source == source]
+        # The champion on every trip of the source.
+        metrics[source] = _judged(
+            result,
+            source,
+            trips=len(trips),
+            records=[m for m in reported if _all_trips(m)],
+            scored=trips,
+            predictions=champion_first,
+            ends=ends,
+        )
+        # Each challenger head to head with it, both roles on the same trips: those it
+        # predicted (or that the champion's prediction says it did).
+        of_trip = {key: _challenger_of(key, champion_first, shadow_first) for key in trips}
+        versions = {m.challenger_version for m in reported} | set(of_trip.values())
+        head_to_head: dict[str, Any] = {}
+        for version in sorted(v for v in versions if v is not None):
+            shadowed = {key for key, v in of_trip.items() if v == version}
+            both = {
+                key
+                for key in shadowed
+                if all(key in first and first[key].duration is not None for first in roles.values())
+            }
+            figures: dict[str, Any] = {"trips": len(shadowed)}
+            for role, first in roles.items():
+                figures[role] = _judged(
+                    result,
+                    f"{source} {role} head to head with {version}",
+                    trips=len(shadowed),
+                    records=[
+                        m for m in reported if m.challenger_version == version and m.role == role
+                    ],
+                    scored=both,
+                    predictions=first,
+                    ends=ends,
+                )
+            figures["same_trips"] = (
+                figures["champion"]["count"] == figures["challenger"]["count"]
+                and figures["champion"]["unmatched"] == figures["challenger"]["unmatched"]
+            )
+            if not figures["same_trips"]:
+                result.problems.append(
+                    f"{source} head to head with {version}: the champion and the challenger "
+                    "were scored on different numbers of trips"
+                )
+            head_to_head[version] = figures
+        if head_to_head:
+            metrics[source]["head_to_head"] = head_to_head
+    return metrics
+
+
+def _challenger_of(
+    key: str, champion: Mapping[str, Stamped], shadow: Mapping[str, Stamped]
+) -> str | None:
+    """The challenger that shadowed a trip: the version of its shadow prediction, else the one
+    its champion prediction names; None if neither says."""
+    predicted = shadow.get(key)
+    if predicted is not None and predicted.model_version is not None:
+        return predicted.model_version
+    named = champion.get(key)
+    return named.challenger_version if named is not None else None
+
+
+def _judged(
+    result: Checked,
+    what: str,
+    *,
+    trips: int,
+    records: Sequence[ModelMetrics],
+    scored: Collection[str],
+    predictions: Mapping[str, Stamped],
+    ends: Mapping[str, float | None],
+) -> dict[str, Any]:
+    """One set of figures' report (`records`: its metrics of every model version, over
+    `trips` trips), its problems added to `result`: counts that do not add up, and cumulative
+    figures other than those recomputed over the trips `scored` from their first `predictions`
+    and `ends`. Per model version when every prediction says which, else all versions merged."""
+    figures = source_metrics(trips, records)
+    judged: dict[str, Any] = {**asdict(figures), "consistent": figures.consistent}
+    if not figures.consistent:
+        result.problems.append(f"{what} metrics inconsistent with the trips: {figures}")
+    last = {metrics_key(m): m for m in records if m.scope == "cumulative"}
+    durations = {key: predictions[key].duration for key in scored if key in predictions}
+    recomputed = _quality(scored, durations, ends)
+    versions = {key: predictions[key].model_version for key in durations}
+    if all(v is not None for v in versions.values()):
+        published = {key[2]: m for key, m in last.items()}
+        matches = all(
+            same_quality(
+                published.get(version),
+                _quality([k for k, v in versions.items() if v == version], durations, ends),
+            )
+            for version in set(published) | {v for v in versions.values() if v is not None}
+        )
+    else:
+        matches = same_quality(merged_quality(list(last.values())), recomputed)
+    judged["recomputed"] = asdict(recomputed)
+    judged["values_match"] = matches
+    if not matches:
+        said = (
+            ", ".join(
+                f"{m.model_version}: count {m.count}, RMSLE {m.rmsle}, MAE {m.mae}"
+                for m in last.values()
+            )
+            or "no cumulative record"
+        )
+        result.problems.append(
+            f"{what} cumulative metrics ({said}) differ from those recomputed from "
+            f"its predictions and trip ends (count {recomputed.count}, "
+            f"RMSLE {recomputed.rmsle}, MAE {recomputed.mae})"
+        )
+    return judged
 
 
 def _prediction_times(observed: Observed) -> list[int]:
