@@ -19,6 +19,7 @@ from taxi_services.status import (
     format_report,
     lag_text,
     rmsle_text,
+    scored_trips,
     service_detail,
 )
 
@@ -101,6 +102,9 @@ def test_the_rmsle_shows_once_a_trip_of_its_source_is_scored():
     assert rmsle_text(samples, "train") == "0.412"
     # 3 + 2 by v2, 7 + 7 by v1; the head-to-head trips are among them already.
     assert service_detail("aggregator", samples) == "scored 19, unmatched 0, RMSLE train 0.412"
+    # `taxi up --limit` stops once every trip started is scored: a trip counted twice would
+    # stop it early.
+    assert scored_trips(samples) == 19
 
 
 def test_no_rmsle_until_a_trip_of_its_source_is_scored():

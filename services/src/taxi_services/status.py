@@ -73,6 +73,14 @@ def service_detail(name: str, samples: Samples) -> str:
     return ""
 
 
+def scored_trips(aggregator: Samples) -> float:
+    """Trips the aggregator is done with, matched or expired: each once, as its champion
+    scored it (not again head to head with a challenger)."""
+    return total(aggregator, "taxi_matched_trips", **ALL_TRIPS) + total(
+        aggregator, "taxi_unmatched_trips", **ALL_TRIPS
+    )
+
+
 def serving_text(predictor: Samples) -> str:
     """Which models the predictor predicts with, from its info metric; empty until it has a
     champion."""

@@ -13,6 +13,7 @@ from taxi_events import Source
 from taxi_kafka import KafkaConfig
 from taxi_services.registry import ModelRegistry, ensure_champion
 from taxi_services.scrape import total
+from taxi_services.status import ALL_TRIPS
 from taxi_services.supervisor import Child, free_port, stop_all
 
 log = logging.getLogger("taxi.chaos")
@@ -142,8 +143,8 @@ class Pipeline:
         samples = self.children["aggregator"].metrics()
         return {
             source: int(
-                total(samples, "taxi_matched_trips", source=source)
-                + total(samples, "taxi_unmatched_trips", source=source)
+                total(samples, "taxi_matched_trips", source=source, **ALL_TRIPS)
+                + total(samples, "taxi_unmatched_trips", source=source, **ALL_TRIPS)
             )
             for source in self.replays
         }

@@ -38,7 +38,7 @@ from taxi_services.prometheus import (
 )
 from taxi_services.registry import ModelRegistry, RegistryError, ensure_champion
 from taxi_services.scrape import total
-from taxi_services.status import lag_text, rmsle_text
+from taxi_services.status import lag_text, rmsle_text, scored_trips
 from taxi_services.supervisor import Child, stop_all
 from taxi_services.up_state import read_state, state_path, write_state
 from taxi_stream import replay_fingerprint
@@ -203,9 +203,7 @@ class Status:
         aggregator = self.children["aggregator"].metrics()
         predicted = total(predictor, "taxi_records_produced_total", topic="ml_predictions")
         if aggregator:
-            self.scored = total(aggregator, "taxi_matched_trips") + total(
-                aggregator, "taxi_unmatched_trips"
-            )
+            self.scored = scored_trips(aggregator)
         now = time.monotonic()
         rate = 0.0
         if self._last is not None and now > self._last[0]:
