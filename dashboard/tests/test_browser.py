@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from taxi_kafka import (
     ensure_topics,
 )
 from taxi_kafka.cluster import LocalCluster
-from taxi_kafka.testing import free_base_port
+from taxi_kafka.testing import free_base_port, wait_for
 from taxi_model import generate_trips, train_and_save, write_synthetic
 from taxi_services.registry import ModelRegistry, ensure_champion
 from taxi_services.supervisor import Child, free_port, stop_all
@@ -144,14 +144,6 @@ def records_read(page: Page) -> int:
     found = re.search(r"([\d,]+) records read", text)
     assert found, text
     return int(found[1].replace(",", ""))
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(1)
 
 
 def assert_no_exception(page: Page) -> None:

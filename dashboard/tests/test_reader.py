@@ -6,9 +6,7 @@ every check looks for this test's own trip ids and reasons only.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,18 +17,9 @@ from taxi_dashboard.state import Snapshot
 from taxi_events import DeadLetter, DeploymentDecision, ModelMetrics, encode
 from taxi_events.testing import prediction, trip_finished, trip_started
 from taxi_kafka import KafkaConfig, KafkaProducer
+from taxi_kafka.testing import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 90) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_the_reader_shows_committed_records_skips_bad_ones_and_reports_health(kafka_cluster):

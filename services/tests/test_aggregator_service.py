@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 
@@ -21,7 +20,7 @@ from taxi_events import testing as events
 from taxi_kafka import KafkaConfig, ensure_topics, project_topics
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.producer import KafkaProducer
-from taxi_kafka.testing import read_all
+from taxi_kafka.testing import read_all, wait_for
 from taxi_model import quality_metrics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -136,16 +135,6 @@ class Stream(threading.Thread):
                     time.sleep(PACE_S)
         except BaseException as exc:  # reported by the test
             self.error = exc
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def key_of(m: ModelMetrics) -> Key:

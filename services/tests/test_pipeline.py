@@ -8,7 +8,6 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from taxi_events import ModelMetrics, Prediction, decode
 from taxi_kafka import KafkaConfig, ensure_topics, project_topics
 from taxi_kafka.cluster import LocalCluster
-from taxi_kafka.testing import read_all
+from taxi_kafka.testing import read_all, wait_for
 from taxi_model import (
     Decider,
     current_roles,
@@ -31,16 +30,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 TRIPS = 2000
 DECIDER = Decider("test@here")
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def replay(csv: Path, instance: str, *extra: str) -> list[str]:

@@ -9,8 +9,9 @@
 - `make_topic(partitions=6, configs=None)` creates a uniquely named topic (RF 3, min ISR 2) and
   returns its name; `unique_topic` is one such topic.
 - `kafka_config`: a taxi_kafka.KafkaConfig for the cluster.
-- Plain helpers: `numbered` records, `produce_all` (idempotent, waits for every ack) and
-  `read_all` (a whole topic with read_committed, up to its end offsets).
+- Plain helpers: `numbered` records, `produce_all` (idempotent, waits for every ack),
+  `read_all` (a whole topic with read_committed, up to its end offsets) and `wait_for` (a
+  condition, polled until it holds or a timeout passes).
 
 Env TAXI_TEST_CLUSTER_BASE_PORT pins the ports instead of scanning for free ones. Unless
 TAXI_CLUSTER_JVM_OPTIONS is set, the plugin sets it to the quick JIT for the whole run, for
@@ -25,9 +26,11 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from confluent_kafka import Message
@@ -135,3 +138,21 @@ def read_all(bootstrap_servers: str, topic: str, timeout: float = 60.0) -> list[
     read_committed: by partition, in offset order. Raises TimeoutError when the end is not
     reached in `timeout` seconds (say, a transaction is left open)."""
     return read_to_end(KafkaConfig(bootstrap_servers), topic, timeout)
+
+
+T = TypeVar("T")
+
+
+def wait_for(
+    what: str, check: Callable[[], T | None], timeout: float = 90.0, interval: float = 0.5
+) -> T:
+    """Poll `check` until it returns something truthy, and return that; AssertionError naming
+    `what` once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
