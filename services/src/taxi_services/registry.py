@@ -207,15 +207,10 @@ def ensure_champion(registry: ModelRegistry, model_path: Path, reason: str) -> s
     """Publish the model file and make it champion if no version is champion yet; returns the
     champion's version (the one there already, if any). A version the registry holds already
     is not written again."""
-    history = registry.history()
-    roles = current_roles(history)
-    if roles.champion is not None:
-        return roles.champion
-    record = record_of(model_path)
-    if record.version not in registry.raw_records():
-        registry.publish(record)
-    registry.decide(Decider(whoami()).publish(history, record.version, "champion", reason))
-    return record.version
+    champion = current_roles(registry.history()).champion
+    if champion is not None:
+        return champion
+    return publish_model(registry, record_of(model_path), "champion", reason=reason).version
 
 
 # -- what `taxi model` does --------------------------------------------------------------------
@@ -256,10 +251,9 @@ def publish_model(
         return Published(record.version, written, None, holder)
     if if_vacant and holder is not None:
         return Published(record.version, written, None, holder)
-    decision = _decided(
-        lambda decider: decider.publish(history, record.version, role, reason), actor
+    decision = _decide(
+        registry, lambda decider, _: decider.publish(history, record.version, role, reason), actor
     )
-    registry.decide(decision)
     return Published(record.version, written, decision)
 
 
@@ -268,32 +262,25 @@ def promote(
 ) -> DeploymentDecision:
     """Make `version` (or the one version it is a prefix of), a readable record of the
     registry, champion."""
-    history = registry.history()
     known = {v for v, record in registry.records().items() if isinstance(record, RegistryRecord)}
     version = resolve(known, version)
-    decision = _decided(lambda decider: decider.promote(history, version, known, reason), actor)
-    registry.decide(decision)
-    return decision
+    return _decide(
+        registry, lambda decider, history: decider.promote(history, version, known, reason), actor
+    )
 
 
 def rollback(
     registry: ModelRegistry, *, reason: str, actor: str | None = None
 ) -> DeploymentDecision:
     """Make the champion before the current one champion again."""
-    history = registry.history()
-    decision = _decided(lambda decider: decider.rollback(history, reason), actor)
-    registry.decide(decision)
-    return decision
+    return _decide(registry, lambda decider, history: decider.rollback(history, reason), actor)
 
 
 def withdraw(
     registry: ModelRegistry, *, reason: str, actor: str | None = None
 ) -> DeploymentDecision:
     """Stop shadowing the challenger."""
-    history = registry.history()
-    decision = _decided(lambda decider: decider.withdraw(history, reason), actor)
-    registry.decide(decision)
-    return decision
+    return _decide(registry, lambda decider, history: decider.withdraw(history, reason), actor)
 
 
 def resolve(versions: Collection[str], version: str) -> str:
@@ -309,13 +296,18 @@ def resolve(versions: Collection[str], version: str) -> str:
     return matches[0] if matches else version
 
 
-def _decided(
-    decide: Callable[[Decider], DeploymentDecision], actor: str | None
+def _decide(
+    registry: ModelRegistry,
+    make: Callable[[Decider, list[DeploymentDecision]], DeploymentDecision],
+    actor: str | None,
 ) -> DeploymentDecision:
+    """Make a decision from the history as it is now (by `actor`, or user@host), and write it."""
     try:
-        return decide(Decider(actor or whoami()))
+        decision = make(Decider(actor or whoami()), registry.history())
     except DeploymentError as exc:
         raise RegistryError(str(exc)) from exc
+    registry.decide(decision)
+    return decision
 
 
 # What the live figures are keyed by: the source, the model version, its role, and the
