@@ -23,10 +23,10 @@ from skops import io as skops_io
 from taxi_events import DeploymentDecision
 from taxi_kafka import KafkaConfig, ensure_topics, project_topics
 from taxi_kafka.cluster import LocalCluster
-from taxi_kafka.testing import produce_all
+from taxi_kafka.testing import produce_all, wait_for
 from taxi_model import Decider, RegistryRecord, read_card
 from taxi_model._artifact import content_version
-from taxi_services.deployment import Deployment, ModelFollower
+from taxi_services.deployment import Deployment, FollowerError, ModelFollower
 from taxi_services.registry import ModelRegistry, RegistryTopics, ensure_champion, record_of
 
 pytestmark = pytest.mark.kafka
@@ -225,3 +225,47 @@ def test_bad_records_and_decisions_leave_the_running_models_in_place(
     time.sleep(2)  # a few more rounds of the follower: each is reported once
     assert sorted(following.rejected) == sorted(expected)
     assert following.switches == [(champion, None)]
+
+
+class FailingAfterTheFirstSwitch(ModelFollower):
+    """A real follower whose following breaks once it has deployed its first champion."""
+
+    def _follow(self, roles):
+        if self.current is not None:
+            raise OSError("disk gone")
+        super()._follow(roles)
+
+
+def test_a_follower_that_fails_stops_the_predictor_rather_than_going_on_unfollowed(
+    registry, kafka_cluster, trained_model_path, challenger_model_path
+):
+    ensure_champion(registry, trained_model_path, "first")
+    follower = FailingAfterTheFirstSwitch(
+        KafkaConfig(kafka_cluster.bootstrap_servers),
+        registry.topics,
+        on_rejected=lambda *_: None,
+        on_switch=lambda _: None,
+    )
+    follower.start()
+    try:
+        assert follower.wait_ready(threading.Event()) is not None
+        champion = follower.deployment().champion.version
+        challenger = record_of(challenger_model_path)
+        registry.publish(challenger)
+        registry.decide(
+            decider.promote(registry.history(), challenger.version, {challenger.version}, "x")
+        )
+
+        def failure() -> FollowerError | None:
+            try:
+                # Until it fails it serves what it has; it never switched.
+                assert follower.deployment().champion.version == champion
+            except FollowerError as exc:
+                return exc
+            return None
+
+        failed = wait_for("the follower's failure to stop the predictor", failure, 30, 0.1)
+        assert "the model follower failed" in str(failed)
+        assert isinstance(failed.__cause__, OSError)
+    finally:
+        follower.close()

@@ -38,6 +38,10 @@ _WAITING_LOG_S = 10.0
 _FOLLOWER_SETTINGS = {"queued.max.messages.kbytes": 65_536}
 
 
+class FollowerError(RuntimeError):
+    """The follower stopped following the registry."""
+
+
 @attrs.frozen
 class Deployment:
     """The models one batch is predicted with."""
@@ -90,7 +94,11 @@ class ModelFollower:
         self._thread.join()
 
     def deployment(self) -> Deployment:
-        """The deployment to predict the next batch with (after wait_ready returned one)."""
+        """The deployment to predict the next batch with (after wait_ready returned one).
+        Raises FollowerError once the follower has failed: a predictor that no longer follows
+        the decisions must stop, not go on with models that may have been replaced."""
+        if self._error is not None:
+            raise FollowerError("the model follower failed; see the log above") from self._error
         if self.current is None:
             raise RuntimeError("no deployment yet: wait_ready() first")
         return self.current
