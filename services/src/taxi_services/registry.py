@@ -252,7 +252,10 @@ def publish_model(
     if if_vacant and holder is not None:
         return Published(record.version, written, None, holder)
     decision = _decide(
-        registry, lambda decider, _: decider.publish(history, record.version, role, reason), actor
+        registry,
+        lambda decider, history: decider.publish(history, record.version, role, reason),
+        actor,
+        history,
     )
     return Published(record.version, written, decision)
 
@@ -300,10 +303,14 @@ def _decide(
     registry: ModelRegistry,
     make: Callable[[Decider, list[DeploymentDecision]], DeploymentDecision],
     actor: str | None,
+    history: list[DeploymentDecision] | None = None,
 ) -> DeploymentDecision:
-    """Make a decision from the history as it is now (by `actor`, or user@host), and write it."""
+    """Make a decision from `history` (read now if not given) by `actor` (or user@host), and
+    write it."""
+    if history is None:
+        history = registry.history()
     try:
-        decision = make(Decider(actor or whoami()), registry.history())
+        decision = make(Decider(actor or whoami()), history)
     except DeploymentError as exc:
         raise RegistryError(str(exc)) from exc
     registry.decide(decision)
