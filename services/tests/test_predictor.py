@@ -101,7 +101,7 @@ def test_a_batch_is_predicted_in_one_call(model):
 
 
 def test_bad_records_become_failures_and_the_rest_goes_on(model):
-    newer = encode(trip(2)).replace(b'"schema_version":"1.1"', b'"schema_version":"2.0"')
+    newer = encode(trip(2)).replace(b'"schema_version":"1.2"', b'"schema_version":"2.0"')
     batch = [
         message(encode(trip(1)), 0),
         message(b"\xff\x00 not json", 1),

@@ -13,6 +13,7 @@ from taxi_events import (
     DeploymentDecision,
     Event,
     EventDecodeError,
+    ModelEvent,
     ModelMetrics,
     Prediction,
     TripFinished,
@@ -80,6 +81,23 @@ DECISION = DeploymentDecision(
     actor="ana@laptop",
     reason="beat the champion by 0.01 RMSLE on 5,000 trips",
     decided_at=PRODUCED_AT,
+    evidence={"champion_rmsle": 0.52, "challenger_rmsle": 0.41, "trips": 5000},
+    produced_at=PRODUCED_AT,
+)
+DRIFT = ModelEvent(
+    kind="concept-drift",
+    model_version="fb295ce8d39b",
+    detail="its log errors moved up by 0.4 on the last 640 train trips",
+    source="train",
+    detector="page-hinkley",
+    statistic="log_error",
+    value=61.5,
+    threshold=50,
+    trips=640,
+    first_trip_id="id2875421",
+    last_trip_id="id1377394",
+    evidence={"mean_before": 0.01, "mean_after": 0.41},
+    occurred_at=PRODUCED_AT,
     produced_at=PRODUCED_AT,
 )
 E = TypeVar("E", bound=Event)
@@ -89,6 +107,7 @@ EXAMPLES: dict[type[Any], Event] = {
     Prediction: PREDICTION,
     ModelMetrics: METRICS,
     DeploymentDecision: DECISION,
+    ModelEvent: DRIFT,
 }
 
 
@@ -109,7 +128,7 @@ def decode_with_raw(event_type: type[E], field: str, raw_json: str) -> E:
 def test_encoding_matches_the_documented_layout() -> None:
     assert encode(TRIP_FINISHED) == (
         b'{"dropoff_datetime":"2016-03-14T17:32:30","is_estimate":false,'
-        b'"produced_at":"2016-03-14T22:24:56.123456+00:00","schema_version":"1.1",'
+        b'"produced_at":"2016-03-14T22:24:56.123456+00:00","schema_version":"1.2",'
         b'"source":"train","trip_duration":455.0,"trip_id":"id2875421"}'
     )
 
@@ -167,6 +186,16 @@ REJECTIONS = [
     (ModelMetrics, "mae", -3.0, "below the minimum 0"),
     (ModelMetrics, "within_30", 1.5, "outside [0, 1]"),
     (ModelMetrics, "median_ape", "0.2", "expected a number"),
+    (DeploymentDecision, "evidence", [1.0], "expected an object of named numbers"),
+    (DeploymentDecision, "evidence", {"trips": "5000"}, "'trips' is a string"),
+    (DeploymentDecision, "evidence", {"trips": True}, "'trips' is true, not a number"),
+    (DeploymentDecision, "evidence", {"": 1.0}, "names are text"),
+    (ModelEvent, "kind", "drift", "expected one of ['concept-drift', 'data-drift'"),
+    (ModelEvent, "source", "both", "expected one of ['train', 'test']"),
+    (ModelEvent, "value", "61.5", "expected a number"),
+    (ModelEvent, "trips", -1, "below the minimum 0"),
+    (ModelEvent, "detail", "", "must not be empty"),
+    (ModelEvent, "evidence", {"mean_after": None}, "'mean_after' is null, not a number"),
 ]
 
 
@@ -247,6 +276,19 @@ def test_a_record_older_than_a_field_decodes_with_its_default(event_type: type[E
             decode(json.dumps(data).encode("utf-8"), event_type)
 
 
+def test_a_decision_written_before_evidence_has_none() -> None:
+    data = document(DeploymentDecision, schema_version="1.1")
+    del data["evidence"]
+    assert decode(json.dumps(data).encode("utf-8"), DeploymentDecision).evidence == {}
+
+
+def test_evidence_counts_decode_as_numbers_and_events_stay_hashable() -> None:
+    decoded = decode_with(DeploymentDecision)
+    assert decoded.evidence == {"champion_rmsle": 0.52, "challenger_rmsle": 0.41, "trips": 5000}
+    assert type(decoded.evidence["trips"]) is float
+    assert hash(decoded) == hash(DECISION)
+
+
 def test_a_record_as_new_as_a_field_must_have_it() -> None:
     data = document(Prediction, schema_version="1.1")
     del data["role"]
@@ -276,7 +318,7 @@ def test_older_and_newer_minor_versions_are_accepted(version: str) -> None:
         ("one.zero", "not a 'major.minor' version"),
         ("", "not a 'major.minor' version"),
         ("1" * 20 + ".0", "not a 'major.minor' version"),
-        (1.0, "expected a string like '1.1', got a number (1.0)"),
+        (1.0, "expected a string like '1.2', got a number (1.0)"),
     ],
 )
 def test_unreadable_schema_versions_are_rejected(version: Any, words: str) -> None:

@@ -19,6 +19,8 @@ from taxi_events import (
     DeploymentDecision,
     Event,
     EventDecodeError,
+    ModelEvent,
+    ModelEventKind,
     ModelMetrics,
     Prediction,
     Role,
@@ -36,7 +38,7 @@ from taxi_events.columns import (
     prediction_for,
 )
 
-EVENT_TYPES = [TripStarted, TripFinished, Prediction, ModelMetrics, DeploymentDecision]
+EVENT_TYPES = [TripStarted, TripFinished, Prediction, ModelMetrics, DeploymentDecision, ModelEvent]
 
 # st.text() leaves out surrogates, which events reject.
 trip_ids = st.text(min_size=1, max_size=MAX_TRIP_ID_LENGTH)
@@ -53,6 +55,9 @@ longitudes = st.floats(-180, 180)
 durations = st.floats(min_value=0, allow_infinity=False) | st.integers(0, 10**6)
 non_negative = st.floats(min_value=0, allow_infinity=False)
 counts = st.integers(0, MAX_INTEGER)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+# Integers exercise the int -> float conversion of evidence too.
+evidence = st.dictionaries(names, finite | st.integers(-(10**9), 10**9), max_size=4)
 
 trips_started = st.builds(
     TripStarted,
@@ -141,13 +146,33 @@ deployment_decisions = st.builds(
     actor=names,
     reason=names,
     decided_at=utc_times,
+    evidence=evidence,
+    schema_version=versions,
+    produced_at=utc_times,
+)
+
+model_events = st.builds(
+    ModelEvent,
+    kind=st.sampled_from(get_args(ModelEventKind)),
+    model_version=names,
+    detail=names,
+    source=st.none() | sources,
+    detector=optional_names,
+    statistic=optional_names,
+    value=st.none() | finite,
+    threshold=st.none() | finite,
+    trips=counts,
+    first_trip_id=st.none() | trip_ids,
+    last_trip_id=st.none() | trip_ids,
+    evidence=evidence,
+    occurred_at=utc_times,
     schema_version=versions,
     produced_at=utc_times,
 )
 
 
 events = st.one_of(
-    trips_started, trips_finished, predictions, model_metrics(), deployment_decisions
+    trips_started, trips_finished, predictions, model_metrics(), deployment_decisions, model_events
 )
 
 json_values = st.recursive(

@@ -51,14 +51,14 @@ def test_headers_are_named_and_ordered_as_documented() -> None:
         ("taxi.service", b"predictor"),
         ("taxi.reason", b"TripStarted.pickup_latitude: 123.5 is outside [-90, 90]"),
         ("taxi.failed_at", b"2016-03-14T22:24:56.123456+00:00"),
-        ("taxi.schema_version", b"1.1"),
+        ("taxi.schema_version", b"1.2"),
     ]
 
 
 def test_failed_at_defaults_to_now_in_utc() -> None:
     dead_letter = DeadLetter(source_topic="t", partition=0, offset=0, service="s", reason="r")
     assert dead_letter.failed_at.tzinfo is UTC
-    assert dead_letter.schema_version == "1.1"
+    assert dead_letter.schema_version == "1.2"
 
 
 @given(dead_letters)

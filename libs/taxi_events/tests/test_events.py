@@ -47,7 +47,7 @@ START = datetime(2016, 3, 14, 22, 0, tzinfo=UTC)
 def test_defaults_are_the_current_version_and_now_in_utc() -> None:
     before = datetime.now(UTC)
     trip = TripStarted(**TRIP)
-    assert trip.schema_version == SCHEMA_VERSION == "1.1"
+    assert trip.schema_version == SCHEMA_VERSION == "1.2"
     assert trip.produced_at.utcoffset() == timedelta(0)
     assert before <= trip.produced_at <= datetime.now(UTC)
 

@@ -27,6 +27,7 @@ def test_project_topics_follow_the_contract():
         "aggregator_changelog",
         "model_registry",
         "model_deployments",
+        "model_events",
     ]
     for spec in PROJECT_TOPICS:
         assert (spec.replication_factor, spec.min_insync_replicas) == (3, 2)
@@ -37,16 +38,19 @@ def test_project_topics_follow_the_contract():
     state_topics = [spec for spec in PROJECT_TOPICS if not spec.co_partitioned]
     assert {spec.partitions for spec in state_topics} == {1}
     # The state and the models are compacted to their latest record per key; the deployment
-    # decisions are history, kept whole.
+    # decisions and the model events are history, kept whole.
     assert {spec.name: spec.configs.get("cleanup.policy") for spec in state_topics} == {
         "producer_checkpoints": "compact",
         "aggregator_changelog": "compact",
         "model_registry": "compact",
         "model_deployments": None,
+        "model_events": None,
     }
-    assert PROJECT_TOPICS[-1].configs["retention.ms"] == "-1"
+    history = {spec.name: spec.configs.get("retention.ms") for spec in PROJECT_TOPICS[-2:]}
+    assert history == {"model_deployments": "-1", "model_events": "-1"}
     # A whole model fits one registry record.
-    assert int(PROJECT_TOPICS[-2].configs["max.message.bytes"]) >= 16 * 1024 * 1024
+    registry = next(spec for spec in PROJECT_TOPICS if spec.name == "model_registry")
+    assert int(registry.configs["max.message.bytes"]) >= 16 * 1024 * 1024
     resized = project_topics(12)
     assert {spec.partitions for spec in resized if spec.co_partitioned} == {12}
     assert {spec.partitions for spec in resized if not spec.co_partitioned} == {1}

@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NoReturn, Self
+from typing import Any, Literal, NoReturn, Self, get_args
 
 import attrs
 
@@ -22,7 +22,7 @@ from taxi_events.errors import (
     show,
 )
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 # Readers accept any minor version of their major: minor bumps only add fields, which older
 # readers ignore. A field added after 1.0 has a default and names its version (`_since`), and a
 # record written before it may lack it.
@@ -44,6 +44,13 @@ Role = Literal["champion", "challenger"]
 # role), promoted to champion, the champion rolled back to the one before it, or the challenger
 # withdrawn.
 DeploymentAction = Literal["publish", "promote", "rollback", "withdraw"]
+# What a ModelEvent reports: drift detected on a model's trips (its errors: concept; its inputs
+# against its training profile: data), a retrained candidate published or turned down, and the
+# automatic policy's promotions and rollbacks.
+ModelEventKind = Literal[
+    "concept-drift", "data-drift", "candidate", "candidate-rejected", "promotion", "rollback"
+]
+MODEL_EVENT_KINDS: tuple[ModelEventKind, ...] = get_args(ModelEventKind)
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 # Bounded digit counts keep int() away from the interpreter's digit limit.
@@ -247,6 +254,39 @@ def _metric(maximum: float | None = None) -> _Validator:
     return check
 
 
+def _as_evidence(value: object) -> object:
+    """Integers become floats (as in number fields), so equal evidence encodes alike."""
+    if isinstance(value, Mapping):
+        return {key: _as_float(figure) for key, figure in value.items()}
+    return value
+
+
+def _evidence(instance: object, attribute: "attrs.Attribute[Any]", value: object) -> None:
+    """Named figures: a JSON object of finite numbers under non-empty names."""
+    if not isinstance(value, dict):
+        _wrong_type(instance, attribute, "an object of named numbers", value)
+    for name, figure in value.items():
+        if not isinstance(name, str) or not name:
+            _reject(instance, attribute, f"has the name {describe(name)}; names are text")
+        if isinstance(figure, bool) or not isinstance(figure, float):
+            _reject(instance, attribute, f"{name!r} is {describe(figure)}, not a number")
+        if not math.isfinite(figure):
+            _reject(instance, attribute, f"{name!r} is {show(figure)}, not a finite number")
+
+
+def _optional_source(instance: object, attribute: "attrs.Attribute[Any]", value: object) -> None:
+    if value is not None:
+        _SOURCE(instance, attribute, value)
+
+
+_ANY_NUMBER = _number(-math.inf)
+
+
+def _optional_number(instance: object, attribute: "attrs.Attribute[Any]", value: object) -> None:
+    if value is not None:
+        _ANY_NUMBER(instance, attribute, value)
+
+
 _TRIP_ID = _text(MAX_TRIP_ID_LENGTH)
 _SOURCE = _choice("train", "test")
 _ROLE = _choice("champion", "challenger")
@@ -367,6 +407,48 @@ class DeploymentDecision:
     actor: str = attrs.field(validator=_text())
     reason: str = attrs.field(validator=_text())
     decided_at: datetime = attrs.field(factory=_utc_now, validator=_utc_time)
+    # The figures an automatic decision was made on (e.g. both models' RMSLE and the trips they
+    # were scored on); empty for a person's.
+    evidence: dict[str, float] = attrs.field(
+        factory=dict,
+        converter=_as_evidence,
+        validator=_evidence,
+        metadata=_since((1, 2)),
+        hash=False,
+    )
+    schema_version: str = attrs.field(default=SCHEMA_VERSION, validator=_schema_version)
+    produced_at: datetime = attrs.field(factory=_utc_now, validator=_utc_time)
+
+
+@attrs.frozen(kw_only=True)
+class ModelEvent:
+    """Something that happened to a model, with its evidence (`model_events`).
+
+    For drift: the `source` whose trips showed it, the `detector` and the `statistic` it watched,
+    its `value` against the `threshold`, and the window of trips it was measured on (`trips`,
+    the first and the last). For a candidate or a policy decision: the version, and its figures
+    in `evidence`.
+    """
+
+    kind: ModelEventKind = attrs.field(validator=_choice(*MODEL_EVENT_KINDS))
+    model_version: str = attrs.field(validator=_text())
+    detail: str = attrs.field(validator=_text())  # one sentence for people
+    source: Source | None = attrs.field(default=None, validator=_optional_source)
+    detector: str | None = attrs.field(default=None, validator=_optional_text)
+    statistic: str | None = attrs.field(default=None, validator=_optional_text)
+    value: float | None = attrs.field(
+        default=None, converter=_as_optional_float, validator=_optional_number
+    )
+    threshold: float | None = attrs.field(
+        default=None, converter=_as_optional_float, validator=_optional_number
+    )
+    trips: int = attrs.field(default=0, validator=_integer(0))
+    first_trip_id: str | None = attrs.field(default=None, validator=_optional_text)
+    last_trip_id: str | None = attrs.field(default=None, validator=_optional_text)
+    evidence: dict[str, float] = attrs.field(
+        factory=dict, converter=_as_evidence, validator=_evidence, hash=False
+    )
+    occurred_at: datetime = attrs.field(factory=_utc_now, validator=_utc_time)
     schema_version: str = attrs.field(default=SCHEMA_VERSION, validator=_schema_version)
     produced_at: datetime = attrs.field(factory=_utc_now, validator=_utc_time)
 
@@ -447,4 +529,4 @@ def _header_text(field: str, name: str, raw: object) -> str:
 
 
 # The JSON-encoded events; DeadLetter travels as headers instead.
-Event = TripStarted | TripFinished | Prediction | ModelMetrics | DeploymentDecision
+Event = TripStarted | TripFinished | Prediction | ModelMetrics | DeploymentDecision | ModelEvent

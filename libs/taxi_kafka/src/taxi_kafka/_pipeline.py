@@ -31,6 +31,9 @@ MODEL_DEPLOYMENTS = "model_deployments"
 # records raise their own limits to match.
 MODEL_RECORD_MAX_BYTES = 32 * 1024 * 1024
 KEPT_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+# What happened to the models, with its evidence: drift detected, candidates trained, automatic
+# promotions and rollbacks. One ordered partition, kept whole, like the decisions.
+MODEL_EVENTS = "model_events"
 
 # The pipeline's consumer groups and the topics each reads (before any --topic-prefix).
 PREDICTOR_GROUP = "taxi-predictor"
@@ -112,6 +115,7 @@ PROJECT_TOPICS: tuple[TopicSpec, ...] = (
         co_partitioned=False,
     ),
     TopicSpec(MODEL_DEPLOYMENTS, partitions=1, configs=KEPT_FOREVER, co_partitioned=False),
+    TopicSpec(MODEL_EVENTS, partitions=1, configs=KEPT_FOREVER, co_partitioned=False),
 )
 
 
