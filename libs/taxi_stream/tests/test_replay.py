@@ -10,8 +10,11 @@ from taxi_model import generate_trips
 from taxi_stream import (
     END_DELAY_RANGE_S,
     CheckpointMismatchError,
+    InjectedDrift,
     Replay,
     ReplayCheckpoint,
+    ReplayStep,
+    Slowdown,
     end_delays_s,
     generation_trip_id,
     replay_fingerprint,
@@ -149,22 +152,24 @@ def test_a_checkpoint_of_other_data_is_refused():
 
 @settings(deadline=None, max_examples=40)
 @given(
-    st.lists(st.integers(0, 3_000), min_size=1, max_size=40),
-    st.sets(st.integers(0, 39), max_size=6),
-    st.integers(1, 20),
-    st.booleans(),
-    st.lists(st.integers(1, 90), max_size=6),
+    gaps=st.lists(st.integers(0, 3_000), min_size=1, max_size=40),
+    crash_points=st.sets(st.integers(0, 39), max_size=6),
+    max_starts=st.integers(1, 20),
+    loop=st.booleans(),
+    limits=st.lists(st.integers(1, 90), max_size=6),
+    drift_from=st.integers(0, 120),
 )
 def test_a_restart_from_any_checkpoint_starts_and_ends_every_trip_exactly_once(
-    gaps, crash_points, max_starts, loop, limits
+    *, gaps, crash_points, max_starts, loop, limits, drift_from
 ):
     """A producer killed between transactions, or stopped at a --limit, restarts from its last
     committed checkpoint; each run may have a limit of its own, and a looping replay may go on
-    past the end of the file."""
+    past the end of the file. Its injected drift goes on from the same trip."""
     limits = iter(limits)
+    drift = InjectedDrift(Slowdown(1.5), drift_from)
 
     def process() -> Replay:  # a new producer process: restore, then this run's limit
-        replay = Replay(TRIPS, "train", rate=40, loop=loop)
+        replay = Replay(TRIPS, "train", rate=40, loop=loop, drift=drift)
         if saved is not None:
             replay.restore(ReplayCheckpoint.from_json(json.loads(saved)))
         if (limit := next(limits, None)) is not None:
@@ -174,21 +179,24 @@ def test_a_restart_from_any_checkpoint_starts_and_ends_every_trip_exactly_once(
     saved = None
     replay = process()
     started, finished = Counter(), Counter()
+    durations = {}
     now = T0
-    for i, gap in enumerate(gaps):
-        now += gap
-        step = replay.step(now, max_starts)
+
+    def record(step: ReplayStep) -> None:
         started.update(e.trip_id for e in step.started)
         finished.update(e.trip_id for e in step.finished)
+        durations.update({e.trip_id: e.trip_duration for e in step.finished})
+
+    for i, gap in enumerate(gaps):
+        now += gap
+        record(replay.step(now, max_starts))
         if i in crash_points or replay.done:  # committed, then killed or stopped at its limit
             saved = json.dumps(replay.checkpoint().to_json())
             replay = process()
     replay.stop_after(0)  # the last run: send what is owed
     while not replay.done:
         now += 1_000
-        step = replay.step(now, max_starts)
-        started.update(e.trip_id for e in step.started)
-        finished.update(e.trip_id for e in step.finished)
+        record(replay.step(now, max_starts))
     assert set(started) == set(finished)
     assert set(started.values()) <= {1}
     assert set(finished.values()) <= {1}
@@ -198,3 +206,7 @@ def test_a_restart_from_any_checkpoint_starts_and_ends_every_trip_exactly_once(
         generation_trip_id(TRIPS["id"][p % rows], p // rows + 1) for p in range(len(started))
     ]
     assert sorted(started) == sorted(expected)  # no trip skipped: the first N in order
+    real = TRIPS["trip_duration"]
+    assert [durations[trip] for trip in expected] == [
+        real[p % rows] * (1.5 if p >= drift_from else 1) for p in range(len(started))
+    ]

@@ -4,11 +4,22 @@ Pure and clock-free: nothing here talks to Kafka; the services feed it records a
 """
 
 from taxi_stream._aggregation import Aggregation
+from taxi_stream._injected_drift import (
+    DRIFT_SYNTAX,
+    SHIFT_AREAS,
+    DriftSpecError,
+    InjectedDrift,
+    InjectedDriftKind,
+    ShiftPickups,
+    Slowdown,
+    parse_drift_kind,
+)
 from taxi_stream._join import UNKNOWN_MODEL, MatchedTrip, MetricsKey, Pending, Side, TripJoin
 from taxi_stream._quality import BUCKETS_PER_DECADE, QualityAccumulator
 from taxi_stream._replay import (
     END_DELAY_RANGE_S,
     CheckpointMismatchError,
+    DriftMismatchError,
     Replay,
     ReplayCheckpoint,
     ReplayStep,
@@ -20,11 +31,17 @@ from taxi_stream._windows import ClosedWindow, Tally, WindowedQuality
 
 __all__ = [
     "BUCKETS_PER_DECADE",
+    "DRIFT_SYNTAX",
     "END_DELAY_RANGE_S",
+    "SHIFT_AREAS",
     "UNKNOWN_MODEL",
     "Aggregation",
     "CheckpointMismatchError",
     "ClosedWindow",
+    "DriftMismatchError",
+    "DriftSpecError",
+    "InjectedDrift",
+    "InjectedDriftKind",
     "MatchedTrip",
     "MetricsKey",
     "Pending",
@@ -32,11 +49,14 @@ __all__ = [
     "Replay",
     "ReplayCheckpoint",
     "ReplayStep",
+    "ShiftPickups",
     "Side",
+    "Slowdown",
     "Tally",
     "TripJoin",
     "WindowedQuality",
     "end_delays_s",
     "generation_trip_id",
+    "parse_drift_kind",
     "replay_fingerprint",
 ]

@@ -2,7 +2,8 @@
 
 Pure and clock-free: the caller passes the time. The whole position of a replay fits in a small
 `ReplayCheckpoint`, which the producer commits in the same Kafka transaction as the events it
-covers, so a restarted producer neither starts a trip twice nor forgets a trip's end.
+covers, so a restarted producer neither starts a trip twice nor forgets a trip's end. An
+`InjectedDrift` changes every trip from a given one on; the checkpoint says whether it has begun.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 
 from taxi_events import Source, TripFinished, TripStarted
 from taxi_model import estimate_durations
+from taxi_stream._injected_drift import InjectedDrift
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,14 @@ class ReplayCheckpoint:
     p // rows + 1, so one number says both where in the file and which pass over it.
     """
 
-    fingerprint: str  # which rows, in which order: a restart against other data is refused
+    # Which rows, in which order, with which drift: a restart against others is refused.
+    fingerprint: str
     position: int  # rows begun so far; the next trip to start is at this position
     started: int  # trips started so far (rows that made no valid event are not trips)
     pending_ends: tuple[tuple[int, int], ...]  # (due time in epoch ms, position), ascending
+    drift: str | None = None  # the injected drift, described, to say how a restart differs
+    # The position of the first drifted trip once it has started: every trip from it on is.
+    drift_position: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,17 +74,22 @@ class ReplayCheckpoint:
             "position": self.position,
             "started": self.started,
             "pending_ends": [list(p) for p in self.pending_ends],
+            "drift": self.drift,
+            "drift_position": self.drift_position,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplayCheckpoint:
         # Checkpoints written before generations had one pass, counted in rows: "next_row".
         position = int(data["position"] if "position" in data else data["next_row"])
+        drift_position = data.get("drift_position")
         return cls(
             fingerprint=str(data["fingerprint"]),
             position=position,
             started=int(data.get("started", position)),
             pending_ends=tuple((int(due), int(at)) for due, at in data["pending_ends"]),
+            drift=data.get("drift"),
+            drift_position=None if drift_position is None else int(drift_position),
         )
 
 
@@ -91,6 +102,10 @@ class ReplayStep:
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint was written for other data than this replay's."""
+
+
+class DriftMismatchError(CheckpointMismatchError):
+    """A checkpoint was written by a replay with another injected drift (or none)."""
 
 
 def generation_trip_id(row_id: str, generation: int) -> str:
@@ -107,6 +122,9 @@ class Replay:
     Without `loop` the replay is done once every row has started and ended. With it, the last
     row is followed by the first again, in a new generation whose trip ids are new
     (`generation_trip_id`), so no trip is started twice. `stop_after(n)` ends it sooner.
+
+    A `drift` changes every trip from its `from_trip` on, counted over the trips the replay
+    starts; its checkpoints carry it, so a restart goes on drifting from the same trip.
     """
 
     def __init__(
@@ -117,10 +135,12 @@ class Replay:
         rate: float | None = None,
         time_scale: float | None = None,
         loop: bool = False,
+        drift: InjectedDrift | None = None,
     ) -> None:
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         self.source: Source = source
+        self.drift = drift
         self._rate = rate
         self._is_estimate = "trip_duration" not in trips.columns
         durations = (
@@ -133,7 +153,7 @@ class Replay:
         self._delays_ms = np.rint(
             end_delays_s(trips["id"].to_numpy(), self._durations, time_scale) * 1000
         ).astype(np.int64)
-        self.fingerprint = replay_fingerprint(trips, source)
+        self.fingerprint = replay_fingerprint(trips, source, drift)
         self.rows = len(trips)
         # Where starting stops: after one pass, or never (an empty file has nothing to loop).
         self._stop_at: int | None = None if loop and self.rows else self.rows
@@ -141,6 +161,7 @@ class Replay:
         self._started_count = 0
         self._pending: list[tuple[int, int]] = []  # heap of (due ms, position)
         self._anchor: tuple[int, int] | None = None  # (ms, position): when pacing (re)started
+        self._drift_position: int | None = None  # see ReplayCheckpoint.drift_position
 
     @property
     def position(self) -> int:
@@ -168,6 +189,11 @@ class Replay:
     def done(self) -> bool:
         return not self.starting and not self._pending
 
+    @property
+    def drifting(self) -> bool:
+        """Whether the drift has begun: its first trip has started."""
+        return self._drift_position is not None
+
     def stop_after(self, trips: int) -> None:
         """Start at most `trips` more trips from where the replay stands now (a row that makes
         no valid trip counts as one)."""
@@ -176,12 +202,22 @@ class Replay:
 
     def checkpoint(self) -> ReplayCheckpoint:
         return ReplayCheckpoint(
-            self.fingerprint, self._position, self._started_count, tuple(sorted(self._pending))
+            self.fingerprint,
+            self._position,
+            self._started_count,
+            tuple(sorted(self._pending)),
+            drift=_described(self.drift),
+            drift_position=self._drift_position,
         )
 
     def restore(self, checkpoint: ReplayCheckpoint) -> None:
         """Continue from `checkpoint` (before `stop_after`, which counts from where it stands)."""
         if checkpoint.fingerprint != self.fingerprint:
+            if checkpoint.drift != _described(self.drift):
+                raise DriftMismatchError(
+                    f"the checkpoint's replay injects {checkpoint.drift or 'no drift'}, this "
+                    f"one {_described(self.drift) or 'no drift'}"
+                )
             raise CheckpointMismatchError(
                 "the checkpoint belongs to other trip data (fingerprint "
                 f"{checkpoint.fingerprint}, this data {self.fingerprint})"
@@ -191,6 +227,7 @@ class Replay:
         self._pending = list(checkpoint.pending_ends)
         heapq.heapify(self._pending)
         self._anchor = None
+        self._drift_position = checkpoint.drift_position
 
     def step(self, now_ms: int, max_starts: int) -> ReplayStep:
         """The starts due by `now_ms` (at most `max_starts`) and the ends due by then."""
@@ -204,13 +241,14 @@ class Replay:
         while due < last and self._start_due_ms(due, now_ms) <= now_ms:
             due += 1
         bad_rows: dict[str, int] = {}
-        started = self._started(first, due, now_ms, bad_rows)
+        produced_at = datetime.fromtimestamp(now_ms / 1000, UTC)
+        started = self._started(first, due, now_ms, produced_at, bad_rows)
         self._position = due
         self._started_count += len(started)
         finished = []
         while self._pending and self._pending[0][0] <= now_ms:
             _, position = heapq.heappop(self._pending)
-            finished.append(self._finished(position))
+            finished.append(self._finished(position, produced_at))
         return ReplayStep(started, finished, bad_rows)
 
     def _start_due_ms(self, position: int, fallback: int) -> int:
@@ -220,11 +258,10 @@ class Replay:
         return anchor_ms + int((position - anchor_position) * 1000 / self._rate)
 
     def _started(
-        self, first: int, last: int, now_ms: int, bad: dict[str, int]
+        self, first: int, last: int, now_ms: int, produced_at: datetime, bad: dict[str, int]
     ) -> list[TripStarted]:
-        produced_at = datetime.fromtimestamp(now_ms / 1000, UTC)
         c = self._columns
-        events = []
+        events: list[TripStarted] = []
         for position in range(first, last):
             row, generation = position % self.rows, position // self.rows + 1
             try:
@@ -246,20 +283,37 @@ class Replay:
                 bad[reason] = bad.get(reason, 0) + 1
                 log.warning("row %d (%s) makes no valid trip start: %s", row, c.ids[row], exc)
                 continue
+            delay_ms = int(self._delays_ms[row])
+            trip_number = self._started_count + len(events)
+            if self.drift is not None and self.drift.applies_to(trip_number):
+                if self._drift_position is None:
+                    self._drift_position = position
+                event = self.drift.kind.start(event)
+                delay_ms = self.drift.kind.end_delay_ms(delay_ms)
             events.append(event)
-            heapq.heappush(self._pending, (now_ms + int(self._delays_ms[row]), position))
+            heapq.heappush(self._pending, (now_ms + delay_ms, position))
         return events
 
-    def _finished(self, position: int) -> TripFinished:
+    def _finished(self, position: int, produced_at: datetime) -> TripFinished:
         c = self._columns
         row, generation = position % self.rows, position // self.rows + 1
-        return TripFinished(
+        event = TripFinished(
             trip_id=generation_trip_id(str(c.ids[row]), generation),
             dropoff_datetime=_local_time(c.dropoff_s[row]),
             trip_duration=float(self._durations[row]),
             is_estimate=self._is_estimate,
             source=self.source,
+            produced_at=produced_at,
         )
+        # Trip numbers grow with positions: every trip from the first drifted one on is.
+        drifted_from = self._drift_position
+        if self.drift is not None and drifted_from is not None and position >= drifted_from:
+            return self.drift.kind.end(event)
+        return event
+
+
+def _described(drift: InjectedDrift | None) -> str | None:
+    return None if drift is None else drift.describe()
 
 
 _EPOCH = datetime(1970, 1, 1)
@@ -310,10 +364,15 @@ def _epoch_seconds(times: pd.Series) -> npt.NDArray[np.int64]:
     return pd.to_datetime(times).to_numpy().astype("datetime64[s]").astype(np.int64)
 
 
-def replay_fingerprint(trips: pd.DataFrame, source: Source) -> str:
-    """Which rows a replay of `trips` goes through, and in which order: its checkpoints' key."""
+def replay_fingerprint(
+    trips: pd.DataFrame, source: Source, drift: InjectedDrift | None = None
+) -> str:
+    """Which rows a replay of `trips` goes through, in which order, and the drift it injects:
+    its checkpoints' key. Without a drift, the key of checkpoints written before drifts were."""
     digest = hashlib.blake2b(digest_size=8)
     digest.update(source.encode())
     digest.update(str(len(trips)).encode())
     digest.update(pd.util.hash_pandas_object(trips["id"], index=False).to_numpy().tobytes())
+    if drift is not None:
+        digest.update(drift.describe().encode())
     return digest.hexdigest()
