@@ -118,6 +118,21 @@ def test_a_card_of_an_older_format_is_refused_with_what_to_do(model_copy):
         load_model(model_copy)
 
 
+def test_a_card_written_before_training_profiles_still_loads_without_one(model_copy):
+    card = json.loads(card_path(model_copy).read_text())
+    assert card["profile"]["trips"] == card["data"]["train_rows"]
+    del card["profile"]
+    card_path(model_copy).write_text(json.dumps(card))
+    assert load_model(model_copy).card.profile is None
+
+
+def test_a_card_with_a_damaged_profile_is_refused(model_copy):
+    edit_card(model_copy, **{"profile.features": [{"name": "distance_km", "expected": [0.5, 0.5]}]})
+    with pytest.raises(ModelLoadError, match="unreadable") as refused:
+        load_model(model_copy)
+    assert refused.value.reason == "corrupt-card"
+
+
 def test_a_saved_model_names_only_the_public_package(saved_model):
     """skops records each object's type by module path: an internal one would break every saved
     model the next time the implementation moves."""

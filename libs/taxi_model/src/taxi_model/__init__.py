@@ -32,6 +32,13 @@ from taxi_model._data import (
 from taxi_model._estimator import LogDurationRegressor, build_pipeline
 from taxi_model._features import INPUT_COLUMNS, TripFeatures, events_to_frame, trip_features
 from taxi_model._metrics import WITHIN_TOLERANCE, QualityMetrics, quality_metrics
+from taxi_model._profile import (
+    FeatureProfile,
+    TrainingProfile,
+    TripColumns,
+    drift_features,
+    training_profile,
+)
 from taxi_model._registry import (
     Decider,
     DeploymentError,
@@ -80,6 +87,7 @@ __all__ = [
     "CsvSchemaError",
     "Decider",
     "DeploymentError",
+    "FeatureProfile",
     "InSampleError",
     "LoadReport",
     "LogDurationRegressor",
@@ -91,6 +99,8 @@ __all__ = [
     "Roles",
     "SavedModel",
     "Split",
+    "TrainingProfile",
+    "TripColumns",
     "TripData",
     "TripDurationModel",
     "TripFeatures",
@@ -98,6 +108,7 @@ __all__ = [
     "card_path",
     "champion_lineage",
     "current_roles",
+    "drift_features",
     "ensure_model",
     "estimate_durations",
     "evaluate",
@@ -116,6 +127,7 @@ __all__ = [
     "time_split",
     "train_and_save",
     "train_model",
+    "training_profile",
     "trip_features",
     "unseen_trips",
     "write_synthetic",

@@ -31,6 +31,7 @@ from taxi_events import TripStarted
 from taxi_events.columns import TripStartColumns
 from taxi_model._features import columns_to_frame, events_to_frame
 from taxi_model._metrics import QualityMetrics
+from taxi_model._profile import TrainingProfile
 
 DEFAULT_MODEL_PATH = Path("models/taxi_pipeline.skops")
 # 3: the artifact is a skops file; formats 1 and 2 were pickles.
@@ -94,6 +95,9 @@ class ModelCard:
     features: list[str]
     libraries: dict[str, str]
     format: int = CARD_FORMAT
+    # How its inputs were spread over the training fold, for the stream's data-drift check.
+    # Cards written before it (format 3 still) have none, and their models get no such check.
+    profile: TrainingProfile | None = None
 
 
 def card_to_json(card: ModelCard) -> dict[str, Any]:

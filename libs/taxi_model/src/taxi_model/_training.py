@@ -21,6 +21,7 @@ from taxi_model._artifact import ModelCard, TrainingData, TripDurationModel, lib
 from taxi_model._estimator import build_pipeline
 from taxi_model._features import INPUT_COLUMNS, TripFeatures
 from taxi_model._metrics import QualityMetrics, quality_metrics
+from taxi_model._profile import training_profile
 
 HOLDOUT_FRACTION = 0.2
 SPLIT_SEED = 2016
@@ -106,6 +107,7 @@ def train_model(
         boosting_rounds=int(pipeline.named_steps["regressor"].booster_.n_iter_),
         features=list(TripFeatures().transform(train.head(1)).columns),
         libraries=library_versions(),
+        profile=training_profile(train),
     )
     return TrainResult(pipeline, card, holdout)
 
