@@ -28,7 +28,9 @@ from taxi_model import (
     champion_lineage,
     current_roles,
     load_model,
+    on_probation,
     read_card,
+    roles_since,
 )
 from taxi_model._artifact import card_to_json, content_version
 from taxi_model._registry import MAGIC
@@ -179,11 +181,59 @@ def test_refused_decisions_say_why():
         decider.rollback([], "nothing")
 
 
+def test_a_promotion_on_probation_keeps_the_champion_it_replaced_as_challenger():
+    history = [decider.publish([], "a", "champion", "first")]
+    history.append(decider.publish(history, "b", "challenger", "retrained"))
+    assert not on_probation(history)
+    evidence = {"champion_rmsle": 0.45, "challenger_rmsle": 0.4, "trips": 1000}
+    history.append(
+        decider.promote(
+            history,
+            "b",
+            {"a", "b"},
+            "better live",
+            keep_previous_as_challenger=True,
+            evidence=evidence,
+        )
+    )
+    assert current_roles(history) == Roles("b", "a")
+    assert history[-1].evidence == {
+        "champion_rmsle": 0.45,
+        "challenger_rmsle": 0.4,
+        "trips": 1000.0,
+    }
+    assert (on_probation(history), roles_since(history)) == (True, 2)
+    # Publishing the challenger again changes no role: the probation goes on.
+    history.append(decider.publish(history, "a", "challenger", "again"))
+    assert (on_probation(history), roles_since(history)) == (True, 2)
+    # A rollback brings a back, and b shadows nothing: the challenger was a itself.
+    rolled_back = decider.rollback(history, "worse", evidence={"trips": 1000})
+    assert (rolled_back.champion, rolled_back.challenger, rolled_back.evidence) == (
+        "a",
+        None,
+        {"trips": 1000.0},
+    )
+    # Passing it, the challenger is withdrawn.
+    passed = decider.withdraw(history, "held", evidence={"trips": 1000})
+    assert (passed.champion, passed.challenger, passed.evidence) == ("b", None, {"trips": 1000.0})
+    assert not on_probation([*history, passed])
+    # A person's decisions carry no evidence.
+    assert decider.promote(history, "a", {"a", "b"}, "mine").evidence == {}
+
+
+def test_a_promotion_keeping_the_champion_with_no_champion_keeps_none():
+    history = [decider.publish([], "a", "challenger", "no champion yet")]
+    promoted = decider.promote(history, "a", {"a"}, "r", keep_previous_as_challenger=True)
+    assert (promoted.champion, promoted.challenger) == ("a", None)
+    assert not on_probation([*history, promoted])
+
+
 VERSIONS = st.sampled_from("abcde")
 steps = st.lists(
     st.one_of(
         st.tuples(st.just("publish"), VERSIONS, st.sampled_from(["champion", "challenger"])),
         st.tuples(st.just("promote"), VERSIONS, st.none()),
+        st.tuples(st.just("promote"), VERSIONS, st.just("keep")),
         st.tuples(st.just("rollback"), st.none(), st.none()),
         st.tuples(st.just("withdraw"), st.none(), st.none()),
     ),
@@ -201,7 +251,10 @@ def test_roles_stay_consistent_and_rollback_undoes_promotions(plan):
             if action == "publish":
                 decision = decider.publish(history, version, role, "r")
             elif action == "promote":
-                decision = decider.promote(history, version, set("abcde"), "r")
+                keep = role == "keep"
+                decision = decider.promote(
+                    history, version, set("abcde"), "r", keep_previous_as_challenger=keep
+                )
             elif action == "rollback":
                 decision = decider.rollback(history, "r")
             else:
@@ -211,6 +264,15 @@ def test_roles_stay_consistent_and_rollback_undoes_promotions(plan):
         history.append(decision)
         roles = current_roles(history)
         assert roles.champion is None or roles.champion != roles.challenger
+        # The roles hold from roles_since on, and changed just before it.
+        start = roles_since(history)
+        assert all(current_roles(history[: i + 1]) == roles for i in range(start, len(history)))
+        assert start == 0 or current_roles(history[:start]) != roles
+        if action == "promote" and role == "keep" and before.champion is not None:
+            assert roles == Roles(version, before.champion)
+            assert on_probation(history)
+        elif roles != before:
+            assert not on_probation(history)
         lineage = champion_lineage(history)
         assert (lineage[-1] if lineage else None) == roles.champion
         if action == "rollback":

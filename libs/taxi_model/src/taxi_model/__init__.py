@@ -46,6 +46,8 @@ from taxi_model._registry import (
     Roles,
     champion_lineage,
     current_roles,
+    on_probation,
+    roles_since,
 )
 from taxi_model._synth import (
     MAX_ROWS,
@@ -118,9 +120,11 @@ __all__ = [
     "holdout_split",
     "load_artifact",
     "load_model",
+    "on_probation",
     "quality_metrics",
     "read_card",
     "read_trips",
+    "roles_since",
     "sample_data_path",
     "save_model",
     "synthetic_train_test",

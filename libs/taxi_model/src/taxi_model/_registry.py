@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
 import attrs
@@ -103,10 +103,42 @@ class DeploymentError(ValueError):
 
 def current_roles(history: Sequence[DeploymentDecision]) -> Roles:
     """The roles the last decision left (none before the first)."""
-    if not history:
-        return Roles()
-    last = history[-1]
-    return Roles(last.champion, last.challenger)
+    return _roles_of(history[-1]) if history else Roles()
+
+
+def roles_since(history: Sequence[DeploymentDecision]) -> int:
+    """Where the current roles began: the position of the first of the last decisions that all
+    left the same champion and challenger (0 with no history). A decision that changes no role
+    (the challenger published again) does not start them over."""
+    roles = current_roles(history)
+    start = len(history)
+    while start > 0 and _roles_of(history[start - 1]) == roles:
+        start -= 1
+    return start
+
+
+def on_probation(history: Sequence[DeploymentDecision]) -> bool:
+    """Whether the current roles are a promotion on probation, as `Decider.promote(...,
+    keep_previous_as_challenger=True)` left them: the champion it replaced shadows the new one,
+    so the two go on being compared on the same trips."""
+    start = roles_since(history)
+    if start == 0:
+        return False
+    decision = history[start]
+    return (
+        decision.action == "promote"
+        and decision.challenger is not None
+        and decision.challenger == history[start - 1].champion
+    )
+
+
+def _roles_of(decision: DeploymentDecision) -> Roles:
+    return Roles(decision.champion, decision.challenger)
+
+
+def _challenger_beside(roles: Roles, champion: str) -> str | None:
+    """The challenger that stays beside a new champion: none if it is that champion."""
+    return None if roles.challenger == champion else roles.challenger
 
 
 def champion_lineage(history: Sequence[DeploymentDecision]) -> list[str]:
@@ -147,7 +179,7 @@ class Decider:
                     f"{version} is the champion already; it cannot challenge itself"
                 )
             return self._decide("publish", version, roles.champion, version, reason)
-        challenger = None if roles.challenger == version else roles.challenger
+        challenger = _challenger_beside(roles, version)
         return self._decide("publish", version, version, challenger, reason)
 
     def promote(
@@ -156,9 +188,14 @@ class Decider:
         version: str,
         known: Collection[str],
         reason: str,
+        *,
+        keep_previous_as_challenger: bool = False,
+        evidence: Mapping[str, float] | None = None,
     ) -> DeploymentDecision:
         """`version` (one of `known`, the registry's) becomes champion; if it was the
-        challenger, there is none after."""
+        challenger, there is none after. With `keep_previous_as_challenger`, the champion it
+        replaces becomes the challenger instead, so the two go on being compared on the same
+        trips (a promotion on probation: see `on_probation`)."""
         roles = current_roles(history)
         if version not in known:
             raise DeploymentError(
@@ -167,10 +204,19 @@ class Decider:
             )
         if version == roles.champion:
             raise DeploymentError(f"{version} is the champion already")
-        challenger = None if roles.challenger == version else roles.challenger
-        return self._decide("promote", version, version, challenger, reason)
+        if keep_previous_as_challenger and roles.champion is not None:
+            challenger: str | None = roles.champion
+        else:
+            challenger = _challenger_beside(roles, version)
+        return self._decide("promote", version, version, challenger, reason, evidence=evidence)
 
-    def rollback(self, history: Sequence[DeploymentDecision], reason: str) -> DeploymentDecision:
+    def rollback(
+        self,
+        history: Sequence[DeploymentDecision],
+        reason: str,
+        *,
+        evidence: Mapping[str, float] | None = None,
+    ) -> DeploymentDecision:
         """The champion before the current one returns; the challenger stays."""
         lineage = champion_lineage(history)
         if len(lineage) < 2:
@@ -181,15 +227,23 @@ class Decider:
             )
         previous = lineage[-2]
         roles = current_roles(history)
-        challenger = None if roles.challenger == previous else roles.challenger
-        return self._decide("rollback", previous, previous, challenger, reason)
+        challenger = _challenger_beside(roles, previous)
+        return self._decide("rollback", previous, previous, challenger, reason, evidence=evidence)
 
-    def withdraw(self, history: Sequence[DeploymentDecision], reason: str) -> DeploymentDecision:
+    def withdraw(
+        self,
+        history: Sequence[DeploymentDecision],
+        reason: str,
+        *,
+        evidence: Mapping[str, float] | None = None,
+    ) -> DeploymentDecision:
         """The challenger stops being shadowed."""
         roles = current_roles(history)
         if roles.challenger is None:
             raise DeploymentError("there is no challenger to withdraw")
-        return self._decide("withdraw", roles.challenger, roles.champion, None, reason)
+        return self._decide(
+            "withdraw", roles.challenger, roles.champion, None, reason, evidence=evidence
+        )
 
     def _decide(
         self,
@@ -198,6 +252,8 @@ class Decider:
         champion: str | None,
         challenger: str | None,
         reason: str,
+        *,
+        evidence: Mapping[str, float] | None = None,
     ) -> DeploymentDecision:
         return DeploymentDecision(
             action=action,
@@ -207,4 +263,5 @@ class Decider:
             actor=self.actor,
             reason=reason,
             decided_at=self.now,
+            evidence=dict(evidence or {}),
         )
