@@ -15,6 +15,14 @@ from taxi_stream._injected_drift import (
     parse_drift_kind,
 )
 from taxi_stream._join import UNKNOWN_MODEL, MatchedTrip, MetricsKey, Pending, Side, TripJoin
+from taxi_stream._promotion import (
+    DEFAULT_DELTA,
+    DEFAULT_MIN_TRIPS,
+    Contenders,
+    HeadToHead,
+    PromotionPolicy,
+    Trial,
+)
 from taxi_stream._quality import BUCKETS_PER_DECADE, QualityAccumulator
 from taxi_stream._replay import (
     END_DELAY_RANGE_S,
@@ -31,6 +39,8 @@ from taxi_stream._windows import ClosedWindow, Tally, WindowedQuality
 
 __all__ = [
     "BUCKETS_PER_DECADE",
+    "DEFAULT_DELTA",
+    "DEFAULT_MIN_TRIPS",
     "DRIFT_SYNTAX",
     "END_DELAY_RANGE_S",
     "SHIFT_AREAS",
@@ -38,13 +48,16 @@ __all__ = [
     "Aggregation",
     "CheckpointMismatchError",
     "ClosedWindow",
+    "Contenders",
     "DriftMismatchError",
     "DriftSpecError",
+    "HeadToHead",
     "InjectedDrift",
     "InjectedDriftKind",
     "MatchedTrip",
     "MetricsKey",
     "Pending",
+    "PromotionPolicy",
     "QualityAccumulator",
     "Replay",
     "ReplayCheckpoint",
@@ -53,6 +66,7 @@ __all__ = [
     "Side",
     "Slowdown",
     "Tally",
+    "Trial",
     "TripJoin",
     "WindowedQuality",
     "end_delays_s",
