@@ -23,9 +23,10 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from taxi_dashboard.live_map import LAND_FILL
-from taxi_events import DeploymentDecision, ModelMetrics, encode
+from taxi_events import DeploymentDecision, ModelEvent, ModelMetrics, encode
 from taxi_kafka import (
     MODEL_DEPLOYMENTS,
+    MODEL_EVENTS,
     MODEL_METRICS,
     PROJECT_TOPICS,
     KafkaConfig,
@@ -65,9 +66,9 @@ def artifacts_dir() -> Path:
     return directory
 
 
-def screenshot(page: Page, name: str) -> Path:
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
     path = artifacts_dir() / name
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     print(f"screenshot: {path}")
     return path
 
@@ -193,6 +194,8 @@ def test_without_data_the_page_says_what_to_start(cluster, browser, tmp_path):
             timeout=PAINT_TIMEOUT_MS
         )
         wait_for("the boroughs on the empty map", lambda: boroughs_drawn(page, "empty"), 60)
+        # No model serves yet: no drift banner, not even a calm one.
+        expect(page.locator(".st-key-drift-banner")).to_have_count(0)
         assert_no_exception(page)
         screenshot(page, "dashboard-empty.png")
         page.close()
@@ -296,6 +299,7 @@ def test_the_live_page_shows_trips_and_keeps_updating_with_a_broker_down(
 
 
 # Versions as `taxi train` makes them (12 hex digits of the model file's sha256).
+RETIRED = "c0ffee000000"
 CHAMPION = "c0ffee000001"
 CHALLENGER = "c0ffee000002"
 
@@ -333,13 +337,52 @@ def grid_texts(page: Page, key: str) -> list[str]:
     ]
 
 
+def drift(version: str, detail: str, **fields) -> ModelEvent:
+    values = {
+        "kind": "concept-drift",
+        "source": "train",
+        "detector": "page-hinkley",
+        "statistic": "log_error",
+        "value": 12.5,
+        "threshold": 10.0,
+        "trips": 1_850,
+        "first_trip_id": "id0001000",
+        "last_trip_id": "id0002849",
+        "evidence": {"mean_log_error_before": 0.31, "mean_log_error_after": 0.52},
+        **fields,
+    }
+    return ModelEvent(model_version=version, detail=detail, **values)
+
+
 # Last: its decisions name models that no registry holds, which a predictor started after it
 # would follow.
-def test_the_quality_section_shows_the_champion_beside_the_challenger_and_the_history(
+def test_the_drift_banner_the_champion_beside_the_challenger_and_the_history(
     cluster, browser, tmp_path
 ):
     now = datetime.now(UTC)
     window_start = now - timedelta(seconds=30)
+    events = [
+        # Drift on a model that no longer serves is history, not a banner.
+        drift(RETIRED, "The retired model drifted.", occurred_at=now - timedelta(hours=6)),
+        drift(CHAMPION, "Trips take longer than the champion predicts."),
+        drift(
+            CHAMPION,
+            "Pickups moved to another borough.",
+            kind="data-drift",
+            source="test",
+            detector="psi",
+            statistic="psi:pickup_area",
+            value=0.41,
+            threshold=0.25,
+            evidence={"psi:pickup_area": 0.41, "psi:distance_km": 0.05},
+        ),
+        ModelEvent(
+            kind="candidate",
+            model_version=CHALLENGER,
+            detail="Retrained on the newest trips.",
+            evidence={"candidate_rmsle": 0.38, "champion_rmsle": 0.45},
+        ),
+    ]
     decisions = [
         DeploymentDecision(
             action="publish",
@@ -394,6 +437,7 @@ def test_the_quality_section_shows_the_champion_beside_the_challenger_and_the_hi
             for n in range(3)
         ),
         *((MODEL_DEPLOYMENTS, encode(d)) for d in decisions),
+        *((MODEL_EVENTS, encode(e)) for e in events),
     ]
     with KafkaProducer(KafkaConfig(cluster.bootstrap_servers), name="test producer") as producer:
         for topic, value in records:
@@ -403,6 +447,21 @@ def test_the_quality_section_shows_the_champion_beside_the_challenger_and_the_hi
     child.start({"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers})
     try:
         page = open_page(browser, url, offline=True)
+        banner = page.locator(".st-key-drift-banner")
+        expect(banner).to_contain_text(
+            f"The champion {CHAMPION} has drifted.", timeout=PAINT_TIMEOUT_MS
+        )
+        for shown in (
+            "Data drift on the test trips",
+            "psi on psi:pickup_area: 0.41 against the threshold 0.25",
+            "Pickups moved to another borough.",
+            "Concept drift on the train trips",
+            "page-hinkley on log_error: 12.5 against the threshold 10, over 1,850 trips "
+            "(id0001000 to id0002849)",
+            "Evidence: mean_log_error_after = 0.52 · mean_log_error_before = 0.31",
+        ):
+            expect(banner).to_contain_text(shown)
+        expect(banner).not_to_contain_text("The retired model drifted.")
         expect(page.locator(".st-key-model-roles")).to_contain_text(
             f"Champion {CHAMPION} · challenger {CHALLENGER}", timeout=PAINT_TIMEOUT_MS
         )
@@ -442,7 +501,20 @@ def test_the_quality_section_shows_the_champion_beside_the_challenger_and_the_hi
         # Newest first, whatever came before this test on the cluster.
         assert history.index("retrained on March") < history.index("the first model")
         assert "bo@host" in history
+
+        page.locator(".st-key-model-events [role=gridcell]").first.wait_for(
+            state="attached", timeout=60_000
+        )
+        model_events = grid_texts(page, "model-events")
+        print(f"model events: {model_events}")
+        # Newest first, the retired model's drift too, with the evidence.
+        assert model_events.index("Retrained on the newest trips.") < model_events.index(
+            "The retired model drifted."
+        )
+        assert "candidate_rmsle = 0.38 · champion_rmsle = 0.45" in model_events
         assert_no_exception(page)
+        # What an operator sees on opening the page: the banner on top.
+        screenshot(page, "dashboard-drift.png", full_page=False)
         page.set_viewport_size({"width": 1500, "height": 2600})  # the whole page, history too
         screenshot(page, "dashboard-models.png")
         page.close()

@@ -32,8 +32,9 @@ def test_history_topics_read_back_further_than_trips():
     assert lookback_s("dead_letters", 3 * HISTORY_S) == 3 * HISTORY_S
 
 
-def test_the_deployment_decisions_are_read_from_their_first_record():
+def test_the_models_history_is_read_from_its_first_record():
     assert lookback_s("model_deployments", 60) == math.inf
+    assert lookback_s("model_events", 60) == math.inf
     assert since_ms(1_000.0, math.inf) == 0
     assert since_ms(1_000.0, 60) == 940_000
     # Never negative: offsets_for_times reads -1 and -2 as the end and the beginning.

@@ -14,7 +14,7 @@ import pytest
 from taxi_dashboard.reader import LiveData
 from taxi_dashboard.settings import DashboardSettings
 from taxi_dashboard.state import Snapshot
-from taxi_events import DeadLetter, DeploymentDecision, ModelMetrics, encode
+from taxi_events import DeadLetter, DeploymentDecision, ModelEvent, ModelMetrics, encode
 from taxi_events.testing import prediction, trip_finished, trip_started
 from taxi_kafka import KafkaConfig, KafkaProducer
 from taxi_kafka.testing import wait_for
@@ -38,6 +38,16 @@ def test_the_reader_shows_committed_records_skips_bad_ones_and_reports_health(ka
         challenger=None,
         actor="test@host",
         reason=f"first model {run}",
+    )
+    drift = ModelEvent(
+        kind="concept-drift",
+        model_version=version,
+        source="train",
+        detector="page-hinkley",
+        statistic="log_error",
+        value=12.0,
+        threshold=10.0,
+        detail=f"drift {run}",
     )
     with KafkaProducer(config, name="test producer") as producer:
         producer.produce("new_trips", encode(trip_started(kept, produced_at=now)), kept.encode())
@@ -67,11 +77,10 @@ def test_the_reader_shows_committed_records_skips_bad_ones_and_reports_health(ka
                 )
             ),
         )
-        # Older than any look-back: the decisions are read from their first record on.
+        # Older than any look-back: the models' history is read from its first record on.
         decided = now - timedelta(hours=3)
-        producer.client.produce(
-            "model_deployments", encode(decision), timestamp=int(decided.timestamp() * 1000)
-        )
+        for topic, value in (("model_deployments", decision), ("model_events", drift)):
+            producer.client.produce(topic, encode(value), timestamp=int(decided.timestamp() * 1000))
         assert producer.flush(60) == 0
     # A transaction that is aborted: read_committed never shows it.
     transactional = KafkaProducer(config, transactional_id=f"test-dashboard-{run}")
@@ -97,6 +106,7 @@ def test_the_reader_shows_committed_records_skips_bad_ones_and_reports_health(ka
                 and any(m.model_version == version for m in snapshot.cumulative.values())
                 and any(p.topic == "ml_predictions" for p in snapshot.problems)
                 and decision in snapshot.decisions
+                and drift in snapshot.model_events
             )
             return snapshot if seen else None
 
@@ -112,6 +122,7 @@ def test_the_reader_shows_committed_records_skips_bad_ones_and_reports_health(ka
             "finished_trips",
             "model_metrics",
             "model_deployments",
+            "model_events",
             "dead_letters",
         }
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from taxi_dashboard.deployments import Roles
 from taxi_dashboard.state import RATE_WINDOW_S, TOPICS, DashboardState, RawRecord
-from taxi_events import DeadLetter, DeploymentDecision, ModelMetrics, encode
+from taxi_events import DeadLetter, DeploymentDecision, ModelEvent, ModelMetrics, encode
 from taxi_events.testing import prediction, trip_finished, trip_started
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -50,18 +50,24 @@ def decision(**fields) -> DeploymentDecision:
     return DeploymentDecision(**{**values, **fields})
 
 
+def drift(version: str, kind: str = "concept-drift") -> ModelEvent:
+    return ModelEvent(kind=kind, model_version=version, source="train", detail=f"{kind} seen")
+
+
 def test_each_topic_is_filed_where_it_belongs():
     state = DashboardState()
     letter = DeadLetter(
         source_topic="new_trips", partition=1, offset=7, service="predictor", reason="bad JSON"
     )
     published = decision()
+    drifted = drift("m1")
     records = [
         record("new_trips", encode(trip_started("t1"))),
         record("ml_predictions", encode(prediction("t1", predicted_duration=300.0))),
         record("finished_trips", encode(trip_finished("t1", trip_duration=330.0))),
         record("model_metrics", encode(cumulative())),
         record("model_deployments", encode(published)),
+        record("model_events", encode(drifted)),
         record("dead_letters", b"\xff not an event", headers=letter.to_headers()),
     ]
     assert all(state.ingest(r, NOW) for r in records)
@@ -72,14 +78,31 @@ def test_each_topic_is_filed_where_it_belongs():
     assert snapshot.model_version == "m1"
     assert snapshot.roles == Roles("m1", "m2")
     assert snapshot.decisions == (published,)
+    assert snapshot.model_events == (drifted,)
+    assert [f.latest for f in snapshot.champion_drift] == [drifted]
     assert snapshot.dead_letters == (letter,)
     assert snapshot.dead_letter_count == 1
     assert snapshot.consumed == dict.fromkeys(TOPICS, 1)
     assert snapshot.malformed == {}
     assert snapshot.last_record_at == NOW
     assert snapshot.has_data
-    assert snapshot.records_read == 6
+    assert snapshot.records_read == 7
     assert snapshot.buffer_sizes["decisions"] == 1
+    assert snapshot.buffer_sizes["model_events"] == 1
+
+
+def test_the_drift_shown_as_current_is_the_champions_only():
+    state = DashboardState()
+    for event in (drift("m1"), drift("m2", "data-drift")):
+        state.ingest(record("model_events", encode(event)), NOW)
+    state.ingest(record("model_deployments", encode(decision(champion="m1"))), NOW)
+    assert [f.latest.model_version for f in state.snapshot(NOW).champion_drift] == ["m1"]
+    promoted = decision(action="promote", version="m2", champion="m2", challenger=None)
+    state.ingest(record("model_deployments", encode(promoted)), NOW)
+    snapshot = state.snapshot(NOW)
+    assert [f.latest.kind for f in snapshot.champion_drift] == ["data-drift"]
+    # The drift on the model no longer champion stays in the history.
+    assert [e.model_version for e in snapshot.model_events] == ["m2", "m1"]
 
 
 def test_the_champion_is_the_last_decisions_not_the_newest_figures():
@@ -103,11 +126,13 @@ def test_malformed_records_are_counted_skipped_and_explained():
     assert not state.ingest(record("dead_letters", b"x", headers=[("taxi.reason", b"?")]), NOW)
     assert not state.ingest(record("new_trips", None), NOW)
     assert not state.ingest(record("model_deployments", encode(cumulative())), NOW)
+    assert not state.ingest(record("model_events", encode(decision())), NOW)
     assert not state.ingest(record("somewhere_else", b"{}"), NOW)
     snapshot = state.snapshot(NOW)
-    assert snapshot.malformed_count == 6
+    assert snapshot.malformed_count == 7
     assert snapshot.roles is None
     assert snapshot.decisions == ()
+    assert snapshot.model_events == ()
     assert snapshot.malformed["ml_predictions"] == 1
     assert snapshot.problems[0].topic == "somewhere_else"
     assert "not valid JSON" in snapshot.problems[-1].reason
@@ -157,7 +182,7 @@ def test_dead_letters_keep_the_newest_but_count_all():
     )
 )
 def test_any_bytes_on_any_topic_are_filed_or_counted_never_raised(values):
-    state = DashboardState(trips=5, windows=5, dead_letters=5, decisions=5)
+    state = DashboardState(trips=5, windows=5, dead_letters=5, decisions=5, model_events=5)
     for topic, value in values:
         state.ingest(record(topic, value), NOW)
     snapshot = state.snapshot(NOW)
@@ -166,4 +191,5 @@ def test_any_bytes_on_any_topic_are_filed_or_counted_never_raised(values):
     assert sizes["trips"] <= 5
     assert sizes["dead_letters"] <= 5
     assert sizes["decisions"] <= 5
+    assert sizes["model_events"] <= 5
     assert sizes["malformed"] <= 20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import attrs
@@ -25,9 +26,11 @@ from taxi_dashboard.views import (
     comparisons,
     cumulative_rows,
     dead_letters_frame,
+    drift_banner,
     duration_colour,
     error_colour,
     fade_alpha,
+    format_amount,
     format_duration,
     format_error,
     format_figure,
@@ -36,13 +39,15 @@ from taxi_dashboard.views import (
     in_progress_count,
     lag_frame,
     map_rows,
+    markdown_escaped,
+    model_events_frame,
     quality_frames,
     rates_frame,
     records_frame,
     roles_caption,
     tooltip_text,
 )
-from taxi_events import DeadLetter, DeploymentDecision, ModelMetrics, encode
+from taxi_events import DeadLetter, DeploymentDecision, ModelEvent, ModelMetrics, encode
 from taxi_events.testing import prediction, trip_finished, trip_started
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -304,12 +309,18 @@ def decision(action: str, version: str, champion: str | None, challenger: str | 
     )
 
 
-def snapshot_of(metrics: list[ModelMetrics], decisions: list[DeploymentDecision]):
+def snapshot_of(
+    metrics: list[ModelMetrics],
+    decisions: list[DeploymentDecision],
+    events: list[ModelEvent] | None = None,
+):
     state = DashboardState()
     for m in metrics:
         state.ingest(RawRecord("model_metrics", encode(m), 1), NOW)
     for d in decisions:
         state.ingest(RawRecord("model_deployments", encode(d), 1), NOW)
+    for e in events or []:
+        state.ingest(RawRecord("model_events", encode(e), 1), NOW)
     return state.snapshot(NOW)
 
 
@@ -418,3 +429,159 @@ def test_the_promotion_history_is_newest_first_with_who_why_and_the_roles_left()
         ["2026-01-01 10:00:00", "publish", "m1", "m1", MISSING, "ana@host", "publish m1"],
     ]
     assert history_frame([]).empty
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, MISSING),
+        (1_850.0, "1,850"),
+        (12_345.6, "12,346"),
+        (0.312345, "0.3123"),
+        (-0.5, "-0.5"),
+        (3e-05, "3e-05"),
+    ],
+)
+def test_measured_figures_read_as_amounts(value, text):
+    assert format_amount(value) == text
+
+
+def concept_drift(version: str = "m1", **fields) -> ModelEvent:
+    values = {
+        "kind": "concept-drift",
+        "model_version": version,
+        "source": "train",
+        "detector": "page-hinkley",
+        "statistic": "log_error",
+        "value": 12.5,
+        "threshold": 10.0,
+        "trips": 1_850,
+        "first_trip_id": "id0001000",
+        "last_trip_id": "id0002849",
+        "evidence": {"mean_log_error_before": 0.31, "mean_log_error_after": 0.52},
+        "detail": "Trips take longer than m1 predicts.",
+        "occurred_at": NOW - timedelta(minutes=3),
+    }
+    return ModelEvent(**{**values, **fields})
+
+
+def data_drift() -> ModelEvent:
+    return concept_drift(
+        kind="data-drift",
+        source="test",
+        detector="psi",
+        statistic="psi:pickup_area",
+        value=0.41,
+        threshold=0.25,
+        trips=2_000,
+        first_trip_id=None,
+        last_trip_id=None,
+        evidence={"psi:pickup_area": 0.41, "psi:distance_km": 0.05},
+        detail="Pickups moved to another borough.",
+        occurred_at=NOW,
+    )
+
+
+def unescaped(markdown: str) -> str:
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
+def test_the_banner_shows_each_drift_on_the_champion_with_its_evidence():
+    events = [
+        concept_drift(value=11.0),
+        concept_drift(),
+        data_drift(),
+        # On the challenger: not the model serving.
+        concept_drift("m2", detail="The challenger drifted."),
+    ]
+    banner = drift_banner(snapshot_of([], DECISIONS, events))
+    assert banner is not None
+    assert banner.drifted
+    header, data, concept = banner.text.split("\n\n")
+    assert header == "**The champion m1 has drifted.**"
+    # Newest first: the data drift was detected last.
+    assert unescaped(data).split("  \n") == [
+        "**Data drift on the test trips**",
+        "psi on psi:pickup_area: 0.41 against the threshold 0.25, over 2,000 trips, "
+        "at 2026-01-01 12:00:00 UTC.",
+        "Pickups moved to another borough.",
+        "Evidence: psi:distance_km = 0.05 · psi:pickup_area = 0.41",
+    ]
+    assert unescaped(concept).split("  \n") == [
+        "**Concept drift on the train trips**",
+        "page-hinkley on log_error: 12.5 against the threshold 10, over 1,850 trips "
+        "(id0001000 to id0002849), at 2026-01-01 11:57:00 UTC.",
+        "Trips take longer than m1 predicts.",
+        "Evidence: mean_log_error_after = 0.52 · mean_log_error_before = 0.31",
+        "Detected 2 times on this model; the latest is shown.",
+    ]
+    assert "challenger" not in banner.text
+
+
+def test_the_banner_is_calm_once_the_drifted_model_no_longer_serves():
+    promoted = [*DECISIONS, decision("promote", "m2", "m2", None)]
+    banner = drift_banner(snapshot_of([], promoted, [concept_drift(), data_drift()]))
+    assert banner is not None
+    assert not banner.drifted
+    assert banner.text == "No drift detected on the champion m2."
+    # No model serves yet: nothing to say.
+    assert drift_banner(snapshot_of([], [], [concept_drift()])) is None
+
+
+def test_text_from_kafka_cannot_format_the_banner():
+    assert markdown_escaped("[x](http://e.vil) **b** <i>$x$</i> :red[y]") == (
+        r"\[x\]\(http\:\/\/e\.vil\) \*\*b\*\* \<i\>\$x\$\<\/i\> \:red\[y\]"
+    )
+    banner = drift_banner(snapshot_of([], DECISIONS, [concept_drift(detail="**[click](x)**")]))
+    assert banner is not None
+    assert "\\*\\*\\[click\\]\\(x\\)\\*\\*" in banner.text
+
+
+@given(st.text())
+def test_escaped_text_reads_back_as_written(text):
+    assert unescaped(markdown_escaped(text)) == text
+
+
+def test_the_model_events_are_listed_newest_first_with_their_evidence():
+    candidate = ModelEvent(
+        kind="candidate",
+        model_version="m2",
+        detail="Retrained on the newest 20,000 trips.",
+        evidence={"candidate_rmsle": 0.38, "champion_rmsle": 0.45, "trips": 4_000.0},
+        occurred_at=NOW + timedelta(minutes=1),
+    )
+    snapshot = snapshot_of([], DECISIONS, [concept_drift(), candidate])
+    frame = model_events_frame(snapshot.model_events)
+    assert frame.columns.tolist() == [
+        "when (UTC)",
+        "event",
+        "version",
+        "source",
+        "measured",
+        "trips",
+        "detail",
+        "evidence",
+    ]
+    assert frame.to_numpy().tolist() == [
+        [
+            "2026-01-01 12:01:00",
+            "candidate",
+            "m2",
+            MISSING,
+            MISSING,
+            MISSING,
+            "Retrained on the newest 20,000 trips.",
+            "candidate_rmsle = 0.38 · champion_rmsle = 0.45 · trips = 4,000",
+        ],
+        [
+            "2026-01-01 11:57:00",
+            "concept-drift",
+            "m1",
+            "train",
+            "page-hinkley on log_error: 12.5 against the threshold 10",
+            "1,850 trips (id0001000 to id0002849)",
+            "Trips take longer than m1 predicts.",
+            "mean_log_error_after = 0.52 · mean_log_error_before = 0.31",
+        ],
+    ]
+    assert model_events_frame([]).empty

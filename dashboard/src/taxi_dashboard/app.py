@@ -25,11 +25,13 @@ from taxi_dashboard.views import (
     comparisons,
     cumulative_rows,
     dead_letters_frame,
+    drift_banner,
     head_to_head_summary,
     history_frame,
     in_progress_count,
     lag_frame,
     map_rows,
+    model_events_frame,
     quality_frames,
     rates_frame,
     records_frame,
@@ -172,18 +174,40 @@ def _quality_panel(live: LiveData) -> None:
         )
 
 
+def _drift_panel(live: LiveData) -> None:
+    banner = drift_banner(live.snapshot())
+    if banner is None:
+        return
+    with st.container(key="drift-banner"):
+        if banner.drifted:
+            st.error(banner.text, icon=":material/warning:")
+        else:
+            st.success(banner.text, icon=":material/check_circle:")
+
+
 def _history_panel(live: LiveData) -> None:
     snapshot = live.snapshot()
-    if not snapshot.decisions:
+    if snapshot.decisions:
+        st.container(key="promotion-history").dataframe(
+            history_frame(snapshot.decisions), hide_index=True, width="stretch"
+        )
+        st.caption(f"{len(snapshot.decisions):,} decisions, newest first")
+    else:
         st.caption(
             "No deployment decisions yet: publishing, promoting, rolling back or withdrawing "
             "a model writes one to model_deployments."
         )
+    st.markdown("**Model events**")
+    if not snapshot.model_events:
+        st.caption(
+            "No model events yet: drift detected, retrained candidates and automatic "
+            "promotions and rollbacks are written to model_events."
+        )
         return
-    st.container(key="promotion-history").dataframe(
-        history_frame(snapshot.decisions), hide_index=True, width="stretch"
+    st.container(key="model-events").dataframe(
+        model_events_frame(snapshot.model_events), hide_index=True, width="stretch"
     )
-    st.caption(f"{len(snapshot.decisions):,} decisions, newest first")
+    st.caption(f"{len(snapshot.model_events):,} events, newest first")
 
 
 def main() -> None:
@@ -197,6 +221,7 @@ def main() -> None:
 
     st.title("ML-taxi live")
     st.caption(f"Kafka {live.settings.kafka.bootstrap_servers} · refreshed every {refresh:g} s")
+    every(refresh, _drift_panel)
     every(refresh, _status_panel)
     left, right = st.columns([3, 2])
     with left:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 
-from taxi_kafka import DEAD_LETTERS, MODEL_DEPLOYMENTS, MODEL_METRICS
+from taxi_kafka import DEAD_LETTERS, MODEL_DEPLOYMENTS, MODEL_EVENTS, MODEL_METRICS
 
 # Model quality and dead letters are few records and worth their history.
 HISTORY_S = 2 * 3600.0
 HISTORY_TOPICS = frozenset({MODEL_METRICS, DEAD_LETTERS})
-# Read from their beginning (within the count cap): the deployment decisions are the models'
-# whole history, and the last one, however old, holds the current roles.
-WHOLE_TOPICS = frozenset({MODEL_DEPLOYMENTS})
+# Read from their beginning (within the count cap): the deployment decisions and the model events
+# are the models' whole history; the last decision, however old, holds the current roles, and a
+# drift found on the champion long ago is still its drift.
+WHOLE_TOPICS = frozenset({MODEL_DEPLOYMENTS, MODEL_EVENTS})
 MAX_RECORDS_PER_PARTITION = 5_000
 
 

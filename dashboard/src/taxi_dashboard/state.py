@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 
 from taxi_dashboard.buffers import RateMeter
 from taxi_dashboard.deployments import DEFAULT_DECISIONS, DeploymentLog, Roles
+from taxi_dashboard.model_events import DEFAULT_EVENTS, DriftFinding, ModelEventLog
 from taxi_dashboard.quality import DEFAULT_WINDOWS, QualityHistory, QualityKey, champion_version
 from taxi_dashboard.trips import DEFAULT_TRIPS, LiveTrip, TripBoard
 from taxi_events import (
     DeadLetter,
     DeploymentDecision,
     EventDecodeError,
+    ModelEvent,
     ModelMetrics,
     Prediction,
     TripFinished,
@@ -32,12 +34,21 @@ from taxi_kafka import (
     FINISHED_TRIPS,
     ML_PREDICTIONS,
     MODEL_DEPLOYMENTS,
+    MODEL_EVENTS,
     MODEL_METRICS,
     NEW_TRIPS,
 )
 
 # The topics the dashboard reads.
-TOPICS = (NEW_TRIPS, ML_PREDICTIONS, FINISHED_TRIPS, MODEL_METRICS, MODEL_DEPLOYMENTS, DEAD_LETTERS)
+TOPICS = (
+    NEW_TRIPS,
+    ML_PREDICTIONS,
+    FINISHED_TRIPS,
+    MODEL_METRICS,
+    MODEL_DEPLOYMENTS,
+    MODEL_EVENTS,
+    DEAD_LETTERS,
+)
 # Topics whose throughput is shown: trips in, predictions out, trip ends.
 RATE_TOPICS = (NEW_TRIPS, ML_PREDICTIONS, FINISHED_TRIPS)
 RATE_WINDOW_S = 10
@@ -89,6 +100,9 @@ class Snapshot:
     # newest first.
     roles: Roles | None = None
     decisions: tuple[DeploymentDecision, ...] = ()
+    # What happened to the models, newest first, and the drift found on the current champion.
+    model_events: tuple[ModelEvent, ...] = ()
+    champion_drift: tuple[DriftFinding, ...] = ()
 
     @property
     def has_data(self) -> bool:
@@ -111,11 +125,13 @@ class DashboardState:
         windows: int = DEFAULT_WINDOWS,
         dead_letters: int = DEFAULT_DEAD_LETTERS,
         decisions: int = DEFAULT_DECISIONS,
+        model_events: int = DEFAULT_EVENTS,
         rate_horizon_s: int = RATE_SERIES_S + RATE_WINDOW_S + 5,
     ) -> None:
         self.board = TripBoard(trips)
         self.quality = QualityHistory(windows)
         self.deployments = DeploymentLog(decisions)
+        self.model_events = ModelEventLog(model_events)
         self._dead_letters: collections.deque[DeadLetter] = collections.deque(maxlen=dead_letters)
         self._dead_letter_count = 0
         self._rates = {topic: RateMeter(rate_horizon_s) for topic in RATE_TOPICS}
@@ -152,6 +168,8 @@ class DashboardState:
             self.quality.add(decode(value, ModelMetrics))
         elif topic == MODEL_DEPLOYMENTS:
             self.deployments.add(decode(value, DeploymentDecision))
+        elif topic == MODEL_EVENTS:
+            self.model_events.add(decode(value, ModelEvent))
         elif topic == DEAD_LETTERS:
             # The value is the failed record's original bytes; the headers say why it failed.
             self._dead_letters.appendleft(DeadLetter.from_headers(record.headers))
@@ -165,6 +183,7 @@ class DashboardState:
             "waiting_ends": self.board.waiting_ends,
             "quality": len(self.quality),
             "decisions": len(self.deployments),
+            "model_events": len(self.model_events),
             "dead_letters": len(self._dead_letters),
             "malformed": len(self._problems),
             "rate_seconds": sum(len(meter) for meter in self._rates.values()),
@@ -175,12 +194,13 @@ class DashboardState:
         now_s = taken_at.timestamp()
         cumulative = self.quality.cumulative()
         roles = self.deployments.roles()
+        champion = champion_version(cumulative, roles)
         return Snapshot(
             taken_at=taken_at,
             trips=tuple(self.board.trips()),
             windows=tuple(self.quality.windows()),
             cumulative=cumulative,
-            model_version=champion_version(cumulative, roles),
+            model_version=champion,
             dead_letters=tuple(self._dead_letters),
             dead_letter_count=self._dead_letter_count,
             rates={t: m.rate(now_s, RATE_WINDOW_S) for t, m in self._rates.items()},
@@ -193,4 +213,6 @@ class DashboardState:
             buffer_sizes=self.buffer_sizes(),
             roles=roles,
             decisions=tuple(self.deployments.history()),
+            model_events=tuple(self.model_events.history()),
+            champion_drift=tuple(self.model_events.drift_on(champion)),
         )

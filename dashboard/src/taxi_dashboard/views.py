@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from taxi_dashboard.health import GroupLag
+from taxi_dashboard.model_events import DriftFinding
 from taxi_dashboard.quality import (
     Comparison,
     Standing,
@@ -26,7 +28,7 @@ from taxi_dashboard.quality import (
 )
 from taxi_dashboard.state import Snapshot
 from taxi_dashboard.trips import LiveTrip
-from taxi_events import DeploymentDecision, ModelMetrics, Source
+from taxi_events import DeploymentDecision, ModelEvent, ModelEventKind, ModelMetrics, Source
 from taxi_kafka import FINISHED_TRIPS, ML_PREDICTIONS, NEW_TRIPS
 
 Colour = tuple[int, int, int]
@@ -403,6 +405,10 @@ def head_to_head_summary(comparison: Comparison) -> str | None:
     )
 
 
+def _utc_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
 HISTORY_COLUMNS = ("when (UTC)", "action", "version", "champion", "challenger", "who", "why")
 
 
@@ -411,7 +417,7 @@ def history_frame(decisions: Sequence[DeploymentDecision]) -> pd.DataFrame:
     roles each decision left."""
     rows = [
         (
-            d.decided_at.strftime("%Y-%m-%d %H:%M:%S"),
+            _utc_time(d.decided_at),
             d.action,
             d.version,
             d.champion or MISSING,
@@ -422,3 +428,120 @@ def history_frame(decisions: Sequence[DeploymentDecision]) -> pd.DataFrame:
         for d in decisions
     ]
     return pd.DataFrame.from_records(rows, columns=list(HISTORY_COLUMNS))
+
+
+def format_amount(value: float | None) -> str:
+    """A measured figure as a person reads it: whole or large numbers with thousands
+    separators, others to four significant digits (MISSING for none)."""
+    if value is None:
+        return MISSING
+    if value.is_integer() or abs(value) >= 1_000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def evidence_text(evidence: Mapping[str, float]) -> str:
+    """An event's named figures, by name (JSON objects keep no order)."""
+    if not evidence:
+        return MISSING
+    return " · ".join(f"{name} = {format_amount(evidence[name])}" for name in sorted(evidence))
+
+
+def measurement_text(event: ModelEvent) -> str:
+    """What a detector measured against what: MISSING for an event that is no measurement."""
+    if event.detector is None and event.statistic is None:
+        return MISSING
+    return (
+        f"{event.detector or MISSING} on {event.statistic or MISSING}: "
+        f"{format_amount(event.value)} against the threshold {format_amount(event.threshold)}"
+    )
+
+
+def trips_text(event: ModelEvent) -> str:
+    """The window of trips an event was measured on: how many, the first and the last."""
+    if not event.trips:
+        return MISSING
+    if event.first_trip_id is None or event.last_trip_id is None:
+        return f"{event.trips:,} trips"
+    return f"{event.trips:,} trips ({event.first_trip_id} to {event.last_trip_id})"
+
+
+DRIFT_LABELS: Mapping[ModelEventKind, str] = {
+    "concept-drift": "Concept drift",
+    "data-drift": "Data drift",
+}
+# Every ASCII punctuation character may be backslash-escaped in Markdown: text read from Kafka
+# is shown as written, never as links, emphasis, HTML or formulas.
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def markdown_escaped(text: str) -> str:
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def drift_text(finding: DriftFinding) -> str:
+    """One drift on the banner (Markdown): its kind and source, the measurement, the trips, when,
+    the detail sentence and the evidence."""
+    event = finding.latest
+    facts = [
+        f"{measurement_text(event)}, over {trips_text(event)}, at {_utc_time(event.occurred_at)}"
+        " UTC.",
+        event.detail,
+    ]
+    if event.evidence:
+        facts.append(f"Evidence: {evidence_text(event.evidence)}")
+    if finding.detections > 1:
+        facts.append(f"Detected {finding.detections} times on this model; the latest is shown.")
+    kind = DRIFT_LABELS[event.kind]
+    source = f"the {event.source} trips" if event.source else "its trips"
+    return "  \n".join([f"**{kind} on {source}**", *map(markdown_escaped, facts)])
+
+
+@dataclass(frozen=True)
+class DriftBanner:
+    drifted: bool
+    text: str  # Markdown
+
+
+def drift_banner(snapshot: Snapshot) -> DriftBanner | None:
+    """The drift found on the serving champion, newest first, or a calm line saying there is
+    none; None while no model serves. Drift on earlier models is history, not shown here."""
+    champion = snapshot.model_version
+    if champion is None:
+        return None
+    name = markdown_escaped(champion)
+    if not snapshot.champion_drift:
+        return DriftBanner(False, f"No drift detected on the champion {name}.")
+    findings = "\n\n".join(map(drift_text, snapshot.champion_drift))
+    return DriftBanner(True, f"**The champion {name} has drifted.**\n\n{findings}")
+
+
+MODEL_EVENT_COLUMNS = (
+    "when (UTC)",
+    "event",
+    "version",
+    "source",
+    "measured",
+    "trips",
+    "detail",
+    "evidence",
+)
+
+
+def model_events_frame(events: Sequence[ModelEvent]) -> pd.DataFrame:
+    """The model events in the order given (the snapshot's: newest first), with their
+    evidence."""
+    rows = [
+        (
+            _utc_time(e.occurred_at),
+            e.kind,
+            e.model_version,
+            e.source or MISSING,
+            measurement_text(e),
+            trips_text(e),
+            e.detail,
+            evidence_text(e.evidence),
+        )
+        for e in events
+    ]
+    return pd.DataFrame.from_records(rows, columns=list(MODEL_EVENT_COLUMNS))
