@@ -1,6 +1,7 @@
-"""The producer run after run on one replay: limits resume, a loop starts new trip ids, and a
-replay of other data is refused (against the shared real cluster, in a topic namespace of its
-own); and which trips it replays, leaving out those the model learnt from."""
+"""The producer run after run on one replay: limits resume, a loop starts new trip ids, an
+injected drift goes on from its trip across a kill, and a replay of other data or another drift
+is refused (against the shared real cluster, in a topic namespace of its own); which trips it
+replays, leaving out those the model learnt from; and a bad --drift refused."""
 
 from __future__ import annotations
 
@@ -12,13 +13,20 @@ from pathlib import Path
 import click
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
-from taxi_kafka import FINISHED_TRIPS, NEW_TRIPS, ensure_topics, project_topics
-from taxi_kafka.testing import read_all
+from taxi_events import TripFinished, decode
+from taxi_kafka import FINISHED_TRIPS, NEW_TRIPS, KafkaConfig, ensure_topics, project_topics
+from taxi_kafka.testing import read_all, wait_for
 from taxi_model import file_sha256, read_card, read_trips, train_and_save, write_synthetic
-from taxi_services.producer import replay_trips
+from taxi_services.producer import main, replay_trips, saved_checkpoints
+from taxi_services.scrape import matching, scrape
+from taxi_services.supervisor import free_port
 
 ROWS = 300
+DRIFT = ("--drift", "slowdown:1.5", "--drift-from", "100")
+# Trip ends within a second or so of their starts (the longest trip is about an hour).
+FAST_ENDS = ("--time-scale", "5000")
 
 
 @pytest.mark.kafka
@@ -29,38 +37,94 @@ def test_runs_resume_where_the_last_stopped_and_a_loop_renames_its_trips(
     prefix = f"producer-{uuid.uuid4().hex[:8]}."
     ensure_topics(kafka_cluster.admin(), project_topics(prefix=prefix))
     csv, _ = write_synthetic(tmp_path / "data", rows=ROWS, seed=81, test_rows=0)
-    rows = list(read_trips(csv).frame["id"])
+    trips = read_trips(csv).frame
+    rows = list(trips["id"])
 
-    def run(*args: str, data: Path = csv) -> int:
-        producer = shared_services.start(
+    def start(*args: str, data: Path = csv, metrics_port: int = 0):
+        return shared_services.start(
             "taxi-producer",
             *("--source", "train", "--data", str(data), "--no-progress"),
-            *("--topic-prefix", prefix, "--instance", "t", *args),
+            *("--topic-prefix", prefix, "--instance", "t", *DRIFT, *args),
+            metrics_port=metrics_port,
         )
-        return producer.wait(timeout=120)
+
+    def run(*args: str, data: Path = csv) -> int:
+        return start(*args, data=data).wait(timeout=120)
+
+    def read(topic: str):
+        return read_all(kafka_cluster.bootstrap_servers, prefix + topic)
 
     def keys(topic: str) -> list[str]:
-        return [m.key().decode() for m in read_all(kafka_cluster.bootstrap_servers, prefix + topic)]
+        return [m.key().decode() for m in read(topic)]
 
-    assert run("--limit", "120") == 0
+    def log(run_number: int) -> str:
+        return (tmp_path / f"taxi-producer-{run_number}.log").read_text()
+
+    def ends_owed_once_started(trips: int):
+        replay = saved_checkpoints(KafkaConfig(kafka_cluster.bootstrap_servers), prefix)["train-t"]
+        return replay.pending_ends if replay.started == trips else None
+
+    assert run("--limit", "120", *FAST_ENDS) == 0  # the drift begins at its trip 100
     assert sorted(keys(NEW_TRIPS)) == sorted(rows[:120])
-    assert run("--limit", "120") == 0  # the next 120, not the same again
-    assert sorted(keys(NEW_TRIPS)) == sorted(rows[:240])
-    assert run("--loop", "--limit", "120") == 0  # past the end: generation 2
+    # The next 120, not the same again; SIGKILLed with their ends owed (2-5 s after their
+    # start, times 1.5), so the next run sends them.
+    metrics_port = free_port()
+    killed = start("--limit", "120", "--rate", "60", metrics_port=metrics_port)
+    assert wait_for("the next 120 trips started", lambda: ends_owed_once_started(240))
+    samples = scrape(f"http://127.0.0.1:{metrics_port}/metrics") or {}
+    killed.kill()
+    killed.wait()
+    assert matching(samples, "taxi_producer_drift_active", drift="slowdown:1.5") == [1.0]
+    assert run("--loop", "--limit", "120", *FAST_ENDS) == 0  # past the end: generation 2
     assert sorted(keys(NEW_TRIPS)) == sorted(rows + [f"{r}-g2" for r in rows[:60]])
     assert run() == 0  # without --loop, a replay past its end has nothing to start
 
-    started, ended = Counter(keys(NEW_TRIPS)), Counter(keys(FINISHED_TRIPS))
+    finished = [decode(m.value(), TripFinished) for m in read(FINISHED_TRIPS)]
+    started, ended = Counter(keys(NEW_TRIPS)), Counter(e.trip_id for e in finished)
     assert len(started) == ROWS + 60
     assert set(started.values()) == {1}
     assert ended == started  # every trip started ended, once
+    # The replay's trips 100 on, and only they, lasted 1.5 times as long, across the kill.
+    durations = {e.trip_id: e.trip_duration for e in finished}
+    in_order = rows + [f"{r}-g2" for r in rows[:60]]
+    real = trips["trip_duration"].tolist()
+    assert [durations[trip] for trip in in_order] == [
+        real[n % ROWS] * (1.5 if n >= 100 else 1) for n in range(len(in_order))
+    ]
+    assert [n for n in range(4) if "injected drift begins" in log(n)] == [0]
 
+    # The same replay without its drift would mix two: refused (in this process, sparing the
+    # start of one more).
+    without_drift = CliRunner().invoke(
+        main,
+        [
+            *("--source", "train", "--data", str(csv), "--model", str(tmp_path / "none.skops")),
+            *("--topic-prefix", prefix, "--instance", "t", "--metrics-port", "0"),
+            *("--bootstrap-servers", kafka_cluster.bootstrap_servers, "--no-progress"),
+        ],
+    )
+    assert without_drift.exit_code == 1
+    assert "injects slowdown:1.5 from trip 100, this one no drift" in without_drift.output
+    assert "Restart with its --drift and --drift-from" in without_drift.output
     other, _ = write_synthetic(tmp_path / "other", rows=ROWS, seed=82, test_rows=0)
     assert run(data=other) == 1
-    log = (tmp_path / f"taxi-producer-{len(shared_services.running) - 1}.log").read_text()
-    assert "the checkpoint belongs to other trip data" in log
-    assert "`taxi reset`" in log
-    assert "generation 2 begins" in (tmp_path / "taxi-producer-2.log").read_text()
+    assert "the checkpoint belongs to other trip data" in log(4)
+    assert "`taxi reset`" in log(4)
+    assert "generation 2 begins" in log(2)
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--drift", "slowdown:fast"], "FACTOR must be a decimal number like 1.5"),
+        (["--drift", "shift-pickups:mars"], "AREA must be one of brooklyn"),
+        (["--drift-from", "100"], "--drift-from needs --drift"),
+    ],
+)
+def test_a_bad_drift_is_refused_before_anything_starts(args, complaint):
+    result = CliRunner().invoke(main, ["--source", "train", *args])
+    assert result.exit_code == 2
+    assert complaint in result.output
 
 
 @pytest.fixture

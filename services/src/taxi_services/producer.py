@@ -3,6 +3,7 @@ few seconds later, trip ends on `finished_trips`.
 
 Every batch of events and the replay's checkpoint commit in one Kafka transaction, so a killed
 and restarted producer resumes exactly: no trip starts twice and every started trip still ends.
+`--drift` changes the trips from a given one on in a known way, to prove drift detection.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Never, cast
+from typing import Any, Never, cast
 
 import click
 import pandas as pd
@@ -48,7 +49,18 @@ from taxi_model import (
 )
 from taxi_services.metrics import PrometheusObserver, serve_metrics
 from taxi_services.options import model_option, prefixed, service_options, topic_prefix_option
-from taxi_stream import CheckpointMismatchError, Replay, ReplayCheckpoint, ReplayStep
+from taxi_stream import (
+    DRIFT_SYNTAX,
+    CheckpointMismatchError,
+    DriftMismatchError,
+    DriftSpecError,
+    InjectedDrift,
+    InjectedDriftKind,
+    Replay,
+    ReplayCheckpoint,
+    ReplayStep,
+    parse_drift_kind,
+)
 
 log = logging.getLogger("taxi.producer")
 
@@ -75,6 +87,28 @@ GENERATION = Gauge(
 PENDING_ENDS = Gauge(
     "taxi_producer_pending_trip_ends", "Started trips whose end is still to be sent.", ["source"]
 )
+DRIFT_ACTIVE = Gauge(
+    "taxi_producer_drift_active",
+    "1 once the trips this replay starts carry its injected drift (--drift), 0 before; `drift` "
+    "is its kind.",
+    ["source", "drift"],
+)
+
+
+class DriftKindParam(click.ParamType[InjectedDriftKind]):
+    """A --drift spec, read strictly (`parse_drift_kind`)."""
+
+    name = "drift"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> InjectedDriftKind:
+        if isinstance(value, InjectedDriftKind):  # click's contract: a converted value passes
+            return value
+        try:
+            return parse_drift_kind(str(value))
+        except DriftSpecError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def checkpoint_record(
@@ -107,7 +141,7 @@ def run_replay(
     A failed transaction rolls the replay back to the last committed checkpoint."""
     committed = replay.checkpoint()
     while not stop.is_set() and not replay.done:
-        generation = replay.generation
+        generation, drifting = replay.generation, replay.drifting
         step = replay.step(int(time.time() * 1000), batch_size)
         for reason, count in step.bad_rows.items():
             BAD_ROWS.labels(replay.source, reason).inc(count)
@@ -131,6 +165,12 @@ def run_replay(
                     replay.generation,
                     replay.generation,
                 )
+            if replay.drift is not None and replay.drifting and not drifting:
+                log.info(
+                    "%s: the injected drift begins: %s (the first trip is trip 0)",
+                    name,
+                    replay.drift.describe(),
+                )
             if progress is not None:
                 progress.update(len(step.started))
         else:
@@ -142,6 +182,8 @@ def _report_position(replay: Replay) -> None:
     TRIPS_STARTED.labels(replay.source).set(replay.started)
     GENERATION.labels(replay.source).set(replay.generation)
     PENDING_ENDS.labels(replay.source).set(replay.pending_ends)
+    if replay.drift is not None:
+        DRIFT_ACTIVE.labels(replay.source, replay.drift.kind.spec).set(float(replay.drifting))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -202,6 +244,22 @@ def _report_position(replay: Replay) -> None:
     is_flag=True,
     help="Replay every trip, those the model learnt from too: its live score is then in-sample.",
 )
+@option(
+    "--drift",
+    type=DriftKindParam(),
+    default=None,
+    metavar="KIND",
+    help=f"Inject a known drift into the trips from --drift-from on: {DRIFT_SYNTAX}. A restart "
+    "of the replay must repeat it.",
+)
+@option(
+    "--drift-from",
+    type=click.IntRange(0),
+    default=0,
+    metavar="N",
+    help="The trip the drift begins with, counting this replay's trips from 0 over every run "
+    "(as taxi_producer_trips_started does): the first N are left as they are.",
+)
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @topic_prefix_option()
 def main(
@@ -220,6 +278,8 @@ def main(
     batch_size: int,
     model_path: Path,
     in_sample: bool,
+    drift: InjectedDriftKind | None,
+    drift_from: int,
     progress: bool,
     topic_prefix: str,
 ) -> None:
@@ -229,9 +289,18 @@ def main(
     so a restart neither repeats a start nor loses an end. --instance names the replay (one
     checkpoint each): reuse it to resume, change it to replay the file afresh.
     """
+    if drift is None and drift_from:
+        raise click.UsageError("--drift-from needs --drift")
     trip_source = cast(Source, source)
     trips = replay_trips(trip_source, data, synthetic_rows, model_path, in_sample=in_sample)
-    replay = Replay(trips, trip_source, rate=rate, time_scale=time_scale, loop=loop)
+    replay = Replay(
+        trips,
+        trip_source,
+        rate=rate,
+        time_scale=time_scale,
+        loop=loop,
+        drift=None if drift is None else InjectedDrift(drift, drift_from),
+    )
     name = replay_name(trip_source, instance)
     serve_metrics(metrics_port, metrics_address)
     observer = PrometheusObserver(
@@ -250,9 +319,14 @@ def main(
             replay.restore(saved)
         except CheckpointMismatchError as exc:
             producer.close()
+            resume = (
+                "Restart with its --drift and --drift-from to resume it"
+                if isinstance(exc, DriftMismatchError)
+                else "Replay the same data"
+            )
             raise click.ClickException(
-                f"{name}: {exc}. Replay the same data, start over with `taxi reset` (which "
-                "deletes the pipeline's topics), or pick another --instance"
+                f"{name}: {exc}. {resume}, start over with `taxi reset` (which deletes the "
+                "pipeline's topics), or pick another --instance"
             ) from exc
         log.info(
             "resuming %s at generation %d, row %d of %d, with %d trip end(s) owed",
@@ -261,6 +335,13 @@ def main(
             replay.position % max(replay.rows, 1),
             replay.rows,
             replay.pending_ends,
+        )
+    if replay.drift is not None:
+        log.info(
+            "%s injects the drift %s (%s)",
+            name,
+            replay.drift.describe(),
+            "under way" if replay.drifting else f"{replay.started} trips started so far",
         )
     if limit is not None:
         replay.stop_after(limit)
