@@ -456,6 +456,24 @@ def test_the_state_restores_exactly(before, after):
     assert observed(restored) == observed(retraining)
 
 
+def test_other_settings_after_a_restart_apply_at_once_the_oldest_go_first():
+    retraining = create(max_trips=5, min_trips=2, every_trips=4, max_waiting=3)
+    label(retraining, "a", "b", "c", "d", "e")
+    for trip_id in ("f", "g", "h"):
+        retraining.add(start(trip_id), 0)
+    restored = Retraining.from_bytes(retraining.to_bytes())
+    smaller = RetrainingSettings(max_trips=3, min_trips=2, every_trips=9, max_waiting=1)
+    restored.reconfigure(smaller)
+    assert restored.settings == smaller
+    assert window_ids(restored) == ["c", "d", "e"]
+    assert restored.window.waiting_starts == 1
+    assert rejected(restored) == {"waiting-full": 2}
+    assert restored.due() is None  # 5 trips labelled since the last candidate, now 9 are due
+    assert restored.add(end("h"), 0)  # the newest start stayed
+    assert window_ids(restored) == ["d", "e", "h"]
+    assert Retraining.from_bytes(restored.to_bytes()) == restored
+
+
 @pytest.mark.parametrize(
     "data",
     [b"", b"not zlib", zlib.compress(b"[]"), zlib.compress(b'{"format": 99}'), b"x" * 10],

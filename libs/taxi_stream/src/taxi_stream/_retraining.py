@@ -19,6 +19,7 @@ and a candidate trained on the window and compared with the champion (issue 20).
 
 from __future__ import annotations
 
+import itertools
 import json
 import zlib
 from collections.abc import Iterable, Mapping
@@ -228,6 +229,15 @@ class LabelledWindow:
     def __len__(self) -> int:
         return len(self._trips)
 
+    def apply_limits(self, settings: RetrainingSettings) -> None:
+        """Take the limits of `settings`; what is over them goes at once, the oldest first."""
+        self.max_trips = settings.max_trips
+        self.ttl_ms = settings.ttl_ms
+        self.max_waiting = settings.max_waiting
+        _trim(self._trips, self.max_trips)
+        pushed_out = _trim(self._starts, self.max_waiting) + _trim(self._ends, self.max_waiting)
+        self.rejected["waiting-full"] += pushed_out
+
     def to_json(self) -> dict[str, Any]:
         """Its contents; its limits are the settings'."""
         return {
@@ -262,17 +272,14 @@ class LabelledWindow:
 
     def _wait(self, waiting: dict[str, W], side: W) -> None:
         waiting[side.trip_id] = side
-        if len(waiting) > self.max_waiting:
-            del waiting[next(iter(waiting))]
-            self.rejected["waiting-full"] += 1
+        self.rejected["waiting-full"] += _trim(waiting, self.max_waiting)
 
     def _label(self, start: _Start, end: _End) -> bool:
         problem = _label_problem(start, end)
         if problem is not None:
             return self._reject(problem)
         self._trips[start.trip_id] = (start, end)
-        if len(self._trips) > self.max_trips:
-            del self._trips[next(iter(self._trips))]
+        _trim(self._trips, self.max_trips)
         self.labelled += 1
         return True
 
@@ -300,6 +307,14 @@ def _label_problem(start: _Start, end: _End) -> LabelRejection | None:
     if end.dropoff_datetime < start.pickup_datetime:
         return "dropoff-before-pickup"
     return None
+
+
+def _trim(entries: dict[str, Any], limit: int) -> int:
+    """Remove the oldest entries over `limit`; returns how many."""
+    over = max(len(entries) - limit, 0)
+    for key in list(itertools.islice(entries, over)):
+        del entries[key]
+    return over
 
 
 def _expire(waiting: dict[str, W], now_ms: int, ttl_ms: int) -> int:
@@ -394,6 +409,13 @@ class Retraining:
     def expire(self, now_ms: int) -> int:
         """Drop the starts and ends that waited past the TTL at `now_ms`; returns how many."""
         return self.window.expire(now_ms)
+
+    def reconfigure(self, settings: RetrainingSettings) -> None:
+        """Go on under other settings, say an operator's after a restart from the state: the
+        window and the waiting sides shrink to the new limits at once (the oldest go first),
+        and the schedule follows the new ones from now."""
+        self.settings = settings
+        self.window.apply_limits(settings)
 
     def drift_detected(self) -> None:
         """A drift event arrived: a candidate is due at once (once the window is big enough)."""
