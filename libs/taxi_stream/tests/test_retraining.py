@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threadpoolctl import threadpool_limits
 
 from taxi_events import TripFinished, TripStarted
 from taxi_events import testing as events
@@ -355,6 +356,14 @@ def replayed(trips: pd.DataFrame, slowdown_from: int | None = None) -> list[tupl
 
 
 WINDOW = 1_000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_training_thread():
+    """Train on one thread: on a small machine busy with other work, the booster's OpenMP
+    threads spin against it (measured on 2 cores: 0.2 s on one thread, 13 s on two)."""
+    with threadpool_limits(1):
+        yield
 
 
 @pytest.fixture(scope="module")
