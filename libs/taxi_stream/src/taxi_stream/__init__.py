@@ -4,6 +4,13 @@ Pure and clock-free: nothing here talks to Kafka; the services feed it records a
 """
 
 from taxi_stream._aggregation import Aggregation
+from taxi_stream._drift import (
+    DriftAlarm,
+    DriftKind,
+    DriftMonitors,
+    DriftSettings,
+    DriftStatistic,
+)
 from taxi_stream._injected_drift import (
     DRIFT_SYNTAX,
     SHIFT_AREAS,
@@ -66,8 +73,13 @@ __all__ = [
     "CheckpointMismatchError",
     "ClosedWindow",
     "Contenders",
+    "DriftAlarm",
+    "DriftKind",
     "DriftMismatchError",
+    "DriftMonitors",
+    "DriftSettings",
     "DriftSpecError",
+    "DriftStatistic",
     "HeadToHead",
     "InjectedDrift",
     "InjectedDriftKind",
