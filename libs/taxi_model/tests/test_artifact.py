@@ -3,6 +3,7 @@ import pickle
 import shutil
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator
@@ -11,6 +12,7 @@ from skops import io as skops_io
 
 from taxi_events.columns import TripStartColumns
 from taxi_events.testing import trip_started
+from taxi_model import RegistryRecord, artifact_of
 from taxi_model._artifact import (
     TRUSTED_TYPES,
     ModelLoadError,
@@ -44,6 +46,16 @@ def edit_card(model_path: Path, **changes: object) -> None:
 def test_the_version_is_the_content_hash(saved_model):
     assert saved_model.card.version == content_version(saved_model.model_path.read_bytes())
     assert load_model(saved_model.model_path).version == saved_model.card.version
+
+
+def test_an_artifact_made_in_memory_loads_as_the_same_model(saved_model, synthetic_trips):
+    model = load_model(saved_model.model_path)
+    card, data = artifact_of(model.pipeline, model.card)
+    assert card.version == content_version(data)
+    assert attrs.evolve(card, version=model.version) == model.card
+    loaded = RegistryRecord.of(card, data).load()
+    trips = synthetic_trips.head(20)
+    assert (loaded.predict(trips) == model.predict(trips)).all()
 
 
 def test_the_card_records_what_the_issue_asks(saved_model):

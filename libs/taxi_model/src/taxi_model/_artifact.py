@@ -155,13 +155,18 @@ class TripDurationModel:
         return np.asarray(self.pipeline.predict(frame), dtype=np.float64)
 
 
+def artifact_of(pipeline: Pipeline, card: ModelCard) -> tuple[ModelCard, bytes]:
+    """The pipeline's artifact (skops bytes), and its card with the version those bytes make."""
+    data = skops_io.dumps(pipeline)
+    return attrs.evolve(card, version=content_version(data)), data
+
+
 def save_model(pipeline: Pipeline, card: ModelCard, model_path: Path) -> ModelCard:
     """Write the pipeline and its card; the card's version becomes the file's content hash."""
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    data = skops_io.dumps(pipeline)
+    card, data = artifact_of(pipeline, card)
     tmp = model_path.with_name(model_path.name + ".tmp")
     tmp.write_bytes(data)
-    card = attrs.evolve(card, version=content_version(data))
     # Card first, then the model: a crash in between leaves a mismatch that loading reports.
     card_path(model_path).write_text(json.dumps(card_to_json(card), indent=2) + "\n")
     tmp.replace(model_path)
