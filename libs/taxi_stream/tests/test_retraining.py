@@ -315,25 +315,30 @@ def test_a_candidate_is_due_every_n_labelled_trips():
     assert retraining.windows_taken == 1
 
 
-def test_a_drift_makes_a_candidate_due_at_once():
+def test_a_drift_makes_a_candidate_due_on_the_first_trips_after_it():
     retraining = create(min_trips=2, every_trips=100)
-    label(retraining, "a", "b")
+    label(retraining, "a", "b", "c")
     assert retraining.due() is None
     retraining.drift_detected()
+    assert len(retraining.window) == 0  # the trips before the drift are forgotten
+    label(retraining, "d")
+    assert retraining.due() is None
+    label(retraining, "e")
     job = retraining.take_window()
     assert job is not None
     assert job.trigger == "drift"
+    assert list(job.trips["id"]) == ["d", "e"]
     assert retraining.due() is None  # the drift was answered
 
 
 def test_nothing_is_due_below_min_trips_and_each_deferral_is_counted():
     retraining = create(min_trips=4, every_trips=2)
     label(retraining, "a", "b")  # every_trips reached, the window too small
+    assert retraining.deferred_too_small == 1
     retraining.drift_detected()
-    label(retraining, "c")
+    label(retraining, "c", "d", "e")
     assert retraining.due() is None
-    assert retraining.deferred_too_small == 2
-    label(retraining, "d")
+    label(retraining, "f")
     assert retraining.due() == "drift"  # deferred, not forgotten
 
 

@@ -7,8 +7,9 @@ and a candidate trained on the window and compared with the champion (issue 20).
   the last `max_trips` labelled trips. A start or end waits for its partner at most `ttl_ms` (on
   the record timestamps the caller passes, so a replay expires the same ones) and at most
   `max_waiting` of each side wait, so memory stays flat whatever arrives.
-- Schedule: a candidate is due every `every_trips` trips labelled since the last one, or at once
-  after a drift event, but never while the window holds fewer than `min_trips`.
+- Schedule: a candidate is due every `every_trips` trips labelled since the last one, or after a
+  drift event as soon as `min_trips` trips were labelled since (the window forgets the trips
+  before the drift), but never while the window holds fewer than `min_trips`.
 - Candidate: `Retraining.take_window` hands out the window's trips and starts the schedule over;
   `train_candidate` trains on their earliest 80% by pickup time and scores the candidate and the
   champion on the newest 20%, the same trips for both.
@@ -229,6 +230,10 @@ class LabelledWindow:
     def __len__(self) -> int:
         return len(self._trips)
 
+    def forget_labelled(self) -> None:
+        """Empty the window; the starts and ends waiting for their partners stay."""
+        self._trips.clear()
+
     def apply_limits(self, settings: RetrainingSettings) -> None:
         """Take the limits of `settings`; what is over them goes at once, the oldest first."""
         self.max_trips = settings.max_trips
@@ -418,9 +423,11 @@ class Retraining:
         self.window.apply_limits(settings)
 
     def drift_detected(self) -> None:
-        """A drift event arrived: a candidate is due at once (once the window is big enough)."""
+        """A drift event arrived. The trips labelled before it show a concept that no longer
+        holds: the window starts over from the trips labelled after it, and a candidate is due
+        as soon as it holds `min_trips` of them."""
         self.drift_pending = True
-        self._defer_if_too_small()
+        self.window.forget_labelled()
 
     def due(self) -> RetrainTrigger | None:
         """Why a candidate is due now, or None."""
