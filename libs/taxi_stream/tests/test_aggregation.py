@@ -197,6 +197,7 @@ def assert_same_state(rebuilt: Aggregation, agg: Aggregation) -> None:
     key = attrgetter("key")
     assert sorted(rebuilt.join.pending(), key=key) == sorted(agg.join.pending(), key=key)
     assert rebuilt.windows == agg.windows
+    assert rebuilt.drift.to_json() == agg.drift.to_json()
     assert without_times(rebuilt.advance(10**9)) == without_times(agg.advance(10**9))
 
 
@@ -353,3 +354,36 @@ def test_a_changelog_begun_in_format_1_rebuilds_the_exact_state(old, batches):
         )
     run(agg, batches, changelog, 17_000)
     assert_same_state(replay_changes(changelog), agg)
+
+
+def slowed_trip(n: int) -> list[Prediction | TripFinished]:
+    """A train trip whose model was right to within ±30% until trip 300; from then on every
+    trip takes 1.5 times as long."""
+    usual = 200.0 + (37 * n) % 1_500
+    return [
+        events.prediction(
+            f"s{n}", source="train", predicted_duration=usual * (0.7 + 0.05 * (n % 13))
+        ),
+        events.trip_finished(
+            f"s{n}", source="train", trip_duration=usual * (1.5 if n >= 300 else 1)
+        ),
+    ]
+
+
+@pytest.mark.parametrize("restart_every", [None, 1, 7, 50])
+def test_a_drift_is_detected_once_at_the_same_trip_however_often_it_restarts(restart_every):
+    agg = create()
+    changelog: dict[str, bytes | None] = {}
+    alarms = []
+    for n in range(600):
+        for side in slowed_trip(n):
+            agg.add(side, n * 100)
+        changelog.update(agg.take_changes())
+        alarms += [(n, alarm) for alarm in agg.take_alarms()]
+        if restart_every and n % restart_every == 0:
+            agg = replay_changes(changelog)
+    assert [(n, a.kind, a.source, a.model_version) for n, a in alarms] == [
+        (alarms[0][0], "concept-drift", "train", "abc123")
+    ]
+    assert 300 < alarms[0][0] < 450
+    assert alarms[0][1].first_trip_id == "s0"

@@ -5,7 +5,10 @@ trips) and `finished_trips` (read_committed), matches them by trip (source and t
 publishes ModelMetrics to `model_metrics` for every tumbling window and cumulatively, per source,
 role, model version and challenger: the champion on all its trips (challenger None), and each
 challenger head to head with the champion on exactly the trips both predicted.
-Its state (waiting sides, open windows, cumulative figures) changes only through
+It also watches the champion for drift: its errors on trips with real labels (concept drift,
+river's Page-Hinkley) and its inputs against the training profile on its card (data drift, PSI),
+publishing each alarm as a ModelEvent to `model_events` in the same transaction.
+Its state (waiting sides, open windows, cumulative figures, drift detectors) changes only through
 `aggregator_changelog`, written in the same transaction as the outputs and input offsets, so a
 restart rebuilds exactly the state that goes with the committed offsets.
 
@@ -21,17 +24,20 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import get_args
 
 import attrs
 import click
 from confluent_kafka import Message
-from prometheus_client import Gauge, Info
+from prometheus_client import Counter, Gauge, Info
 
 from taxi_events import (
     EventDecodeError,
+    ModelEvent,
     ModelMetrics,
     Prediction,
     Role,
+    Source,
     TripFinished,
     decode,
     encode,
@@ -43,6 +49,7 @@ from taxi_kafka import (
     FINISHED_TRIPS,
     METRICS_PORTS,
     ML_PREDICTIONS,
+    MODEL_EVENTS,
     MODEL_METRICS,
     SHADOW_PREDICTIONS,
     BatchPolicy,
@@ -55,10 +62,11 @@ from taxi_kafka import (
     stop_on_signals,
 )
 from taxi_kafka.cli import env_option
-from taxi_model import QualityMetrics
+from taxi_model import QualityMetrics, TrainingProfile
 from taxi_services.metrics import PrometheusObserver, serve_metrics
 from taxi_services.options import prefixed, service_options, topic_prefix_option
-from taxi_stream import Aggregation, MetricsKey
+from taxi_services.registry import ModelRegistry, RegistryTopics, TrainingProfiles
+from taxi_stream import Aggregation, DriftAlarm, MetricsKey
 
 log = logging.getLogger("taxi.aggregator")
 
@@ -110,8 +118,21 @@ WAITING = Gauge(
     "taxi_join_waiting_records", "Trips whose predictions or trip end wait for the rest."
 )
 MODEL_INFO = Info("taxi_model", "The champion whose predictions are being scored.", ["source"])
+DRIFT_KINDS = ("concept-drift", "data-drift")
+DRIFT_DETECTED = Counter(
+    "taxi_drift_detected",
+    "Drift alarms on the champion's trips, published to model_events.",
+    ["kind", "source"],
+)
+DRIFT_STATISTIC = Gauge(
+    "taxi_drift_statistic",
+    "The drift detectors' current statistics: Page-Hinkley's test value on the log errors"
+    " (concept-drift), each input's PSI against the training profile (data-drift).",
+    ["kind", "source", "model_version", "statistic"],
+)
 
 AggregationFactory = Callable[[], Aggregation]
+ProfileLookup = Callable[[str], TrainingProfile | None]
 
 
 class AggregateTransform:
@@ -120,7 +141,8 @@ class AggregateTransform:
     Without new records, windows still close: `tick` moves record time on by the wall-clock
     time since the last record, so the last window of a replay is published too. The result
     carries each event's time, observed as latency once the batch commits. Topic names carry
-    `topic_prefix`.
+    `topic_prefix`. `profiles` gives each model version's training profile, for the data-drift
+    checks (none: its inputs go unchecked).
     """
 
     def __init__(
@@ -129,16 +151,21 @@ class AggregateTransform:
         restore: Callable[[Aggregation], None],
         clock: Callable[[], float] = time.monotonic,
         topic_prefix: str = "",
+        profiles: ProfileLookup = lambda _version: None,
     ) -> None:
         self._event_types = {topic_prefix + topic: kind for topic, kind in EVENT_TYPES.items()}
         self._roles = {topic_prefix + topic: role for topic, role in ROLES.items()}
         self._metrics_topic = topic_prefix + MODEL_METRICS
+        self._events_topic = topic_prefix + MODEL_EVENTS
+        self._profiles = profiles
         self._changelog_topic = topic_prefix + AGGREGATOR_CHANGELOG
         self._new_state = new_state
         self._restore = restore
         self._clock = clock
-        # What the last result published: its window figures become gauges once committed.
+        # What the last result published: its window figures become gauges once committed,
+        # its alarms are counted.
         self._published: list[ModelMetrics] = []
+        self._alarms: list[DriftAlarm] = []
         # The champion version of each source's latest match over all trips, in the batches
         # since the last commit and as committed (for the model info gauge).
         self._champions: dict[str, str] = {}
@@ -164,11 +191,14 @@ class AggregateTransform:
                 )
                 continue
             timestamp_ms = message.timestamp()[1]
+            profile = None
             if isinstance(event, Prediction):
                 role = self._roles[message.topic() or ""]
                 if event.role != role:
                     event = attrs.evolve(event, role=role)
-            for match in self.state.add(event, timestamp_ms):
+                if role == "champion":
+                    profile = self._profiles(event.model_version)
+            for match in self.state.add(event, timestamp_ms, profile):
                 if match.role == "champion" and match.challenger_version is None:
                     self._champions[match.source] = match.model_version
             event_times.setdefault(message.topic() or "", []).append(event.produced_at)
@@ -204,6 +234,13 @@ class AggregateTransform:
         self._champions = {}
         for source, version in self._scored.items():
             MODEL_INFO.labels(source).info({"version": version})
+        for alarm in self._alarms:
+            DRIFT_DETECTED.labels(alarm.kind, alarm.source).inc()
+        self._alarms = []
+        for statistic in self.state.drift.statistics():
+            DRIFT_STATISTIC.labels(
+                statistic.kind, statistic.source, statistic.model_version, statistic.statistic
+            ).set(statistic.value)
         # The last closed window per key; earlier ones of the same batch are superseded.
         for m in self._published:
             if m.scope == "window":
@@ -217,6 +254,7 @@ class AggregateTransform:
         self._restore(self.state)
         self._last_record = None
         self._published = []
+        self._alarms = []
         self._champions = {}
 
     def _publish(
@@ -226,7 +264,14 @@ class AggregateTransform:
         event_times: Mapping[str, Sequence[datetime]] | None = None,
     ) -> TransformResult:
         self._published = metrics
+        self._alarms = self.state.take_alarms()
         records = [OutputRecord(self._metrics_topic, encode(m), m.source.encode()) for m in metrics]
+        for alarm in self._alarms:
+            log.warning("drift: %s", drift_detail(alarm))
+            event = model_event(alarm)
+            records.append(
+                OutputRecord(self._events_topic, encode(event), alarm.model_version.encode())
+            )
         records += [
             OutputRecord(self._changelog_topic, value, key.encode())
             for key, value in self.state.take_changes().items()
@@ -245,6 +290,47 @@ class AggregateTransform:
                     m.unmatched,
                 )
         return TransformResult(records, failures, event_times or {})
+
+
+def model_event(alarm: DriftAlarm) -> ModelEvent:
+    """A drift alarm as the event published to model_events."""
+    return ModelEvent(
+        kind=alarm.kind,
+        model_version=alarm.model_version,
+        detail=drift_detail(alarm),
+        source=alarm.source,
+        detector=alarm.detector,
+        statistic=alarm.statistic,
+        value=alarm.value,
+        threshold=alarm.threshold,
+        trips=alarm.trips,
+        first_trip_id=alarm.first_trip_id,
+        last_trip_id=alarm.last_trip_id,
+        evidence=alarm.evidence,
+    )
+
+
+def drift_detail(alarm: DriftAlarm) -> str:
+    """One sentence on a drift alarm, for the log, the event and the dashboard."""
+    trips = f"{alarm.source} trips"
+    measured = f"{alarm.detector} {alarm.value:.3g} > {alarm.threshold:.3g}"
+    if alarm.kind == "concept-drift":
+        before = alarm.evidence.get("mean_log_error_before")
+        after = alarm.evidence.get("mean_log_error_after")
+        moved = (
+            f" from {before:+.3f} to {after:+.3f}"
+            if before is not None and after is not None
+            else ""
+        )
+        return (
+            f"model {alarm.model_version}'s mean log error on {trips} moved{moved} "
+            f"over its last {alarm.trips:,} scored trips ({measured})"
+        )
+    feature = alarm.statistic.removeprefix("psi:")
+    return (
+        f"the {feature} of model {alarm.model_version}'s last {alarm.trips:,} {trips} is not "
+        f"spread as in its training data ({measured})"
+    )
 
 
 def _labels(key: MetricsKey) -> dict[str, str]:
@@ -313,29 +399,37 @@ def main(
     Per source (train, test), role, model version and challenger, for every tumbling window and
     cumulatively: matched count, RMSLE, MAE, median absolute percentage error, share within ±30%
     and unmatched count. The champion (ml_predictions) is scored on all its trips; a challenger
-    (shadow_predictions) head to head with it, on exactly the trips both predicted. Exactly
-    once, with its state kept in aggregator_changelog. Run a single instance.
+    (shadow_predictions) head to head with it, on exactly the trips both predicted. Drift in
+    the champion's errors (trips with real labels) or in its inputs (against the training
+    profile on its card in the registry) is published to model_events. Exactly once, with its
+    state kept in aggregator_changelog. Run a single instance.
     """
     serve_metrics(metrics_port, metrics_address)
 
     def new_state() -> Aggregation:
         return Aggregation.create(int(ttl * 1000), int(window * 1000), int(grace * 1000))
 
-    group, predictions, shadow, trip_ends, metrics, changelog, dead_letters = prefixed(
+    group, predictions, shadow, trip_ends, metrics, events, changelog, dead_letters = prefixed(
         topic_prefix,
         AGGREGATOR_GROUP,
         ML_PREDICTIONS,
         SHADOW_PREDICTIONS,
         FINISHED_TRIPS,
         MODEL_METRICS,
+        MODEL_EVENTS,
         AGGREGATOR_CHANGELOG,
         DEAD_LETTERS,
     )
     inputs = [predictions, shadow, trip_ends]
+    # Every series exists from the start, so an alert on its increase sees the first alarm.
+    for kind in DRIFT_KINDS:
+        for source in get_args(Source):
+            DRIFT_DETECTED.labels(kind, source)
     transform = AggregateTransform(
         new_state,
         changelog_restorer(kafka, changelog),
         topic_prefix=topic_prefix,
+        profiles=TrainingProfiles(ModelRegistry(kafka, RegistryTopics.prefixed(topic_prefix))),
     )
     processor = TransactionalProcessor(
         kafka,
@@ -350,7 +444,7 @@ def main(
             SERVICE,
             group=group,
             inputs=inputs,
-            outputs=[metrics, changelog, dead_letters],
+            outputs=[metrics, events, changelog, dead_letters],
             dead_letter_reasons=[DECODE, TOPIC],
             timed_inputs=inputs,
         ),

@@ -43,6 +43,7 @@ from taxi_model import (
     ModelLoadError,
     RegistryRecord,
     Roles,
+    TrainingProfile,
     current_roles,
     load_model,
     read_card,
@@ -194,6 +195,45 @@ def _reading(topic: str, read: Callable[[], T]) -> T:
         raise RegistryError(f"the topic {topic} does not exist: {_TOPICS_HINT}") from exc
     except (TimeoutError, KafkaException) as exc:
         raise RegistryError(f"reading {topic} failed ({exc}): are the brokers up?") from exc
+
+
+class TrainingProfiles:
+    """Each model version's training profile, from its card in the registry: what the
+    aggregator's data-drift checks compare a version's live inputs with.
+
+    A version is looked up when first asked for. The registry holds it by then: a predictor
+    predicts with a version only after reading it there. A version the registry does not hold
+    (it was reset, or the topic is missing) has no profile, and its inputs go unchecked.
+    """
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self._registry = registry
+        self._profiles: dict[str, TrainingProfile | None] = {}
+
+    def __call__(self, version: str) -> TrainingProfile | None:
+        if version not in self._profiles:
+            self._profiles[version] = self._read(version)
+        return self._profiles[version]
+
+    def _read(self, version: str) -> TrainingProfile | None:
+        try:
+            records = self._registry.records()
+        except RegistryError as exc:
+            log.warning("no data-drift check for model %s: %s", version, exc)
+            return None
+        for known, record in records.items():
+            if isinstance(record, RegistryRecord) and known not in self._profiles:
+                self._profiles[known] = record.card.profile
+        profile = self._profiles.get(version)
+        if profile is None:
+            log.warning(
+                "no data-drift check for model %s: %s",
+                version,
+                "its card has no training profile (trained before profiles were recorded)"
+                if version in self._profiles
+                else "the registry does not hold it",
+            )
+        return profile
 
 
 def record_of(model_path: Path) -> RegistryRecord:

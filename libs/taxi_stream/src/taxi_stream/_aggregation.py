@@ -6,9 +6,15 @@ challenger), and the state changes to write to the changelog in the same transac
 JSON bytes, None to delete). Replaying a changelog with `apply_change` rebuilds exactly the
 state whose changes were committed.
 
+Drift detection rides along: the champion's predictions feed its data-drift checks (their
+inputs against the model's training profile), its matches with real labels its concept-drift
+detector, and the alarms raised are taken after each batch (`take_alarms`) to be published with
+it. The detectors' state is in the changelog too, so a restart neither repeats nor misses one.
+
 The changelog's keys: `join/<source>/<trip_id>`, the sides of a trip still waiting (format 2:
-{"format": 2, "champion"|"challenger"|"finish": {"arrived_at_ms", "event"}}), and `windows`,
-the open windows and cumulative figures (see WindowedQuality.to_json). Changelogs written
+{"format": 2, "champion"|"challenger"|"finish": {"arrived_at_ms", "event"}}), `windows`,
+the open windows and cumulative figures (see WindowedQuality.to_json), and `drift`, the drift
+detectors (see DriftMonitors.to_json). Changelogs written
 before challengers existed (format 1: one side per trip, {"side", "arrived_at_ms", "event"};
 windows per source only) are read and migrated: they held the champion's figures.
 """
@@ -32,11 +38,14 @@ from taxi_events import (
     encode,
     trip_key,
 )
+from taxi_model import TrainingProfile
+from taxi_stream._drift import DriftAlarm, DriftMonitors, DriftSettings
 from taxi_stream._join import SLOTS, MatchedTrip, MetricsKey, Pending, Side, TripJoin
 from taxi_stream._windows import ClosedWindow, Tally, WindowedQuality
 
 JOIN_PREFIX = "join/"  # then "<source>/<trip_id>"
 WINDOWS_KEY = "windows"
+DRIFT_KEY = "drift"
 JOIN_FORMAT = 2
 
 
@@ -44,25 +53,50 @@ JOIN_FORMAT = 2
 class Aggregation:
     join: TripJoin
     windows: WindowedQuality
+    drift: DriftMonitors
     # What changed since take_changes(), serialised only then: a trip whose sides all arrive
     # within one batch is never written, and the windows (whose histograms grow) once a batch:
     # each add() doing it cost ~0.7 ms an event once they had filled.
     _changed_trips: set[TripKey] = attrs.field(factory=set, init=False)
     _windows_changed: bool = attrs.field(default=False, init=False)
+    _drift_changed: bool = attrs.field(default=False, init=False)
+    _alarms: list[DriftAlarm] = attrs.field(factory=list, init=False)
 
     @classmethod
-    def create(cls, ttl_ms: int, window_ms: int, grace_ms: int) -> Aggregation:
-        return cls(TripJoin(ttl_ms), WindowedQuality(window_ms=window_ms, grace_ms=grace_ms))
+    def create(
+        cls, ttl_ms: int, window_ms: int, grace_ms: int, drift: DriftSettings | None = None
+    ) -> Aggregation:
+        return cls(
+            TripJoin(ttl_ms),
+            WindowedQuality(window_ms=window_ms, grace_ms=grace_ms),
+            DriftMonitors(drift or DriftSettings()),
+        )
 
-    def add(self, event: Prediction | TripFinished, timestamp_ms: int) -> list[MatchedTrip]:
-        """One side of a trip; a prediction's role (champion or challenger) says which.
-        Returns the matches it completed."""
+    def add(
+        self,
+        event: Prediction | TripFinished,
+        timestamp_ms: int,
+        profile: TrainingProfile | None = None,
+    ) -> list[MatchedTrip]:
+        """One side of a trip; a prediction's role (champion or challenger) says which, and
+        `profile` is its model's training profile, for the data-drift checks. Returns the
+        matches it completed."""
         matches = self.join.add(event, timestamp_ms)
         self._changed_trips.add(trip_key(event))
+        if isinstance(event, Prediction) and event.role == "champion":
+            self._alarms += self.drift.add_prediction(event, profile)
+            self._drift_changed = True
         for match in matches:
             self.windows.add_match(match)
             self._windows_changed = True
+            self._alarms += self.drift.add_match(match)
+            self._drift_changed = True
         return matches
+
+    def take_alarms(self) -> list[DriftAlarm]:
+        """The drift alarms raised since the last call, to publish with the batch."""
+        alarms, self._alarms = self._alarms, []
+        return alarms
 
     def advance(self, now_ms: int) -> list[ModelMetrics]:
         """Expire trips that waited past the TTL and close the windows due at `now_ms`."""
@@ -81,11 +115,11 @@ class Aggregation:
             pending = self.join.get(trip)
             changes[_join_key(trip)] = None if pending is None else _encode_pending(pending)
         if self._windows_changed:
-            changes[WINDOWS_KEY] = json.dumps(
-                self.windows.to_json(), separators=(",", ":")
-            ).encode()
+            changes[WINDOWS_KEY] = _compact_json(self.windows.to_json())
+        if self._drift_changed:
+            changes[DRIFT_KEY] = _compact_json(self.drift.to_json())
         self._changed_trips = set()
-        self._windows_changed = False
+        self._windows_changed = self._drift_changed = False
         return changes
 
     def apply_change(self, key: str, value: bytes | None) -> None:
@@ -93,6 +127,9 @@ class Aggregation:
         if key == WINDOWS_KEY:
             if value is not None:
                 self.windows = WindowedQuality.from_json(json.loads(value))
+        elif key == DRIFT_KEY:
+            if value is not None:
+                self.drift = DriftMonitors.from_json(self.drift.settings, json.loads(value))
         elif (trip := _trip_of(key)) is not None:
             self.join.discard(trip)
             if value is not None:
@@ -103,7 +140,12 @@ class Aggregation:
                 " Delete its changelog topic to start the aggregator's state afresh."
             )
         self._changed_trips = set()
-        self._windows_changed = False
+        self._windows_changed = self._drift_changed = False
+        self._alarms = []
+
+
+def _compact_json(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _join_key(key: TripKey) -> str:
