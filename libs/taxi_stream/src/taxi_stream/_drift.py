@@ -51,14 +51,15 @@ PSI_FLOOR = 1e-4
 
 @attrs.frozen
 class DriftSettings:
-    """The detectors' settings."""
+    """The detectors' settings. The defaults are chosen by measurement
+    (benchmarks/drift_calibration.py; docs/drift.md gives the rule and the figures)."""
 
-    page_hinkley_delta: float = 0.05  # the change per trip in the log error it tolerates
-    page_hinkley_threshold: float = 30.0
+    page_hinkley_delta: float = 0.1  # the change per trip in the log error it tolerates
+    page_hinkley_threshold: float = 100.0
     page_hinkley_min_trips: int = 30  # trips before it may alarm, after (re)arming
     page_hinkley_alpha: float = 1 - 0.0001  # forgetting factor of its cumulative sums
-    psi_threshold: float = 0.2
-    psi_block_trips: int = 500
+    psi_threshold: float = 0.25
+    psi_block_trips: int = 250
     psi_window_blocks: int = 4
     psi_features: tuple[str, ...] = ("distance_km", "week_hour", "pickup_area")
     # Monitors kept per source: a newer champion's first trip drops the oldest one's.
