@@ -465,6 +465,7 @@ def main() -> None:
         "what": "the drift detectors' false alarms and delays on replays of the real sample's "
         "held-out trips, for a grid of settings and at DriftSettings' defaults",
         "environment": provenance(),
+        "command": " ".join(["uv run python benchmarks/drift_calibration.py", *sys.argv[1:]]),
         "data": description,
         "model": summary,
         "method": {
