@@ -44,10 +44,18 @@ from taxi_services.registry import (
 )
 
 GRAFANA = OBSERVABILITY_DIR / "grafana"
-DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
-DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "taxi.yml"
+PROVISIONING = GRAFANA / "provisioning"
+DATASOURCES = PROVISIONING / "datasources" / "prometheus.yml"
+DASHBOARD_PROVIDERS = PROVISIONING / "dashboards" / "taxi.yml"
+ALERT_RULES = PROVISIONING / "alerting" / "drift.yaml"
 DASHBOARD = GRAFANA / "dashboards" / "ml-taxi.json"
 GRAFANA_DASHBOARDS_DIR = "/var/lib/grafana/dashboards"
+GRAFANA_PROVISIONING_DIR = "/etc/grafana/provisioning"
+COMPOSE_FILE = OBSERVABILITY_DIR.parent / "docker-compose.yml"
+# Grafana's server-side expressions (threshold, math, reduce) run under this datasource uid.
+EXPRESSIONS = "__expr__"
+# A Grafana threshold's evaluator, as a PromQL comparison.
+COMPARISONS = {"gt": ">", "lt": "<"}
 GRID_COLUMNS = 24
 # Metrics of Prometheus itself that a dashboard may use.
 PROMETHEUS_METRICS = {"up"}
@@ -127,6 +135,42 @@ def queries(dashboard: dict[str, Any], interval_s: int) -> list[tuple[str, str]]
                 expr = expr.replace(variable, value)
             found.append((panel["title"], expr))
     return found
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """Every provisioned alert rule."""
+    return [rule for group in load_yaml(ALERT_RULES)["groups"] for rule in group["rules"]]
+
+
+def alert_queries() -> list[tuple[str, str]]:
+    """(alert title, PromQL) of every Prometheus query the alert rules run."""
+    return [
+        (f"alert {rule['title']}", step["model"]["expr"])
+        for rule in alert_rules()
+        for step in rule["data"]
+        if step["datasourceUid"] != EXPRESSIONS
+    ]
+
+
+def every_query(dashboard: dict[str, Any], interval_s: int) -> list[tuple[str, str]]:
+    """The dashboard's queries and the alert rules'."""
+    return queries(dashboard, interval_s) + alert_queries()
+
+
+def as_prometheus_alert(rule: dict[str, Any]) -> dict[str, Any]:
+    """A Grafana rule of one query and a threshold on it, as the Prometheus alerting rule it
+    stands for, so that Prometheus' own rule tests can evaluate it."""
+    steps = {step["refId"]: step for step in rule["data"]}
+    condition = steps[rule["condition"]]["model"]
+    assert condition["type"] == "threshold", rule["title"]
+    [evaluator] = [c["evaluator"] for c in condition["conditions"]]
+    [threshold] = evaluator["params"]
+    query = steps[condition["expression"]]["model"]["expr"]
+    return {
+        "alert": rule["title"],
+        "expr": f"{query} {COMPARISONS[evaluator['type']]} {threshold}",
+        "for": rule["for"],
+    }
 
 
 def metric_names(expr: str) -> set[str]:
@@ -303,15 +347,119 @@ def test_the_dashboard_covers_what_an_operator_needs(dashboard):
         "sum by (reason) (taxi_model_rejected_total)",
         "taxi_model_switches_total",
         "taxi_kafka_broker_up",
+        "sum by (kind, source) (taxi_drift_detected_total)",
+        'taxi_drift_statistic{kind="concept-drift"}',
+        'taxi_drift_statistic{kind="data-drift"}',
     ):
         assert needed in exprs
 
 
-def test_every_dashboard_query_reads_metrics_that_exist(dashboard):
+def test_the_drift_alert_is_provisioned_per_kind_and_source_on_the_dashboards_panel(dashboard):
+    document = load_yaml(ALERT_RULES)
+    assert document["apiVersion"] == 1
+    [group] = document["groups"]
+    assert group["name"]
+    assert group["interval"]
+    # The dashboards' folder: the alert sits beside the dashboard it points to.
+    assert group["folder"] == load_yaml(DASHBOARD_PROVIDERS)["providers"][0]["folder"]
+    [rule] = group["rules"]
+    assert rule["uid"]
+    assert rule["title"]
+    uid = load_yaml(DATASOURCES)["datasources"][0]["uid"]
+    steps = {step["refId"]: step for step in rule["data"]}
+    assert len(steps) == len(rule["data"])
+    for ref, step in steps.items():
+        assert step["model"]["refId"] == ref
+        source = step["datasourceUid"]
+        assert source in {uid, EXPRESSIONS}
+        assert step["model"]["datasource"] == {
+            "type": "prometheus" if source == uid else EXPRESSIONS,
+            "uid": source,
+        }
+    [(_, query)] = alert_queries()
+    assert query == "sum by (kind, source) (increase(taxi_drift_detected_total[5m]))"
+    assert as_prometheus_alert(rule)["expr"] == f"{query} > 0"
+    # Linked to the panel that shows the same counter.
+    assert rule["dashboardUid"] == dashboard["uid"]
+    [panel] = [p for p in panels(dashboard) if p["id"] == rule["panelId"]]
+    assert metric_names(query) <= {n for t in panel["targets"] for n in metric_names(t["expr"])}
+    # The summary names the kind and the source: labels the query keeps.
+    summary = rule["annotations"]["summary"]
+    assert "{{ $labels.kind }}" in summary
+    assert "{{ $labels.source }}" in summary
+    [kept] = re.findall(r"sum by \(([^)]*)\)", query)
+    read = set(re.findall(r"\$labels\.(\w+)", " ".join(rule["annotations"].values())))
+    assert read == {label.strip() for label in kept.split(",")}
+
+
+def test_compose_mounts_the_alert_rules_where_grafana_provisions_them():
+    grafana = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["grafana"]
+    sources = {target: source for source, target, *_ in (v.split(":") for v in grafana["volumes"])}
+    mounted = (COMPOSE_FILE.parent / sources[GRAFANA_PROVISIONING_DIR]).resolve()
+    assert mounted == PROVISIONING.resolve()
+    assert ALERT_RULES.resolve().is_relative_to(mounted / "alerting")
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_the_drift_alert_fires_after_a_detection_and_resolves_five_minutes_later(tmp_path):
+    """Prometheus' own rule tests evaluate the alert's query and threshold: it fires per kind
+    and source for five minutes after the counter rises, never on flat counters or on the reset
+    of an aggregator's restart."""
+    rules = write_config(
+        {"groups": [{"name": "drift", "rules": [as_prometheus_alert(r) for r in alert_rules()]}]},
+        tmp_path / "rules.yml",
+    )
+    [title] = [rule["title"] for rule in alert_rules()]
+
+    def series(kind: str, source: str, instance: str, values: str) -> dict[str, str]:
+        labels = f'kind="{kind}", source="{source}", job="aggregator", instance="{instance}"'
+        return {"series": f"taxi_drift_detected_total{{{labels}}}", "values": values}
+
+    def firing(minute: int, *drifts: tuple[str, str]) -> dict[str, Any]:
+        alerts = [
+            {"exp_labels": {"kind": kind, "source": source}, "exp_annotations": {}}
+            for kind, source in drifts
+        ]
+        return {"eval_time": f"{minute}m", "alertname": title, "exp_alerts": alerts}
+
+    tests = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # Concept drift detected on the train trips at minute 11, by one instance.
+                    series("concept-drift", "train", "a1", "0x10 1x20"),
+                    series("concept-drift", "train", "a2", "0x30"),
+                    series("data-drift", "test", "a1", "0x30"),
+                    # An aggregator restarted at minute 6: its counter starts again at 0.
+                    series("data-drift", "train", "a1", "2x5 0x25"),
+                ],
+                "alert_rule_test": [
+                    firing(10),
+                    firing(11, ("concept-drift", "train")),
+                    firing(14, ("concept-drift", "train")),
+                    firing(17),
+                    firing(30),
+                ],
+            }
+        ],
+    }
+    checked = subprocess.run(
+        ["promtool", "test", "rules", str(write_config(tests, tmp_path / "tests.yml"))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_every_dashboard_and_alert_query_reads_metrics_that_exist(dashboard):
     known = exposed_names() | PROMETHEUS_METRICS
     unknown = {
         (title, name)
-        for title, expr in queries(dashboard, 5)
+        for title, expr in every_query(dashboard, 5)
         for name in metric_names(expr)
         if name not in known
     }
@@ -319,14 +467,14 @@ def test_every_dashboard_query_reads_metrics_that_exist(dashboard):
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
-def test_every_dashboard_query_is_valid_promql(dashboard, tmp_path):
+def test_every_dashboard_and_alert_query_is_valid_promql(dashboard, tmp_path):
     rules = {
         "groups": [
             {
                 "name": "dashboard",
                 "rules": [
                     {"record": f"dashboard:query{n}", "expr": expr}
-                    for n, (_, expr) in enumerate(queries(dashboard, 5))
+                    for n, (_, expr) in enumerate(every_query(dashboard, 5))
                 ],
             }
         ]
@@ -411,7 +559,7 @@ def wait_for_port(port: int, what: str, timeout: float = 180.0) -> None:
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_every_dashboard_query_has_data_from_the_running_pipeline(
+def test_every_dashboard_and_alert_query_has_data_from_the_running_pipeline(
     pipeline_cluster: LocalCluster,
     services,
     trained_model_path,
@@ -464,7 +612,7 @@ def test_every_dashboard_query_has_data_from_the_running_pipeline(
     server = PrometheusServer(
         binary, config, ports["prometheus"], tmp_path / "prometheus-data", tmp_path / "prom.log"
     )
-    checks = queries(dashboard, scrape_interval_s(shipped))
+    checks = every_query(dashboard, scrape_interval_s(shipped))
     server.start()
     try:
         server.wait_ready()
