@@ -28,6 +28,7 @@ def test_project_topics_follow_the_contract():
         "model_registry",
         "model_deployments",
         "model_events",
+        "trainer_state",
     ]
     for spec in PROJECT_TOPICS:
         assert (spec.replication_factor, spec.min_insync_replicas) == (3, 2)
@@ -45,12 +46,14 @@ def test_project_topics_follow_the_contract():
         "model_registry": "compact",
         "model_deployments": None,
         "model_events": None,
+        "trainer_state": "compact",
     }
-    history = {spec.name: spec.configs.get("retention.ms") for spec in PROJECT_TOPICS[-2:]}
+    history = {spec.name: spec.configs.get("retention.ms") for spec in PROJECT_TOPICS[-3:-1]}
     assert history == {"model_deployments": "-1", "model_events": "-1"}
-    # A whole model fits one registry record.
-    registry = next(spec for spec in PROJECT_TOPICS if spec.name == "model_registry")
-    assert int(registry.configs["max.message.bytes"]) >= 16 * 1024 * 1024
+    # A whole model fits one registry record, a whole window of trips the trainer's state.
+    for name in ("model_registry", "trainer_state"):
+        spec = next(spec for spec in PROJECT_TOPICS if spec.name == name)
+        assert int(spec.configs["max.message.bytes"]) >= 16 * 1024 * 1024
     resized = project_topics(12)
     assert {spec.partitions for spec in resized if spec.co_partitioned} == {12}
     assert {spec.partitions for spec in resized if not spec.co_partitioned} == {1}

@@ -34,10 +34,16 @@ KEPT_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
 # What happened to the models, with its evidence: drift detected, candidates trained, automatic
 # promotions and rollbacks. One ordered partition, kept whole, like the decisions.
 MODEL_EVENTS = "model_events"
+# The trainer's restart state: its window of labelled trips, one record, written with every
+# transaction (compacted; a window of 50,000 trips is a few MB).
+TRAINER_STATE = "trainer_state"
 
 # The pipeline's consumer groups and the topics each reads (before any --topic-prefix).
 PREDICTOR_GROUP = "taxi-predictor"
 AGGREGATOR_GROUP = "taxi-aggregator"
+# Not a PIPELINE_GROUP: the pipeline runs without it, and its lag is thousands of trips by
+# design (it trains on windows of them).
+TRAINER_GROUP = "taxi-trainer"
 PIPELINE_GROUPS: Mapping[str, tuple[str, ...]] = {
     PREDICTOR_GROUP: (NEW_TRIPS,),
     AGGREGATOR_GROUP: (ML_PREDICTIONS, SHADOW_PREDICTIONS, FINISHED_TRIPS),
@@ -51,6 +57,7 @@ METRICS_PORTS: Mapping[str, int] = {
     "predictor": 9103,
     "aggregator": 9104,
     "dashboard": 9105,
+    "trainer": 9106,
 }
 DASHBOARD_PORT = 8501
 PROMETHEUS_PORT = 9090
@@ -116,6 +123,17 @@ PROJECT_TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(MODEL_DEPLOYMENTS, partitions=1, configs=KEPT_FOREVER, co_partitioned=False),
     TopicSpec(MODEL_EVENTS, partitions=1, configs=KEPT_FOREVER, co_partitioned=False),
+    TopicSpec(
+        TRAINER_STATE,
+        partitions=1,
+        # Small segments, so that compaction soon drops the superseded states.
+        configs={
+            **COMPACTED,
+            "max.message.bytes": str(MODEL_RECORD_MAX_BYTES),
+            "segment.bytes": str(64 * 1024 * 1024),
+        },
+        co_partitioned=False,
+    ),
 )
 
 

@@ -450,7 +450,10 @@ class Retraining:
         self.drift_pending = False
         self.windows_taken += 1
         self.last_window = window
-        return TrainingJob(self.window.frame(), window, trigger)
+        # In pickup order, whatever order the trips arrived in: the same trips train the same
+        # model, so a trainer restarted mid-training publishes what it would have.
+        trips = self.window.frame().sort_values(["pickup_datetime", "id"], kind="stable")
+        return TrainingJob(trips.reset_index(drop=True), window, trigger)
 
     def to_bytes(self) -> bytes:
         """The whole state, as zlib-compressed JSON: at max_trips 50,000 with 50,000 starts and
