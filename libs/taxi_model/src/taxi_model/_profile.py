@@ -13,10 +13,10 @@ The watched inputs, from the model's input columns (`drift_features`):
   binned at its twelfths on the training fold, so each bin holds about as many training trips.
 - `pickup_area`: the 1.5 km square of the Manhattan street grid (`_geo.grid_xy_km`) that the
   pickup lies in, named `x<i>y<j>`. The squares that held at least 1% of the training pickups
-  are the categories; every other square is `other`. Squares rather than boroughs: nine in ten
+  are the categories; every other square is `other`. Squares rather than boroughs: most
   pickups are in Manhattan, so boroughs would not see a shift within it; squares need no map
   data; and keeping only squares with 1% of the trips gives every category enough trips in a
-  window of a few thousand for a steady PSI.
+  window of a thousand for a steady PSI.
 """
 
 from __future__ import annotations
