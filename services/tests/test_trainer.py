@@ -269,6 +269,6 @@ def test_the_promoter_promotes_a_better_challenger_once_with_its_evidence(
         decode(m.value(), ModelEvent)
         for m in read_all(kafka_cluster.bootstrap_servers, topics.events)
     ]
-    assert [(e.kind, e.model_version, e.evidence) for e in events] == [
-        ("promotion", challenger.version, promotion.evidence)
+    assert [(e.kind, e.model_version, e.trips, e.evidence) for e in events] == [
+        ("promotion", challenger.version, 3_000, promotion.evidence)
     ]

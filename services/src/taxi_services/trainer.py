@@ -426,6 +426,7 @@ class AutoPromoter:
                 kind="promotion" if decision.action == "promote" else "rollback",
                 model_version=decision.version,
                 detail=decision.reason,
+                trips=int(decision.evidence.get("trips", 0)),
                 evidence=decision.evidence,
             )
             records.append(
