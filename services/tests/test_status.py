@@ -21,6 +21,7 @@ from taxi_services.status import (
     rmsle_text,
     scored_trips,
     service_detail,
+    trainer_text,
 )
 
 PREDICTOR_METRICS = """\
@@ -72,6 +73,39 @@ def test_the_predictor_line_names_its_champion_and_challenger():
     alone = serving.replace("0a1b2c3d4e5f", "")
     detail = service_detail("predictor", parse_samples(PREDICTOR_METRICS + alone))
     assert detail == "predicted 1,200 with champion fb295ce8d39b"
+
+
+# What taxi-trainer exports after 3 candidates (one refused) and an automatic promotion: its
+# outcomes are all there from the start, at 0; a decision only once the policy made one.
+TRAINER_METRICS = """\
+# TYPE taxi_trainer_window_trips gauge
+taxi_trainer_window_trips 12345.0
+# TYPE taxi_trainer_candidates_total counter
+taxi_trainer_candidates_total{outcome="published"} 2.0
+taxi_trainer_candidates_total{outcome="turned-down"} 1.0
+taxi_trainer_candidates_total{outcome="refused"} 1.0
+# TYPE taxi_trainer_auto_decisions_total counter
+taxi_trainer_auto_decisions_total{action="promote"} 1.0
+taxi_trainer_auto_decisions_total{action="withdraw"} 1.0
+"""
+
+
+def test_the_trainer_line_shows_its_window_candidates_and_promotions():
+    samples = parse_samples(TRAINER_METRICS)
+    assert trainer_text(samples) == "challengers 2, promoted 1"
+    assert (
+        service_detail("trainer", samples)
+        == "window 12,345 trips, challengers 2, promoted 1, turned down 1"
+    )
+    # A rollback is said once there is one.
+    rolled_back = 'taxi_trainer_auto_decisions_total{action="rollback"} 1.0\n'
+    assert trainer_text(parse_samples(TRAINER_METRICS + rolled_back)) == (
+        "challengers 2, promoted 1, rolled back 1"
+    )
+    # Before its first batch commits, or with --no-auto-promote: zeros, not a failure.
+    assert service_detail("trainer", {}) == (
+        "window 0 trips, challengers 0, promoted 0, turned down 0"
+    )
 
 
 def test_a_service_without_samples_reads_zero_and_no_rmsle():
@@ -141,6 +175,7 @@ def test_the_report_says_which_brokers_are_down_and_what_is_under_replicated():
             services=[
                 ServiceState("predictor", "http://127.0.0.1:9103/metrics", True, "predicted 5"),
                 ServiceState("aggregator", "http://127.0.0.1:9104/metrics", False),
+                ServiceState("trainer", "http://127.0.0.1:9106/metrics", True, "window 5 trips"),
             ],
             group_lag={
                 "taxi-predictor": GroupLag(
@@ -157,6 +192,7 @@ def test_the_report_says_which_brokers_are_down_and_what_is_under_replicated():
     assert lines[0].endswith("6 partitions, 6 under-replicated, 0 offline")
     assert any(line.split()[:2] == ["predictor", "running"] for line in lines)
     assert any(line.split()[:3] == ["aggregator", "not", "running"] for line in lines)
+    assert "trainer         running      http://127.0.0.1:9106/metrics   window 5 trips" in lines
     assert f"consumer lag: taxi-predictor 10 records, taxi-aggregator {NO_FIGURE}" in lines
     assert "taxi up:" not in report
 

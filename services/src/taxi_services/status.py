@@ -70,7 +70,23 @@ def service_detail(name: str, samples: Samples) -> str:
     if name == "dashboard":
         read = total(samples, "taxi_records_consumed_total")
         return f"read {read:,.0f} records"
+    if name == "trainer":
+        window = total(samples, "taxi_trainer_window_trips")
+        turned_down = total(samples, "taxi_trainer_candidates_total", outcome="turned-down")
+        return (
+            f"window {window:,.0f} trips, {trainer_text(samples)}, turned down {turned_down:,.0f}"
+        )
     return ""
+
+
+def trainer_text(trainer: Samples) -> str:
+    """The candidates the trainer published as challenger and its automatic promotions (and
+    rollbacks, once there is one)."""
+    published = total(trainer, "taxi_trainer_candidates_total", outcome="published")
+    promoted = total(trainer, "taxi_trainer_auto_decisions_total", action="promote")
+    rolled_back = total(trainer, "taxi_trainer_auto_decisions_total", action="rollback")
+    text = f"challengers {published:,.0f}, promoted {promoted:,.0f}"
+    return f"{text}, rolled back {rolled_back:,.0f}" if rolled_back else text
 
 
 def scored_trips(aggregator: Samples) -> float:
