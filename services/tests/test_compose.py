@@ -65,12 +65,13 @@ KAFKA_CLIENTS = {
     "producer-test",
     "predictor",
     "aggregator",
+    "trainer",
     "dashboard",
 }
 PRODUCERS = {"producer-train": "train", "producer-test": "test"}
-LONG_RUNNING = {"predictor", "aggregator", "dashboard"}
-ONE_SHOT = {"topics", "trainer", "publish-model"}
-EXPECTED_SERVICES = {*BROKERS, *KAFKA_CLIENTS, "trainer", "prometheus", "grafana"}
+LONG_RUNNING = {"predictor", "aggregator", "trainer", "dashboard"}
+ONE_SHOT = {"topics", "train-model", "publish-model"}
+EXPECTED_SERVICES = {*BROKERS, *KAFKA_CLIENTS, "train-model", "prometheus", "grafana"}
 GRAFANA_PORT = 3000
 LOOPBACK = "127.0.0.1"
 EVERY_INTERFACE = "0.0.0.0"
@@ -339,7 +340,7 @@ def test_every_kafka_client_lists_all_three_brokers(services):
         assert listeners(props["listeners"])[props["inter.broker.listener.name"]][1] == port
         advertised.add(f"{host}:{port}")
     ours = {name for name, service in services.items() if service.get("image") == TAXI_IMAGE}
-    assert ours - {"trainer"} == KAFKA_CLIENTS
+    assert ours - {"train-model"} == KAFKA_CLIENTS
     for name in KAFKA_CLIENTS:
         bootstrap = environment(services[name]).get("KAFKA_BOOTSTRAP_SERVERS", "")
         assert set(bootstrap.split(",")) == advertised, name
@@ -361,9 +362,11 @@ def test_restart_policies_and_start_order(services):
     completed = {"condition": "service_completed_successfully"}
     for name in KAFKA_CLIENTS - {"topics"}:
         assert services[name]["depends_on"]["topics"] == completed, name
-    # The trainer's model is published as the first champion before the predictor starts.
-    assert services["publish-model"]["depends_on"]["trainer"] == completed
+    # The first model is published as the first champion before the predictor starts, and the
+    # trainer, which needs a champion to beat.
+    assert services["publish-model"]["depends_on"]["train-model"] == completed
     assert services["predictor"]["depends_on"]["publish-model"] == completed
+    assert services["trainer"]["depends_on"]["publish-model"] == completed
     for name, service in services.items():
         dependencies = service.get("depends_on", {})
         assert set(dependencies) <= set(services), f"{name} waits for no such service"
@@ -388,12 +391,19 @@ def test_every_service_runs_a_console_script_that_accepts_its_arguments(services
 
 
 def test_instances_keep_their_names_across_restarts(parse):
-    # Producers, predictor and aggregator resume and fence by instance name; the default (the
-    # host name) is a new container id after every re-creation.
-    for name in [*PRODUCERS, "predictor", "aggregator"]:
+    # Producers, predictor, aggregator and trainer resume and fence by instance name; the
+    # default (the host name) is a new container id after every re-creation.
+    for name in [*PRODUCERS, "predictor", "aggregator", "trainer"]:
         command = parse(name)
         assert command["sources"]["instance"] != "DEFAULT", name
         assert command["params"]["instance"] == COMPOSE_INSTANCE, name
+
+
+def test_the_trainer_promotes_automatically_unless_told_not_to(parse):
+    trainer = parse("trainer")
+    assert trainer["command_path"] == "taxi-trainer"
+    assert trainer["params"]["auto_promote"] is True
+    assert trainer["sources"]["auto_promote"] == "ENVIRONMENT"  # TAXI_TRAINER_AUTO_PROMOTE
 
 
 def test_the_model_and_data_are_mounted_where_the_commands_look(services, parse):
@@ -405,23 +415,24 @@ def test_the_model_and_data_are_mounted_where_the_commands_look(services, parse)
     model_dir = f"{workdir}/{DEFAULT_MODEL_PATH.parent}"
     data_dir = f"{workdir}/{DEFAULT_TRAIN_DATA.parent}"
 
-    trainer = parse("trainer")
-    assert trainer["command_path"] == "taxi train"
-    assert trainer["params"]["if_missing"]
-    assert trainer["params"]["model"] == str(DEFAULT_MODEL_PATH)
-    assert trainer["params"]["data"] == str(DEFAULT_TRAIN_DATA)
-    model_source, read_only = mounts(services["trainer"])[model_dir]
-    assert not read_only, "the trainer writes the model"
-    assert mounts(services["trainer"])[data_dir] == ("./data", True)
+    train = parse("train-model")
+    assert train["command_path"] == "taxi train"
+    assert train["params"]["if_missing"]
+    assert train["params"]["model"] == str(DEFAULT_MODEL_PATH)
+    assert train["params"]["data"] == str(DEFAULT_TRAIN_DATA)
+    model_source, read_only = mounts(services["train-model"])[model_dir]
+    assert not read_only, "train-model writes the model"
+    assert mounts(services["train-model"])[data_dir] == ("./data", True)
 
     publish = parse("publish-model")
     assert publish["command_path"] == "taxi model publish"
     assert publish["params"]["path"] == str(DEFAULT_MODEL_PATH)
     assert (publish["params"]["role"], publish["params"]["if_vacant"]) == ("champion", True)
     assert mounts(services["publish-model"])[model_dir] == (model_source, True)
-    # The predictor reads its models from the registry: no file, no volume.
-    assert "model_path" not in parse("predictor")["params"]
-    assert model_dir not in mounts(services["predictor"])
+    # The predictor and the trainer read their models from the registry: no file, no volume.
+    for name in ("predictor", "trainer"):
+        assert "model_path" not in parse(name)["params"], name
+        assert model_dir not in mounts(services[name]), name
 
     for name, source in PRODUCERS.items():
         producer = parse(name)["params"]
