@@ -26,7 +26,8 @@ which in Kaggle's train.csv is unrelated to the pickup time.
   replay, and so the smaller slowdown:1.2 by Page-Hinkley (not blind to a smaller drift). Of
   those, the soonest to catch its target drift in the worst replay; a tie goes to the wider
   margin.
-- The defaults, both detectors together as the aggregator runs them, on all the replays; and
+- The defaults, both detectors together as the aggregator runs them, on all the replays; with
+  the slowdown after only 200 to 2,000 steady trips (how much history Page-Hinkley needs); and
   once on the held-out trips in pickup order, unresampled, to show what a replay in time order
   does to a window of trips.
 
@@ -75,6 +76,9 @@ TARGET_TRIPS = 2_000  # issue 20: detection within 2,000 scored trips of the dri
 MARGIN = 2.0
 DRIFTED_SEED = 1_000  # drifted replay r draws with seed DRIFTED_SEED + r; drift-free, seed r
 VERSION = "held-out"
+AFTER_DRIFT_TRIPS = REPLAY_TRIPS - DRIFT_FROM
+# Steady trips before a slowdown:1.5, for Page-Hinkley at the defaults (see early_drift_run).
+EARLY_DRIFT_STEADY_TRIPS = (200, 400, 700, 1_000, 2_000)
 
 Scenario = Literal["none", "slowdown", "small-slowdown", "shift"]
 SLOWDOWNS: dict[Scenario, Slowdown] = {
@@ -425,6 +429,29 @@ def defaults_run(pool: ProcessPoolExecutor, counts: dict[Scenario, int]) -> dict
     }
 
 
+def _run_early(job: tuple[int, int]) -> int | None:
+    """The delay of a slowdown:1.5 after only `steady` trips, at the defaults."""
+    steady, seed = job
+    assert _HELD_OUT is not None
+    order = np.random.default_rng(seed).integers(0, len(_HELD_OUT), steady + AFTER_DRIFT_TRIPS)
+    return replay(DriftSettings(), "slowdown", order.tolist(), "matches", steady).delay(
+        "concept-drift"
+    )
+
+
+def early_drift_run(pool: ProcessPoolExecutor, count: int) -> dict[str, Any]:
+    """How many steady trips Page-Hinkley needs before a drift: its mean is that of every trip
+    since it armed, so a drift soon after is partly taken in as the usual level."""
+    jobs = [(steady, DRIFTED_SEED + r) for steady in EARLY_DRIFT_STEADY_TRIPS for r in range(count)]
+    delays = list(pool.map(_run_early, jobs))
+    return {
+        str(steady): delays_summary(
+            [d for (s, _), d in zip(jobs, delays, strict=True) if s == steady]
+        )
+        for steady in EARLY_DRIFT_STEADY_TRIPS
+    }
+
+
 def pickup_order_run(held: HeldOut) -> dict[str, Any]:
     """The held-out trips once each, in pickup order, at the defaults."""
     run = replay(DriftSettings(), "none", held.pickup_order.tolist(), "both", len(held))
@@ -461,6 +488,7 @@ def main() -> None:
         page_hinkley = page_hinkley_candidates(pool, {k: counts[k] for k in counts if k != "shift"})
         psi = psi_candidates(pool, {"none": counts["none"], "shift": counts["shift"]})
         defaults = defaults_run(pool, counts)
+        early_drift = early_drift_run(pool, args.drifted)
     report = {
         "what": "the drift detectors' false alarms and delays on replays of the real sample's "
         "held-out trips, for a grid of settings and at DriftSettings' defaults",
@@ -492,6 +520,7 @@ def main() -> None:
             "psi": chosen(psi, "shift_brooklyn"),
         },
         "defaults": defaults,
+        "early_drift": early_drift,
         "pickup_order": pickup_order_run(_HELD_OUT),
         "wall_s": round(time.perf_counter() - started, 1),
     }
