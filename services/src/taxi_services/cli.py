@@ -27,6 +27,7 @@ COMMANDS = {
     "topics": "taxi_services.commands.topics:topics",
     "chaos": "taxi_services.commands.chaos:chaos",
     "bench": "taxi_services.commands.bench:bench",
+    "lifecycle": "taxi_services.commands.lifecycle:lifecycle",
 }
 
 

@@ -1,11 +1,12 @@
-"""The pipeline of one chaos run: both producers, the predictor and the aggregator, each the
-console script a user runs, in its own process, watched through its Prometheus metrics."""
+"""The pipeline of one chaos run (or `taxi lifecycle`): both producers, the predictor and the
+aggregator, and the trainer if asked for, each the console script a user runs, in its own
+process, watched through its Prometheus metrics."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from taxi_services.supervisor import Child, free_port, stop_all
 
 log = logging.getLogger("taxi.chaos")
 
-PROCESSORS = ("predictor", "aggregator")  # they run until stopped; producers finish
+PROCESSORS = ("predictor", "aggregator", "trainer")  # they run until stopped; producers finish
 SCRAPE_TRIES = 3
 REPLAYED = "taxi_producer_trips_started"
 
@@ -52,7 +53,14 @@ class Pipeline:
         model_path: Path,
         replays: Mapping[Source, Replayed],
         logs: Path,
+        producer_args: Mapping[Source, Sequence[str]] | None = None,
+        trainer_args: Sequence[str] | None = None,
+        run_by: str = "taxi chaos",
     ) -> None:
+        """`producer_args`: more flags for a producer (say, a drift to inject); with
+        `trainer_args`, the trainer runs too, with those flags. `run_by` names the command in
+        the first champion's deployment decision."""
+        self._run_by = run_by
         self.replays = dict(replays)
         self._bootstrap_servers = bootstrap_servers
         self._model_path = model_path
@@ -76,11 +84,14 @@ class Pipeline:
                     "--rate",
                     f"{replay.rate:g}",
                     "--no-progress",
+                    *(producer_args or {}).get(source, ()),
                     *named,
                 ]
                 for source, replay in self.replays.items()
             },
         }
+        if trainer_args is not None:
+            commands["trainer"] = ["taxi-trainer", *trainer_args, *named]
         self.children = {
             name: Child(name, args, free_port(), logs / f"{name}.log")
             for name, args in commands.items()
@@ -101,7 +112,7 @@ class Pipeline:
         trips read), so that a service that cannot start fails the run at once. The model
         becomes the champion first."""
         ensure_champion(
-            ModelRegistry(KafkaConfig(self._bootstrap_servers)), self._model_path, "taxi chaos"
+            ModelRegistry(KafkaConfig(self._bootstrap_servers)), self._model_path, self._run_by
         )
         for name in self.children:
             self.start(name)

@@ -30,6 +30,7 @@ from taxi_kafka import (
     ML_PREDICTIONS,
     MODEL_METRICS,
     NEW_TRIPS,
+    SHADOW_PREDICTIONS,
     KafkaConfig,
     read_to_end,
 )
@@ -125,7 +126,7 @@ def _run(
     scenario: Scenario, cluster: LocalCluster, options: RunOptions, rate: float
 ) -> tuple[dict[str, Any], list[str]]:
     folder = cluster.runtime_dir
-    trips, replays = _write_trips(folder / "trips", options.trips, rate)
+    trips, replays = write_trips(folder / "trips", options.trips, rate)
     pipeline = Pipeline(
         instance=folder.name,
         bootstrap_servers=cluster.bootstrap_servers,
@@ -140,14 +141,14 @@ def _run(
         origin_ms = now_ms()
         pipeline.start_all(START_TIMEOUT_S)
         log.info("%s: every service is up; the fault strikes at trip %d", scenario.name, half)
-        problems += _wait_for(
+        problems += wait_for(
             pipeline,
             "half the trips started",
             lambda: pipeline.started() >= half or pipeline.producers_done(),
         )
         scenario.inject(fault)
-        problems += _wait_for(pipeline, "the producers to finish", pipeline.producers_done)
-        problems += _wait_for(pipeline, "every trip scored", pipeline.drained)
+        problems += wait_for(pipeline, "the producers to finish", pipeline.producers_done)
+        problems += wait_for(pipeline, "every trip scored", pipeline.drained)
     except BaseException:
         pipeline.stop(INTERRUPTED_STOP_TIMEOUT_S)
         raise
@@ -160,7 +161,7 @@ def _run(
     if fault.ended_ms is None:
         raise RuntimeError(f"{scenario.name} never marked the end of its fault")
     timeline = Timeline(origin_ms, fault.started_ms, fault.ended_ms)
-    checked = check(_observe(cluster, trips), timeline, scenario.bounds)
+    checked = check(observe(cluster, trips), timeline, scenario.bounds)
     body: dict[str, Any] = {
         "trips": {
             "total": options.trips,
@@ -183,7 +184,7 @@ def _run(
     return body, [*fault.problems, *checked.problems, *problems, *checked.broken_bounds]
 
 
-def _write_trips(
+def write_trips(
     folder: Path, count: int, rate: float
 ) -> tuple[dict[str, Source], dict[Source, Replayed]]:
     """Synthetic trips, half train and half test, as the two producers' CSVs; the trips by id
@@ -202,7 +203,7 @@ def _write_trips(
     return trips, replays
 
 
-def _wait_for(pipeline: Pipeline, what: str, done: Callable[[], bool]) -> list[str]:
+def wait_for(pipeline: Pipeline, what: str, done: Callable[[], bool]) -> list[str]:
     """Wait until `done`, logging progress, for as long as the services are getting on with
     it: a loaded machine is slow, not stuck. The problem, if they stalled or one died."""
     now = time.monotonic()
@@ -227,7 +228,7 @@ def _wait_for(pipeline: Pipeline, what: str, done: Callable[[], bool]) -> list[s
     return []
 
 
-def _observe(cluster: LocalCluster, trips: dict[str, Source]) -> Observed:
+def observe(cluster: LocalCluster, trips: dict[str, Source]) -> Observed:
     """Every record on the topics, read_committed, for the checker."""
     config = KafkaConfig(cluster.bootstrap_servers)
 
@@ -240,7 +241,8 @@ def _observe(cluster: LocalCluster, trips: dict[str, Source]) -> Observed:
         trips=trips,
         starts=stamped(NEW_TRIPS),
         ends=stamped(FINISHED_TRIPS, _actual_duration),
-        predictions=stamped(ML_PREDICTIONS, _predicted_duration),
+        predictions=[_prediction(m) for m in read_to_end(config, ML_PREDICTIONS)],
+        shadow_predictions=[_prediction(m) for m in read_to_end(config, SHADOW_PREDICTIONS)],
         metrics=[
             MetricsRecord(m.timestamp()[1], decode(m.value(), ModelMetrics))
             for m in read_to_end(config, MODEL_METRICS)
@@ -249,13 +251,22 @@ def _observe(cluster: LocalCluster, trips: dict[str, Source]) -> Observed:
     )
 
 
-def _predicted_duration(message: Message) -> float | None:
-    """A prediction's duration; None if it does not decode (its trip then counts as not
-    predicted when the checker recomputes the metrics)."""
+def _prediction(message: Message) -> Stamped:
+    """A prediction: its duration, its model and the challenger it names; only its trip and
+    time if it does not decode (its trip then counts as not predicted when the checker
+    recomputes the metrics)."""
+    key, at_ms = _key(message), message.timestamp()[1]
     try:
-        return decode(message.value(), Prediction).predicted_duration
+        prediction = decode(message.value(), Prediction)
     except EventDecodeError:
-        return None
+        return Stamped(key, at_ms)
+    return Stamped(
+        key,
+        at_ms,
+        prediction.predicted_duration,
+        prediction.model_version,
+        prediction.challenger_version,
+    )
 
 
 def _actual_duration(message: Message) -> float | None:
