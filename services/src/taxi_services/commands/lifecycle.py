@@ -24,7 +24,7 @@ from taxi_services.lifecycle import (
 )
 from taxi_services.options import model_option
 from taxi_services.provenance import provenance
-from taxi_stream import DEFAULT_DELTA
+from taxi_stream import DEFAULT_DELTA, DEFAULT_MIN_TRIPS
 
 log = logging.getLogger("taxi.lifecycle")
 
@@ -72,7 +72,7 @@ stale model at least {MIN_STALE_OVER_BEFORE - 1:.0%} worse on the same trips.
 @option(
     "--live-trips",
     type=click.IntRange(1),
-    default=2_000,
+    default=DEFAULT_MIN_TRIPS,
     help="Live train trips the policy needs to promote (and to end a probation).",
 )
 @option(
