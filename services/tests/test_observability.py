@@ -24,7 +24,7 @@ from taxi_kafka import METRICS_PORTS, NEW_TRIPS, PROMETHEUS_PORT, KafkaConfig
 from taxi_kafka.cluster import NODE_IDS, LocalCluster
 from taxi_kafka.testing import produce_all
 from taxi_model import Decider, write_synthetic
-from taxi_services import aggregator, metrics, predictor, producer  # noqa: F401  (registers)
+from taxi_services import aggregator, metrics, predictor, producer, trainer  # noqa: F401  (registers)
 from taxi_services.prometheus import (
     BIN_ENV,
     COMPOSE_CONFIG,
@@ -350,6 +350,8 @@ def test_the_dashboard_covers_what_an_operator_needs(dashboard):
         "sum by (kind, source) (taxi_drift_detected_total)",
         'taxi_drift_statistic{kind="concept-drift"}',
         'taxi_drift_statistic{kind="data-drift"}',
+        "sum by (outcome) (taxi_trainer_candidates_total)",
+        "taxi_trainer_window_trips",
     ):
         assert needed in exprs
 
@@ -600,6 +602,8 @@ def test_every_dashboard_and_alert_query_has_data_from_the_running_pipeline(
             *("--instance", "o", "--no-progress"),
             metrics_port=ports[f"producer-{source}"],
         )
+    # Its metrics are there from the start; it waits for the champion, then fills its window.
+    services.start("taxi-trainer", "--instance", "o", metrics_port=ports["trainer"])
     web_port = free_port()
     services.start(
         "taxi-dashboard",
