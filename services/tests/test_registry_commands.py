@@ -21,7 +21,7 @@ from taxi_kafka import (
 )
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.testing import produce_all, read_all
-from taxi_model import generate_trips, read_card, train_and_save, write_synthetic
+from taxi_model import Decider, generate_trips, read_card, train_and_save, write_synthetic
 from taxi_services.registry import ModelRegistry, RegistryTopics, whoami
 
 SUBCOMMANDS = ("list", "show", "publish", "promote", "rollback", "withdraw")
@@ -218,6 +218,17 @@ def test_list_and_show(taxi, space, trained_model_path, second_model_path):
         "publish",
     ]
     assert "there is no version c0ffee in the registry" in refused(taxi, space, "show", "c0ffee")
+
+    # An automatic decision shows the figures it was made on.
+    evidence = {"trips": 4_000.0, "champion_rmsle": 0.5, "challenger_rmsle": 0.41}
+    decider = Decider("auto-promotion@test")
+    space.registry.decide(decider.withdraw(space.registry.history(), "lost", evidence=evidence))
+    last = ok(taxi, space, "show", second).splitlines()[-1]
+    assert "withdraw" in last
+    assert last.endswith("[evidence: challenger_rmsle 0.41, champion_rmsle 0.5, trips 4000]")
+    shown = json.loads(ok(taxi, space, "show", second, "--json"))
+    assert shown["decisions"][-1]["evidence"] == evidence
+    assert shown["decisions"][0]["evidence"] == {}
 
 
 def cumulative(

@@ -116,10 +116,12 @@ def live_text(metrics: ModelMetrics) -> str:
 
 
 def decision_text(decision: DeploymentDecision) -> str:
+    """One line; an automatic decision's evidence (its figures) closes it."""
+    evidence = ", ".join(f"{name} {value:g}" for name, value in sorted(decision.evidence.items()))
     return (
         f"{decision.decided_at:%Y-%m-%d %H:%M:%S} {decision.action:<8} {decision.version}: "
         f"champion {decision.champion or NONE}, challenger {decision.challenger or NONE}; "
-        f"by {decision.actor}: {decision.reason}"
+        f"by {decision.actor}: {decision.reason}" + (f" [evidence: {evidence}]" if evidence else "")
     )
 
 
@@ -173,6 +175,7 @@ def decision_dict(decision: DeploymentDecision) -> dict[str, Any]:
         "challenger": decision.challenger,
         "actor": decision.actor,
         "reason": decision.reason,
+        "evidence": decision.evidence,
         "decided_at": decision.decided_at.isoformat(),
     }
 
