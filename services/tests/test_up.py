@@ -136,7 +136,7 @@ def status_once_the_dashboard_has_read(tmp_path: Path, env: dict[str, str]) -> s
 
 def test_status_while_up_runs_and_ctrl_c_stops_every_process(tmp_path):
     env = environment(tmp_path)
-    up = start_up(tmp_path, env, "--rate", "20")
+    up = start_up(tmp_path, env, "--rate", "20", "--no-auto-promote")
     deadline = time.monotonic() + 300
     assert up.stdout is not None
     for line in up.stdout:
@@ -174,13 +174,19 @@ def test_status_while_up_runs_and_ctrl_c_stops_every_process(tmp_path):
     assert "consumer lag: taxi-predictor " in report
     assert re.search(r"^dashboard UI +running +http://127.0.0.1:8501", report, re.MULTILINE)
     assert re.search(r"^dashboard +running .* read [1-9]", report, re.MULTILINE), report
+    assert re.search(r"^trainer +running .* window \d", report, re.MULTILINE), report
+    # taxi up's --no-auto-promote is the trainer's.
+    trainer = "taxi-trainer --instance up --no-auto-promote --metrics-port 9106"
+    assert any(trainer in cmdline for cmdline in processes.values()), processes
     assert ("prometheus      running" in report) == PROMETHEUS_INSTALLED, report
     assert re.search(r"^model: \w+ at models/taxi_pipeline.skops, held-out RMSLE", report, re.M)
 
 
 # -- running it again: each run goes on where the last one stopped ---------------------------
 
-QUICK = ("--no-dashboard", "--no-prometheus", "--rate", "200")
+# Day two runs without the trainer too: it stops up to a batch's wait (5 s) after SIGTERM, and day
+# one has shown it runs and stops cleanly.
+QUICK = ("--no-dashboard", "--no-prometheus", "--no-trainer", "--rate", "200")
 
 
 def taxi(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -283,7 +289,11 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path, up_env):
     first = up_with_a_limit(tmp_path, env, 200, "--rate", "200")
     assert "training on 50,000 synthetic trips" in first
     assert "started 200 train + 200 test | predicted 400" in first
-    assert f"stopped: predictor (0), aggregator (0), dashboard (0){PROMETHEUS_STOPPED}\n" in first
+    assert "challengers 0, promoted 0" in first  # the trainer's part of the status line
+    stopped = (
+        f"stopped: predictor (0), aggregator (0), trainer (0), dashboard (0){PROMETHEUS_STOPPED}"
+    )
+    assert f"{stopped}\n" in first
     assert "stopped the Kafka cluster" in first
     version = published_champion(tmp_path, first)
     assert leftovers(tmp_path) == []
@@ -298,6 +308,7 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path, up_env):
     assert "started 100 train + 100 test" in last
     assert "training" not in last
     assert "stopped the Kafka cluster" not in last
+    assert "stopped: predictor (0), aggregator (0)\n" in last  # --no-trainer: none started
     assert_champion_kept(env, last, version)
     started = assert_each_predicted_once(env)
     assert min(per_source(started).values()) > 300

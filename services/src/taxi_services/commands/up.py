@@ -38,7 +38,7 @@ from taxi_services.prometheus import (
 )
 from taxi_services.registry import ModelRegistry, RegistryError, ensure_champion
 from taxi_services.scrape import total
-from taxi_services.status import lag_text, rmsle_text, scored_trips
+from taxi_services.status import lag_text, rmsle_text, scored_trips, trainer_text
 from taxi_services.supervisor import Child, stop_all
 from taxi_services.up_state import read_state, state_path, write_state
 from taxi_stream import replay_fingerprint
@@ -58,6 +58,8 @@ def pipeline(
     rate: float | None,
     limit: int | None,
     dashboard: bool,
+    trainer: bool,
+    auto_promote: bool,
 ) -> list[Child]:
     producer_args = [
         "--loop",
@@ -77,6 +79,23 @@ def pipeline(
             ["taxi-aggregator", "--instance", UP_INSTANCE],
             METRICS_PORTS["aggregator"],
             logs / "aggregator.log",
+        ),
+        *(
+            [
+                Child(
+                    "trainer",
+                    [
+                        "taxi-trainer",
+                        "--instance",
+                        UP_INSTANCE,
+                        *([] if auto_promote else ["--no-auto-promote"]),
+                    ],
+                    METRICS_PORTS["trainer"],
+                    logs / "trainer.log",
+                )
+            ]
+            if trainer
+            else []
         ),
         *(
             Child(
@@ -210,12 +229,14 @@ class Status:
             rate = (predicted - self._last[1]) / (now - self._last[0])
         self._last = (now, predicted)
         lag = group_lag(self._lag_probe, PREDICTOR_GROUP, timeout=STATUS_EVERY_S / 2)
+        trainer = self.children.get("trainer")
         return (
             f"started {self.started['train']:,.0f} train + {self.started['test']:,.0f} test"
             f" | predicted {predicted:,.0f} ({rate:,.0f}/s)"
             f" | lag {lag_text(lag)}"
             f" | scored {self.scored:,.0f}"
             f" | RMSLE train {rmsle_text(aggregator, 'train')}"
+            + (f" | {trainer_text(trainer.metrics())}" if trainer is not None else "")
         )
 
     def close(self) -> None:
@@ -251,6 +272,17 @@ class Status:
     "(as `taxi reset` does), so the replays begin again at their first trip.",
 )
 @click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
+@click.option(
+    "--no-trainer",
+    is_flag=True,
+    help="Do not start the trainer (taxi-trainer): no retraining, no automatic promotion.",
+)
+@click.option(
+    "--no-auto-promote",
+    is_flag=True,
+    help="Run the trainer with --no-auto-promote: it proposes challengers, and promoting one is "
+    "left to `taxi model promote` (no effect with --no-trainer).",
+)
 @click.option("--no-prometheus", is_flag=True, help="Do not start Prometheus, even if installed.")
 @click.option(
     "--data-dir",
@@ -270,6 +302,8 @@ def up(
     limit: int | None,
     fresh: bool,
     no_dashboard: bool,
+    no_trainer: bool,
+    no_auto_promote: bool,
     no_prometheus: bool,
     data_dir: Path,
     model_path: Path,
@@ -279,9 +313,9 @@ def up(
     Starts the local 3-broker cluster if it is not running (and ensures the topics), trains a
     model if there is none and publishes it as the first champion if the registry has none
     (an existing champion stays), then starts both producers, the predictor, the aggregator,
-    the dashboard (:8501) and Prometheus (:9090, when installed), prints their URLs and a live
-    status line. Ctrl+C stops every process cleanly, the cluster too if
-    this command started it. Logs go to .taxi/logs/.
+    the trainer (retraining and automatic promotion), the dashboard (:8501) and Prometheus
+    (:9090, when installed), prints their URLs and a live status line. Ctrl+C stops every
+    process cleanly, the cluster too if this command started it. Logs go to .taxi/logs/.
 
     Run it again and it goes on where the last run stopped: no trip is started twice. At the
     end of the data each replay starts over under new trip ids (-g2, -g3, ...).
@@ -304,7 +338,14 @@ def up(
         _prepare(cluster, kafka, fresh=fresh, data_dir=data_dir, model_path=model_path)
         logs = cluster.runtime_dir.parent / "logs"
         planned = pipeline(
-            model_path, data_dir, logs, rate=rate, limit=limit, dashboard=not no_dashboard
+            model_path,
+            data_dir,
+            logs,
+            rate=rate,
+            limit=limit,
+            dashboard=not no_dashboard,
+            trainer=not no_trainer,
+            auto_promote=not no_auto_promote,
         )
         _check_ports_free(planned)
         children = planned  # what `finally` stops
@@ -414,7 +455,7 @@ def _watch(children: list[Child], status: Status, drain: KafkaConfig | None) -> 
     while True:
         time.sleep(STATUS_EVERY_S)
         line = status.line()
-        click.echo(("\r" + line.ljust(110)) if tty else line, nl=not tty)
+        click.echo(("\r" + line.ljust(140)) if tty else line, nl=not tty)
         failed = [c for c in children if c.exit_code not in (None, 0)]
         if failed:
             raise click.ClickException(
