@@ -174,6 +174,9 @@ def test_the_champion_and_the_challenger_are_scored_on_the_same_trips(
         return last if done else None
 
     aggregator = ["taxi-aggregator", "--instance", "a1", "--window", "2", "--grace", "1"]
+    # Page-Hinkley at its defaults needs more steady trips before a drift than this short
+    # stream has (docs/drift.md); these settings suit 300.
+    aggregator += ["--page-hinkley-delta", "0.05", "--page-hinkley-threshold", "30"]
     stream = Stream(kafka_cluster.bootstrap_servers, prefix)
     try:
         first = shared_services.start(*aggregator)
@@ -240,9 +243,9 @@ def test_the_champion_and_the_challenger_are_scored_on_the_same_trips(
 
 def assert_the_slowdown_was_detected_once(drift_events: list[ModelEvent]) -> None:
     """Once, on the train trips (the test source's ends are estimates), with evidence of the
-    errors falling by about log 1.5. How soon depends on the order the trips were scored in: a
-    restarted aggregator catching up scores them out of order. No data drift: the registry holds
-    no profile for these models."""
+    errors falling (by log 1.5, diluted by trips before the change). How soon depends on the
+    order the trips were scored in: a restarted aggregator catching up scores them out of order.
+    No data drift: the registry holds no profile for these models."""
     assert [(e.kind, e.source, e.model_version) for e in drift_events] == [
         ("concept-drift", "train", CHAMPION)
     ]
@@ -251,4 +254,6 @@ def assert_the_slowdown_was_detected_once(drift_events: list[ModelEvent]) -> Non
     assert alarm.value > alarm.threshold
     assert int(alarm.last_trip_id.removeprefix("id")) >= DRIFT_FROM
     shift = alarm.evidence["mean_log_error_after"] - alarm.evidence["mean_log_error_before"]
-    assert shift == pytest.approx(-math.log(SLOWDOWN), abs=0.15)
+    # At most log 1.5; less when trips from before the change are on the "after" side of
+    # Page-Hinkley's estimated change point (out of order, after a restart, most of all).
+    assert -math.log(SLOWDOWN) - 0.1 < shift < -math.log(SLOWDOWN) / 2

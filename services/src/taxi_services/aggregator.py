@@ -66,7 +66,7 @@ from taxi_model import QualityMetrics, TrainingProfile
 from taxi_services.metrics import PrometheusObserver, serve_metrics
 from taxi_services.options import prefixed, service_options, topic_prefix_option
 from taxi_services.registry import ModelRegistry, RegistryTopics, TrainingProfiles
-from taxi_stream import Aggregation, DriftAlarm, MetricsKey
+from taxi_stream import Aggregation, DriftAlarm, DriftSettings, MetricsKey
 
 log = logging.getLogger("taxi.aggregator")
 
@@ -382,6 +382,25 @@ def changelog_restorer(
     help="Seconds a trip's predictions and end wait for each other, from the first to arrive,"
     " before the trip counts as unmatched.",
 )
+@option(
+    "--page-hinkley-threshold",
+    type=click.FloatRange(0, min_open=True),
+    default=DriftSettings().page_hinkley_threshold,
+    help="Concept drift: how far Page-Hinkley's sum of log-error deviations may move before it"
+    " alarms (see docs/drift.md for how the default was measured).",
+)
+@option(
+    "--page-hinkley-delta",
+    type=click.FloatRange(0),
+    default=DriftSettings().page_hinkley_delta,
+    help="Concept drift: the change of the log error per trip Page-Hinkley tolerates.",
+)
+@option(
+    "--psi-threshold",
+    type=click.FloatRange(0, min_open=True),
+    default=DriftSettings().psi_threshold,
+    help="Data drift: the PSI of an input against its training profile that alarms.",
+)
 @topic_prefix_option()
 def main(
     *,
@@ -392,6 +411,9 @@ def main(
     window: float,
     grace: float,
     ttl: float,
+    page_hinkley_threshold: float,
+    page_hinkley_delta: float,
+    psi_threshold: float,
     topic_prefix: str,
 ) -> None:
     """Join predictions with trip ends and publish model quality to model_metrics.
@@ -406,8 +428,14 @@ def main(
     """
     serve_metrics(metrics_port, metrics_address)
 
+    drift = DriftSettings(
+        page_hinkley_threshold=page_hinkley_threshold,
+        page_hinkley_delta=page_hinkley_delta,
+        psi_threshold=psi_threshold,
+    )
+
     def new_state() -> Aggregation:
-        return Aggregation.create(int(ttl * 1000), int(window * 1000), int(grace * 1000))
+        return Aggregation.create(int(ttl * 1000), int(window * 1000), int(grace * 1000), drift)
 
     group, predictions, shadow, trip_ends, metrics, events, changelog, dead_letters = prefixed(
         topic_prefix,
