@@ -236,14 +236,13 @@ class RetrainTransform:
     def rolled_back(self) -> None:
         restored = self._restore()
         if restored is None:
-            self.state = Retraining.create(self._settings)
+            restored = Retraining.create(self._settings)
         elif restored.settings != self._settings:
             log.info(
                 "the trainer's settings changed since its state was written: %s", self._settings
             )
-            self.state = attrs.evolve(restored, settings=self._settings)
-        else:
-            self.state = restored
+            restored.reconfigure(self._settings)
+        self.state = restored
         self._outcomes = []
         log.info(
             "state restored: %d labelled trip(s) in the window, %d candidate(s) so far",
