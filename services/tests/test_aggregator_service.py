@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 
 import pytest
+from click.testing import CliRunner
 
 from taxi_events import ModelEvent, ModelMetrics, Source, decode, encode
 from taxi_events import testing as events
@@ -25,6 +26,7 @@ from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.producer import KafkaProducer
 from taxi_kafka.testing import read_all, wait_for
 from taxi_model import quality_metrics
+from taxi_services.aggregator import main
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -257,3 +259,16 @@ def assert_the_slowdown_was_detected_once(drift_events: list[ModelEvent]) -> Non
     # At most log 1.5; less when trips from before the change are on the "after" side of
     # Page-Hinkley's estimated change point (out of order, after a restart, most of all).
     assert -math.log(SLOWDOWN) - 0.1 < shift < -math.log(SLOWDOWN) / 2
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("distance_km,hour", "unknown: hour (choose from distance_km, week_hour, pickup_area)"),
+        ("speed,area", "unknown: area, speed"),
+    ],
+)
+def test_an_unknown_psi_feature_is_refused_before_anything_starts(value, complaint):
+    result = CliRunner().invoke(main, ["--psi-features", value, "--metrics-port", "0"])
+    assert result.exit_code == 2
+    assert complaint in result.output

@@ -155,6 +155,42 @@ def test_a_shift_to_another_borough_alarms_on_the_pickup_area_once(profile, live
     assert alarm.evidence["psi:week_hour"] < DEFAULTS.psi_threshold
 
 
+def test_a_replay_in_pickup_order_drifts_in_the_hour_of_week_unless_it_is_left_out(profile):
+    # As dense as the real sample: 1,000 trips in pickup order span less than two days.
+    trips = generate_trips(rows=120_000, seed=3).sort_values("pickup_datetime")
+    in_order = champion_predictions(trips.head(5_000))
+    watched = alarms_of_predictions(DriftMonitors(DEFAULTS), in_order, profile)
+    assert {a.statistic for a in watched} == {"psi:week_hour"}
+    unwatched = DriftSettings(psi_features=("distance_km", "pickup_area"))
+    monitors = DriftMonitors(unwatched)
+    assert alarms_of_predictions(monitors, in_order, profile) == []
+    assert {s.statistic for s in monitors.statistics()} >= {"psi:distance_km", "psi:pickup_area"}
+    assert "psi:week_hour" not in {s.statistic for s in monitors.statistics()}
+
+
+def test_monitors_restored_under_other_features_watch_those_from_then_on(profile, live_trips):
+    """An aggregator restarted with another --psi-features: a feature no longer watched is gone
+    at once; one newly watched counts once a whole window of blocks has it."""
+    narrow = DriftSettings(psi_features=("distance_km",))
+    monitors = DriftMonitors(narrow)
+    shifted = champion_predictions(live_trips, shifted=range(2_000, 20_000))
+    assert alarms_of_predictions(monitors, shifted[:2_000], profile) == []
+    wide = restored_as(monitors, DEFAULTS)
+    later = alarms_of_predictions(wide, shifted[2_000:], profile)
+    assert [a.statistic for a in later] == ["psi:pickup_area"]
+    # Not before a window of blocks begun after the restart.
+    assert int(later[0].last_trip_id.removeprefix("id")) >= 2_000 + DEFAULTS.psi_window_trips - 1
+    back = restored_as(wide, narrow)
+    assert {s.statistic for s in back.statistics() if s.statistic.startswith("psi")} == {
+        "psi:distance_km"
+    }
+
+
+def restored_as(monitors: DriftMonitors, settings: DriftSettings) -> DriftMonitors:
+    text = json.dumps(monitors.to_json(), allow_nan=False)
+    return DriftMonitors.from_json(settings, json.loads(text))
+
+
 def test_a_drifted_feature_alarms_again_only_after_it_came_back(profile, live_trips):
     monitors = DriftMonitors(DEFAULTS)
     there_and_back = champion_predictions(

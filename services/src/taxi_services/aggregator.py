@@ -361,6 +361,17 @@ def changelog_restorer(
     return restore
 
 
+def _psi_features(_: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    known = DriftSettings().psi_features
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown: {', '.join(unknown)} (choose from {', '.join(known)})", param=param
+        )
+    return names
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @service_options(SERVICE, metrics_port=METRICS_PORTS["aggregator"])
 @option(
@@ -401,6 +412,16 @@ def changelog_restorer(
     default=DriftSettings().psi_threshold,
     help="Data drift: the PSI of an input against its training profile that alarms.",
 )
+@option(
+    "--psi-features",
+    callback=_psi_features,
+    default=",".join(DriftSettings().psi_features),
+    show_default=True,
+    help="Data drift: the inputs watched, comma-separated, from: "
+    + ", ".join(DriftSettings().psi_features)
+    + ". A replay in pickup order should leave out week_hour: a window of consecutive pickups"
+    " spans a few days, never the week of the profile.",
+)
 @topic_prefix_option()
 def main(
     *,
@@ -414,6 +435,7 @@ def main(
     page_hinkley_threshold: float,
     page_hinkley_delta: float,
     psi_threshold: float,
+    psi_features: tuple[str, ...],
     topic_prefix: str,
 ) -> None:
     """Join predictions with trip ends and publish model quality to model_metrics.
@@ -432,6 +454,7 @@ def main(
         page_hinkley_threshold=page_hinkley_threshold,
         page_hinkley_delta=page_hinkley_delta,
         psi_threshold=psi_threshold,
+        psi_features=psi_features,
     )
 
     def new_state() -> Aggregation:

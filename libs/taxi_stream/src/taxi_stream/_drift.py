@@ -274,7 +274,9 @@ class _DataMonitor:
             return []
         expected = {f.name: np.asarray(f.expected) for f in profile.features}
         crossed = []
-        for name in self.window[-1].counts:
+        # A feature watched since a restart counts once every block of the window has it.
+        watched = set.intersection(*(set(block.counts) for block in self.window))
+        for name in (name for name in self.window[-1].counts if name in watched):
             counts = np.sum([block.counts[name] for block in self.window], axis=0)
             self.psi[name] = value = psi(counts, expected[name])
             if value <= settings.psi_threshold:
@@ -294,11 +296,19 @@ class _DataMonitor:
 
     @classmethod
     def from_json(cls, settings: DriftSettings, data: Mapping[str, Any]) -> _DataMonitor:
+        """Restored under `settings`: features no longer watched are dropped."""
+        watched = set(settings.psi_features)
+
+        def block(data: Mapping[str, Any]) -> _Block:
+            restored = _Block.from_json(data)
+            restored.counts = {k: v for k, v in restored.counts.items() if k in watched}
+            return restored
+
         return cls(
-            _Block.from_json(data["block"]),
-            deque(map(_Block.from_json, data["window"]), maxlen=settings.psi_window_blocks),
-            dict(data["psi"]),
-            set(data["alarmed"]),
+            block(data["block"]),
+            deque(map(block, data["window"]), maxlen=settings.psi_window_blocks),
+            {k: v for k, v in data["psi"].items() if k in watched},
+            set(data["alarmed"]) & watched,
         )
 
 
