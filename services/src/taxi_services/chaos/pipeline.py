@@ -54,12 +54,13 @@ class Pipeline:
         replays: Mapping[Source, Replayed],
         logs: Path,
         producer_args: Mapping[Source, Sequence[str]] | None = None,
+        aggregator_args: Sequence[str] = (),
         trainer_args: Sequence[str] | None = None,
         run_by: str = "taxi chaos",
     ) -> None:
-        """`producer_args`: more flags for a producer (say, a drift to inject); with
-        `trainer_args`, the trainer runs too, with those flags. `run_by` names the command in
-        the first champion's deployment decision."""
+        """`producer_args`: more flags for a producer (say, a drift to inject), and
+        `aggregator_args` for the aggregator; with `trainer_args`, the trainer runs too, with
+        those flags. `run_by` names the command in the first champion's deployment decision."""
         self._run_by = run_by
         self.replays = dict(replays)
         self._bootstrap_servers = bootstrap_servers
@@ -73,7 +74,7 @@ class Pipeline:
         named = ["--instance", instance]
         commands = {
             "predictor": ["taxi-predictor", *named],
-            "aggregator": ["taxi-aggregator", *named],
+            "aggregator": ["taxi-aggregator", *aggregator_args, *named],
             **{
                 producer_name(source): [
                     "taxi-producer",
