@@ -28,6 +28,7 @@ COMMANDS = {
     "chaos": "taxi_services.commands.chaos:chaos",
     "bench": "taxi_services.commands.bench:bench",
     "lifecycle": "taxi_services.commands.lifecycle:lifecycle",
+    "months": "taxi_services.commands.months:months",
 }
 
 
