@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from taxi_model import card_path, write_synthetic
+from taxi_services.cli import COMMANDS
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,13 @@ def test_help_lists_the_commands(taxi):
     assert code == 0
     for command in ("data", "train", "evaluate"):
         assert command in output
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_answers_help(taxi, command):
+    code, output, errors = taxi(command, "--help")
+    assert code == 0, errors
+    assert output.startswith(f"Usage: cli {command} [OPTIONS]")
 
 
 @pytest.mark.usefixtures("in_tmp")
