@@ -20,6 +20,7 @@ import pytest
 
 from taxi_events import (
     DeadLetter,
+    DeploymentDecision,
     ModelEvent,
     ModelMetrics,
     TripFinished,
@@ -27,14 +28,14 @@ from taxi_events import (
     decode,
     encode,
 )
-from taxi_kafka import KafkaConfig, ensure_topics, project_topics, read_table
+from taxi_kafka import KafkaConfig, OutputRecord, ensure_topics, project_topics, read_table
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.producer import KafkaProducer
 from taxi_kafka.testing import read_all, wait_for
-from taxi_model import RegistryRecord, generate_trips
+from taxi_model import Decider, RegistryRecord, generate_trips, load_model
 from taxi_services.registry import ModelRegistry, RegistryTopics, publish_model, record_of
-from taxi_services.trainer import AutoPromoter, TrainerTopics
-from taxi_stream import PromotionPolicy, Retraining
+from taxi_services.trainer import AutoPromoter, RetrainTransform, TrainerTopics
+from taxi_stream import PromotionPolicy, Retraining, RetrainingSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -183,6 +184,63 @@ def test_a_slowdown_is_learnt_once_though_the_trainer_is_killed_mid_training_and
     ]
     assert history[-1].evidence == candidate.evidence
     assert_bad_input_was_counted(bootstrap, prefix, trips)
+
+
+def test_a_better_candidate_is_held_back_while_the_champion_is_on_probation(
+    kafka_cluster: LocalCluster, trained_model_path: Path, challenger_model_path: Path
+):
+    """A new challenger would end the probation with no verdict: the candidate waits for the
+    next window after it."""
+    prefix = f"probation-{uuid.uuid4().hex[:8]}."
+    bootstrap = kafka_cluster.bootstrap_servers
+    ensure_topics(kafka_cluster.admin(), project_topics(prefix=prefix))
+    produce(bootstrap, prefix, live_trips().head(1_500))
+    topics = TrainerTopics.prefixed(prefix)
+    messages = read_all(bootstrap, topics.trips) + read_all(bootstrap, topics.ends)
+    predecessor, champion = load_model(trained_model_path), load_model(challenger_model_path)
+    decider = Decider("someone")
+    history = [decider.publish([], predecessor.version, "champion", "first")]
+    history.append(decider.publish(history, champion.version, "challenger", "second"))
+    history.append(
+        decider.promote(
+            history,
+            champion.version,
+            {predecessor.version, champion.version},
+            "better",
+            keep_previous_as_challenger=True,
+        )
+    )
+
+    def outputs(decisions: list[DeploymentDecision]) -> list[OutputRecord]:
+        transform = RetrainTransform(
+            RetrainingSettings(min_trips=1_000, every_trips=1_000),
+            topics,
+            champion=lambda: champion,
+            history=lambda: decisions,
+            restore=lambda: None,
+            actor="trainer@test",
+        )
+        return [r for r in transform(messages).records if r.topic != topics.state]
+
+    held = outputs(history)
+    assert [r.topic for r in held] == [topics.events]
+    event = decode(held[0].value, ModelEvent)
+    assert event.kind == "candidate-rejected"
+    assert event.detail.startswith(
+        f"held back: {champion.version} is on probation against {predecessor.version}"
+    )
+    assert event.evidence["candidate_rmsle"] < event.evidence["champion_rmsle"]
+    # The probation over (the predecessor withdrawn), the same window's candidate is published.
+    history.append(decider.withdraw(history, "probation passed"))
+    published = outputs(history)
+    assert [r.topic for r in published] == [
+        topics.registry.registry,
+        topics.registry.deployments,
+        topics.events,
+    ]
+    decision = decode(published[1].value, DeploymentDecision)
+    assert (decision.action, decision.champion) == ("publish", champion.version)
+    assert decode(published[2].value, ModelEvent).kind == "candidate"
 
 
 def assert_bad_input_was_counted(bootstrap: str, prefix: str, trips: pd.DataFrame) -> None:

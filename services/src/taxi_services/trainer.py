@@ -6,7 +6,8 @@ Retraining is an exactly-once stateful processor (consumer group taxi-trainer). 
 durations (test-source ends are estimates, never labels), and reads `model_events` for drift on
 the champion. Every N new labelled trips, or at once on a drift, it trains a candidate on the
 window, split by time, and scores it and the champion on the window's newest trips. A better
-candidate goes to `model_registry` with its decision (challenger) on `model_deployments`, and
+candidate goes to `model_registry` with its decision (challenger) on `model_deployments`
+(unless the champion is on probation: it is held back, so the probation reaches its verdict), and
 every outcome to `model_events`, in the same transaction as the window's state (on
 `trainer_state`) and the input offsets it was trained to: a trainer killed mid-training or
 mid-publish leaves nothing half-written and, restarted, trains the same window again.
@@ -64,7 +65,14 @@ from taxi_kafka import (
     stop_on_signals,
 )
 from taxi_kafka.cli import env_option
-from taxi_model import Decider, RegistryRecord, TripDurationModel, artifact_of
+from taxi_model import (
+    Decider,
+    RegistryRecord,
+    TripDurationModel,
+    artifact_of,
+    current_roles,
+    on_probation,
+)
 from taxi_services.deployment import ModelFollower
 from taxi_services.metrics import PrometheusObserver, serve_metrics
 from taxi_services.options import prefixed, service_options, topic_prefix_option
@@ -107,10 +115,11 @@ REJECTED_LABELS = Gauge(
 CANDIDATES = Counter(
     "taxi_trainer_candidates",
     "Candidates trained: published as challenger, turned down (not better than the champion),"
-    " or refused (the window could not be trained on).",
+    " held back (better, but the champion is on probation) or refused (the window could not be"
+    " trained on).",
     ["outcome"],
 )
-CANDIDATE_OUTCOMES = ("published", "turned-down", "refused")
+CANDIDATE_OUTCOMES = ("published", "turned-down", "held-back", "refused")
 TRAINING_SECONDS = Histogram(
     "taxi_trainer_training_seconds",
     "Time to train and score one candidate.",
@@ -288,8 +297,19 @@ class RetrainTransform:
             return [
                 self._event("candidate-rejected", card.version, job, "too big for the registry")
             ]
+        history = self._history()
+        if on_probation(history):
+            # A new challenger would end the probation with no verdict, and no rollback.
+            roles = current_roles(history)
+            held = (
+                f"held back: {roles.champion} is on probation against {roles.challenger}, which"
+                f" a new challenger would end without a verdict; {compared}"
+            )
+            log.info("candidate %s %s", card.version, held)
+            self._outcomes.append("held-back")
+            return [self._event("candidate-rejected", card.version, job, held, evidence)]
         decision = attrs.evolve(
-            Decider(self._actor).publish(self._history(), card.version, "challenger", compared),
+            Decider(self._actor).publish(history, card.version, "challenger", compared),
             evidence=evidence,
         )
         log.info("publishing candidate %s as challenger: %s", card.version, compared)
