@@ -2,13 +2,13 @@
 with the real pipeline processes feeding it; then with one broker stopped.
 
 The cluster is this module's own: it starts empty (for the page without data) and one of its
-brokers is stopped. Screenshots go to $TAXI_TEST_ARTIFACTS, or else <repo>/test-artifacts/.
+brokers is stopped. Screenshots go to $TAXI_TEST_ARTIFACTS, or else <repo>/test-artifacts/
+(taxi_dashboard.testing).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -20,9 +20,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from taxi_dashboard.live_map import LAND_FILL
+from taxi_dashboard.testing import (
+    PAINT_TIMEOUT_MS,
+    artifacts_dir,
+    assert_no_exception,
+    chromium,
+    grid_texts,
+    open_page,
+    screenshot,
+)
 from taxi_events import DeploymentDecision, ModelEvent, ModelMetrics, encode
 from taxi_kafka import (
     MODEL_DEPLOYMENTS,
@@ -41,36 +50,7 @@ from taxi_services.supervisor import Child, free_port, stop_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# Generous: the page's first paint waits for Streamlit's scripts, on a machine shared with
-# several Kafka clusters. Nothing here asserts a timing.
-PAINT_TIMEOUT_MS = 240_000
-ARTIFACTS_ENV = "TAXI_TEST_ARTIFACTS"
 STOPPED_BROKER = 2
-
-
-def artifacts_dir() -> Path:
-    configured = os.environ.get(ARTIFACTS_ENV)
-    directory = Path(configured) if configured else Path(__file__).parents[2] / "test-artifacts"
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
-
-
-def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
-    path = artifacts_dir() / name
-    page.screenshot(path=str(path), full_page=full_page)
-    print(f"screenshot: {path}")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +68,8 @@ def cluster() -> Iterator[LocalCluster]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"needs Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -124,31 +100,11 @@ def dashboard(workdir: Path) -> tuple[Child, str]:
     return child, f"http://127.0.0.1:{port}"
 
 
-def open_page(browser: Browser, url: str, *, offline: bool = False) -> Page:
-    page = browser.new_page(viewport={"width": 1500, "height": 1900})
-    if offline:
-        # Only the dashboard answers (no Carto tiles): what a user without internet sees.
-        page.route(lambda address: not address.startswith(url), lambda route: route.abort())
-    deadline = time.monotonic() + 120
-    while True:  # until the server listens
-        try:
-            page.goto(url)
-            return page
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-
-
 def records_read(page: Page) -> int:
     text = page.locator(".st-key-status").inner_text()
     found = re.search(r"([\d,]+) records read", text)
     assert found, text
     return int(found[1].replace(",", ""))
-
-
-def assert_no_exception(page: Page) -> None:
-    assert page.locator('[data-testid="stException"]').count() == 0
 
 
 WHITE = np.array([255, 255, 255])
@@ -327,14 +283,6 @@ def written_before_roles(metrics: ModelMetrics) -> bytes:
     document = json.loads(encode(metrics))
     del document["role"], document["challenger_version"]
     return json.dumps({**document, "schema_version": "1.0"}).encode()
-
-
-def grid_texts(page: Page, key: str) -> list[str]:
-    """The cells of a keyed table, row by row (the grid draws on a canvas; its cells are in the
-    accessibility tree behind it)."""
-    return [
-        text.strip() for text in page.locator(f".st-key-{key} [role=gridcell]").all_inner_texts()
-    ]
 
 
 def drift(version: str, detail: str, **fields) -> ModelEvent:

@@ -5,7 +5,8 @@ predictor, the aggregator and the trainer. From a set trip on, the train produce
 trip last 1.5 times as long (`--drift slowdown:1.5`). The loop must notice (a concept-drift
 event), train a candidate on the trips after the drift, prove it on live trips in the shadow
 and promote it, all by itself. The report holds the figures the issue names, worked out from
-what the topics hold (read_committed), and the chaos checker's verdict on every trip.
+what the topics hold (read_committed), and the chaos checker's verdict on every trip. With a
+dashboard port, the dashboard watches the run on 127.0.0.1 from the cluster's start to the report.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from taxi_events import DeploymentDecision, ModelEvent, ModelMetrics, decode
+from taxi_events import DeploymentDecision, ModelEvent, ModelMetrics, Source, decode
 from taxi_kafka import (
     MODEL_DEPLOYMENTS,
     MODEL_EVENTS,
@@ -34,6 +35,7 @@ from taxi_services.chaos.checker import Bounds, Timeline, check
 from taxi_services.chaos.pipeline import Pipeline
 from taxi_services.chaos.runner import observe, stop_leftovers, wait_for, write_trips
 from taxi_services.chaos.scenarios import now_ms
+from taxi_services.supervisor import Child, stop_all
 
 log = logging.getLogger("taxi.lifecycle")
 
@@ -61,6 +63,11 @@ class LifecycleOptions:
     live_trips: int  # live trips the promotion policy needs
     delta: float
     keep: bool = False
+    dashboard_port: int | None = None  # serve the dashboard on 127.0.0.1 during the run
+
+
+def dashboard_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
 
 
 def run_lifecycle(options: LifecycleOptions) -> dict[str, Any]:
@@ -109,6 +116,34 @@ def _run(cluster: LocalCluster, options: LifecycleOptions) -> tuple[dict[str, An
             f"{options.delta:g}",
         ],
     )
+    dashboard = None
+    if options.dashboard_port is not None:
+        dashboard = Child(
+            "dashboard",
+            [
+                *("taxi-dashboard", "--port", str(options.dashboard_port)),
+                *("--address", "127.0.0.1", "--refresh", "1"),
+            ],
+            0,  # no metrics endpoint
+            folder / "logs" / "dashboard.log",
+        )
+        dashboard.start(pipeline.env)
+        log.info("dashboard: %s", dashboard_url(options.dashboard_port))
+    try:
+        body, problems = _loop(cluster, options, pipeline, trips)
+    finally:
+        if dashboard is not None:  # up until the report is made: the page shows the end too
+            stop_all([dashboard], STOP_TIMEOUT_S)
+    if dashboard is not None:
+        body["exit_codes"]["dashboard"] = dashboard.exit_code
+        if dashboard.exit_code != 0:
+            problems.append(f"dashboard exited with {dashboard.exit_code}")
+    return body, problems
+
+
+def _loop(
+    cluster: LocalCluster, options: LifecycleOptions, pipeline: Pipeline, trips: dict[str, Source]
+) -> tuple[dict[str, Any], list[str]]:
     problems: list[str] = []
     origin_ms = now_ms()
     try:
@@ -120,7 +155,7 @@ def _run(cluster: LocalCluster, options: LifecycleOptions) -> tuple[dict[str, An
         codes = pipeline.stop(STOP_TIMEOUT_S)
     problems += [f"{name} exited with {code}" for name, code in codes.items() if code != 0]
     config = KafkaConfig(cluster.bootstrap_servers)
-    train_ids = list(read_trips(replays["train"].csv, "train").frame["id"])
+    train_ids = list(read_trips(pipeline.replays["train"].csv, "train").frame["id"])
     drift_trip = train_ids[options.drift_from]
     started_ms = {
         (m.key() or b"").decode(): m.timestamp()[1] for m in read_to_end(config, NEW_TRIPS)

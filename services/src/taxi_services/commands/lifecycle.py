@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from taxi_kafka import first_signal_interrupts
+from taxi_kafka import DASHBOARD_PORT, first_signal_interrupts
 from taxi_kafka.cli import env_option
 from taxi_model import ModelLoadError, ensure_model
 from taxi_services.chaos.runner import stop_leftovers
@@ -48,6 +48,10 @@ after promotion beside the stale model's on the same trips; and every trip count
 through the switches. Exits 1 unless the drift is detected within {MAX_DETECTION_TRIPS:,} trips,
 the promoted model is within {MAX_AFTER_OVER_BEFORE - 1:.0%} of the pre-drift RMSLE, and the
 stale model at least {MIN_STALE_OVER_BEFORE - 1:.0%} worse on the same trips.
+
+With --dashboard, the dashboard watches the run at http://127.0.0.1:PORT (--dashboard-port),
+from the cluster's start until the report is made: the drift banner, the candidate beside the
+champion, the promotion and the probation, as they happen.
 """
 )
 @option("--trips", type=click.IntRange(1_000), default=80_000, help="Trips, half train.")
@@ -84,6 +88,17 @@ stale model at least {MIN_STALE_OVER_BEFORE - 1:.0%} worse on the same trips.
 @model_option("The first champion; trained here if missing.")
 @option("--keep", is_flag=True, help="Keep the run's folder: cluster, trips, service logs.")
 @option(
+    "--dashboard",
+    is_flag=True,
+    help="Serve the dashboard on 127.0.0.1 during the run, to watch the loop close.",
+)
+@option(
+    "--dashboard-port",
+    type=click.IntRange(1, 65535),
+    default=DASHBOARD_PORT,
+    help="The dashboard's port, with --dashboard.",
+)
+@option(
     "--report",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the JSON report to this file.",
@@ -98,6 +113,8 @@ def lifecycle(
     delta: float,
     model_path: Path,
     keep: bool,
+    dashboard: bool,
+    dashboard_port: int,
     report: Path | None,
 ) -> None:
     if drift_from >= train_trips(trips):
@@ -120,6 +137,7 @@ def lifecycle(
         live_trips=live_trips,
         delta=delta,
         keep=keep,
+        dashboard_port=dashboard_port if dashboard else None,
     )
     load_before = os.getloadavg()
     with first_signal_interrupts():
