@@ -29,11 +29,11 @@ from taxi_kafka import (
     KafkaConfig,
     read_to_end,
 )
-from taxi_kafka.cluster import LocalCluster, scratch_cluster
+from taxi_kafka.cluster import LocalCluster
 from taxi_model import read_trips
 from taxi_services.chaos.checker import Bounds, Timeline, check
 from taxi_services.chaos.pipeline import Pipeline
-from taxi_services.chaos.runner import observe, stop_leftovers, wait_for, write_trips
+from taxi_services.chaos.runner import observe, run_cluster, wait_for, write_trips
 from taxi_services.chaos.scenarios import now_ms
 from taxi_services.supervisor import Child, stop_all
 
@@ -76,11 +76,8 @@ def run_lifecycle(options: LifecycleOptions) -> dict[str, Any]:
     began = time.monotonic()
     problems: list[str] = []
     body: dict[str, Any] = {}
-    with scratch_cluster("taxi-lifecycle-", keep=options.keep) as cluster:
-        try:
-            body, problems = _run(cluster, options)
-        finally:
-            stop_leftovers(cluster.runtime_dir.name)
+    with run_cluster("taxi-lifecycle-", keep=options.keep) as cluster:
+        body, problems = _run(cluster, options)
         if problems:
             body["logs"] = str(cluster.runtime_dir / "logs")
     return {

@@ -30,7 +30,6 @@ import pandas as pd
 
 from taxi_events import Source
 from taxi_kafka import KafkaConfig
-from taxi_kafka.cluster import scratch_cluster
 from taxi_model import (
     TRAIN_COLUMNS,
     ModelCard,
@@ -41,7 +40,7 @@ from taxi_model import (
 )
 from taxi_services.chaos.checker import Bounds, Observed, Timeline, check
 from taxi_services.chaos.pipeline import Pipeline, Replayed
-from taxi_services.chaos.runner import observe, stop_leftovers, wait_for
+from taxi_services.chaos.runner import observe, run_cluster, wait_for
 from taxi_services.chaos.scenarios import now_ms
 from taxi_services.lifecycle import Loop
 
@@ -271,44 +270,36 @@ def _run(
 ) -> tuple[dict[str, Any], list[MonthFigures], list[str]]:
     log.info("--- %s", mode.replace("_", " "))
     began = time.monotonic()
-    marker = None
-    try:
-        with scratch_cluster(f"taxi-months-{mode.split('_')[0]}-", keep=options.keep) as cluster:
-            runtime = cluster.runtime_dir
-            marker = runtime.name
-            pipeline = Pipeline(
-                instance=runtime.name,
-                bootstrap_servers=cluster.bootstrap_servers,
-                model_path=prepared.model_path,
-                replays={"train": Replayed(prepared.csv, len(prepared.unseen), options.rate)},
-                logs=runtime / "logs",
-                producer_args={"train": ["--model", str(prepared.model_path)]},
-                aggregator_args=["--psi-features", PSI_FEATURES],
-                trainer_args=[] if mode == "with_retraining" else None,
-                run_by="taxi months",
-            )
-            problems: list[str] = []
-            origin_ms = now_ms()
-            try:
-                pipeline.start_all(START_TIMEOUT_S)
-                problems += wait_for(pipeline, "the producer to finish", pipeline.producers_done)
-                problems += wait_for(pipeline, "every trip scored", pipeline.drained)
-            finally:
-                codes = pipeline.stop(STOP_TIMEOUT_S)
-            problems += [f"{name} exited with {code}" for name, code in codes.items() if code]
-            trips: dict[str, Source] = dict.fromkeys(prepared.unseen["id"], "train")
-            observed = observe(cluster, trips)
-            checked = check(observed, Timeline(origin_ms, origin_ms, origin_ms), Bounds())
-            problems += checked.problems
-            pickups = dict(
-                zip(prepared.unseen["id"], prepared.unseen["pickup_datetime"], strict=True)
-            )
-            starts = sorted((s.at_ms, s.key) for s in observed.starts)
-            story = loop_story(Loop.read(KafkaConfig(cluster.bootstrap_servers)), starts, pickups)
-            figures = monthly_rmsle(prepared.unseen, observed)
-    finally:
-        if marker is not None:  # services only: the cluster is down by now
-            stop_leftovers(marker)
+    with run_cluster(f"taxi-months-{mode.split('_')[0]}-", keep=options.keep) as cluster:
+        runtime = cluster.runtime_dir
+        pipeline = Pipeline(
+            instance=runtime.name,
+            bootstrap_servers=cluster.bootstrap_servers,
+            model_path=prepared.model_path,
+            replays={"train": Replayed(prepared.csv, len(prepared.unseen), options.rate)},
+            logs=runtime / "logs",
+            producer_args={"train": ["--model", str(prepared.model_path)]},
+            aggregator_args=["--psi-features", PSI_FEATURES],
+            trainer_args=[] if mode == "with_retraining" else None,
+            run_by="taxi months",
+        )
+        problems: list[str] = []
+        origin_ms = now_ms()
+        try:
+            pipeline.start_all(START_TIMEOUT_S)
+            problems += wait_for(pipeline, "the producer to finish", pipeline.producers_done)
+            problems += wait_for(pipeline, "every trip scored", pipeline.drained)
+        finally:
+            codes = pipeline.stop(STOP_TIMEOUT_S)
+        problems += [f"{name} exited with {code}" for name, code in codes.items() if code]
+        trips: dict[str, Source] = dict.fromkeys(prepared.unseen["id"], "train")
+        observed = observe(cluster, trips)
+        checked = check(observed, Timeline(origin_ms, origin_ms, origin_ms), Bounds())
+        problems += checked.problems
+        pickups = dict(zip(prepared.unseen["id"], prepared.unseen["pickup_datetime"], strict=True))
+        starts = sorted((s.at_ms, s.key) for s in observed.starts)
+        story = loop_story(Loop.read(KafkaConfig(cluster.bootstrap_servers)), starts, pickups)
+        figures = monthly_rmsle(prepared.unseen, observed)
     run = {
         "loop": story,
         "exactly_once": checked.figures,

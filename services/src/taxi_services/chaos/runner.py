@@ -8,7 +8,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,20 @@ def _reason(message: Message) -> str:
         return DeadLetter.from_headers(message.headers()).reason
     except EventDecodeError as exc:
         return f"unreadable dead letter headers: {exc}"
+
+
+@contextmanager
+def run_cluster(prefix: str, *, keep: bool = False) -> Iterator[LocalCluster]:
+    """A scratch cluster for one run (see scratch_cluster). Once it is down, any service of the
+    run still alive is stopped: a run that failed half-way may leave some."""
+    marker = None
+    try:
+        with scratch_cluster(prefix, keep=keep) as cluster:
+            marker = cluster.runtime_dir.name
+            yield cluster
+    finally:
+        if marker is not None:
+            stop_leftovers(marker)
 
 
 def stop_leftovers(marker: str) -> list[str]:
