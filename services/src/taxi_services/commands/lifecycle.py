@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 
 import click
 
-from taxi_kafka import DASHBOARD_PORT, first_signal_interrupts
+from taxi_kafka import DASHBOARD_PORT
 from taxi_kafka.cli import env_option
 from taxi_model import ModelLoadError, ensure_model
-from taxi_services.chaos.runner import stop_leftovers
+from taxi_services.commands._report import REPORT_OPTION, run_and_report
 from taxi_services.lifecycle import (
     MAX_AFTER_OVER_BEFORE,
     MAX_DETECTION_TRIPS,
@@ -23,13 +21,11 @@ from taxi_services.lifecycle import (
     train_trips,
 )
 from taxi_services.options import model_option
-from taxi_services.provenance import provenance
 from taxi_stream import DEFAULT_DELTA, DEFAULT_MIN_TRIPS
 
 log = logging.getLogger("taxi.lifecycle")
 
 option = env_option("lifecycle")
-INTERRUPTED = 130
 
 
 @click.command(
@@ -98,11 +94,7 @@ champion, the promotion and the probation, as they happen.
     default=DASHBOARD_PORT,
     help="The dashboard's port, with --dashboard.",
 )
-@option(
-    "--report",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the JSON report to this file.",
-)
+@option("--report", **REPORT_OPTION)
 def lifecycle(
     *,
     trips: int,
@@ -139,24 +131,9 @@ def lifecycle(
         keep=keep,
         dashboard_port=dashboard_port if dashboard else None,
     )
-    load_before = os.getloadavg()
-    with first_signal_interrupts():
-        try:
-            result = run_lifecycle(options)
-        except KeyboardInterrupt:
-            left = stop_leftovers("taxi-lifecycle-")
-            log.error("interrupted; %s", f"stopped {len(left)}" if left else "nothing left running")
-            raise click.exceptions.Exit(INTERRUPTED) from None
-    result["environment"] = {
-        **provenance(),
-        "command": f"uv run taxi lifecycle --trips {trips} --rate {rate:g}"
-        f" --drift-from {drift_from}",
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-    }
-    text = json.dumps(result, indent=2, default=str)
-    click.echo(text)
-    if report is not None:
-        report.write_text(text + "\n")
-    if not result["passed"]:
-        raise click.exceptions.Exit(1)
+    run_and_report(
+        lambda: run_lifecycle(options),
+        marker="taxi-lifecycle-",
+        command=f"uv run taxi lifecycle --trips {trips} --rate {rate:g} --drift-from {drift_from}",
+        report=report,
+    )

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from pathlib import Path
 
 import click
 
-from taxi_kafka import first_signal_interrupts
 from taxi_kafka.cli import env_option
 from taxi_model import sample_data_path
-from taxi_services.chaos.runner import stop_leftovers
+from taxi_services.commands._report import REPORT_OPTION, run_and_report
 from taxi_services.months import MonthsOptions, run_months
-from taxi_services.provenance import provenance
-
-log = logging.getLogger("taxi.months")
 
 option = env_option("months")
-INTERRUPTED = 130
 
 
 def default_data() -> Path | None:
@@ -66,11 +58,7 @@ the Kaggle sample ($TAXI_SAMPLE_DATA).
     help="Trips started per second.",
 )
 @option("--keep", is_flag=True, help="Keep the runs' folders: clusters, trips, service logs.")
-@option(
-    "--report",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the JSON report to this file.",
-)
+@option("--report", **REPORT_OPTION)
 def months(*, data: Path | None, trips: int, rate: float, keep: bool, report: Path | None) -> None:
     data = data or default_data()
     if data is None:
@@ -79,23 +67,9 @@ def months(*, data: Path | None, trips: int, rate: float, keep: bool, report: Pa
             " sample, or pass --data (synthetic trips have no seasons to report)"
         )
     options = MonthsOptions(data=data, max_trips=trips, rate=rate, keep=keep)
-    load_before = os.getloadavg()
-    with first_signal_interrupts():
-        try:
-            result = run_months(options)
-        except KeyboardInterrupt:
-            left = stop_leftovers("taxi-months-")
-            log.error("interrupted; %s", f"stopped {len(left)}" if left else "nothing left running")
-            raise click.exceptions.Exit(INTERRUPTED) from None
-    result["environment"] = {
-        **provenance(),
-        "command": f"uv run taxi months --trips {trips} --rate {rate:g}",
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-    }
-    text = json.dumps(result, indent=2, default=str)
-    click.echo(text)
-    if report is not None:
-        report.write_text(text + "\n")
-    if not result["passed"]:
-        raise click.exceptions.Exit(1)
+    run_and_report(
+        lambda: run_months(options),
+        marker="taxi-months-",
+        command=f"uv run taxi months --trips {trips} --rate {rate:g}",
+        report=report,
+    )
