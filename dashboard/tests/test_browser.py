@@ -419,9 +419,13 @@ def test_the_drift_banner_the_champion_beside_the_challenger_and_the_history(
                 "on the same 120 trips: the challenger leads"
             )
         ).to_be_visible(timeout=60_000)
-        page.locator(".st-key-model-comparison [role=gridcell]").first.wait_for(
-            state="attached", timeout=60_000
-        )
+        # The caption above can be drawn before the table below it catches up: wait for the
+        # table's challenger columns.
+        expect(
+            page.locator(".st-key-model-comparison [role=columnheader]").filter(
+                has_text="test · challenger"
+            )
+        ).to_be_attached(timeout=60_000)
         comparison = grid_texts(page, "model-comparison")
         headers = page.locator(".st-key-model-comparison [role=columnheader]").all_inner_texts()
         print(f"comparison: {headers} {comparison}")

@@ -3,6 +3,9 @@ them."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -27,3 +30,25 @@ def test_the_metrics_endpoint_listens_on_loopback_unless_told_otherwise(
     output = " ".join(result.output.split())
     assert "--metrics-address TEXT " in output
     assert f"[env var: {variable}; default: 127.0.0.1]" in output
+
+
+@pytest.mark.parametrize(
+    ("module", "not_loaded"),
+    [
+        ("taxi_services.producer", ["sklearn", "skops"]),
+        # river, its drift detector, imports scikit-learn itself.
+        ("taxi_services.aggregator", ["skops"]),
+    ],
+)
+def test_services_that_run_no_model_load_no_model_library(module: str, not_loaded: list[str]):
+    """The producer reads a model's card, the aggregator the cards' profiles: neither needs
+    scikit-learn or skops, which take seconds to import (each start pays for them)."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import sys, {module}; print(sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "'taxi_stream'" in loaded
+    for name in not_loaded:
+        assert f"'{name}'" not in loaded

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from taxi_model import _training as training
+from taxi_model import _estimator as estimator
 from taxi_model._artifact import card_path, file_sha256, load_model
 from taxi_model._estimator import build_pipeline
 from taxi_model._synth import write_synthetic
@@ -22,7 +22,7 @@ def model_path(tmp_path, saved_model):
 def one_round_models(monkeypatch):
     """New models get a single boosting round, so they are worse than the saved one."""
     monkeypatch.setattr(
-        training, "build_pipeline", lambda **params: build_pipeline(max_rounds=1, **params)
+        estimator, "build_pipeline", lambda **params: build_pipeline(max_rounds=1, **params)
     )
 
 

@@ -14,24 +14,25 @@ import platform
 import warnings
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import attrs
 import cattrs
 import numpy as np
 import pandas as pd
-import sklearn
-import skops
-from sklearn.exceptions import InconsistentVersionWarning
-from sklearn.pipeline import Pipeline
-from skops import io as skops_io
 
 from taxi_events import TripStarted
 from taxi_events.columns import TripStartColumns
-from taxi_model._features import columns_to_frame, events_to_frame
 from taxi_model._metrics import QualityMetrics
 from taxi_model._profile import TrainingProfile
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+# scikit-learn and skops (and the features, an sklearn transformer) are imported where a model is
+# written, loaded or run: reading a card, as the producer and the aggregator do, needs neither.
 
 DEFAULT_MODEL_PATH = Path("models/taxi_pipeline.skops")
 # 3: the artifact is a skops file; formats 1 and 2 were pickles.
@@ -110,6 +111,9 @@ def card_path(model_path: Path) -> Path:
 
 
 def library_versions() -> dict[str, str]:
+    import sklearn  # noqa: PLC0415
+    import skops  # noqa: PLC0415
+
     return {
         "python": platform.python_version(),
         "scikit-learn": sklearn.__version__,
@@ -144,6 +148,8 @@ class TripDurationModel:
 
     def predict(self, trips: pd.DataFrame | TripStartColumns | Sequence[TripStarted]) -> np.ndarray:
         """Predicted durations in seconds, one per trip, in input order."""
+        from taxi_model._features import columns_to_frame, events_to_frame  # noqa: PLC0415
+
         if isinstance(trips, pd.DataFrame):
             frame = trips
         elif isinstance(trips, TripStartColumns):
@@ -157,6 +163,8 @@ class TripDurationModel:
 
 def artifact_of(pipeline: Pipeline, card: ModelCard) -> tuple[ModelCard, bytes]:
     """The pipeline's artifact (skops bytes), and its card with the version those bytes make."""
+    from skops import io as skops_io  # noqa: PLC0415
+
     data = skops_io.dumps(pipeline)
     return attrs.evolve(card, version=content_version(data)), data
 
@@ -214,6 +222,11 @@ def load_artifact(
     """Check and load a model's bytes (from `origin`, a file or a registry record), or raise
     ModelLoadError. The bytes whose hash is checked are the ones loaded, and loading builds no
     type beyond the trusted ones. Last, the model must predict a sample trip."""
+    import sklearn  # noqa: PLC0415
+    from sklearn.exceptions import InconsistentVersionWarning  # noqa: PLC0415
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415
+    from skops import io as skops_io  # noqa: PLC0415
+
     trained_with = card.libraries.get("scikit-learn", "unknown")
     if _minor(trained_with) != _minor(sklearn.__version__):
         raise ModelLoadError(
@@ -259,40 +272,45 @@ def load_artifact(
 
 def _check_predicts(model: TripDurationModel, origin: str) -> None:
     """A model that needs what a trip start does not carry fails here, not on the stream."""
+    samples = _sample_trips()
     try:
-        predicted = model.predict(_SAMPLE_TRIPS)
+        predicted = model.predict(samples)
     except Exception as exc:  # whatever the pipeline's steps raise
         raise ModelLoadError(
             f"{origin} cannot predict from a trip start's fields ({exc!r}): it needs features "
             "this predictor cannot compute. " + RETRAIN_HINT,
             "missing-feature",
         ) from exc
-    if predicted.shape != (len(_SAMPLE_TRIPS),) or not np.isfinite(predicted).all():
+    if predicted.shape != (len(samples),) or not np.isfinite(predicted).all():
         raise ModelLoadError(
             f"{origin} predicts {predicted!r} for sample trips, not one finite duration each.",
             "missing-feature",
         )
 
 
-# Two ordinary Manhattan trips, as the predictor sees trip starts, for the check every loaded
-# model passes.
-_SAMPLE_TRIPS = events_to_frame(
-    [
-        TripStarted(
-            trip_id=f"sample{i}",
-            vendor_id=1 + i,
-            pickup_datetime=datetime(2016, 3, 14, 17, 24, 55) + timedelta(days=90 * i),
-            passenger_count=1 + 2 * i,
-            pickup_longitude=-73.982155 - 0.006 * i,
-            pickup_latitude=40.767937 - 0.036 * i,
-            dropoff_longitude=-73.96463 - 0.025 * i,
-            dropoff_latitude=40.765602 - 0.009 * i,
-            store_and_fwd_flag=bool(i),
-            source="train",
-        )
-        for i in range(2)
-    ]
-)
+@cache
+def _sample_trips() -> pd.DataFrame:
+    """Two ordinary Manhattan trips, as the predictor sees trip starts, for the check every
+    loaded model passes."""
+    from taxi_model._features import events_to_frame  # noqa: PLC0415
+
+    return events_to_frame(
+        [
+            TripStarted(
+                trip_id=f"sample{i}",
+                vendor_id=1 + i,
+                pickup_datetime=datetime(2016, 3, 14, 17, 24, 55) + timedelta(days=90 * i),
+                passenger_count=1 + 2 * i,
+                pickup_longitude=-73.982155 - 0.006 * i,
+                pickup_latitude=40.767937 - 0.036 * i,
+                dropoff_longitude=-73.96463 - 0.025 * i,
+                dropoff_latitude=40.765602 - 0.009 * i,
+                store_and_fwd_flag=bool(i),
+                source="train",
+            )
+            for i in range(2)
+        ]
+    )
 
 
 def _minor(version: str) -> str:

@@ -78,6 +78,11 @@ class LogDurationRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         return seconds
 
 
+# A saved model (skops) records this class by module and name, and loading trusts it by that
+# name: the public package's, so that saved models stay loadable when it moves between modules.
+LogDurationRegressor.__module__ = "taxi_model"
+
+
 class RegressorParams(TypedDict, total=False):
     """LogDurationRegressor's parameters, for build_pipeline."""
 

@@ -98,3 +98,8 @@ class TripFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # sk
 
     def transform(self, trips: pd.DataFrame) -> pd.DataFrame:
         return trip_features(trips)
+
+
+# A saved model (skops) records this class by module and name, and loading trusts it by that
+# name: the public package's, so that saved models stay loadable when it moves between modules.
+TripFeatures.__module__ = "taxi_model"
