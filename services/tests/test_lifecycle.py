@@ -135,6 +135,15 @@ def test_the_report_follows_the_loop_from_the_drift_to_the_probation():
         (a_run(detected_at_trip=10_500), "detected 2501 trips after the drift"),
         (a_run(new_rmsle=0.47), "after promotion RMSLE is 1.175 of the pre-drift level"),
         (Loop([], a_run().decisions[:1], a_run().metrics), "the drift was never detected"),
+        (
+            # A late start sent the trips before the drift in a burst: no window ends before it.
+            Loop(
+                a_run().events,
+                a_run().decisions,
+                [m for m in a_run().metrics if m.window_end is None or m.window_end > DRIFT_AT],
+            ),
+            "no RMSLE to compare: no window of the champion before the drift",
+        ),
     ],
 )
 def test_a_missed_target_is_named(loop: Loop, missed: str):

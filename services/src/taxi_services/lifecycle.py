@@ -316,6 +316,11 @@ def targets_missed(figures: dict[str, Any]) -> list[str]:
     after = figures.get("after_promotion")
     if after is None:
         return [*missed, "no candidate was promoted"]
+    if after["promoted_over_before"] is None or after["stale_over_before"] is None:
+        return [
+            *missed,
+            "no RMSLE to compare: no window of the champion before the drift, or none on probation",
+        ]
     if not after["promoted_over_before"] <= MAX_AFTER_OVER_BEFORE:
         missed.append(
             f"after promotion RMSLE is {after['promoted_over_before']} of the pre-drift level"

@@ -111,21 +111,27 @@ class Pipeline:
     def start_all(self, timeout: float) -> None:
         """Start every service and wait until each serves its metrics (the model loaded, the
         trips read), so that a service that cannot start fails the run at once. The model
-        becomes the champion first."""
+        becomes the champion first. The processors come up before the producers start the
+        replay: a producer up first would send a backlog that the predictor then scores in one
+        burst, all in one window of the figures."""
         ensure_champion(
             ModelRegistry(KafkaConfig(self._bootstrap_servers)), self._model_path, self._run_by
         )
-        for name in self.children:
-            self.start(name)
         deadline = time.monotonic() + timeout
-        for name, child in self.children.items():
-            while not child.metrics() and child.exit_code is None:
-                if time.monotonic() > deadline:
-                    raise PipelineError(f"{name} not up in {timeout:.0f} s: {child.log_path}")
-                time.sleep(0.5)
-        crashed = self.crashed()
-        if crashed:
-            raise PipelineError(f"could not start: {crashed}")
+        processors = [name for name in self.children if name in PROCESSORS]
+        producers = [name for name in self.children if name not in PROCESSORS]
+        for group in (processors, producers):
+            for name in group:
+                self.start(name)
+            for name in group:
+                child = self.children[name]
+                while not child.metrics() and child.exit_code is None:
+                    if time.monotonic() > deadline:
+                        raise PipelineError(f"{name} not up in {timeout:.0f} s: {child.log_path}")
+                    time.sleep(0.5)
+            crashed = self.crashed()
+            if crashed:
+                raise PipelineError(f"could not start: {crashed}")
 
     def started(self) -> int:
         """Trips started so far (each producer's furthest committed replay position)."""
