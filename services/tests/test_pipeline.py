@@ -161,9 +161,25 @@ def test_a_killed_producer_resumes_without_repeating_or_losing_trips(topics, ser
 
 def test_two_predictors_split_the_partitions(topics, services, trained_model_path, tmp_path):
     train_csv, _ = write_synthetic(tmp_path, rows=TRIPS, seed=79, test_rows=0)
+    logs = [tmp_path / f"taxi-predictor-{i}.log" for i in (0, 1)]
+
+    def partitions_of(log: Path) -> set[str]:
+        """new_trips partitions in the instance's latest assignment."""
+        if not log.exists():
+            return set()
+        assigned = [line for line in log.read_text().splitlines() if " assign: " in line]
+        return set(assigned[-1].split(" assign: ")[1].split(", ")) if assigned else set()
+
+    def split() -> bool:
+        first, second = map(partitions_of, logs)
+        return bool(first) and bool(second) and not first & second and len(first | second) == 6
+
     try:
         services.start("taxi-predictor", "--instance", "p1")
         services.start("taxi-predictor", "--instance", "p2")
+        # The trips go once the group has settled: a producer that starts in a second can
+        # otherwise finish before the second predictor joins.
+        wait_for("the predictors to split the partitions", split, 120)
         producer = services.start("taxi-producer", *replay(train_csv, "two", "--rate", "400"))
         assert producer.wait(timeout=120) == 0
         got = all_predictions(topics)
@@ -171,17 +187,7 @@ def test_two_predictors_split_the_partitions(topics, services, trained_model_pat
         codes = services.stop_all()
     assert codes == [0, 0]
     assert len(got) == len({p.trip_id for p in got}) == TRIPS
-
-    def partitions_of(log: Path) -> set[str]:
-        """new_trips partitions in the instance's latest assignment."""
-        assigned = [line for line in log.read_text().splitlines() if " assign: " in line]
-        return set(assigned[-1].split(" assign: ")[1].split(", ")) if assigned else set()
-
-    first, second = (partitions_of(tmp_path / f"taxi-predictor-{i}.log") for i in (0, 1))
-    assert first
-    assert second
-    assert not first & second
-    assert len(first | second) == 6
+    assert split()  # still, at the end
 
 
 def test_a_promotion_switches_the_running_predictor_and_a_restart_mid_switch_loses_nothing(
