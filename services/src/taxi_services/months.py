@@ -37,6 +37,7 @@ from taxi_model import (
     read_trips,
     save_model,
     train_model,
+    unseen_trips,
 )
 from taxi_services.chaos.checker import Bounds, Observed, Timeline, check
 from taxi_services.chaos.pipeline import Pipeline, Replayed
@@ -205,21 +206,19 @@ def prepare(data: Path, max_trips: int, folder: Path) -> Prepared:
     trips[list(TRAIN_COLUMNS)].to_csv(csv, index=False)
     january = first_month(trips)
     log.info("training on the %d trips of %s", len(january), january.pickup_datetime.min().date())
-    # The card names the replay's CSV: the producer then leaves out the trips before the cutoff.
-    result = train_model(
-        january, f"{data}: the {len(january)} trips of its first month", file_sha256(csv)
-    )
+    # The card names the replay's CSV: the producer then leaves out the trips before the cutoff,
+    # as unseen_trips does here.
+    sha256 = file_sha256(csv)
+    result = train_model(january, f"{data}: the {len(january)} trips of its first month", sha256)
     model_path = folder / "models" / "january.skops"
     card = save_model(result.pipeline, result.card, model_path)
-    assert card.data.cutoff is not None  # the time split records one
-    cutoff = pd.Timestamp(card.data.cutoff)
-    unseen = trips[trips["pickup_datetime"] >= cutoff].reset_index(drop=True)
+    unseen = unseen_trips(card, trips, sha256)
     log.info(
         "January model %s: held-out RMSLE %s; the replay scores the %d trips from %s on",
         card.version,
         card.holdout.rmsle,
         len(unseen),
-        cutoff,
+        card.data.cutoff,
     )
     return Prepared(csv, model_path, card, unseen)
 
