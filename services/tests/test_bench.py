@@ -412,10 +412,15 @@ def test_the_report_names_the_command_that_repeats_the_run():
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_a_tiny_run_on_a_scratch_cluster(taxi, trained_model_path, in_tmp):
+def test_a_tiny_run_in_namespaces_of_its_own_on_the_shared_cluster(
+    taxi, kafka_cluster, trained_model_path, in_tmp
+):
+    # `taxi bench` without --bootstrap-servers starts the same scratch cluster that `taxi chaos`
+    # and `taxi lifecycle` start (taxi_kafka.cluster.scratch_cluster), which their tests run.
     records, repeat, naive, rates, switches = 3_000, 2, 40, (500.0,), 3
     code, out, err = taxi(
         "bench",
+        *("--bootstrap-servers", kafka_cluster.bootstrap_servers),
         *("--records", str(records), "--repeat", str(repeat), "--naive-records", str(naive)),
         *("--latency-seconds", "2", "--latency-warmup", "1"),
         *("--latency-rates", ",".join(f"{r:g}" for r in rates)),
@@ -473,7 +478,7 @@ def test_a_tiny_run_on_a_scratch_cluster(taxi, trained_model_path, in_tmp):
     assert e["started"] == e["distinct_started"] == e["ended"] == records
 
     assert result["environment"]["cores"] >= 1
-    assert result["environment"]["cluster"] == "scratch"
+    assert result["environment"]["cluster"] == "existing"
     assert result["environment"]["brokers"] == 3
     assert all(not math.isnan(v) for v in result["ratios"].values())
     assert {t["name"] for t in result["targets"]} >= {"predictor_vs_baseline"}

@@ -41,10 +41,11 @@ def kept_folders(marker: str) -> list[Path]:
 
 
 # Short replays, at rates that land the fault while trips still flow: a killed broker is
-# restarted 20 s after the kill, around the replay's end; a killed service at once.
+# restarted 20 s after the kill, around the replay's end; a killed service at once. (A killed
+# producer, which kill-producer restarts as kill-predictor restarts the predictor, resumes
+# exactly once in test_pipeline, on the shared cluster: a minute less of the suite's budget.)
 @pytest.mark.parametrize(
-    ("scenario", "trips", "rate"),
-    [("kill-broker", 2_000, 60), ("kill-predictor", 2_000, 150), ("kill-producer", 2_000, 150)],
+    ("scenario", "trips", "rate"), [("kill-broker", 2_000, 60), ("kill-predictor", 2_000, 150)]
 )
 def test_nothing_is_lost_or_duplicated(scenario, trips, rate, trained_model_path, tmp_path):
     report_file = tmp_path / "report.json"

@@ -20,6 +20,7 @@ from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka.admin import TopicMetadata
 
 from taxi_kafka._admin import QUIET_CLIENT_CONFIG, is_transient
 from taxi_kafka._config import KafkaConfig
@@ -29,6 +30,9 @@ from taxi_kafka._retry import RetryPolicy
 log = logging.getLogger(__name__)
 
 METADATA_RETRY = RetryPolicy(initial=0.2, multiplier=2.0, max_delay=2.0, deadline=120.0)
+# A topic created a moment ago may not be in the metadata of the broker asked yet: brokers
+# learn of it from the controller one by one (a CI run read one 0 s after creating it).
+NEW_TOPIC_RETRY = RetryPolicy(initial=0.2, multiplier=2.0, max_delay=1.0, deadline=5.0)
 
 
 def read_to_end(config: KafkaConfig, topic: str, timeout: float = 120.0) -> list[Message]:
@@ -195,13 +199,20 @@ def _watermarks(config: KafkaConfig, topic: str) -> dict[int, tuple[int, int]]:
     # A read_committed consumer's watermarks are last stable offsets; only a read_uncommitted
     # one is told the high watermark.
     consumer = _reader(config, topic, "read_uncommitted")
-    try:
-        described = consumer.list_topics(topic, timeout=10).topics[topic]
-        if described.error is not None or not described.partitions:
+
+    def described() -> TopicMetadata:
+        found: TopicMetadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        if found.error is not None or not found.partitions:
             raise KeyError(f"topic {topic} does not exist; run `taxi cluster up` to create it")
+        return found
+
+    try:
+        partitions = NEW_TOPIC_RETRY.call(
+            described, retry_on=(KeyError,), what=f"metadata of {topic}"
+        ).partitions
         return {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            for p in described.partitions
+            for p in partitions
         }
     finally:
         consumer.close()
