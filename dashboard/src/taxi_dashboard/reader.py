@@ -15,7 +15,6 @@ import collections
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -28,7 +27,7 @@ from taxi_dashboard.lookback import lookback_s, since_ms, start_offset
 from taxi_dashboard.probe import probe_cluster
 from taxi_dashboard.settings import DashboardSettings
 from taxi_dashboard.state import TOPICS, DashboardState, RawRecord, Snapshot
-from taxi_kafka import PIPELINE_GROUPS, QUIET_CLIENT_CONFIG, group_reader
+from taxi_kafka import PIPELINE_GROUPS, QUIET_CLIENT_CONFIG, group_reader, throwaway_group
 
 log = logging.getLogger("taxi.dashboard")
 
@@ -103,7 +102,7 @@ class LiveData:
             {
                 # Required by the client, but never joined: partitions are assigned directly
                 # and no offset is ever committed.
-                "group.id": f"taxi-dashboard-{uuid.uuid4().hex[:8]}",
+                "group.id": throwaway_group("dashboard", self.settings.kafka.settings),
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "isolation.level": "read_committed",

@@ -10,6 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from taxi_kafka import KafkaConfig
 from taxi_kafka.cli import (
     configure_logging,
     env_option,
@@ -93,6 +94,65 @@ def test_librdkafka_settings_pass_through_and_a_malformed_one_is_a_usage_error()
     assert "-X" in bad.output
 
 
+def test_a_config_file_is_beneath_the_variables_and_the_flags(tmp_path, caplog):
+    config = tmp_path / "predictor.properties"
+    config.write_text(
+        "# the predictor on the secure cluster\n\n"
+        "security.protocol=SASL_SSL\n"
+        "sasl.username = predictor\n"
+        "sasl.password=pa=ss\n"
+        "bootstrap.servers=file:1\n"
+        "client.id=from-file\n"
+    )
+    config.chmod(0o600)
+    env = {"TAXI_KAFKA_CLIENT_ID": "from-env"}
+    result = run(kafka_command(), "--kafka-config", str(config), "-X", "acks=1", env=env)
+    assert result.exit_code == 0, result.output
+    shown = result.output
+    assert "bootstrap=file:1" in shown  # as the variable would: a flag still beats it
+    assert "security.protocol=SASL_SSL" in shown
+    assert "sasl.username=predictor" in shown
+    assert "sasl.password=pa=ss" in shown  # the value may hold '='
+    assert "client.id=from-env" in shown
+    assert "acks=1" in shown
+    assert "others may read it" not in caplog.text
+    flag = run(kafka_command(), "--kafka-config", str(config), "--bootstrap-servers", "flag:2")
+    assert "bootstrap=flag:2" in flag.output
+
+
+def test_a_readable_config_file_with_secrets_is_warned_about(tmp_path, caplog):
+    config = tmp_path / "open.properties"
+    config.write_text("sasl.password=hunter2\n")
+    config.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        assert run(kafka_command(), "--kafka-config", str(config)).exit_code == 0
+    assert f"chmod 600 {config}" in caplog.text
+
+
+def test_a_malformed_config_file_is_a_usage_error_that_shows_no_secret(tmp_path):
+    config = tmp_path / "bad.properties"
+    config.write_text("security.protocol=SASL_SSL\nhunter2-the-password\n")
+    result = run(kafka_command(), "--kafka-config", str(config))
+    assert result.exit_code == 2
+    assert "line 2: expected key=value" in result.output
+    assert "hunter2" not in result.output
+    missing = run(kafka_command(), "--kafka-config", str(tmp_path / "none"))
+    assert missing.exit_code == 2
+
+
+def kafka_command() -> click.Command:
+    """A command with the Kafka options that prints its KafkaConfig, secrets included."""
+
+    @click.command()
+    @kafka_options
+    def show(kafka: KafkaConfig) -> None:
+        click.echo(f"bootstrap={kafka.bootstrap_servers}")
+        for key, value in sorted(kafka.settings.items()):
+            click.echo(f"{key}={value}")
+
+    return show
+
+
 def test_help_names_every_variable():
     text = " ".join(run(echo_command(), "--help").output.split())
     for variable in (
@@ -101,6 +161,7 @@ def test_help_names_every_variable():
         "TAXI_DEMO_METRICS_ADDRESS",
         "TAXI_LOG_LEVEL",
         "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_CONFIG_FILE",
     ):
         assert variable in text
 

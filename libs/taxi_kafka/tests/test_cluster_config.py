@@ -10,6 +10,7 @@ import pytest
 from taxi_kafka.cluster._config import (
     ClusterPorts,
     JavaLauncher,
+    NodeSecurity,
     new_cluster_id,
     render_properties,
     server_properties,
@@ -72,6 +73,41 @@ def test_server_properties_make_a_combined_node_with_safe_replication(tmp_path):
     )
 
 
+def test_a_secure_node_takes_sasl_ssl_everywhere_and_denies_what_no_acl_allows(tmp_path):
+    security = NodeSecurity(
+        key_store=tmp_path / "node-2.pem",
+        ca_file=tmp_path / "ca.pem",
+        broker_principal="broker",
+        broker_password="s3cret-pw",
+        admins=("admin",),
+    )
+    settings = server_properties(2, ClusterPorts(29092), tmp_path / "data", security=security)
+    assert settings["listeners"] == "SASL_SSL://127.0.0.1:29093,CONTROLLER://127.0.0.1:29193"
+    assert settings["advertised.listeners"] == "SASL_SSL://127.0.0.1:29093"
+    assert settings["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL"
+    assert settings["inter.broker.listener.name"] == "SASL_SSL"
+    assert settings["ssl.keystore.type"] == settings["ssl.truststore.type"] == "PEM"
+    assert settings["ssl.keystore.location"] == str(tmp_path / "node-2.pem")
+    assert settings["ssl.truststore.location"] == str(tmp_path / "ca.pem")
+    # Clients and brokers authenticate with SCRAM, controllers with PLAIN, all under TLS.
+    assert settings["listener.name.sasl_ssl.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert settings["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert settings["sasl.mechanism.controller.protocol"] == "PLAIN"
+    assert (
+        'username="broker" password="s3cret-pw"'
+        in (settings["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"])
+    )
+    assert 'user_broker="s3cret-pw"' in settings["listener.name.controller.plain.sasl.jaas.config"]
+    assert settings["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert settings["allow.everyone.if.no.acl.found"] == "false"
+    assert settings["super.users"] == "User:broker;User:admin"
+    # The replication settings are the same as without security.
+    plain = server_properties(2, ClusterPorts(29092), tmp_path / "data")
+    assert {k: plain[k] for k in ("min.insync.replicas", "default.replication.factor")} == {
+        k: settings[k] for k in ("min.insync.replicas", "default.replication.factor")
+    }
+
+
 def test_overrides_win(tmp_path):
     overrides = {"num.partitions": "3", "log.retention.ms": "1000"}
     settings = server_properties(1, ClusterPorts(), tmp_path, overrides)
@@ -105,6 +141,11 @@ def test_launcher_command_lines():
     assert "-Dlog4j2.configurationFile=/rt/log4j2.xml" in broker
     fmt = launcher.format_storage(Path("/p"), "ID", Path("/l"))
     assert fmt[-6:] == ["kafka.tools.StorageTool", "format", "-t", "ID", "-c", "/p"]
+    secure = launcher.format_storage(Path("/p"), "ID", Path("/l"), {"broker": "pw1", "admin": "x"})
+    assert secure[-4:] == [
+        *("--add-scram", "SCRAM-SHA-512=[name=broker,password=pw1]"),
+        *("--add-scram", "SCRAM-SHA-512=[name=admin,password=x]"),
+    ]
 
 
 def test_extra_broker_options_come_after_the_defaults_so_they_win():

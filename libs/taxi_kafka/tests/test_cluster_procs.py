@@ -18,6 +18,7 @@ from taxi_kafka.cluster import (
     LocalCluster,
     PortInUseError,
     free_base_port,
+    requested_security,
 )
 from taxi_kafka.cluster._procs import (
     is_kafka_node,
@@ -161,6 +162,34 @@ def test_a_runtime_dir_remembers_its_ports(tmp_path):
     assert LocalCluster(tmp_path, env={"TAXI_CLUSTER_BASE_PORT": "31092"}).ports.base == 31092
     with pytest.raises(ClusterError, match="uses base port 31092, not 32092"):
         LocalCluster(tmp_path, base_port=32092)
+
+
+def test_a_cluster_keeps_the_security_it_was_made_with(tmp_path):
+    (tmp_path / "cluster.json").write_text(json.dumps({"base_port": 31092, "security": "sasl_ssl"}))
+    assert LocalCluster(tmp_path).secure  # `taxi cluster up`, no flag: as it was made
+    assert LocalCluster(tmp_path, security="sasl_ssl").secure
+    with pytest.raises(ClusterError, match=r"made secure \(SASL_SSL\), not without security"):
+        LocalCluster(tmp_path, security="plaintext")
+    (tmp_path / "cluster.json").write_text(json.dumps({"base_port": 31092}))  # before --secure
+    assert not LocalCluster(tmp_path).secure
+    with pytest.raises(ClusterError, match="taxi cluster down --purge"):
+        LocalCluster(tmp_path, security="sasl_ssl")
+
+
+def test_security_is_asked_for_with_the_flag_or_the_variable():
+    assert requested_security(True, {}) == "sasl_ssl"
+    assert requested_security(False, {"TAXI_CLUSTER_SECURITY": "SASL_SSL"}) == "sasl_ssl"
+    assert requested_security(False, {}) is None  # whatever the cluster was made with
+    with pytest.raises(ClusterError, match="expected plaintext or sasl_ssl"):
+        requested_security(False, {"TAXI_CLUSTER_SECURITY": "tls"})
+
+
+def test_secrets_live_beside_the_default_runtime_dir_and_inside_a_given_one(tmp_path):
+    env = {"TAXI_RUNTIME_DIR": str(tmp_path / "rt")}
+    assert LocalCluster(env=env).secrets_dir == tmp_path / "rt" / "secrets"
+    assert LocalCluster(tmp_path / "given").secrets_dir == tmp_path / "given" / "secrets"
+    with pytest.raises(ClusterError, match="not a secure one"):
+        LocalCluster(tmp_path / "given").secrets()
 
 
 def test_down_purge_deletes_only_what_the_cluster_made(tmp_path):

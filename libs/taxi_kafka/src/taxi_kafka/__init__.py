@@ -19,8 +19,15 @@ from taxi_kafka._admin import (
     reset_pipeline,
     topic_states,
 )
-from taxi_kafka._config import BOOTSTRAP_ENV, ConfigError, KafkaConfig, env_name
-from taxi_kafka._errors import DeliveryError, FatalKafkaError, FencedError
+from taxi_kafka._config import (
+    BOOTSTRAP_ENV,
+    CONFIG_FILE_ENV,
+    ConfigError,
+    KafkaConfig,
+    env_name,
+    throwaway_group,
+)
+from taxi_kafka._errors import AuthorizationError, DeliveryError, FatalKafkaError, FencedError
 from taxi_kafka._groups import (
     GroupLag,
     LagProbe,
@@ -93,6 +100,7 @@ __all__ = [
     "BOOTSTRAP_ENV",
     "COMPACTED",
     "COMPOSE_INSTANCE",
+    "CONFIG_FILE_ENV",
     "CONSUMER_OFFSETS",
     "DASHBOARD_PORT",
     "DEAD_LETTERS",
@@ -121,6 +129,7 @@ __all__ = [
     "TRAINER_STATE",
     "TRANSACTION_STATE",
     "UP_INSTANCE",
+    "AuthorizationError",
     "BatchPolicy",
     "CommitPolicy",
     "ConfigError",
@@ -175,5 +184,6 @@ __all__ = [
     "reset_pipeline",
     "run_until_stopped",
     "stop_on_signals",
+    "throwaway_group",
     "topic_states",
 ]

@@ -214,18 +214,17 @@ def ensure_topics(
 
 
 def create_internal_topics(
-    bootstrap_servers: str, *, retry: RetryPolicy = ADMIN_RETRY, timeout: float = 10.0
+    settings: Mapping[str, Any], *, retry: RetryPolicy = ADMIN_RETRY, timeout: float = 10.0
 ) -> None:
     """Make the brokers create __consumer_offsets and __transaction_state now.
 
     They are created lazily, on the first group coordinator or transaction coordinator lookup;
     if that happens while a broker is down, creation fails. So we trigger both while all
     brokers are up: an offset fetch for a throwaway group and a throwaway init_transactions().
+    `settings` are a full client config (bootstrap.servers, and TLS and SASL where needed).
     """
     warm_up = f"taxi-cluster-warm-up-{uuid.uuid4().hex[:8]}"
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap_servers, "group.id": warm_up, **QUIET_CLIENT_CONFIG}
-    )
+    consumer = Consumer({**settings, "group.id": warm_up, **QUIET_CLIENT_CONFIG})
     try:
         retry.call(
             lambda: consumer.committed([TopicPartition(NEW_TRIPS, 0)], timeout=timeout),
@@ -234,9 +233,7 @@ def create_internal_topics(
         )
     finally:
         consumer.close()
-    producer = Producer(
-        {"bootstrap.servers": bootstrap_servers, "transactional.id": warm_up, **QUIET_CLIENT_CONFIG}
-    )
+    producer = Producer({**settings, "transactional.id": warm_up, **QUIET_CLIENT_CONFIG})
     retry.call(
         lambda: producer.init_transactions(timeout),
         retryable=is_transient,

@@ -5,6 +5,8 @@
 - `TAXI_KAFKA_<NAME>` passes any librdkafka setting through: `TAXI_KAFKA_SECURITY_PROTOCOL=SSL`
   becomes `security.protocol=SSL` (underscores become dots, a double underscore a literal one).
 - Flags add `-X key=value` overrides on top (`parse_overrides`), as kcat and librdkafka do.
+- `--kafka-config FILE` (or KAFKA_CONFIG_FILE) names a file of `key=value` settings
+  (`parse_properties`) beneath both: a principal's credentials, say.
 
 Precedence, lowest first: the library's defaults, the environment, the flags, then the settings
 the library's guarantees rest on (idempotence, acks=all, read_committed, manual commits), which
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +28,7 @@ from taxi_kafka.cluster._config import BASE_PORT_ENV, DEFAULT_BASE_PORT, Cluster
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+CONFIG_FILE_ENV = "KAFKA_CONFIG_FILE"
 PASSTHROUGH_PREFIX = "TAXI_KAFKA_"
 BOOTSTRAP_KEY = "bootstrap.servers"
 DEFAULT_BOOTSTRAP_SERVERS = ClusterPorts(DEFAULT_BASE_PORT).bootstrap_servers
@@ -57,6 +61,24 @@ def setting_name(env_suffix: str) -> str:
 def env_name(setting: str) -> str:
     """The inverse of `setting_name`: security.protocol -> TAXI_KAFKA_SECURITY_PROTOCOL."""
     return PASSTHROUGH_PREFIX + setting.replace("_", "__").replace(".", "_").upper()
+
+
+def parse_properties(text: str, origin: str = "the config file") -> dict[str, str]:
+    """librdkafka settings written as `key=value` lines, as `--kafka-config` files are (and
+    as kcat's -F and Java clients' .properties files are): blank lines and lines starting
+    with # or ! are skipped, spaces around the key and the value are trimmed."""
+    settings = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not _SETTING_NAME.fullmatch(key):
+            # The line itself may hold a secret: name its number only.
+            raise ConfigError(f"{origin}, line {number}: expected key=value with a setting name")
+        settings[key] = value.strip()
+    return settings
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:
@@ -123,10 +145,12 @@ class KafkaConfig:
         *,
         bootstrap_servers: str | None = None,
         overrides: Iterable[str] = (),
+        file_settings: Mapping[str, str] | None = None,
     ) -> KafkaConfig:
-        """Environment plus flags: `bootstrap_servers` (a --bootstrap-servers flag) and
-        `overrides` (-X key=value flags) win over the environment."""
-        settings = {**env_settings(env), **parse_overrides(overrides)}
+        """A config file's settings (`--kafka-config`), then the environment, then flags:
+        `bootstrap_servers` (a --bootstrap-servers flag) and `overrides` (-X key=value flags)
+        win over the environment, which wins over the file."""
+        settings = {**(file_settings or {}), **env_settings(env), **parse_overrides(overrides)}
         # bootstrap.servers given as a setting counts like the variable, a flag beats both.
         from_settings = settings.pop(BOOTSTRAP_KEY, None)
         bootstrap = (
@@ -155,6 +179,15 @@ class KafkaConfig:
             )
         log.info("%s settings: %s", what, describe(settings))
         return settings
+
+
+def throwaway_group(kind: str, settings: Mapping[str, Any]) -> str:
+    """A group.id for a client that reads by assignment and never commits. It names the SASL
+    user of `settings`, if any, so that each principal's groups share a prefix its ACLs can
+    grant: taxi-<user>-<kind>-<random>, else taxi-<kind>-<random>. (Brokers still look up a
+    coordinator for the group, which needs DESCRIBE on it.)"""
+    user = settings.get("sasl.username")
+    return "-".join(["taxi", *([str(user)] if user else []), kind, uuid.uuid4().hex[:8]])
 
 
 def describe(settings: Mapping[str, Any]) -> str:

@@ -24,6 +24,20 @@ class FencedError(FatalKafkaError):
     one is a zombie and must stop."""
 
 
+class AuthorizationError(PermissionError):
+    """The brokers refused this client's principal an operation (its ACLs do not allow it)."""
+
+
+def topic_refused(topic: str, principal: object, operation: str) -> AuthorizationError:
+    """The error for a topic the brokers would not show or let `principal` use."""
+    who = f"principal {principal}" if principal else "this client's principal"
+    return AuthorizationError(
+        f"the brokers refused {who}: {operation} on topic {topic} (TOPIC_AUTHORIZATION_FAILED). "
+        "Its ACLs must allow that (`taxi cluster up --secure` grants each service only what it "
+        "needs), or connect as a principal whose ACLs do"
+    )
+
+
 class DeliveryError(Exception):
     """Produced records were not delivered, so their input must not be committed."""
 

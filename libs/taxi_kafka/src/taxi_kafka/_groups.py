@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -23,6 +22,7 @@ from confluent_kafka import Consumer, IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from taxi_kafka._admin import QUIET_CLIENT_CONFIG
+from taxi_kafka._config import throwaway_group
 from taxi_kafka._records import PartitionKey, position
 from taxi_kafka._table import read_range
 
@@ -125,7 +125,7 @@ class LagProbe:
         self._counter = Consumer(
             {
                 **settings,
-                "group.id": f"taxi-lag-{uuid.uuid4().hex[:8]}",  # assigned only: never joins
+                "group.id": throwaway_group("lag", settings),  # assigned only: never joins
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 # A committed offset that retention has deleted: count from the log's start.

@@ -15,15 +15,15 @@ from __future__ import annotations
 import functools
 import logging
 import time
-import uuid
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import TopicMetadata
 
 from taxi_kafka._admin import QUIET_CLIENT_CONFIG, is_transient
-from taxi_kafka._config import KafkaConfig
+from taxi_kafka._config import KafkaConfig, throwaway_group
+from taxi_kafka._errors import topic_refused
 from taxi_kafka._records import PartitionKey, position
 from taxi_kafka._retry import RetryPolicy
 
@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 METADATA_RETRY = RetryPolicy(initial=0.2, multiplier=2.0, max_delay=2.0, deadline=120.0)
 # A topic created a moment ago may not be in the metadata of the broker asked yet: brokers
-# learn of it from the controller one by one (a CI run read one 0 s after creating it).
-NEW_TOPIC_RETRY = RetryPolicy(initial=0.2, multiplier=2.0, max_delay=1.0, deadline=5.0)
+# learn of it from the controller one by one, within a second here (a CI run read one the
+# moment after creating it, from a broker that did not know it yet).
+NEW_TOPIC_RETRY = RetryPolicy(initial=0.2, multiplier=2.0, max_delay=1.0, deadline=2.0)
 
 
 def read_to_end(config: KafkaConfig, topic: str, timeout: float = 120.0) -> list[Message]:
@@ -181,7 +182,7 @@ def _reader(
     settings = config.client_settings(
         dict(settings or {}),
         {
-            "group.id": f"taxi-reader-{uuid.uuid4().hex[:8]}",
+            "group.id": throwaway_group("reader", config.settings),
             "enable.auto.commit": False,
             "isolation.level": isolation_level,
         },
@@ -202,6 +203,8 @@ def _watermarks(config: KafkaConfig, topic: str) -> dict[int, tuple[int, int]]:
 
     def described() -> TopicMetadata:
         found: TopicMetadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        if found.error is not None and found.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            raise topic_refused(topic, config.settings.get("sasl.username"), "DESCRIBE")
         if found.error is not None or not found.partitions:
             raise KeyError(f"topic {topic} does not exist; run `taxi cluster up` to create it")
         return found

@@ -11,13 +11,23 @@ import functools
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from taxi_kafka._config import BOOTSTRAP_ENV, ConfigError, KafkaConfig
+from taxi_kafka._config import (
+    BOOTSTRAP_ENV,
+    CONFIG_FILE_ENV,
+    ConfigError,
+    KafkaConfig,
+    is_secret,
+    parse_properties,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger(__name__)
 
 LOG_LEVEL_ENV = "TAXI_LOG_LEVEL"
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -59,13 +69,31 @@ def kafka_options(command: F) -> F:
         help="Any librdkafka setting (repeatable), e.g. -X security.protocol=SSL. "
         "TAXI_KAFKA_<NAME> variables do the same: TAXI_KAFKA_SASL_MECHANISM=PLAIN.",
     )
+    @click.option(
+        "--kafka-config",
+        "config_file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar=CONFIG_FILE_ENV,
+        show_envvar=True,
+        help="A file of librdkafka settings, key=value per line (a principal's credentials, "
+        "say: `taxi cluster up --secure` writes one per service). Variables and -X win over it.",
+    )
     @functools.wraps(command)
     def wrapper(
-        bootstrap_servers: str | None, kafka_settings: tuple[str, ...], **kwargs: Any
+        bootstrap_servers: str | None,
+        kafka_settings: tuple[str, ...],
+        config_file: Path | None,
+        **kwargs: Any,
     ) -> Any:
         try:
+            from_file = read_config_file(config_file) if config_file else None
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--kafka-config") from exc
+        try:
             kafka = KafkaConfig.from_env(
-                bootstrap_servers=bootstrap_servers, overrides=kafka_settings
+                bootstrap_servers=bootstrap_servers,
+                overrides=kafka_settings,
+                file_settings=from_file,
             )
         except ConfigError as exc:
             raise click.BadParameter(str(exc), param_hint="-X") from exc
@@ -74,6 +102,14 @@ def kafka_options(command: F) -> F:
     # functools.wraps types the wrapper with its own (bootstrap_servers, kafka_settings,
     # **kwargs) signature, which click fills from the options: to callers it is still F.
     return wrapper  # type: ignore[return-value]  # see above: wraps() is not typed as F
+
+
+def read_config_file(path: Path) -> dict[str, str]:
+    """A --kafka-config file's settings; a warning when others may read a file with secrets."""
+    settings = parse_properties(path.read_text(), str(path))
+    if any(is_secret(key) for key in settings) and path.stat().st_mode & 0o077:
+        log.warning("%s holds secrets but others may read it: chmod 600 %s", path, path)
+    return settings
 
 
 def metrics_options(command: str, port: int, address: str) -> Callable[[F], F]:

@@ -4,6 +4,9 @@
   default 19092, so a developer's own cluster is left alone. Started once, stopped at the end;
   its directory is deleted then, unless a test failed (its logs are kept for a post-mortem).
   Tests using it are marked `kafka` automatically (deselect them with `-m "not kafka"`).
+- `secure_kafka_cluster` (session): another such cluster, on SASL_SSL with the project's ACLs,
+  started by the first test that asks for it; `LocalCluster.client_settings(principal)` gives a
+  principal's client settings.
 - After each such test, any broker it left down is started again and the cluster is waited on
   until healthy, so a failure test cannot poison the tests after it.
 - `make_topic(partitions=6, configs=None)` creates a uniquely named topic (RF 3, min ISR 2) and
@@ -39,7 +42,7 @@ from taxi_kafka._admin import ensure_topics
 from taxi_kafka._config import KafkaConfig
 from taxi_kafka._pipeline import DEFAULT_PARTITIONS, TopicSpec
 from taxi_kafka._table import read_to_end
-from taxi_kafka.cluster import JVM_OPTIONS_ENV, NODE_IDS, LocalCluster, free_base_port
+from taxi_kafka.cluster import JVM_OPTIONS_ENV, NODE_IDS, SASL_SSL, LocalCluster, free_base_port
 from taxi_kafka.producer import KafkaProducer
 
 log = logging.getLogger(__name__)
@@ -56,26 +59,39 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "kafka_cluster" in getattr(item, "fixturenames", ()):
+        if {"kafka_cluster", "secure_kafka_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kafka)
 
 
-@pytest.fixture(scope="session")
-def kafka_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    base_port = int(os.environ.get(TEST_BASE_PORT_ENV) or free_base_port())
+def _session_cluster(
+    request: pytest.FixtureRequest, name: str, base_port: int, security: str | None = None
+) -> Iterator[LocalCluster]:
     # Not under pytest's basetemp: pytest deletes all but the newest three of those, and so a
     # concurrent pytest run would delete a running cluster's files.
-    runtime_dir = Path(tempfile.mkdtemp(prefix="taxi-kafka-test-cluster-"))
-    cluster = LocalCluster(runtime_dir, base_port=base_port)
+    runtime_dir = Path(tempfile.mkdtemp(prefix=f"taxi-kafka-test-{name}-"))
+    cluster = LocalCluster(runtime_dir, base_port=base_port, security=security)
     try:
         cluster.up()
         yield cluster
     finally:
         cluster.down()
         if request.session.testsfailed:
-            log.warning("the test cluster's logs are kept in %s", runtime_dir)
+            log.warning("the test %s's logs are kept in %s", name, runtime_dir)
         else:
             shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    base_port = int(os.environ.get(TEST_BASE_PORT_ENV) or free_base_port())
+    yield from _session_cluster(request, "cluster", base_port)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """A second cluster, on SASL_SSL with the project's ACLs; its secrets (CA, certificates,
+    each principal's password and client config) are in its runtime dir's secrets/."""
+    yield from _session_cluster(request, "secure-cluster", free_base_port(), SASL_SSL)
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,13 @@ import click
 from confluent_kafka import KafkaException
 
 from taxi_kafka import DEFAULT_PARTITIONS, project_topics
-from taxi_kafka.cluster import NODE_IDS, ClusterError, LocalCluster, format_status
+from taxi_kafka.cluster import (
+    NODE_IDS,
+    ClusterError,
+    LocalCluster,
+    format_status,
+    requested_security,
+)
 
 ClusterFactory = Callable[..., LocalCluster]
 
@@ -90,15 +96,23 @@ def fetch(make: ClusterFactory) -> None:
     show_default=True,
     help="Partitions of each project topic, when it is created.",
 )
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="SASL_SSL on every listener: TLS with the project's own CA, a SCRAM-SHA-512 user per "
+    "service, and ACLs that give each only what it needs (env TAXI_CLUSTER_SECURITY=sasl_ssl). "
+    "Secrets are made on first use in .taxi/secrets (mode 0700). A cluster keeps the security "
+    "it was made with.",
+)
 @click.pass_obj
-def up(make: ClusterFactory, timeout: float, partitions: int) -> None:
+def up(make: ClusterFactory, timeout: float, partitions: int, secure: bool) -> None:
     """Start the cluster (or the nodes of it that are down) and create the project topics.
 
     Formats storage on first use. Waits until all three brokers serve, the topics (RF 3,
     min.insync.replicas 2) and Kafka's internal topics exist and nothing is under-replicated.
     Running nodes are left alone, so running it twice is fine.
     """
-    local = make(topics=project_topics(partitions))
+    local = make(topics=project_topics(partitions), security=requested_security(secure))
     result = local.up(timeout)
     if result.already_running:
         click.echo(f"The cluster was already running; healthy ({result.seconds:.1f} s to check).")
@@ -107,6 +121,9 @@ def up(make: ClusterFactory, timeout: float, partitions: int) -> None:
     if result.created_topics:
         click.echo(f"Created topics: {', '.join(result.created_topics)}.")
     click.echo(format_status(local.status()))
+    if local.secure:
+        click.echo(f"Secure (SASL_SSL); each principal's client config: {local.secrets_dir}/")
+        click.echo("  <principal>.properties (pass it with --kafka-config)")
 
 
 @cluster.command()

@@ -59,7 +59,7 @@ def group_lag(probe: LagProbe, group: str, timeout: float) -> GroupLag | None:
 
 
 def lag_by_group(cluster: LocalCluster) -> dict[str, GroupLag | None]:
-    with LagProbe({"bootstrap.servers": cluster.bootstrap_servers}) as probe:
+    with LagProbe(cluster.client_settings()) as probe:
         return {group: group_lag(probe, group, timeout=3.0) for group in PIPELINE_GROUPS}
 
 

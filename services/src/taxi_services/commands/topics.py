@@ -246,10 +246,10 @@ def ensure(
         click.echo(f"{brokers} broker(s) up after {time.monotonic() - started:.1f} s")
         created = ensure_topics(admin, specs, retry=budget.retry(), timeout=budget.request)
         if internal:
-            # Only bootstrap.servers reaches these clients: create_internal_topics takes no
-            # other settings (so no TLS or SASL; use --no-internal there).
             create_internal_topics(
-                kafka.bootstrap_servers, retry=budget.retry(), timeout=budget.request
+                kafka.client_settings(what="internal topics"),
+                retry=budget.retry(),
+                timeout=budget.request,
             )
         reports = _reports(admin, specs, budget)
     except (KafkaException, NotReadyError) as exc:

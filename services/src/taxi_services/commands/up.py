@@ -14,6 +14,7 @@ import click
 
 from taxi_events import Source
 from taxi_kafka import (
+    CONFIG_FILE_ENV,
     DASHBOARD_PORT,
     METRICS_PORTS,
     PREDICTOR_GROUP,
@@ -24,7 +25,7 @@ from taxi_kafka import (
     ensure_topics,
     first_signal_interrupts,
 )
-from taxi_kafka.cluster import ClusterError, LocalCluster, port_free
+from taxi_kafka.cluster import ClusterError, LocalCluster, port_free, requested_security
 from taxi_model import ModelLoadError, current_roles, ensure_model
 from taxi_services.commands.reset import deleted_summary, reset_or_fail
 from taxi_services.commands.status import group_lag
@@ -204,9 +205,9 @@ class Status:
     """The live one-line status, from the children's own metrics and, for the predictor's
     lag in records, from the cluster."""
 
-    def __init__(self, children: list[Child], bootstrap_servers: str) -> None:
+    def __init__(self, children: list[Child], kafka: KafkaConfig) -> None:
         self.children = {c.name: c for c in children}
-        self._bootstrap_servers = bootstrap_servers
+        self._kafka = kafka
         self.started = {"train": 0.0, "test": 0.0}
         self.scored = 0.0
         self._last: tuple[float, float] | None = None
@@ -247,7 +248,7 @@ class Status:
     def _lag_probe(self) -> LagProbe:
         # Not the predictor's own lag gauge: that counts transaction markers. Kept from line to
         # line, its clients stay connected.
-        return LagProbe({"bootstrap.servers": self._bootstrap_servers})
+        return LagProbe(self._kafka.client_settings(what="status lag"))
 
 
 @click.command()
@@ -285,6 +286,13 @@ class Status:
 )
 @click.option("--no-prometheus", is_flag=True, help="Do not start Prometheus, even if installed.")
 @click.option(
+    "--secure",
+    is_flag=True,
+    help="Run on the secure cluster (as `taxi cluster up --secure` makes it): SASL_SSL, and "
+    "each service as its own principal, with only the ACLs it needs "
+    "(env TAXI_CLUSTER_SECURITY=sasl_ssl). A cluster made secure stays so without the flag.",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("data"),
@@ -305,6 +313,7 @@ def up(
     no_trainer: bool,
     no_auto_promote: bool,
     no_prometheus: bool,
+    secure: bool,
     data_dir: Path,
     model_path: Path,
 ) -> None:
@@ -320,20 +329,12 @@ def up(
     Run it again and it goes on where the last run stopped: no trip is started twice. At the
     end of the data each replay starts over under new trip ids (-g2, -g3, ...).
     """
-    cluster = LocalCluster()
-    running = read_state(state_path(cluster))
-    if running is not None:
-        raise click.ClickException(f"taxi up is running already (pid {running['pid']})")
-    try:
-        result = cluster.up()
-    except ClusterError as exc:
-        raise click.ClickException(str(exc)) from exc
-    started_cluster = not result.already_running
-    state = "started" if started_cluster else "already running"
-    click.echo(f"Kafka: {cluster.bootstrap_servers} ({state})")
+    cluster, started_cluster = _start_cluster(secure)
     children: list[Child] = []
     prometheus = None
-    kafka = KafkaConfig(cluster.bootstrap_servers)
+    # taxi up's own steps (reset, the first champion, checkpoints, status) run as admin.
+    admin_settings = cluster.client_settings()
+    kafka = KafkaConfig(admin_settings.pop("bootstrap.servers"), admin_settings)
     try:
         _prepare(cluster, kafka, fresh=fresh, data_dir=data_dir, model_path=model_path)
         logs = cluster.runtime_dir.parent / "logs"
@@ -351,7 +352,7 @@ def up(
         children = planned  # what `finally` stops
         env = {"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers}
         for child in children:
-            child.start(env)
+            child.start({**env, **credentials(cluster, child)})
             click.echo(f"{child.name:<17} {child.metrics_url}   log: {child.log_path}")
         urls = {}
         if not no_dashboard:
@@ -372,7 +373,7 @@ def up(
                 "services": {c.name: c.process.pid for c in children if c.process},
             },
         )
-        with contextlib.closing(Status(children, cluster.bootstrap_servers)) as status:
+        with contextlib.closing(Status(children, kafka)) as status:
             _watch(children, status, kafka if limit is not None else None)
     except KeyboardInterrupt:
         click.echo("\nstopping")
@@ -387,6 +388,31 @@ def up(
         if started_cluster:
             cluster.down()
             click.echo("stopped the Kafka cluster")
+
+
+def _start_cluster(secure: bool) -> tuple[LocalCluster, bool]:
+    """The local cluster, up and healthy, and whether this run started it."""
+    try:
+        cluster = LocalCluster(security=requested_security(secure))
+        running = read_state(state_path(cluster))
+        if running is not None:
+            raise click.ClickException(f"taxi up is running already (pid {running['pid']})")
+        started = not cluster.up().already_running
+    except ClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    state = "started" if started else "already running"
+    click.echo(
+        f"Kafka: {cluster.bootstrap_servers} ({state}{', SASL_SSL' if cluster.secure else ''})"
+    )
+    return cluster, started
+
+
+def credentials(cluster: LocalCluster, child: Child) -> dict[str, str]:
+    """On the secure cluster, the child's own principal: its client config file."""
+    if not cluster.secure:
+        return {}
+    principal = "producer" if child.name.startswith("producer-") else child.name
+    return {CONFIG_FILE_ENV: str(cluster.secrets().client_config(principal))}
 
 
 def _prepare(

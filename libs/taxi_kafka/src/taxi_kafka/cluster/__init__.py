@@ -12,9 +12,26 @@ from taxi_kafka.cluster._config import (
 )
 from taxi_kafka.cluster._errors import ClusterError, PortInUseError, PrerequisiteError
 from taxi_kafka.cluster._jars import KAFKA_VERSION, KafkaJars
-from taxi_kafka.cluster._local import JVM_OPTIONS_ENV, LocalCluster, UpResult, default_runtime_dir
+from taxi_kafka.cluster._local import (
+    JVM_OPTIONS_ENV,
+    PLAINTEXT,
+    SASL_SSL,
+    SECURITY_ENV,
+    LocalCluster,
+    UpResult,
+    default_runtime_dir,
+    default_secrets_dir,
+    requested_security,
+)
 from taxi_kafka.cluster._procs import pid_alive, port_free, read_cmdline, send_signal, wait_gone
 from taxi_kafka.cluster._scratch import free_base_port, scratch_cluster
+from taxi_kafka.cluster._secrets import (
+    ADMIN_PRINCIPAL,
+    PRINCIPALS,
+    SERVICE_PRINCIPALS,
+    ClusterSecrets,
+    ensure_secrets,
+)
 from taxi_kafka.cluster._status import (
     ClusterStatus,
     NodeStatus,
@@ -24,14 +41,21 @@ from taxi_kafka.cluster._status import (
 )
 
 __all__ = [
+    "ADMIN_PRINCIPAL",
     "BROKER_SETTINGS",
     "DEFAULT_BASE_PORT",
     "JVM_OPTIONS",
     "JVM_OPTIONS_ENV",
     "KAFKA_VERSION",
     "NODE_IDS",
+    "PLAINTEXT",
+    "PRINCIPALS",
+    "SASL_SSL",
+    "SECURITY_ENV",
+    "SERVICE_PRINCIPALS",
     "ClusterError",
     "ClusterPorts",
+    "ClusterSecrets",
     "ClusterStatus",
     "KafkaJars",
     "LocalCluster",
@@ -41,12 +65,15 @@ __all__ = [
     "PrerequisiteError",
     "UpResult",
     "default_runtime_dir",
+    "default_secrets_dir",
+    "ensure_secrets",
     "format_status",
     "free_base_port",
     "partitions_of",
     "pid_alive",
     "port_free",
     "read_cmdline",
+    "requested_security",
     "scratch_cluster",
     "send_signal",
     "server_properties",

@@ -95,26 +95,78 @@ def _index(node_id: int) -> int:
     return node_id - NODE_IDS[0]
 
 
+@dataclass(frozen=True)
+class NodeSecurity:
+    """What a node of the secure cluster needs: its PEM key store (key, then certificate
+    chain), the CA its peers' certificates must chain to, and the nodes' own password."""
+
+    key_store: Path
+    ca_file: Path
+    broker_principal: str
+    broker_password: str
+    # Principals besides the nodes' that the authorizer lets do anything.
+    admins: tuple[str, ...] = ()
+
+
+# The authorizer of KRaft clusters. No ACL, no access: every principal gets only its grants.
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+SCRAM = "SCRAM-SHA-512"
+
+
 def server_properties(
     node_id: int,
     ports: ClusterPorts,
     data_dir: Path,
     overrides: Mapping[str, str] | None = None,
+    security: NodeSecurity | None = None,
 ) -> dict[str, str]:
-    """The settings of one combined broker+controller node."""
+    """The settings of one combined broker+controller node: PLAINTEXT, or with `security`,
+    SASL_SSL everywhere and ACLs enforced."""
     broker, controller = ports.of_node(node_id)
+    listener = "SASL_SSL" if security else "PLAINTEXT"
     return {
         "process.roles": "broker,controller",
         "node.id": str(node_id),
         "controller.quorum.voters": ports.quorum_voters,
-        "listeners": f"PLAINTEXT://{HOST}:{broker},CONTROLLER://{HOST}:{controller}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{broker}",
+        "listeners": f"{listener}://{HOST}:{broker},CONTROLLER://{HOST}:{controller}",
+        "advertised.listeners": f"{listener}://{HOST}:{broker}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": listener,
+        "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:{listener}",
         "log.dirs": str(data_dir),
         **BROKER_SETTINGS,
+        **(secure_settings(security) if security else {}),
         **(overrides or {}),
+    }
+
+
+def secure_settings(security: NodeSecurity) -> dict[str, str]:
+    """TLS on both listeners; SCRAM for clients and brokers, and PLAIN (under TLS) between
+    controllers, since KRaft keeps SCRAM credentials in the metadata the controllers serve and
+    so cannot check them on its own quorum's connections."""
+    user, password = security.broker_principal, security.broker_password
+    scram_login = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    plain_login = "org.apache.kafka.common.security.plain.PlainLoginModule"
+    return {
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(security.key_store),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(security.ca_file),
+        "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms": SCRAM,
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+            f'{scram_login} required username="{user}" password="{password}";'
+        ),
+        "sasl.mechanism.inter.broker.protocol": SCRAM,
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": (
+            f'{plain_login} required username="{user}" password="{password}" '
+            f'user_{user}="{password}";'
+        ),
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "authorizer.class.name": AUTHORIZER,
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": ";".join(f"User:{name}" for name in (user, *security.admins)),
     }
 
 
@@ -172,6 +224,16 @@ class JavaLauncher:
             "kafka.Kafka", [str(properties)], log_file, (*JVM_OPTIONS, *extra_options)
         )
 
-    def format_storage(self, properties: Path, cluster_id: str, log_file: Path) -> list[str]:
+    def format_storage(
+        self,
+        properties: Path,
+        cluster_id: str,
+        log_file: Path,
+        scram_passwords: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """`scram_passwords` (principal -> password) become the SCRAM credentials the cluster
+        starts with: KRaft's brokers need theirs before any client could add it."""
         args = ["format", "-t", cluster_id, "-c", str(properties)]
+        for name, password in (scram_passwords or {}).items():
+            args += ["--add-scram", f"{SCRAM}=[name={name},password={password}]"]
         return self.command("kafka.tools.StorageTool", args, log_file, TOOL_JVM_OPTIONS)

@@ -20,6 +20,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from taxi_kafka import _admin as topic_admin
+from taxi_kafka._acls import ensure_grants, pipeline_grants
 from taxi_kafka._admin import NotReadyError
 from taxi_kafka._pipeline import INTERNAL_TOPICS, PROJECT_TOPICS, TopicSpec
 from taxi_kafka._retry import RetryPolicy
@@ -29,12 +30,20 @@ from taxi_kafka.cluster._config import (
     NODE_IDS,
     ClusterPorts,
     JavaLauncher,
+    NodeSecurity,
     new_cluster_id,
     render_properties,
     server_properties,
 )
 from taxi_kafka.cluster._errors import ClusterError, PortInUseError
 from taxi_kafka.cluster._jars import KAFKA_VERSION, KafkaJars, ensure_jars, find_java
+from taxi_kafka.cluster._secrets import (
+    ADMIN_PRINCIPAL,
+    BROKER_PRINCIPAL,
+    ClusterSecrets,
+    ensure_secrets,
+    write_private,
+)
 from taxi_kafka.cluster._status import (
     ClusterStatus,
     NodeStatus,
@@ -50,6 +59,9 @@ KAFKA_HOME_ENV = "KAFKA_HOME"
 # More options for the brokers' JVMs, shell-quoted; say, the quick JIT for clusters that live
 # for seconds (the test plugin uses it).
 JVM_OPTIONS_ENV = "TAXI_CLUSTER_JVM_OPTIONS"
+# `sasl_ssl` makes `taxi cluster up` start the secure cluster, as --secure does.
+SECURITY_ENV = "TAXI_CLUSTER_SECURITY"
+PLAINTEXT, SASL_SSL = "plaintext", "sasl_ssl"
 
 # What the cluster creates in its runtime directory; `down --purge` deletes only these.
 CLUSTER_FILE = "cluster.json"
@@ -67,12 +79,31 @@ def find_workspace_root(start: Path) -> Path | None:
     return None
 
 
+def _taxi_dir(env: Mapping[str, str], cwd: Path | None) -> Path:
+    if env.get(RUNTIME_DIR_ENV):
+        return Path(env[RUNTIME_DIR_ENV])
+    here = cwd or Path.cwd()
+    return (find_workspace_root(here) or here) / ".taxi"
+
+
 def default_runtime_dir(env: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Path:
     """$TAXI_RUNTIME_DIR/cluster, else <workspace root>/.taxi/cluster (git-ignored)."""
-    if env.get(RUNTIME_DIR_ENV):
-        return Path(env[RUNTIME_DIR_ENV]) / "cluster"
-    here = cwd or Path.cwd()
-    return (find_workspace_root(here) or here) / ".taxi" / "cluster"
+    return _taxi_dir(env, cwd) / "cluster"
+
+
+def default_secrets_dir(env: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Path:
+    """$TAXI_RUNTIME_DIR/secrets, else <workspace root>/.taxi/secrets: the secure cluster's CA,
+    certificates and passwords, and each principal's client config."""
+    return _taxi_dir(env, cwd) / "secrets"
+
+
+def requested_security(secure: bool, env: Mapping[str, str] = os.environ) -> str | None:
+    """SASL_SSL when --secure or TAXI_CLUSTER_SECURITY=sasl_ssl asks for it, else None: what
+    the cluster was made with."""
+    value = env.get(SECURITY_ENV, "").strip().lower()
+    if value not in ("", PLAINTEXT, SASL_SSL):
+        raise ClusterError(f"{SECURITY_ENV}={value!r}: expected {PLAINTEXT} or {SASL_SSL}")
+    return SASL_SSL if secure else (value or None)
 
 
 @dataclass(frozen=True)
@@ -111,9 +142,15 @@ class LocalCluster:
         kafka_home: Path | None = None,
         topics: Sequence[TopicSpec] = PROJECT_TOPICS,
         broker_overrides: Mapping[str, str] | None = None,
+        security: str | None = None,
+        secrets_dir: Path | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> None:
         self.runtime_dir = (runtime_dir or default_runtime_dir(env)).absolute()
+        self.secrets_dir = (
+            secrets_dir
+            or (self.runtime_dir / "secrets" if runtime_dir else default_secrets_dir(env))
+        ).absolute()
         self.version = version
         self.topics = tuple(topics)
         self.broker_overrides = dict(broker_overrides or {})
@@ -130,6 +167,17 @@ class LocalCluster:
                 f"use --base-port {recorded}, or remove it first with `taxi cluster down --purge`"
             )
         self.ports = ClusterPorts(requested or recorded or ClusterPorts().base)
+        # A cluster keeps the security it was made with: its storage holds the credentials.
+        recorded_cluster = self._recorded()
+        # Recorded before secure clusters existed: PLAINTEXT.
+        made_with = recorded_cluster.get("security") or (PLAINTEXT if recorded_cluster else None)
+        if made_with and security and made_with != security:
+            raise ClusterError(
+                f"the cluster in {self.runtime_dir} was made {_describe(made_with)}, not "
+                f"{_describe(security)}; remove it first with `taxi cluster down --purge`"
+            )
+        self.security = security or made_with or PLAINTEXT
+        self._secrets: ClusterSecrets | None = None
         self._jars: KafkaJars | None = None
         self._java: str | None = None
         self._admin: AdminClient | None = None
@@ -168,6 +216,35 @@ class LocalCluster:
         except ValueError as exc:
             raise ClusterError(f"{self.runtime_dir / CLUSTER_FILE} is unreadable: {exc}") from exc
         return recorded
+
+    @property
+    def secure(self) -> bool:
+        return self.security == SASL_SSL
+
+    def secrets(self) -> ClusterSecrets:
+        """The secure cluster's CA, certificates and passwords, made on first use."""
+        if not self.secure:
+            raise ClusterError(f"the cluster in {self.runtime_dir} is not a secure one")
+        if self._secrets is None:
+            self._secrets = ensure_secrets(self.secrets_dir, NODE_IDS)
+        return self._secrets
+
+    def client_settings(self, principal: str = ADMIN_PRINCIPAL) -> dict[str, str]:
+        """librdkafka settings that reach the cluster, as `principal` when it is secure."""
+        secured = self.secrets().client_settings(principal) if self.secure else {}
+        return {"bootstrap.servers": self.bootstrap_servers, **secured}
+
+    def _node_security(self, node_id: int) -> NodeSecurity | None:
+        if not self.secure:
+            return None
+        found = self.secrets()
+        return NodeSecurity(
+            key_store=found.node_key_store(node_id),
+            ca_file=found.ca_file,
+            broker_principal=BROKER_PRINCIPAL,
+            broker_password=found.passwords[BROKER_PRINCIPAL],
+            admins=(ADMIN_PRINCIPAL,),
+        )
 
     def _formatted(self, node_id: int) -> bool:
         return (self._data_dir(node_id) / "meta.properties").exists()
@@ -224,9 +301,14 @@ class LocalCluster:
         """Write the node's server.properties (from the current code, so upgrades apply)."""
         self.node_dir(node_id).mkdir(parents=True, exist_ok=True)
         settings = server_properties(
-            node_id, self.ports, self._data_dir(node_id), self.broker_overrides
+            node_id,
+            self.ports,
+            self._data_dir(node_id),
+            self.broker_overrides,
+            self._node_security(node_id),
         )
-        self._properties(node_id).write_text(render_properties(settings))
+        # Private: a secure node's holds the nodes' password.
+        write_private(self._properties(node_id), render_properties(settings))
 
     def _log4j_config(self) -> Path:
         target = self.runtime_dir / LOG4J_CONFIG
@@ -240,9 +322,14 @@ class LocalCluster:
     def _format(self, node_ids: Sequence[int], cluster_id: str) -> None:
         """Format the nodes' storage, all at once (each is a JVM start of its own)."""
         launcher = self._launcher()
+        # The SCRAM credentials go into the metadata log as it is made (KRaft has nowhere else
+        # to keep them before the brokers, which need theirs, are up).
+        passwords = self.secrets().passwords if self.secure else None
         runs = {
             n: subprocess.Popen(
-                launcher.format_storage(self._properties(n), cluster_id, self.log_file(n)),
+                launcher.format_storage(
+                    self._properties(n), cluster_id, self.log_file(n), passwords
+                ),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -289,6 +376,7 @@ class LocalCluster:
             "bootstrap_servers": self.bootstrap_servers,
             "brokers": {str(n): self.ports.broker(n) for n in NODE_IDS},
             "controllers": {str(n): self.ports.controller(n) for n in NODE_IDS},
+            "security": self.security,
         }
         (self.runtime_dir / CLUSTER_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
@@ -336,8 +424,9 @@ class LocalCluster:
         """An AdminClient for the cluster, kept for reuse."""
         if self._admin is None:
             # Reconnect quickly: brokers here come back within seconds, not minutes.
+            settings = self.client_settings()
             self._admin = topic_admin.admin_client(
-                self.bootstrap_servers, **{"reconnect.backoff.max.ms": 1000}
+                settings.pop("bootstrap.servers"), **settings, **{"reconnect.backoff.max.ms": 1000}
             )
         return self._admin
 
@@ -456,7 +545,10 @@ class LocalCluster:
             log.info("the cluster in %s is already running; checking its health", self.runtime_dir)
         admin = self.admin()
         created = topic_admin.ensure_topics(admin, self.topics)
-        topic_admin.create_internal_topics(self.bootstrap_servers)
+        topic_admin.create_internal_topics(self.client_settings())
+        if self.secure:
+            granted = ensure_grants(admin, pipeline_grants())
+            log.info("ACLs: %d grants to the services' principals", granted)
         problems = topic_admin.internal_topic_problems(
             topic_admin.topic_states(admin, INTERNAL_TOPICS)
         )
@@ -499,3 +591,7 @@ class LocalCluster:
         self._start([node_id])
         self._wait_serving([node_id], timeout)
         return True
+
+
+def _describe(security: str) -> str:
+    return "secure (SASL_SSL)" if security == SASL_SSL else "without security (PLAINTEXT)"
