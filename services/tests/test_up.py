@@ -29,8 +29,10 @@ from taxi_kafka import (
     NEW_TRIPS,
     PROJECT_TOPICS,
     PROMETHEUS_PORT,
+    KafkaConfig,
+    read_to_end,
 )
-from taxi_kafka.cluster import NODE_IDS, ClusterPorts, free_base_port
+from taxi_kafka.cluster import NODE_IDS, ClusterPorts, LocalCluster, free_base_port
 from taxi_kafka.testing import read_all
 from taxi_model import read_card, read_trips
 
@@ -221,11 +223,13 @@ def up_with_a_limit(tmp_path: Path, env: dict[str, str], limit: int, *args: str)
 
 
 def trips_and_predictions(env: dict[str, str]) -> tuple[Counter[TripKey], Counter[TripKey]]:
-    """Trips started and predictions made, per trip, read back with read_committed."""
-    bootstrap = ClusterPorts(int(env["TAXI_CLUSTER_BASE_PORT"])).bootstrap_servers
+    """Trips started and predictions made, per trip, read back with read_committed (as the
+    admin principal, on a secure cluster)."""
+    settings = LocalCluster(Path(env["TAXI_RUNTIME_DIR"]) / "cluster", env=env).client_settings()
+    kafka = KafkaConfig(settings.pop("bootstrap.servers"), settings)
 
     def per_trip(topic: str, kind: type[TripStarted] | type[Prediction]) -> Counter[TripKey]:
-        return Counter(trip_key(decode(m.value(), kind)) for m in read_all(bootstrap, topic))
+        return Counter(trip_key(decode(m.value(), kind)) for m in read_to_end(kafka, topic))
 
     return per_trip(NEW_TRIPS, TripStarted), per_trip(ML_PREDICTIONS, Prediction)
 
@@ -344,3 +348,34 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path, up_env):
     assert taxi(tmp_path, env, "cluster", "down").returncode == 0
     reset_all(tmp_path, env)
     assert leftovers(tmp_path) == []
+
+
+def test_on_the_secure_cluster_each_service_is_its_own_principal(
+    secure_kafka_cluster, trained_model_path, tmp_path
+):
+    """`taxi up --secure` on a secure cluster: every trip predicted once, each service logged
+    in as its own principal, and no password printed; `taxi reset` acts as admin."""
+    env = {
+        **environment(tmp_path),
+        "TAXI_RUNTIME_DIR": str(secure_kafka_cluster.runtime_dir.parent),
+        "TAXI_CLUSTER_BASE_PORT": str(secure_kafka_cluster.ports.base),
+        "TAXI_AGGREGATOR_WINDOW": "2",
+        "TAXI_AGGREGATOR_GRACE": "1",
+    }
+    secure = up_with_a_limit(
+        tmp_path, env, 50, *QUICK, "--secure", "--model", str(trained_model_path)
+    )
+    assert "(already running, SASL_SSL)" in secure
+    assert "stopped the Kafka cluster" not in secure  # not the run's: left running
+    started = assert_each_predicted_once(env)
+    assert per_source(started) == {"train": 50, "test": 50}
+    logs = secure_kafka_cluster.runtime_dir.parent / "logs"
+    for service, principal in (("predictor", "predictor"), ("producer-train", "producer")):
+        assert f"sasl.username={principal}," in (logs / f"{service}.log").read_text()
+    for password in secure_kafka_cluster.secrets().passwords.values():
+        assert password not in secure
+    # The commands that manage the pipeline act as admin on this folder's secure cluster.
+    listed = taxi(tmp_path, env, "topics", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert NEW_TRIPS in listed.stdout
+    assert "sasl.username=admin" in listed.stderr

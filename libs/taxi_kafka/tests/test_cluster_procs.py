@@ -187,6 +187,9 @@ def test_security_is_asked_for_with_the_flag_or_the_variable():
 def test_secrets_live_beside_the_default_runtime_dir_and_inside_a_given_one(tmp_path):
     env = {"TAXI_RUNTIME_DIR": str(tmp_path / "rt")}
     assert LocalCluster(env=env).secrets_dir == tmp_path / "rt" / "secrets"
+    # The default runtime dir, named: still the default.
+    named = LocalCluster(tmp_path / "rt" / "cluster", env=env)
+    assert named.secrets_dir == tmp_path / "rt" / "secrets"
     assert LocalCluster(tmp_path / "given").secrets_dir == tmp_path / "given" / "secrets"
     with pytest.raises(ClusterError, match="not a secure one"):
         LocalCluster(tmp_path / "given").secrets()

@@ -67,9 +67,15 @@ def _session_cluster(
     request: pytest.FixtureRequest, name: str, base_port: int, security: str | None = None
 ) -> Iterator[LocalCluster]:
     # Not under pytest's basetemp: pytest deletes all but the newest three of those, and so a
-    # concurrent pytest run would delete a running cluster's files.
+    # concurrent pytest run would delete a running cluster's files. Laid out as `taxi up` lays
+    # out TAXI_RUNTIME_DIR (cluster/, secrets/), so `taxi` commands given that find it.
     runtime_dir = Path(tempfile.mkdtemp(prefix=f"taxi-kafka-test-{name}-"))
-    cluster = LocalCluster(runtime_dir, base_port=base_port, security=security)
+    cluster = LocalCluster(
+        runtime_dir / "cluster",
+        base_port=base_port,
+        security=security,
+        secrets_dir=runtime_dir / "secrets",
+    )
     try:
         cluster.up()
         yield cluster
@@ -90,7 +96,8 @@ def kafka_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
 @pytest.fixture(scope="session")
 def secure_kafka_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """A second cluster, on SASL_SSL with the project's ACLs; its secrets (CA, certificates,
-    each principal's password and client config) are in its runtime dir's secrets/."""
+    each principal's password and client config) are in secrets/ beside its runtime dir, where
+    `taxi` commands run with TAXI_RUNTIME_DIR=<runtime dir's parent> look for them."""
     yield from _session_cluster(request, "secure-cluster", free_base_port(), SASL_SSL)
 
 

@@ -17,9 +17,9 @@ import click
 
 from taxi_events import DeploymentDecision, ModelMetrics, Role
 from taxi_kafka import MODEL_METRICS, KafkaConfig
-from taxi_kafka.cli import kafka_options
 from taxi_model import ModelCard, ModelLoadError, QualityMetrics, current_roles
 from taxi_services import registry as reg
+from taxi_services.commands._admin_kafka import admin_kafka_options
 from taxi_services.options import topic_prefix_option
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,7 +31,7 @@ NONE = "none"
 def registry_options(command: F) -> F:
     """The Kafka options and --topic-prefix: the command receives `kafka` and `topic_prefix`."""
     command = topic_prefix_option()(command)
-    return kafka_options(command)
+    return admin_kafka_options(command)
 
 
 def open_registry(kafka: KafkaConfig, topic_prefix: str) -> reg.ModelRegistry:

@@ -6,8 +6,8 @@ import click
 from confluent_kafka import KafkaException
 
 from taxi_kafka import Deleted, GroupInUseError, KafkaConfig, reset_pipeline
-from taxi_kafka.cli import kafka_options
 from taxi_kafka.cluster import NODE_IDS, ClusterError, LocalCluster
+from taxi_services.commands._admin_kafka import admin_kafka_options
 from taxi_services.commands.topics import admin_for
 from taxi_services.options import topic_prefix_option
 from taxi_services.up_state import read_state, state_path
@@ -37,7 +37,7 @@ def deleted_summary(deleted: Deleted) -> str:
 
 @click.command()
 @click.option("--yes", is_flag=True, help="Delete without asking.")
-@kafka_options
+@admin_kafka_options
 @topic_prefix_option()
 def reset(*, kafka: KafkaConfig, topic_prefix: str, yes: bool) -> None:
     """Delete the pipeline's topics, consumer groups and checkpoints on the cluster.

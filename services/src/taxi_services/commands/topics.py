@@ -35,8 +35,9 @@ from taxi_kafka import (
     project_topics,
     topic_states,
 )
-from taxi_kafka.cli import env_option, kafka_options
+from taxi_kafka.cli import env_option
 from taxi_kafka.cluster import PartitionState, partitions_of
+from taxi_services.commands._admin_kafka import admin_kafka_options
 from taxi_services.options import topic_prefix_option
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,7 +64,7 @@ def _topic_options(timeout: float) -> Callable[[F], F]:
             default=timeout,
             help="Seconds to keep retrying while the cluster is unreachable or not ready.",
         )(command)
-        return kafka_options(topic_prefix_option()(command))
+        return admin_kafka_options(topic_prefix_option()(command))
 
     return decorate
 

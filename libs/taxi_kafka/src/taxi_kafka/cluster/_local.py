@@ -147,10 +147,10 @@ class LocalCluster:
         env: Mapping[str, str] = os.environ,
     ) -> None:
         self.runtime_dir = (runtime_dir or default_runtime_dir(env)).absolute()
-        self.secrets_dir = (
-            secrets_dir
-            or (self.runtime_dir / "secrets" if runtime_dir else default_secrets_dir(env))
-        ).absolute()
+        # Beside the default runtime dir, as .taxi/secrets; inside any other (a scratch one).
+        default = self.runtime_dir == default_runtime_dir(env).absolute()
+        beside = default_secrets_dir(env) if default else self.runtime_dir / "secrets"
+        self.secrets_dir = (secrets_dir or beside).absolute()
         self.version = version
         self.topics = tuple(topics)
         self.broker_overrides = dict(broker_overrides or {})
