@@ -27,8 +27,10 @@ from taxi_kafka.cluster._procs import (
     port_free,
     port_open,
     port_owner,
+    read_cmdline,
     read_pid,
 )
+from taxi_kafka.testing import wait_for
 
 PROC_NET_TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -213,6 +215,8 @@ def test_a_node_without_its_pid_file_is_found_and_stopped(tmp_path, caplog):
     argv = ["java", "-c", "import time; time.sleep(60)", "kafka.Kafka", str(properties)]
     impostor = subprocess.Popen(argv, executable=sys.executable)
     try:
+        # A process fresh from exec can show an empty command line for a moment.
+        wait_for("the stand-in's command line", lambda: read_cmdline(impostor.pid), 10)
         with caplog.at_level(logging.WARNING):
             assert cluster.pid(3) == impostor.pid
         assert "without a pid file; recording it" in caplog.text

@@ -159,7 +159,8 @@ class LocalCluster:
         self._kafka_home = kafka_home or (
             Path(env[KAFKA_HOME_ENV]) if env.get(KAFKA_HOME_ENV) else None
         )
-        recorded = self._recorded().get("base_port")
+        record = self._recorded()
+        recorded = record.get("base_port")
         requested = base_port or (int(env[BASE_PORT_ENV]) if env.get(BASE_PORT_ENV) else None)
         if recorded and requested and recorded != requested:
             raise ClusterError(
@@ -168,9 +169,8 @@ class LocalCluster:
             )
         self.ports = ClusterPorts(requested or recorded or ClusterPorts().base)
         # A cluster keeps the security it was made with: its storage holds the credentials.
-        recorded_cluster = self._recorded()
         # Recorded before secure clusters existed: PLAINTEXT.
-        made_with = recorded_cluster.get("security") or (PLAINTEXT if recorded_cluster else None)
+        made_with = record.get("security") or (PLAINTEXT if record else None)
         if made_with and security and made_with != security:
             raise ClusterError(
                 f"the cluster in {self.runtime_dir} was made {_describe(made_with)}, not "
