@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from taxi_events import Prediction, TripKey, TripStarted, decode, trip_key
 from taxi_kafka import (
@@ -374,8 +375,22 @@ def test_on_the_secure_cluster_each_service_is_its_own_principal(
         assert f"sasl.username={principal}," in (logs / f"{service}.log").read_text()
     for password in secure_kafka_cluster.secrets().passwords.values():
         assert password not in secure
-    # The commands that manage the pipeline act as admin on this folder's secure cluster.
+    # The commands that manage the pipeline act as admin on this folder's secure cluster, and
+    # a second pipeline's topics come with its services' grants.
     listed = taxi(tmp_path, env, "topics", "list")
     assert listed.returncode == 0, listed.stderr
     assert NEW_TRIPS in listed.stdout
     assert "sasl.username=admin" in listed.stderr
+    ensured = taxi(tmp_path, env, "topics", "ensure", "--topic-prefix", "blue.", "--no-internal")
+    assert ensured.returncode == 0, ensured.stderr
+    assert "ACLs: " in ensured.stdout
+    producer = Producer(secure_kafka_cluster.client_settings("producer"))
+    reports = []
+    producer.produce(
+        f"blue.{NEW_TRIPS}",
+        b"a trip of the second pipeline",
+        on_delivery=lambda e, _: reports.append(e),
+    )
+    producer.flush(30)
+    assert len(reports) == 1
+    assert reports[0] is None, reports[0]  # delivered, not refused

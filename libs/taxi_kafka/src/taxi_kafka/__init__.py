@@ -5,6 +5,7 @@ Two subpackages are public too: `taxi_kafka.cluster` (the local 3-broker cluster
 `taxi_kafka.testing` (a pytest plugin and test helpers).
 """
 
+from taxi_kafka._acls import ensure_grants, pipeline_grants
 from taxi_kafka._admin import (
     QUIET_CLIENT_CONFIG,
     Deleted,
@@ -165,6 +166,7 @@ __all__ = [
     "create_internal_topics",
     "differences",
     "end_offsets",
+    "ensure_grants",
     "ensure_topics",
     "env_name",
     "first_signal_interrupts",
@@ -176,6 +178,7 @@ __all__ = [
     "lag_seconds",
     "next_offsets",
     "output_records",
+    "pipeline_grants",
     "project_topics",
     "read_table",
     "read_tail",

@@ -15,16 +15,22 @@ from taxi_kafka.cluster import ClusterError, LocalCluster
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def local_admin(kafka: KafkaConfig) -> KafkaConfig:
-    """`kafka` with the local secure cluster's admin credentials beneath its own settings,
-    when it names that cluster and brings no security settings of its own."""
-    if "security.protocol" in kafka.settings:
-        return kafka
+def local_secure_cluster(kafka: KafkaConfig) -> LocalCluster | None:
+    """This folder's local cluster, when it is a secure one and `kafka` names it."""
     try:
         local = LocalCluster()
     except ClusterError:  # this folder's cluster is on other ports: not the one named
-        return kafka
+        return None
     if not local.secure or kafka.bootstrap_servers != local.bootstrap_servers:
+        return None
+    return local
+
+
+def local_admin(kafka: KafkaConfig) -> KafkaConfig:
+    """`kafka` with the local secure cluster's admin credentials beneath its own settings,
+    when it names that cluster and brings no security settings of its own."""
+    local = None if "security.protocol" in kafka.settings else local_secure_cluster(kafka)
+    if local is None:
         return kafka
     admin = local.client_settings()
     del admin["bootstrap.servers"]

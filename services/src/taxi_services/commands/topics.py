@@ -30,14 +30,16 @@ from taxi_kafka import (
     admin_client,
     create_internal_topics,
     differences,
+    ensure_grants,
     ensure_topics,
     is_transient,
+    pipeline_grants,
     project_topics,
     topic_states,
 )
 from taxi_kafka.cli import env_option
 from taxi_kafka.cluster import PartitionState, partitions_of
-from taxi_services.commands._admin_kafka import admin_kafka_options
+from taxi_services.commands._admin_kafka import admin_kafka_options, local_secure_cluster
 from taxi_services.options import topic_prefix_option
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -253,11 +255,20 @@ def ensure(
                 timeout=budget.request,
             )
         reports = _reports(admin, specs, budget)
+        # On this folder's secure cluster, the services get their ACLs under the prefix too
+        # (`taxi cluster up --secure` grants the unprefixed names).
+        granted = (
+            ensure_grants(admin, pipeline_grants(topic_prefix))
+            if local_secure_cluster(kafka)
+            else 0
+        )
     except (KafkaException, NotReadyError) as exc:
         raise _fail(kafka, exc, timeout) from exc
     existed = [spec.name for spec in specs if spec.name not in created]
     click.echo(f"created: {', '.join(created) or 'none'}")
     click.echo(f"already existed: {', '.join(existed) or 'none'}")
+    if granted:
+        click.echo(f"ACLs: {granted} grants to the services' principals")
     click.echo(format_reports(reports))
 
 
