@@ -40,13 +40,12 @@ def kept_folders(marker: str) -> list[Path]:
     return sorted(Path(tempfile.gettempdir()).glob(f"{marker}*"))
 
 
-# Short replays, at rates that land the fault while trips still flow: a killed broker is
-# restarted 20 s after the kill, around the replay's end; a killed service at once. (A killed
-# producer, which kill-producer restarts as kill-predictor restarts the predictor, resumes
-# exactly once in test_pipeline, on the shared cluster: a minute less of the suite's budget.)
-@pytest.mark.parametrize(
-    ("scenario", "trips", "rate"), [("kill-broker", 2_000, 60), ("kill-predictor", 2_000, 150)]
-)
+# A short replay, at a rate that lands the fault while trips still flow: the killed broker is
+# restarted 20 s after the kill, around the replay's end. The service scenarios kill and restart
+# a process as this one does a broker; a killed predictor and a killed producer each resume
+# exactly once in test_pipeline, on the shared cluster, which leaves the suite's 30-minute
+# budget two minutes a fresh cluster each would cost.
+@pytest.mark.parametrize(("scenario", "trips", "rate"), [("kill-broker", 2_000, 60)])
 def test_nothing_is_lost_or_duplicated(scenario, trips, rate, trained_model_path, tmp_path):
     report_file = tmp_path / "report.json"
     run = subprocess.run(
