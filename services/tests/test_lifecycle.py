@@ -291,7 +291,10 @@ def watch_the_loop(page: Page, stale: str) -> str:
     assert {"concept-drift", "candidate"} <= set(events), events
     assert_no_exception(page)
     screenshot(page, "lifecycle-dashboard.png")
-    # Still on probation once the picture is taken (it ends after --live-trips more trips): the
-    # picture shows both models. (If the run ended meanwhile, the page keeps what it last showed.)
-    expect(roles).to_contain_text(on_probation, timeout=1_000)
+    # The page showed the probation above. Whether the picture still does depends on the
+    # machine: the probation ends after --live-trips more trips, about 20 s here, and a busy CI
+    # machine took longer than that to check the page (CI run 14). So a picture taken after it
+    # is warned about, as the ratio targets are, not failed.
+    if not on_probation.search(roles.inner_text()):
+        warnings.warn("lifecycle-dashboard.png was taken after the probation ended", stacklevel=1)
     return promoted
