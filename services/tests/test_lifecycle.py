@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -220,7 +221,13 @@ def test_the_loop_closes_by_itself_while_the_dashboard_shows_it(trained_model_pa
             output, _ = run.communicate(timeout=RUN_TIMEOUT_S)
         finally:
             if run.poll() is None:
-                run.kill()
+                # As Ctrl+C: the run stops its services and its scratch cluster (SIGKILL would
+                # leave three brokers running).
+                run.send_signal(signal.SIGINT)
+                try:
+                    run.wait(120)
+                except subprocess.TimeoutExpired:
+                    run.kill()
     log = stderr.read_text()[-5000:]
     report = json.loads(output)
     print({key: report.get(key) for key in FIGURES})
