@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+import taxi_kafka
 from taxi_kafka import (
     FINISHED_TRIPS,
     ML_PREDICTIONS,
@@ -79,15 +80,11 @@ def attempt_produce(settings: dict[str, Any], topic: str = NEW_TRIPS) -> Attempt
 
 
 def end_offsets(cluster: LocalCluster, topic: str) -> dict[int, int]:
-    consumer = Consumer({**cluster.client_settings(), "group.id": "taxi-admin-offsets"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
-    finally:
-        consumer.close()
+    """Each partition's end offset, read as admin with the library's own end_offsets."""
+    admin = cluster.admin()
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = taxi_kafka.end_offsets(admin, [(topic, p) for p in partitions], timeout=10)
+    return {partition: end for (_, partition), end in ends.items()}
 
 
 class BrokerLogs:
