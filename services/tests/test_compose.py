@@ -7,16 +7,24 @@ script parses it (ports and instance names as taxi_kafka says), and every file m
 container must exist. Every port is published on the host's loopback only, behind a server told
 to listen on all of its container's interfaces, and no password is written in the file. Where
 the docker compose plugin is installed, `docker compose config` validates the file as well.
+
+docker-compose.secure.yml is checked merged onto it, as compose merges the two, against the
+secrets `taxi cluster compose-secrets` writes: SASL_SSL only, the local secure cluster's broker
+settings, each service its own principal's credentials and no one else's, the topics job
+granting the ACLs, no password in either file; and Kafka's own storage formatter reads a
+generated broker config (marked kafka: it needs the local Kafka jars and Java).
 """
 
 from __future__ import annotations
 
 import base64
 import importlib
+import importlib.resources
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tomllib
@@ -27,6 +35,8 @@ from typing import Any
 import click
 import pytest
 import yaml
+from click.testing import CliRunner
+from cryptography import x509
 
 from taxi_kafka import (
     COMPOSE_INSTANCE,
@@ -36,21 +46,38 @@ from taxi_kafka import (
     PROJECT_TOPICS,
     PROMETHEUS_PORT,
     REPLICATION_FACTOR,
+    KafkaConfig,
     project_topics,
 )
+from taxi_kafka.cli import read_config_file
 from taxi_kafka.cluster import (
+    ADMIN_PRINCIPAL,
     BROKER_SETTINGS,
+    COMPOSE_EXTERNAL_PORTS,
     JVM_OPTIONS,
     KAFKA_VERSION,
     NODE_IDS,
+    PRINCIPALS,
+    SECRETS_MOUNT,
     ClusterPorts,
+    LocalCluster,
+    broker_properties_file,
+    client_config_file,
+    compose_host,
+    default_compose_secrets_dir,
+    node_key_store_file,
+    password_file,
     server_properties,
 )
+from taxi_kafka.cluster._config import JavaLauncher, NodeSecurity, render_properties
+from taxi_kafka.cluster._secrets import CA_FILE
 from taxi_model import DEFAULT_MODEL_PATH
+from taxi_services.commands.cluster import cluster
 from taxi_services.commands.model import DEFAULT_TRAIN_DATA
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+SECURE_COMPOSE_FILE = REPO / "docker-compose.secure.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 PROMETHEUS_CONFIG = REPO / "observability" / "prometheus.compose.yml"
@@ -105,11 +132,11 @@ def substitute(match: re.Match[str]) -> str:
 
 def interpolate(node: Any) -> Any:
     """Compose's ${NAME}, ${NAME:-default} and ${NAME:?error}, as when only the required
-    variables are set."""
+    variables are set; $$ is a literal $ (a shell's, in a container's command)."""
     if isinstance(node, str):
-        text = _VARIABLE.sub(substitute, node)
-        assert "$" not in text, f"interpolation this test does not understand: {node!r}"
-        return text
+        parts = [_VARIABLE.sub(substitute, part) for part in node.split("$$")]
+        assert not any("$" in p for p in parts), f"interpolation not understood: {node!r}"
+        return "$".join(parts)
     if isinstance(node, dict):
         return {key: interpolate(value) for key, value in node.items()}
     if isinstance(node, list):
@@ -230,6 +257,10 @@ def _parse_requests() -> None:
 
 @pytest.fixture(scope="module")
 def parsed(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return parse_services(services)
+
+
+def parse_services(services: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each of our services' command line and environment as its console script parses them.
 
     The scripts of one distribution are parsed in a fresh interpreter: each package registers
@@ -590,8 +621,8 @@ def test_the_build_context_leaves_local_state_out():
     assert not sources & ignored
 
 
-@pytest.mark.parametrize("models", [None, "./models"])
-def test_docker_compose_config_accepts_the_file(models):
+@pytest.mark.parametrize(("models", "secure"), [(None, False), ("./models", False), (None, True)])
+def test_docker_compose_config_accepts_the_file(models, secure, generated):
     docker = shutil.which("docker")
     plugin = docker and subprocess.run(
         [docker, "compose", "version"], capture_output=True, check=False
@@ -605,8 +636,12 @@ def test_docker_compose_config_accepts_the_file(models):
     env["GF_SECURITY_ADMIN_PASSWORD"] = "compose-config-check"  # required by the file
     if models:
         env["TAXI_COMPOSE_MODELS"] = models
+    files = ["-f", str(COMPOSE_FILE)]
+    if secure:
+        files += ["-f", str(SECURE_COMPOSE_FILE)]
+        env["TAXI_COMPOSE_SECRETS"] = str(generated[0])
     result = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
+        [docker, "compose", *files, "config", "--quiet"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -614,6 +649,302 @@ def test_docker_compose_config_accepts_the_file(models):
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+# -- docker-compose.secure.yml, merged onto docker-compose.yml ---------------------------------
+
+# The principal each Kafka client runs as: the services their own, the operator's jobs admin.
+PRINCIPAL_OF = {
+    "topics": ADMIN_PRINCIPAL,
+    "publish-model": ADMIN_PRINCIPAL,
+    "producer-train": "producer",
+    "producer-test": "producer",
+    "predictor": "predictor",
+    "aggregator": "aggregator",
+    "trainer": "trainer",
+    "dashboard": "dashboard",
+}
+# Where the secure cluster's settings may differ in compose: hosts, ports and the data volume.
+COMPOSE_PLACES = {
+    "listeners",
+    "advertised.listeners",
+    "controller.quorum.voters",
+    "listener.security.protocol.map",
+    "log.dirs",
+}
+
+
+def merge(base: Any, override: Any, key: str = "") -> Any:
+    """`override` merged onto `base` as docker compose merges files, for the keys these files
+    use: mappings key by key, `command` replaced, other sequences (secrets) joined."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for name, value in override.items():
+            merged[name] = merge(base[name], value, name) if name in base else value
+        return merged
+    if isinstance(base, list) and isinstance(override, list) and key != "command":
+        return [*base, *(item for item in override if item not in base)]
+    return override
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """A Java properties file as our render_properties writes it (key=value, # comments)."""
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def in_container(name: str) -> str:
+    return f"{SECRETS_MOUNT}/{name}"
+
+
+@pytest.fixture(scope="module")
+def secure_compose() -> dict[str, Any]:
+    base = yaml.safe_load(COMPOSE_FILE.read_text())
+    return interpolate(merge(base, yaml.safe_load(SECURE_COMPOSE_FILE.read_text())))
+
+
+@pytest.fixture(scope="module")
+def secure_services(secure_compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return secure_compose["services"]
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`taxi cluster compose-secrets` run into a fresh folder: the folder, and what it said."""
+    directory = tmp_path_factory.mktemp("compose") / "secrets"
+    result = CliRunner().invoke(cluster, ["compose-secrets", "--dir", str(directory)])
+    assert result.exit_code == 0, result.output
+    return directory, result.output
+
+
+def service_secrets(service: Mapping[str, Any]) -> set[str]:
+    return {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
+
+
+def test_the_secure_override_keeps_every_service_and_adds_none(services, secure_services):
+    assert set(secure_services) == set(services)
+    for name in secure_services:
+        assert secure_services[name].get("image") == services[name].get("image"), name
+
+
+def test_compose_secrets_writes_private_files_and_reuses_them(generated):
+    directory, said = generated
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    files = sorted(p for p in directory.iterdir())
+    assert files
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o600}
+    passwords = [p.read_text().strip() for p in directory.glob("*.password")]
+    assert len(passwords) == len(PRINCIPALS) + 1  # and the brokers'
+    before = {p.name: p.read_bytes() for p in files}
+    again = CliRunner().invoke(cluster, ["compose-secrets", "--dir", str(directory)])
+    assert again.exit_code == 0, again.output
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before, "day two: reused"
+    assert "made: nothing" in again.output
+    for output in (said, again.output):
+        assert "docker compose -f docker-compose.yml -f docker-compose.secure.yml up" in output
+        for password in passwords:
+            assert password not in output
+
+
+def test_every_secret_named_is_one_the_generator_writes(secure_compose, secure_services, generated):
+    directory, _ = generated
+    declared = secure_compose["secrets"]
+    default_dir = default_compose_secrets_dir(REPO).relative_to(REPO)
+    for name, secret in declared.items():
+        path = Path(secret["file"])
+        assert path == Path(".") / default_dir / name, f"{name} is not its file in {default_dir}"
+        assert (directory / name).is_file(), f"the generator writes no {name}"
+    assert CA_FILE in declared
+    assert "ca-key.pem" not in declared, "the CA's key stays on the host"
+    for name, service in secure_services.items():
+        assert service_secrets(service) <= set(declared), name
+
+
+def test_each_service_mounts_only_its_own_principals_secrets(secure_services, generated):
+    directory, _ = generated
+    for name, service in secure_services.items():
+        principal = PRINCIPAL_OF.get(name)
+        if principal is None:
+            if name not in BROKERS:
+                assert not service_secrets(service), f"{name} talks to no Kafka"
+            continue
+        own = client_config_file(principal)
+        assert service_secrets(service) == {CA_FILE, own}, name
+        assert environment(service)["KAFKA_CONFIG_FILE"] == in_container(own), name
+        settings = read_config_file(directory / own)
+        assert settings["sasl.username"] == principal
+        assert settings["ssl.ca.location"] == in_container(CA_FILE)
+        assert settings["security.protocol"] == "SASL_SSL"
+    assert ADMIN_PRINCIPAL not in str(secure_services["predictor"].get("secrets"))
+
+
+def test_every_secure_client_still_lists_all_three_brokers(secure_services, generated):
+    """The client configs name no brokers, so compose's KAFKA_BOOTSTRAP_SERVERS stands."""
+    directory, _ = generated
+    brokers = {f"{compose_host(n)}:9092" for n in NODE_IDS}
+    for name, principal in PRINCIPAL_OF.items():
+        env = environment(secure_services[name])
+        file_settings = read_config_file(directory / client_config_file(principal))
+        kafka = KafkaConfig.from_env(env, file_settings=file_settings)
+        assert set(kafka.bootstrap_servers.split(",")) == brokers, name
+
+
+@pytest.mark.parametrize(("name", "node_id"), BROKERS.items())
+def test_the_secure_brokers_run_the_generated_local_secure_settings(
+    services, secure_services, generated, name, node_id
+):
+    directory, _ = generated
+    broker = secure_services[name]
+    *start, config = broker["command"]
+    assert start[:2] == ["bash", "-c"]
+    script = start[2]
+    assert config == in_container(broker_properties_file(node_id))
+    props = read_properties(directory / broker_properties_file(node_id))
+
+    # The local secure cluster's settings, but for hosts, ports and the data volume.
+    local = server_properties(
+        node_id,
+        ClusterPorts(),
+        Path("unused"),
+        security=NodeSecurity(
+            key_store=Path(in_container(node_key_store_file(node_id))),
+            ca_file=Path(in_container(CA_FILE)),
+            broker_principal="broker",
+            broker_password=(directory / password_file("broker")).read_text().strip(),
+            admins=(ADMIN_PRINCIPAL,),
+        ),
+    )
+    wrong = {k: (props.get(k), v) for k, v in local.items() if k not in COMPOSE_PLACES}
+    wrong = {k: pair for k, pair in wrong.items() if pair[0] != pair[1]}
+    assert not wrong, f"{name}: (compose, local secure) = {wrong}"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == f"User:broker;User:{ADMIN_PRINCIPAL}"
+
+    # SASL_SSL only, on compose's hosts and ports; EXTERNAL as secured as the others.
+    protocols = dict(p.split(":") for p in props["listener.security.protocol.map"].split(","))
+    assert set(protocols.values()) == {"SASL_SSL"}
+    bound = listeners(props["listeners"])
+    assert set(bound) == set(protocols) == {"SASL_SSL", "CONTROLLER", "EXTERNAL"}
+    assert {host for host, _port in bound.values()} == {EVERY_INTERFACE}
+    advertised = listeners(props["advertised.listeners"])
+    assert advertised["SASL_SSL"] == (name, bound["SASL_SSL"][1])
+    external = COMPOSE_EXTERNAL_PORTS[node_id]
+    assert advertised["EXTERNAL"] == ("localhost", str(external))
+    assert published(services[name])[external] == (LOOPBACK, external)
+    for mechanism in ("sasl.enabled.mechanisms", "scram-sha-512.sasl.jaas.config"):
+        assert (
+            props[f"listener.name.external.{mechanism}"]
+            == props[f"listener.name.sasl_ssl.{mechanism}"]
+        )
+    voters = {v.partition("@")[2] for v in props["controller.quorum.voters"].split(",")}
+    assert voters == {f"{compose_host(n)}:{bound['CONTROLLER'][1]}" for n in NODE_IDS}
+    assert mounts(services[name])[props["log.dirs"]][0] == f"{name}-data"
+
+    # What compose shows is what runs: no PLAINTEXT left from the base file.
+    shown = broker_properties(broker)
+    for key in ("listeners", "advertised.listeners", "listener.security.protocol.map"):
+        assert shown[key] == props[key], f"{name}: {key}"
+    assert shown["inter.broker.listener.name"] == props["inter.broker.listener.name"]
+    assert "PLAINTEXT" not in json.dumps(environment(broker)) + json.dumps(props)
+
+    # Every file the broker reads is mounted: its settings, certificate and the CA; and every
+    # principal's password, which the start script formats storage with.
+    paths = {v for k, v in props.items() if k.endswith(".location")} | {config}
+    mounted = {in_container(s) for s in service_secrets(broker)}
+    assert paths <= mounted, f"{name} reads unmounted {paths - mounted}"
+    wanted = {password_file(p) for p in ("broker", *PRINCIPALS)}
+    assert wanted <= service_secrets(broker)
+    assert service_secrets(broker) - wanted == {
+        CA_FILE,
+        node_key_store_file(node_id),
+        broker_properties_file(node_id),
+    }
+    for step in (
+        "--ignore-formatted",
+        "--add-scram",
+        '"$CLUSTER_ID"',
+        f"{SECRETS_MOUNT}/*.password",
+    ):
+        assert step in script, step
+    assert "exec /opt/kafka/bin/kafka-server-start.sh" in script
+
+    # Its certificate is valid for the names it is reached by.
+    pem = (directory / node_key_store_file(node_id)).read_bytes()
+    names = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert set(names.value.get_values_for_type(x509.DNSName)) == {name, "localhost"}
+
+
+def test_the_secure_topics_job_grants_the_acls_as_admin(secure_services, generated):
+    """The services parse with their secure settings (the mounted files are the generated
+    ones here): the topics job grants the ACLs, and each client reads its own config."""
+    directory, _ = generated
+    local_paths = {
+        name: {
+            **service,
+            "environment": {
+                k: v.replace(str(SECRETS_MOUNT), str(directory))
+                for k, v in environment(service).items()
+            },
+        }
+        for name, service in secure_services.items()
+    }
+    parsed_secure = parse_services(local_paths)
+    topics = parsed_secure["topics"]
+    assert "error" not in topics, topics
+    assert topics["command_path"] == "taxi topics ensure"
+    assert topics["params"]["grant_acls"] is True
+    assert topics["params"]["internal"] is True
+    for name, principal in PRINCIPAL_OF.items():
+        result = parsed_secure[name]
+        assert "error" not in result, f"{name}: {result}"
+        assert result["params"]["config_file"] == str(directory / client_config_file(principal))
+
+
+def test_no_password_is_written_in_either_file(generated):
+    directory, _ = generated
+    passwords = [p.read_text().strip() for p in directory.glob("*.password")]
+    for path in (COMPOSE_FILE, SECURE_COMPOSE_FILE):
+        text = path.read_text()
+        for password in passwords:
+            assert password not in text
+        assert "sasl.password" not in text
+        # The one password setting in the override: the start script's, from a secret.
+        for value in re.findall(r"password=(.{0,16})", text):
+            assert value == '$$(cat "$$file")', f"{path.name}: password={value}"
+
+
+@pytest.mark.kafka
+def test_kafkas_storage_formatter_accepts_a_generated_broker_config(generated, tmp_path):
+    """Kafka's own StorageTool reads the settings the secure compose brokers start with, as
+    their start script runs it: --add-scram for every principal, --ignore-formatted (a
+    restarted broker's storage is left as it is)."""
+    directory, _ = generated
+    props = read_properties(directory / broker_properties_file(1))
+    props = {k: v.replace(str(SECRETS_MOUNT), str(directory)) for k, v in props.items()}
+    props["log.dirs"] = str(tmp_path / "data")
+    config = tmp_path / "kafka-1.properties"
+    config.write_text(render_properties(props))
+    local = LocalCluster(tmp_path / "cluster")
+    log4j = tmp_path / "log4j2.xml"
+    log4j.write_bytes(
+        importlib.resources.files("taxi_kafka.cluster").joinpath("log4j2.xml").read_bytes()
+    )
+    launcher = JavaLauncher(local.ensure_java(), local.ensure_jars().directory, log4j)
+    passwords = {p.stem: p.read_text().strip() for p in directory.glob("*.password")}
+    cluster_id = environment(yaml.safe_load(COMPOSE_FILE.read_text())["services"]["kafka-1"])[
+        "CLUSTER_ID"
+    ]
+    command = launcher.format_storage(config, cluster_id, tmp_path / "format.log", passwords)
+    for attempt in ("format", "restart"):
+        done = subprocess.run(
+            [*command, "--ignore-formatted"], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, f"{attempt}: {done.stdout}{done.stderr}"
+        assert (tmp_path / "data" / "meta.properties").is_file(), attempt
+    assert f"cluster.id={cluster_id}" in (tmp_path / "data" / "meta.properties").read_text()
 
 
 if __name__ == "__main__":

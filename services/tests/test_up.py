@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 
 from taxi_events import Prediction, TripKey, TripStarted, decode, trip_key
 from taxi_kafka import (
@@ -384,13 +384,33 @@ def test_on_the_secure_cluster_each_service_is_its_own_principal(
     ensured = taxi(tmp_path, env, "topics", "ensure", "--topic-prefix", "blue.", "--no-internal")
     assert ensured.returncode == 0, ensured.stderr
     assert "ACLs: " in ensured.stdout
-    producer = Producer(secure_kafka_cluster.client_settings("producer"))
-    reports = []
-    producer.produce(
-        f"blue.{NEW_TRIPS}",
-        b"a trip of the second pipeline",
-        on_delivery=lambda e, _: reports.append(e),
-    )
-    producer.flush(30)
-    assert len(reports) == 1
-    assert reports[0] is None, reports[0]  # delivered, not refused
+    def deliver(topic: str) -> KafkaError | None:
+        # A new producer each time: one that was refused keeps the topic's error for a while.
+        producer = Producer(secure_kafka_cluster.client_settings("producer"))
+        reports: list[KafkaError | None] = []
+        producer.produce(topic, b"a trip", on_delivery=lambda e, _: reports.append(e))
+        producer.flush(30)
+        assert len(reports) == 1, topic
+        return reports[0]
+
+    assert deliver(f"blue.{NEW_TRIPS}") is None  # delivered, not refused
+    # Any other cluster (a company's, docker compose's) gets the grants only when asked, from
+    # the principal the command runs as: here admin, from its config file.
+    elsewhere = {
+        **env,
+        "TAXI_RUNTIME_DIR": str(tmp_path / "elsewhere"),
+        "KAFKA_BOOTSTRAP_SERVERS": secure_kafka_cluster.bootstrap_servers,
+        "KAFKA_CONFIG_FILE": str(secure_kafka_cluster.secrets().client_config("admin")),
+    }
+    del elsewhere["TAXI_CLUSTER_BASE_PORT"]
+    args = ("topics", "ensure", "--topic-prefix", "green.", "--no-internal")
+    ensured = taxi(tmp_path, elsewhere, *args)
+    assert ensured.returncode == 0, ensured.stderr
+    assert "ACLs: " not in ensured.stdout
+    refused = deliver(f"green.{NEW_TRIPS}")
+    assert refused is not None
+    assert refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused
+    granted = taxi(tmp_path, elsewhere, *args, "--grant-acls")
+    assert granted.returncode == 0, granted.stderr
+    assert "ACLs: " in granted.stdout
+    assert deliver(f"green.{NEW_TRIPS}") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import stat
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -121,3 +122,30 @@ def test_an_unreadable_ca_is_made_again(tmp_path, broken):
     (ca,) = chain(second.ca_file)
     leaf, _ = chain(second.node_key_store(1))
     leaf.verify_directly_issued_by(ca)
+
+
+def alt_names(path) -> set[str]:
+    extension = chain(path)[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return {str(name.value) for name in extension.value}
+
+
+def test_node_hosts_go_into_the_certificates_and_one_without_them_is_made_again(tmp_path):
+    local = ensure_secrets(tmp_path, NODES, now=NOW)
+    for n in NODES:
+        assert alt_names(local.node_key_store(n)) == {"localhost", "127.0.0.1"}
+    before = {n: local.node_key_store(n).read_bytes() for n in NODES}
+    hosts = {n: (f"kafka-{n}",) for n in NODES}
+    compose = ensure_secrets(tmp_path, NODES, now=NOW, node_hosts=hosts)
+    for n in NODES:
+        assert alt_names(compose.node_key_store(n)) == {f"kafka-{n}", "localhost", "127.0.0.1"}
+        assert compose.node_key_store(n).read_bytes() != before[n]
+    again = {n: compose.node_key_store(n).read_bytes() for n in NODES}
+    ensure_secrets(tmp_path, NODES, now=NOW, node_hosts=hosts)
+    assert {n: compose.node_key_store(n).read_bytes() for n in NODES} == again
+
+
+def test_client_configs_can_name_the_ca_where_a_container_mounts_it(tmp_path):
+    found = ensure_secrets(tmp_path, NODES, now=NOW, ca_location=Path("/run/secrets/ca.pem"))
+    text = found.client_config("predictor").read_text()
+    assert "ssl.ca.location=/run/secrets/ca.pem\n" in text
+    assert found.client_settings("predictor")["ssl.ca.location"] == str(found.ca_file)

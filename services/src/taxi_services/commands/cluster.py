@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,9 +14,13 @@ from confluent_kafka import KafkaException
 
 from taxi_kafka import DEFAULT_PARTITIONS, project_topics
 from taxi_kafka.cluster import (
+    COMPOSE_SECRETS_ENV,
+    CONTAINER_UID,
     NODE_IDS,
     ClusterError,
     LocalCluster,
+    default_compose_secrets_dir,
+    ensure_compose_secrets,
     format_status,
     requested_security,
 )
@@ -185,3 +190,40 @@ def start_broker(make: ClusterFactory, node: int, timeout: float) -> None:
         click.echo(f"Node {node} is up ({time.monotonic() - started:.1f} s).")
     else:
         click.echo(f"Node {node} was already running.")
+
+
+@cluster.command("compose-secrets")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write them [default: .taxi/compose-secrets in the workspace, where "
+    "docker-compose.secure.yml looks; another folder needs TAXI_COMPOSE_SECRETS=DIR].",
+)
+def compose_secrets(directory: Path | None) -> None:
+    """Write the secrets of docker-compose.secure.yml: the secure cluster in docker compose.
+
+    A CA, a certificate per broker (kafka-N, localhost, 127.0.0.1), a SCRAM password and a
+    client config per principal, and each broker's server.properties: the local secure
+    cluster's settings with compose's hosts and ports. Folder mode 0700, files 0600. A second
+    run reuses what is there (certificates are renewed within 30 days of expiry).
+    """
+    default = default_compose_secrets_dir()
+    directory = (directory or default).absolute()
+    written = ensure_compose_secrets(directory)
+    click.echo(f"Compose secrets in {directory} (folder 0700, files 0600):")
+    click.echo(f"  made: {', '.join(written.made) or 'nothing'}")
+    if written.changed:
+        click.echo(f"  rewritten: {', '.join(written.changed)}")
+    click.echo(f"  reused as they were: {len(written.kept)} file(s)")
+    if os.getuid() != CONTAINER_UID:
+        click.echo(
+            f"Note: the containers run as uid {CONTAINER_UID} and compose mounts these files "
+            f"with their owner and mode (0600); on Linux, `sudo chown -R {CONTAINER_UID} "
+            f"{directory}` lets them read the files."
+        )
+    moved = "" if directory == default.absolute() else f"{COMPOSE_SECRETS_ENV}={directory} "
+    click.echo(
+        "Next: export GF_SECURITY_ADMIN_PASSWORD=... and run\n"
+        f"  {moved}docker compose -f docker-compose.yml -f docker-compose.secure.yml up -d --build"
+    )

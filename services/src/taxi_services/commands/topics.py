@@ -227,8 +227,22 @@ def topics() -> None:
     help="Also make the brokers create __consumer_offsets and __transaction_state now, while "
     "all brokers are up (created lazily, they would fail to appear with one broker down).",
 )
+@option(
+    "--grant-acls",
+    is_flag=True,
+    default=False,
+    help="Also grant each service's principal what it needs (its topics and group under "
+    "--topic-prefix), as ACLs, as the principal this runs as (an admin). On this folder's "
+    "secure cluster that is done anyway.",
+)
 def ensure(
-    kafka: KafkaConfig, partitions: int, timeout: float, internal: bool, topic_prefix: str
+    *,
+    kafka: KafkaConfig,
+    partitions: int,
+    timeout: float,
+    internal: bool,
+    grant_acls: bool,
+    topic_prefix: str,
 ) -> None:
     """Create the project's topics that are missing (replication factor 3, min.insync.replicas
     2), and print what was created and what already existed.
@@ -256,10 +270,11 @@ def ensure(
             )
         reports = _reports(admin, specs, budget)
         # On this folder's secure cluster, the services get their ACLs under the prefix too
-        # (`taxi cluster up --secure` grants the unprefixed names).
+        # (`taxi cluster up --secure` grants the unprefixed names); on any other, when asked
+        # (docker-compose.secure.yml's topics job, a company's cluster).
         granted = (
             ensure_grants(admin, pipeline_grants(topic_prefix))
-            if local_secure_cluster(kafka)
+            if grant_acls or local_secure_cluster(kafka)
             else 0
         )
     except (KafkaException, NotReadyError) as exc:

@@ -170,13 +170,16 @@ def secure_settings(security: NodeSecurity) -> dict[str, str]:
     }
 
 
-def render_properties(settings: Mapping[str, str]) -> str:
+def render_properties(
+    settings: Mapping[str, str],
+    header: str = "Written by taxi_kafka.cluster; rewritten on every start of this node.",
+) -> str:
     """Java properties text. Values here are ports, paths and numbers, but escape anyway."""
 
     def escape(text: str) -> str:
         return text.replace("\\", "\\\\").replace("\n", "\\n")
 
-    lines = ["# Written by taxi_kafka.cluster; rewritten on every start of this node."]
+    lines = [f"# {header}"]
     lines += [f"{key}={escape(value)}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
 

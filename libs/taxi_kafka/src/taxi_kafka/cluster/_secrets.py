@@ -115,24 +115,34 @@ def ensure_secrets(
     node_ids: Sequence[int],
     principals: Iterable[str] = PRINCIPALS,
     now: datetime.datetime | None = None,
+    *,
+    node_hosts: Mapping[int, Sequence[str]] | None = None,
+    ca_location: Path | None = None,
+    cluster: str = "the local secure cluster",
 ) -> ClusterSecrets:
-    """The secrets in `directory`: reused, with whatever is missing or about to expire made."""
+    """The secrets in `directory`: reused, with whatever is missing or about to expire made.
+
+    `node_hosts` adds host names to a node's certificate, besides SUBJECT_ALT_NAMES (docker
+    compose's clients reach node N as kafka-N); a certificate without them is made again.
+    `ca_location` is the CA's path that the client configs name (where a container mounts it)
+    instead of the directory's ca.pem; `cluster` is what their comment says they are for."""
     now = now or datetime.datetime.now(datetime.UTC)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     renewed = _ensure_ca(directory, now)
     for node_id in node_ids:
-        _ensure_node_certificate(directory, node_id, now, renewed)
+        hosts = (*(node_hosts or {}).get(node_id, ()), *SUBJECT_ALT_NAMES)
+        _ensure_node_certificate(directory, node_id, now, renewed, hosts)
     passwords = {
         name: _ensure_password(directory, name) for name in (BROKER_PRINCIPAL, *principals)
     }
     found = ClusterSecrets(directory, passwords)
     for name in principals:
+        settings = client_properties(name, passwords[name], ca_location or found.ca_file)
         write_private(
             found.client_config(name),
             render_client_properties(
-                found.client_settings(name),
-                f"ML-taxi: the {name} principal on the local secure cluster. Keep it private.",
+                settings, f"ML-taxi: the {name} principal on {cluster}. Keep it private."
             ),
         )
     return found
@@ -189,12 +199,43 @@ def _ensure_ca(directory: Path, now: datetime.datetime) -> bool:
     return True
 
 
+def _alt_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
+    """Each host as a SAN entry: an IP address where it is one, else a DNS name."""
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys(hosts):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
+def _has_alt_names(pem: bytes, wanted: Sequence[x509.GeneralName]) -> bool:
+    try:
+        extension = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        )
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    return set(extension.value) == set(wanted)
+
+
 def _ensure_node_certificate(
-    directory: Path, node_id: int, now: datetime.datetime, ca_renewed: bool
+    directory: Path,
+    node_id: int,
+    now: datetime.datetime,
+    ca_renewed: bool,
+    hosts: Sequence[str] = SUBJECT_ALT_NAMES,
 ) -> None:
 
     path = directory / _NODE_FILE.format(node_id)
-    if path.exists() and not ca_renewed and _still_valid(path.read_bytes(), now):
+    alt_names = _alt_names(hosts)
+    if (
+        path.exists()
+        and not ca_renewed
+        and _still_valid(path.read_bytes(), now)
+        and _has_alt_names(path.read_bytes(), alt_names)
+    ):
         return
     ca_cert = x509.load_pem_x509_certificate((directory / CA_FILE).read_bytes())
     ca_key = serialization.load_pem_private_key(
@@ -204,8 +245,6 @@ def _ensure_node_certificate(
         raise SecretsError(f"{directory / _CA_KEY_FILE} is not the CA key this project makes")
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ML-taxi node {node_id}")])
-    alt_names: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    alt_names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
