@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -357,6 +358,43 @@ def test_a_report_of_some_parts_only():
     assert missed_targets(result) == []
 
 
+def test_a_secure_run_sits_beside_the_plaintext_one_with_its_cost():
+    plain = results()
+    slower = dataclasses.replace(
+        plain.latency[2000.0],
+        seen=tuple(dataclasses.replace(s, seen=s.seen + 0.05) for s in plain.latency[2000.0].seen),
+    )
+    secure = Results(
+        throughput={
+            "passthrough": throughput("passthrough", 10_000, 2.0),
+            "predictor": throughput("predictor", 10_000, 2.5),
+        },
+        latency={2000.0: slower},
+    )
+    result = report(plain, environment={"cores": 2}, settings={}, notes=[], secure=secure)
+    json.dumps(result)
+    assert result["secure"]["rates_records_per_s"] == {"passthrough": 5_000, "predictor": 4_000}
+    assert result["secure"]["ratios"]["predictor_over_passthrough"] == 0.8
+    assert set(result["secure"]["parts"]) == {"passthrough", "predictor", "latency"}
+    cost = result["secure_over_plaintext"]
+    assert cost["passthrough_records_per_s"] == 0.5
+    assert cost["predictor_records_per_s"] == 0.8
+    # 50 ms more on each of latencies of 60-80 ms.
+    assert 1.6 < cost["latency_2000_p99_ms"] < cost["latency_2000_p50_ms"] < 1.9
+    assert set(cost) == {
+        "passthrough_records_per_s",
+        "predictor_records_per_s",
+        "latency_2000_p50_ms",
+        "latency_2000_p99_ms",
+    }
+    # The targets are the plaintext run's.
+    assert (
+        result["targets"]
+        == report(plain, environment={"cores": 2}, settings={}, notes=[])["targets"]
+    )
+    assert "secure" not in report(plain, environment={"cores": 2}, settings={}, notes=[])
+
+
 # -- options ---------------------------------------------------------------------------------
 
 
@@ -404,6 +442,9 @@ def test_the_report_names_the_command_that_repeats_the_run():
     )
     assert reproduce(settings(), "h:1").endswith(
         "--batch-wait 0.1 --switch-rate 200 --switches 4 --switch-gap 3 --bootstrap-servers h:1"
+    )
+    assert reproduce(settings(parts=frozenset({"predictor"})), None, secure=True).endswith(
+        "--only predictor --secure"
     )
 
 

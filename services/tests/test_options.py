@@ -52,3 +52,21 @@ def test_services_that_run_no_model_load_no_model_library(module: str, not_loade
     assert "'taxi_stream'" in loaded
     for name in not_loaded:
         assert f"'{name}'" not in loaded
+
+
+@pytest.mark.parametrize("command", [producer.main, predictor.main, aggregator.main])
+def test_help_shows_where_credentials_come_from_never_their_values(command, tmp_path):
+    """With a principal's credentials in the environment and its config file named, --help
+    names the variables and the file option, and shows no secret."""
+    config = tmp_path / "predictor.properties"
+    config.write_text("security.protocol=SASL_SSL\nsasl.password=file-secret-hunter2\n")
+    config.chmod(0o600)
+    env = {
+        "KAFKA_CONFIG_FILE": str(config),
+        "TAXI_KAFKA_SASL_PASSWORD": "env-secret-hunter2",
+        "TAXI_KAFKA_SSL_KEY_PASSWORD": "key-secret-hunter2",
+    }
+    result = CliRunner().invoke(command, ["--help"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "KAFKA_CONFIG_FILE" in result.output
+    assert "hunter2" not in result.output

@@ -189,6 +189,7 @@ def test_the_report_says_which_brokers_are_down_and_what_is_under_replicated():
     )
     lines = report.splitlines()
     assert lines[0].startswith("Kafka: 2 of 3 brokers up (127.0.0.1:19092,")
+    assert "127.0.0.1:19094, PLAINTEXT); " in lines[0]
     assert lines[0].endswith("6 partitions, 6 under-replicated, 0 offline")
     assert any(line.split()[:2] == ["predictor", "running"] for line in lines)
     assert any(line.split()[:3] == ["aggregator", "not", "running"] for line in lines)

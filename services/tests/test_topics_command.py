@@ -128,6 +128,24 @@ def test_an_unreachable_cluster_fails_after_the_timeout(taxi):
 
 
 @pytest.mark.parametrize("command", ["ensure", "list"])
+def test_secure_refuses_to_reach_a_cluster_unencrypted(taxi, kafka_cluster, command):
+    """--secure on a plaintext cluster: refused before a byte is sent, as with
+    TAXI_CLUSTER_SECURITY=sasl_ssl; with TLS settings of its own it goes ahead (and then fails
+    the TLS handshake with this plaintext broker: not reached)."""
+    env = _bootstrap(kafka_cluster)
+    for args, extra_env in ((["--secure"], {}), ([], {"TAXI_CLUSTER_SECURITY": "sasl_ssl"})):
+        code, _output, errors = taxi("topics", command, *args, env={**env, **extra_env})
+        assert code == 1, errors
+        assert f"--secure: {kafka_cluster.bootstrap_servers} would be reached unencrypted" in errors
+    code, _output, errors = taxi(
+        "topics", command, "--secure", "-X", "security.protocol=SSL", "--timeout", "2", env=env
+    )
+    assert code == 1
+    assert "would be reached unencrypted" not in errors
+    assert "not ready after 2 s" in errors
+
+
+@pytest.mark.parametrize("command", ["ensure", "list"])
 def test_a_malformed_setting_is_a_usage_error(taxi, command):
     code, _output, errors = taxi("topics", command, "-X", "no-equals-sign")
     assert code == 2

@@ -13,13 +13,22 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, Producer
+from playwright.sync_api import expect
 
+from taxi_dashboard.testing import (
+    PAINT_TIMEOUT_MS,
+    assert_no_exception,
+    chromium,
+    open_page,
+    screenshot,
+)
 from taxi_events import Prediction, TripKey, TripStarted, decode, trip_key
 from taxi_kafka import (
     DASHBOARD_PORT,
@@ -28,6 +37,7 @@ from taxi_kafka import (
     MODEL_DEPLOYMENTS,
     MODEL_REGISTRY,
     NEW_TRIPS,
+    PREDICTOR_GROUP,
     PROJECT_TOPICS,
     PROMETHEUS_PORT,
     KafkaConfig,
@@ -36,6 +46,7 @@ from taxi_kafka import (
 from taxi_kafka.cluster import NODE_IDS, ClusterPorts, LocalCluster, free_base_port
 from taxi_kafka.testing import read_all
 from taxi_model import read_card, read_trips
+from taxi_services.supervisor import Child, free_port, stop_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -351,6 +362,48 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path, up_env):
     assert leftovers(tmp_path) == []
 
 
+def the_dashboard_reads_as_its_own_principal(
+    cluster: LocalCluster, tmp_path: Path, passwords: Collection[str]
+) -> None:
+    """The dashboard, as the dashboard principal (read-only ACLs), in a real browser: it shows
+    the trips, predictions and cluster health a run left, with no refusal on the page, and no
+    password on the page, at its metrics endpoint or in its log."""
+    child = Child(
+        "dashboard",
+        [
+            *("taxi-dashboard", "--port", str(port := free_port())),
+            *("--refresh", "1", "--health-interval", "1", "--lookback", "3600"),
+        ],
+        free_port(),
+        tmp_path / "secure-dashboard.log",
+    )
+    child.start(cluster.service_env(child.principal))
+    try:
+        with chromium() as browser:
+            page = open_page(browser, f"http://127.0.0.1:{port}", offline=True)
+            trip = page.locator(".st-key-live-records [role=gridcell]", has_text=re.compile("^id"))
+            trip.first.wait_for(state="attached", timeout=PAINT_TIMEOUT_MS)
+            expect(page.locator(".st-key-model-roles")).to_contain_text(
+                "Champion", timeout=PAINT_TIMEOUT_MS
+            )
+            # The health checks need DESCRIBE on the cluster's topics and the groups' offsets.
+            expect(page.get_by_text("3 / 3", exact=True)).to_be_visible(timeout=PAINT_TIMEOUT_MS)
+            lag = page.locator("[role=gridcell]", has_text=re.compile(f"^{PREDICTOR_GROUP}$"))
+            lag.first.wait_for(state="attached", timeout=PAINT_TIMEOUT_MS)
+            assert_no_exception(page)
+            screenshot(page, "dashboard-secure.png")
+            shown = page.content()
+            metrics = urllib.request.urlopen(child.metrics_url, timeout=10).read().decode()
+    finally:
+        codes = stop_all([child])
+    log = child.log_path.read_text()
+    assert codes == {"dashboard": 0}, log
+    assert "sasl.username=dashboard," in log
+    assert not re.search("authori[sz]", shown + log, re.IGNORECASE), log
+    for password in passwords:
+        assert password not in shown + metrics + log
+
+
 def test_on_the_secure_cluster_each_service_is_its_own_principal(
     secure_kafka_cluster, trained_model_path, tmp_path
 ):
@@ -373,17 +426,24 @@ def test_on_the_secure_cluster_each_service_is_its_own_principal(
     logs = secure_kafka_cluster.runtime_dir.parent / "logs"
     for service, principal in (("predictor", "predictor"), ("producer-train", "producer")):
         assert f"sasl.username={principal}," in (logs / f"{service}.log").read_text()
-    for password in secure_kafka_cluster.secrets().passwords.values():
+    passwords = secure_kafka_cluster.secrets().passwords.values()
+    for password in passwords:
         assert password not in secure
+    the_dashboard_reads_as_its_own_principal(secure_kafka_cluster, tmp_path, passwords)
+    status = taxi(tmp_path, env, "status", "--secure")
+    assert status.returncode == 0, status.stderr
+    assert f"{secure_kafka_cluster.bootstrap_servers}, SASL_SSL); " in status.stdout
+    assert "consumer lag: taxi-predictor 0 records" in status.stdout
     # The commands that manage the pipeline act as admin on this folder's secure cluster, and
     # a second pipeline's topics come with its services' grants.
-    listed = taxi(tmp_path, env, "topics", "list")
+    listed = taxi(tmp_path, env, "topics", "list", "--secure")
     assert listed.returncode == 0, listed.stderr
     assert NEW_TRIPS in listed.stdout
     assert "sasl.username=admin" in listed.stderr
     ensured = taxi(tmp_path, env, "topics", "ensure", "--topic-prefix", "blue.", "--no-internal")
     assert ensured.returncode == 0, ensured.stderr
     assert "ACLs: " in ensured.stdout
+
     def deliver(topic: str) -> KafkaError | None:
         # A new producer each time: one that was refused keeps the topic's error for a while.
         producer = Producer(secure_kafka_cluster.client_settings("producer"))

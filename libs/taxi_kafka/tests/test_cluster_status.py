@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -132,3 +133,12 @@ def test_text_and_json_name_the_problems():
 def test_text_without_metadata_says_why():
     text = format_status(cluster_status(error="no node is running"))
     assert "metadata: unavailable (no node is running)" in text
+    assert "security: PLAINTEXT\n" in text
+
+
+def test_a_secure_cluster_says_so_and_where_its_secrets_are():
+    status = dataclasses.replace(cluster_status(), security="sasl_ssl", secrets_dir="/rt/secrets")
+    assert "security: SASL_SSL (CA, certificates, credentials in /rt/secrets)" in format_status(
+        status
+    )
+    assert json.loads(status.to_json())["security"] == "sasl_ssl"

@@ -93,7 +93,7 @@ def _run(cluster: LocalCluster, options: LifecycleOptions) -> tuple[dict[str, An
     trips, replays = write_trips(folder / "trips", options.trips, options.rate)
     pipeline = Pipeline(
         instance=folder.name,
-        bootstrap_servers=cluster.bootstrap_servers,
+        cluster=cluster,
         model_path=options.model_path,
         replays=replays,
         logs=folder / "logs",
@@ -124,7 +124,7 @@ def _run(cluster: LocalCluster, options: LifecycleOptions) -> tuple[dict[str, An
             0,  # no metrics endpoint
             folder / "logs" / "dashboard.log",
         )
-        dashboard.start(pipeline.env)
+        dashboard.start(pipeline.env(dashboard.principal))
         log.info("dashboard: %s", dashboard_url(options.dashboard_port))
     try:
         body, problems = _loop(cluster, options, pipeline, trips)
@@ -151,7 +151,7 @@ def _loop(
     finally:
         codes = pipeline.stop(STOP_TIMEOUT_S)
     problems += [f"{name} exited with {code}" for name, code in codes.items() if code != 0]
-    config = KafkaConfig(cluster.bootstrap_servers)
+    config = cluster.kafka_config()
     train_ids = list(read_trips(pipeline.replays["train"].csv, "train").frame["id"])
     drift_trip = train_ids[options.drift_from]
     started_ms = {

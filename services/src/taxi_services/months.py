@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from taxi_events import Source
-from taxi_kafka import KafkaConfig
 from taxi_model import (
     TRAIN_COLUMNS,
     ModelCard,
@@ -273,7 +272,7 @@ def _run(
         runtime = cluster.runtime_dir
         pipeline = Pipeline(
             instance=runtime.name,
-            bootstrap_servers=cluster.bootstrap_servers,
+            cluster=cluster,
             model_path=prepared.model_path,
             replays={"train": Replayed(prepared.csv, len(prepared.unseen), options.rate)},
             logs=runtime / "logs",
@@ -297,7 +296,7 @@ def _run(
         problems += checked.problems
         pickups = dict(zip(prepared.unseen["id"], prepared.unseen["pickup_datetime"], strict=True))
         starts = sorted((s.at_ms, s.key) for s in observed.starts)
-        story = loop_story(Loop.read(KafkaConfig(cluster.bootstrap_servers)), starts, pickups)
+        story = loop_story(Loop.read(cluster.kafka_config()), starts, pickups)
         figures = monthly_rmsle(prepared.unseen, observed)
     run = {
         "loop": story,

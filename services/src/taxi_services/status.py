@@ -140,7 +140,10 @@ def lag_text(lag: GroupLag | None) -> str:
 
 def cluster_line(cluster: ClusterStatus) -> str:
     up = sum(n.state == "up" for n in cluster.nodes)
-    line = f"Kafka: {up} of {len(cluster.nodes)} brokers up ({cluster.bootstrap_servers})"
+    line = (
+        f"Kafka: {up} of {len(cluster.nodes)} brokers up ({cluster.bootstrap_servers}, "
+        f"{cluster.security.upper()})"
+    )
     if cluster.metadata_error:
         return f"{line}; metadata unavailable: {cluster.metadata_error}"
     return (

@@ -31,6 +31,11 @@ class Child:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
+    def principal(self) -> str:
+        """Its Kafka principal on the secure cluster: a service's own, its name (taxi-<name>)."""
+        return Path(self.args[0]).name.removeprefix("taxi-")
+
+    @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 

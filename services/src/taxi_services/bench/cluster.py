@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
 from taxi_kafka import (
+    BOOTSTRAP_ENV,
     DEAD_LETTERS,
     FINISHED_TRIPS,
     ML_PREDICTIONS,
@@ -34,9 +35,11 @@ from taxi_kafka import (
     KafkaProducer,
     TopicSpec,
     admin_client,
+    ensure_grants,
     ensure_topics,
+    pipeline_grants,
 )
-from taxi_kafka.cluster import scratch_cluster
+from taxi_kafka.cluster import PLAINTEXT, LocalCluster, scratch_cluster
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +60,31 @@ SERVICE_TOPICS = (
 
 @dataclass(frozen=True)
 class BenchCluster:
-    bootstrap_servers: str
-    scratch: bool
+    config: KafkaConfig  # the bench's own clients: admin on a secure scratch cluster
     kafka_version: str | None  # None: an existing cluster, whose version the client can't see
+    scratch: LocalCluster | None = None
+
+    @property
+    def security(self) -> str:
+        return self.scratch.security if self.scratch else PLAINTEXT
+
+    def service_env(self, principal: str) -> dict[str, str]:
+        """A measured process's environment: on a secure cluster, as `principal`."""
+        if self.scratch is None:  # an existing cluster: the settings in our environment
+            return {BOOTSTRAP_ENV: self.config.bootstrap_servers}
+        return self.scratch.service_env(principal)
 
 
 @contextlib.contextmanager
-def cluster_at(bootstrap_servers: str | None) -> Iterator[BenchCluster]:
-    """The cluster at `bootstrap_servers`, or a fresh local one (stopped and deleted after)."""
+def cluster_at(bootstrap_servers: str | None, security: str = PLAINTEXT) -> Iterator[BenchCluster]:
+    """The cluster at `bootstrap_servers`, or a fresh local one of `security` (stopped and
+    deleted after)."""
     if bootstrap_servers:
-        yield BenchCluster(bootstrap_servers, scratch=False, kafka_version=None)
+        yield BenchCluster(KafkaConfig.from_env(bootstrap_servers=bootstrap_servers), None)
         return
-    log.info("starting a scratch 3-broker cluster on free ports")
-    with scratch_cluster("taxi-bench-cluster-") as cluster:
-        yield BenchCluster(
-            cluster.bootstrap_servers, scratch=True, kafka_version=cluster.status().kafka_version
-        )
+    log.info("starting a scratch 3-broker cluster (%s) on free ports", security)
+    with scratch_cluster("taxi-bench-cluster-", security=security) as cluster:
+        yield BenchCluster(cluster.kafka_config(), cluster.status().kafka_version, cluster)
 
 
 class Backlog:
@@ -132,9 +144,12 @@ class Namespaces:
     """Topic prefixes for the parts of one run, their topics created on demand and deleted
     by `delete_all`."""
 
-    def __init__(self, admin: AdminClient, run_id: str) -> None:
+    def __init__(self, admin: AdminClient, run_id: str, *, grant: bool = False) -> None:
+        """With `grant` (a secure cluster), each namespace's topics and groups come with the
+        services' ACLs, as `taxi topics ensure --topic-prefix` grants them."""
         self.admin = admin
         self._run_id = run_id
+        self._grant = grant
         self._topics: list[str] = []
 
     @property
@@ -143,8 +158,10 @@ class Namespaces:
         return f"taxi-bench-{self._run_id}-"
 
     @classmethod
-    def on(cls, config: KafkaConfig, run_id: str) -> Namespaces:
-        return cls(admin_client(config.bootstrap_servers, **config.settings), run_id)
+    def on(cls, cluster: BenchCluster, run_id: str) -> Namespaces:
+        config = cluster.config
+        admin = admin_client(config.bootstrap_servers, **config.settings)
+        return cls(admin, run_id, grant=cluster.security != PLAINTEXT)
 
     def create(self, part: str, topics: Iterable[str] = SERVICE_TOPICS) -> str:
         """A new namespace: its prefix, with `topics` (names under the prefix) created as the
@@ -157,6 +174,8 @@ class Namespaces:
         ]
         self._topics += [spec.name for spec in specs]
         ensure_topics(self.admin, specs)
+        if self._grant:
+            ensure_grants(self.admin, pipeline_grants(prefix))
         return prefix
 
     def delete_all(self, timeout: float = 30.0) -> None:

@@ -243,15 +243,40 @@ def report(
     environment: Mapping[str, Any],
     settings: Mapping[str, Any],
     notes: list[str],
+    secure: Results | None = None,
 ) -> dict[str, Any]:
-    rates: dict[str, float | None] = {
-        part: run.records_per_s for part, run in results.throughput.items()
-    }
+    """The JSON report of `results`; with `secure`, the same parts measured on a secure
+    cluster, and each of its figures over the plaintext one (secure_over_plaintext)."""
+    rates = _rates(results)
     p99 = {run.rate: run.p99_ms for run in results.latency.values()}
     two = results.throughput.get("two-predictors")
     found = targets(
         rates, p99, environment["cores"], scaling_busy=two.best.machine_busy if two else None
     )
+    return {
+        "environment": dict(environment),
+        "settings": dict(settings),
+        **_figures(results),
+        "targets": [t.to_json() for t in found],
+        **(
+            {}
+            if secure is None
+            else {
+                "secure": _figures(secure),
+                "secure_over_plaintext": secure_over_plaintext(results, secure),
+            }
+        ),
+        "notes": notes,
+    }
+
+
+def _rates(results: Results) -> dict[str, float | None]:
+    return {part: run.records_per_s for part, run in results.throughput.items()}
+
+
+def _figures(results: Results) -> dict[str, Any]:
+    """What one run on one cluster measured: rates, their ratios, and every part's details."""
+    rates = _rates(results)
     ratios = {
         "predictor_over_passthrough": ratio(rates.get("predictor"), rates.get("passthrough")),
         "predictor_over_naive": ratio(rates.get("predictor"), rates.get("naive")),
@@ -259,11 +284,8 @@ def report(
         "shadow_over_predictor": ratio(rates.get("shadow"), rates.get("predictor")),
     }
     return {
-        "environment": dict(environment),
-        "settings": dict(settings),
         "rates_records_per_s": {part: round(r) for part, r in rates.items() if r is not None},
         "ratios": {name: _round(value, 3) for name, value in ratios.items()},
-        "targets": [t.to_json() for t in found],
         "parts": {
             **{part: run.to_json() for part, run in results.throughput.items()},
             **(
@@ -274,8 +296,26 @@ def report(
             **({"replay": results.replay.to_json()} if results.replay else {}),
             **({"switch": results.switch.to_json()} if results.switch else {}),
         },
-        "notes": notes,
     }
+
+
+def secure_over_plaintext(plain: Results, secure: Results) -> dict[str, float | None]:
+    """The cost of TLS and SASL: each throughput part's rate on the secure cluster over its
+    rate on the plaintext one (below 1: slower), and each latency percentile's (above 1:
+    slower)."""
+    found: dict[str, float | None] = {
+        f"{part}_records_per_s": ratio(run.records_per_s, plain.throughput[part].records_per_s)
+        for part, run in secure.throughput.items()
+        if part in plain.throughput
+    }
+    for rate_, run in secure.latency.items():
+        if rate_ in plain.latency:
+            ours, theirs = run.visible_ms(), plain.latency[rate_].visible_ms()
+            found |= {
+                f"latency_{rate_:g}_{name}": ratio(ours[name], theirs[name])
+                for name in ("p50_ms", "p99_ms")
+            }
+    return {name: _round(value, 3) for name, value in found.items()}
 
 
 def missed_targets(result: dict[str, Any]) -> list[str]:

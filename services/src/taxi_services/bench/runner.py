@@ -49,9 +49,9 @@ from taxi_kafka import (
     PREDICTOR_GROUP,
     PRODUCER_CHECKPOINTS,
     SHADOW_PREDICTIONS,
-    KafkaConfig,
     read_to_end,
 )
+from taxi_kafka.cluster import ADMIN_PRINCIPAL, PLAINTEXT, SASL_SSL, SERVICE_PRINCIPALS
 from taxi_model import (
     Decider,
     DeploymentError,
@@ -62,7 +62,7 @@ from taxi_model import (
     train_and_save,
     write_synthetic,
 )
-from taxi_services.bench.cluster import Backlog, Namespaces, cluster_at
+from taxi_services.bench.cluster import Backlog, BenchCluster, Namespaces, cluster_at
 from taxi_services.bench.figures import Progress, Seen, busy_share, replay_rate
 from taxi_services.bench.probes import (
     GroupWatch,
@@ -173,7 +173,7 @@ class Contender:
 class Bench:
     def __init__(
         self,
-        config: KafkaConfig,
+        cluster: BenchCluster,
         settings: Settings,
         *,
         namespaces: Namespaces,
@@ -183,7 +183,8 @@ class Bench:
         logs: Path,
         challenger_path: Path | None = None,
     ) -> None:
-        self.config = config
+        self.cluster = cluster
+        self.config = cluster.config
         self.settings = settings
         self.namespaces = namespaces
         self.model_path = model_path
@@ -192,7 +193,6 @@ class Bench:
         self.trips = trips
         self.trips_csv = trips_csv
         self.logs = logs
-        self.env = {"KAFKA_BOOTSTRAP_SERVERS": config.bootstrap_servers, "TAXI_LOG_LEVEL": "INFO"}
         self._children: list[Child] = []
         self._encoded: list[tuple[bytes, bytes]] | None = None
 
@@ -332,7 +332,7 @@ class Bench:
         trips = self.settings.records
         producer = self._producer(prefix, "replay", trips)
         log.info("(replay) %s: %d trips", PARTS["replay"], trips)
-        producer.start(self.env)
+        self._start(producer)
         self._wait_for_exit(producer, JOIN_TIMEOUT + trips / 100)
         self._stop([producer])
         checkpoints = [
@@ -369,7 +369,7 @@ class Bench:
         watcher = Watcher(self.config, prefix + ML_PREDICTIONS, settings.partitions)
         trip_watcher = Watcher(self.config, prefix + NEW_TRIPS, settings.partitions)
         try:
-            producer.start(self.env)
+            self._start(producer)
             machine_start = machine_ticks()
             moved = Progress(time.monotonic(), 0)
             while len(watcher.seen) < trips:
@@ -441,7 +441,7 @@ class Bench:
         )
         seen: list[tuple[str, float, int]] = []  # (new champion, seen at, predictions between)
         try:
-            producer.start(self.env)
+            self._start(producer)
             machine_start = machine_ticks()
             while not watcher.versions:
                 watcher.read(POLL_S)
@@ -536,6 +536,12 @@ class Bench:
             *("--batch-wait", str(self.settings.batch_wait)),
         ]
 
+    def _start(self, child: Child) -> None:
+        """Start a measured process: a service as its own principal on a secure cluster, the
+        bench's own designs (passthrough, naive) as admin, like the rest of the harness."""
+        principal = child.principal if child.principal in SERVICE_PRINCIPALS else ADMIN_PRINCIPAL
+        child.start({"TAXI_LOG_LEVEL": "INFO", **self.cluster.service_env(principal)})
+
     def _child(self, name: str, *args: str) -> Child:
         child = Child(name, list(args), 0, self.logs / f"{name}.log")
         self._children.append(child)
@@ -564,7 +570,7 @@ class Bench:
     def _start_and_join(self, children: Sequence[Child], watch: GroupWatch) -> None:
         """Start the members of `watch`'s group; return once they hold all the partitions."""
         for child in children:
-            child.start(self.env)
+            self._start(child)
         started = Progress(time.monotonic(), 0)
         while not watch.ready(len(children)):
             self._check(children, started, f"{watch.group} to hold its partitions", JOIN_TIMEOUT)
@@ -658,7 +664,7 @@ class _VersionWatch:
         self._watcher.close()
 
 
-def reproduce(settings: Settings, bootstrap_servers: str | None) -> str:
+def reproduce(settings: Settings, bootstrap_servers: str | None, *, secure: bool = False) -> str:
     """The command line that repeats this run."""
     words = [
         "taxi bench",
@@ -681,6 +687,8 @@ def reproduce(settings: Settings, bootstrap_servers: str | None) -> str:
         words.append("--only " + ",".join(p for p in PARTS if p in settings.parts))
     if bootstrap_servers:
         words.append(f"--bootstrap-servers {bootstrap_servers}")
+    if secure:
+        words.append("--secure")
     return " ".join(words)
 
 
@@ -704,13 +712,18 @@ def measure(
     bootstrap_servers: str | None,
     model_path: Path,
     challenger_path: Path | None = None,
+    secure: bool = False,
 ) -> dict[str, Any]:
     """Run the bench on the cluster at `bootstrap_servers` (None: a scratch one) and return
-    its report. shadow and switch deploy `challenger_path` (None: one trained here). Raises
-    BenchError, ClusterError or KafkaException; its files are then kept."""
+    its report. With `secure`, the same parts run again on a secure scratch cluster (SASL_SSL,
+    each service as its own principal), and the report sets the two side by side. shadow and
+    switch deploy `challenger_path` (None: one trained here). Raises BenchError, ClusterError
+    or KafkaException; its files are then kept."""
     began = time.monotonic()
     load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="taxi-bench-"))
+    securities = (PLAINTEXT, SASL_SSL) if secure else (PLAINTEXT,)
+    runs: dict[str, tuple[Results, BenchCluster, int]] = {}
     try:
         trips_csv, _ = write_synthetic(
             workdir, rows=settings.trips_needed, seed=TRIPS_SEED, test_rows=0
@@ -720,27 +733,30 @@ def measure(
         challenger_version = (
             None if challenger_path is None else load_model(challenger_path).version
         )
-        with cluster_at(bootstrap_servers) as cluster:
-            config = KafkaConfig.from_env(bootstrap_servers=cluster.bootstrap_servers)
-            namespaces = Namespaces.on(config, uuid.uuid4().hex[:8])
-            brokers = len(namespaces.admin.list_topics(timeout=10).brokers)
-            try:
-                results = Bench(
-                    config,
-                    settings,
-                    namespaces=namespaces,
-                    model_path=model_path,
-                    trips=read_trips(trips_csv).frame,
-                    trips_csv=trips_csv,
-                    logs=workdir / "logs",
-                    challenger_path=challenger_path,
-                ).run()
-            finally:
-                namespaces.delete_all()
+        # One cluster after the other, the same parts on each.
+        for security in securities:
+            with cluster_at(bootstrap_servers, security) as cluster:
+                namespaces = Namespaces.on(cluster, uuid.uuid4().hex[:8])
+                brokers = len(namespaces.admin.list_topics(timeout=10).brokers)
+                try:
+                    results = Bench(
+                        cluster,
+                        settings,
+                        namespaces=namespaces,
+                        model_path=model_path,
+                        trips=read_trips(trips_csv).frame,
+                        trips_csv=trips_csv,
+                        logs=workdir / "logs" / security.lower(),
+                        challenger_path=challenger_path,
+                    ).run()
+                finally:
+                    namespaces.delete_all()
+            runs[security] = (results, cluster, brokers)
     except BaseException:
         log.warning("the bench's trips and process logs are kept in %s", workdir)
         raise
     shutil.rmtree(workdir, ignore_errors=True)
+    results, cluster, brokers = runs[PLAINTEXT]
     environment = {
         **provenance(),
         "cores": os.cpu_count(),
@@ -748,6 +764,7 @@ def measure(
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "cluster": "scratch" if cluster.scratch else "existing",
+        "security": list(securities),
         "kafka_version": cluster.kafka_version,
         "brokers": brokers,
         "partitions": settings.partitions,
@@ -760,6 +777,7 @@ def measure(
     }
     return report(
         results,
+        secure=runs[SASL_SSL][0] if secure else None,
         environment=environment,
         settings={
             "records": settings.records,
@@ -775,7 +793,7 @@ def measure(
             "predictor_batch_size": settings.batch_size,
             "predictor_batch_wait": settings.batch_wait,
             "predictor_model_threads": MODEL_THREADS,
-            "command": reproduce(settings, bootstrap_servers),
+            "command": reproduce(settings, bootstrap_servers, secure=secure),
         },
         notes=NOTES,
     )
@@ -807,6 +825,10 @@ NOTES = [
     "decision record's timestamp (when it was produced) to the moment a read_committed reader "
     "of ml_predictions sees the new champion's first prediction. Afterwards every trip "
     "started must have exactly one prediction (exactly_once).",
+    "With --secure, the same parts run again on a second scratch cluster, SASL_SSL (TLS 1.3, "
+    "SCRAM-SHA-512) with ACLs, after the plaintext one is stopped: the services as their own "
+    "principals, the bench's own clients and designs (passthrough, naive) as admin. "
+    "secure_over_plaintext divides each secure figure by the plaintext one of the same run.",
     "The machine may be shared: brokers, the measured processes and the bench use the same "
     "cores, often with other work; machine_busy (share of all cores busy during a part) and "
     "the load averages say how loaded it was.",

@@ -22,7 +22,7 @@ import click
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from taxi_kafka import KafkaConfig, stop_on_signals
-from taxi_kafka.cli import configure_logging
+from taxi_kafka.cli import configure_logging, kafka_options
 from taxi_kafka.producer import PRODUCER_DEFAULTS, PRODUCER_ENFORCED
 from taxi_services.metrics import serve_metrics
 
@@ -169,7 +169,8 @@ def _serve(metrics_port: int) -> threading.Event:
 
 
 def _common(command: F) -> F:
-    """The options both workers take."""
+    """The options both workers take (Kafka's as every service's: --kafka-config included)."""
+    command = kafka_options(command)
     for option in (
         click.option("--metrics-port", type=int, default=0, help="Prometheus port (0: none)."),
         click.option("--group", required=True, help="Consumer group."),
@@ -182,8 +183,7 @@ def _common(command: F) -> F:
 
 @click.group()
 def workers() -> None:
-    """The designs `taxi bench` measures the predictor against. Kafka from the environment
-    (KAFKA_BOOTSTRAP_SERVERS, TAXI_KAFKA_*)."""
+    """The designs `taxi bench` measures the predictor against."""
 
 
 @workers.command("passthrough")
@@ -191,13 +191,20 @@ def workers() -> None:
 @click.option("--batch-size", type=click.IntRange(1), required=True)
 @click.option("--batch-wait", type=click.FloatRange(0), required=True)
 def passthrough_command(
-    *, source: str, sink: str, group: str, metrics_port: int, batch_size: int, batch_wait: float
+    *,
+    kafka: KafkaConfig,
+    source: str,
+    sink: str,
+    group: str,
+    metrics_port: int,
+    batch_size: int,
+    batch_wait: float,
 ) -> None:
     """passthrough: copy records unchanged, at least once, batch by batch."""
     stop = _serve(metrics_port)
     with stop_on_signals(stop):
         passthrough(
-            KafkaConfig.from_env(),
+            kafka,
             stop,
             source=source,
             sink=sink,
@@ -210,11 +217,13 @@ def passthrough_command(
 @workers.command("naive")
 @_common
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def naive_command(*, source: str, sink: str, group: str, metrics_port: int, model: Path) -> None:
+def naive_command(
+    *, kafka: KafkaConfig, source: str, sink: str, group: str, metrics_port: int, model: Path
+) -> None:
     """naive: predict message by message, flushing after each."""
     stop = _serve(metrics_port)
     with stop_on_signals(stop):
-        naive(KafkaConfig.from_env(), stop, source=source, sink=sink, group=group, model=model)
+        naive(kafka, stop, source=source, sink=sink, group=group, model=model)
 
 
 if __name__ == "__main__":

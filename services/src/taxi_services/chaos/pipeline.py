@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taxi_events import Source
-from taxi_kafka import KafkaConfig
+from taxi_kafka.cluster import LocalCluster
 from taxi_services.registry import ModelRegistry, ensure_champion
 from taxi_services.scrape import total
 from taxi_services.status import ALL_TRIPS
@@ -42,14 +42,15 @@ def producer_name(source: Source) -> str:
 
 
 class Pipeline:
-    """The four services against one cluster. Their --instance is `instance` (the run's folder
+    """The four services against one cluster, each as its own principal when the cluster is
+    secure. Their --instance is `instance` (the run's folder
     name), so their command lines name the run, and a restart reuses it."""
 
     def __init__(
         self,
         *,
         instance: str,
-        bootstrap_servers: str,
+        cluster: LocalCluster,
         model_path: Path,
         replays: Mapping[Source, Replayed],
         logs: Path,
@@ -63,10 +64,9 @@ class Pipeline:
         those flags. `run_by` names the command in the first champion's deployment decision."""
         self._run_by = run_by
         self.replays = dict(replays)
-        self._bootstrap_servers = bootstrap_servers
+        self._cluster = cluster
         self._model_path = model_path
-        self.env = {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+        self._env = {
             "TAXI_LOG_LEVEL": "INFO",
             # A service stuck at the end is aborted: its threads' stacks go to its log.
             "PYTHONFAULTHANDLER": "1",
@@ -99,9 +99,13 @@ class Pipeline:
         }
         self._positions = dict.fromkeys(self.replays, 0)
 
+    def env(self, principal: str) -> dict[str, str]:
+        """The environment of a service of the run: on the secure cluster, as `principal`."""
+        return {**self._env, **self._cluster.service_env(principal)}
+
     def start(self, name: str) -> None:
         child = self.children[name]
-        child.start(self.env)
+        child.start(self.env(child.principal))
         log.info("%s started, log %s", name, child.log_path)
 
     def kill(self, name: str) -> None:
@@ -114,9 +118,7 @@ class Pipeline:
         becomes the champion first. The processors come up before the producers start the
         replay: a producer up first would send a backlog that the predictor then scores in one
         burst, all in one window of the figures."""
-        ensure_champion(
-            ModelRegistry(KafkaConfig(self._bootstrap_servers)), self._model_path, self._run_by
-        )
+        ensure_champion(ModelRegistry(self._cluster.kafka_config()), self._model_path, self._run_by)
         deadline = time.monotonic() + timeout
         processors = [name for name in self.children if name in PROCESSORS]
         producers = [name for name in self.children if name not in PROCESSORS]

@@ -32,10 +32,11 @@ from taxi_kafka import (
     MODEL_METRICS,
     NEW_TRIPS,
     SHADOW_PREDICTIONS,
-    KafkaConfig,
     read_to_end,
 )
 from taxi_kafka.cluster import (
+    PLAINTEXT,
+    SASL_SSL,
     LocalCluster,
     pid_alive,
     read_cmdline,
@@ -69,6 +70,7 @@ class RunOptions:
     rate: float | None  # trips/s, both producers together; None: the scenario's default
     model_path: Path
     keep: bool = False
+    secure: bool = False  # on a SASL_SSL cluster, each service its own principal
 
 
 class _ScenarioFailedError(Exception):
@@ -85,9 +87,19 @@ def run_scenario(scenario: Scenario, options: RunOptions, marker: str) -> dict[s
     problems: list[str] = []
     folder: Path | None = None
     try:
-        with scratch_cluster(f"{marker}{scenario.name}-", keep=options.keep) as cluster:
+        with scratch_cluster(
+            f"{marker}{scenario.name}-",
+            keep=options.keep,
+            security=SASL_SSL if options.secure else None,
+        ) as cluster:
             folder = cluster.runtime_dir
-            log.info("%s: cluster %s in %s", scenario.name, cluster.bootstrap_servers, folder)
+            log.info(
+                "%s: cluster %s (%s) in %s",
+                scenario.name,
+                cluster.bootstrap_servers,
+                cluster.security,
+                folder,
+            )
             body, problems = _run(scenario, cluster, options, rate)
             if problems:
                 raise _ScenarioFailedError
@@ -102,6 +114,7 @@ def run_scenario(scenario: Scenario, options: RunOptions, marker: str) -> dict[s
             problems.append(f"still running after the scenario (now stopped): {left}")
     report: dict[str, Any] = {
         "scenario": scenario.name,
+        "security": SASL_SSL if options.secure else PLAINTEXT,
         "passed": not problems,
         "problems": problems,
         **body,
@@ -130,7 +143,7 @@ def _run(
     trips, replays = write_trips(folder / "trips", options.trips, rate)
     pipeline = Pipeline(
         instance=folder.name,
-        bootstrap_servers=cluster.bootstrap_servers,
+        cluster=cluster,
         model_path=options.model_path,
         replays=replays,
         logs=folder / "logs",
@@ -231,7 +244,7 @@ def wait_for(pipeline: Pipeline, what: str, done: Callable[[], bool]) -> list[st
 
 def observe(cluster: LocalCluster, trips: dict[str, Source]) -> Observed:
     """Every record on the topics, read_committed, for the checker."""
-    config = KafkaConfig(cluster.bootstrap_servers)
+    config = cluster.kafka_config()
 
     def stamped(
         topic: str, duration: Callable[[Message], float | None] = lambda _: None

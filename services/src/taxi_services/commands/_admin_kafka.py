@@ -8,9 +8,17 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import click
+
 from taxi_kafka import KafkaConfig
 from taxi_kafka.cli import kafka_options
-from taxi_kafka.cluster import ClusterError, LocalCluster
+from taxi_kafka.cluster import (
+    SASL_SSL,
+    SECURITY_ENV,
+    ClusterError,
+    LocalCluster,
+    requested_security,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,11 +45,40 @@ def local_admin(kafka: KafkaConfig) -> KafkaConfig:
     return KafkaConfig(kafka.bootstrap_servers, {**admin, **kafka.settings})
 
 
-def admin_kafka_options(command: F) -> F:
-    """kafka_options, with `kafka` made `local_admin(kafka)`."""
+def encrypted(kafka: KafkaConfig) -> bool:
+    """Whether `kafka`'s clients talk TLS."""
+    return str(kafka.settings.get("security.protocol", "")).lower() in ("ssl", "sasl_ssl")
 
+
+def secure_option(command: F) -> F:
+    """--secure: refuse to reach the cluster in plaintext (env TAXI_CLUSTER_SECURITY)."""
+    return click.option(
+        "--secure",
+        is_flag=True,
+        help="Refuse to reach the cluster unencrypted: the local secure cluster (as `taxi "
+        "cluster up --secure` makes it), or the TLS settings given "
+        f"(env {SECURITY_ENV}={SASL_SSL}).",
+    )(command)
+
+
+def admin_kafka_options(command: F) -> F:
+    """kafka_options and --secure, with `kafka` made `local_admin(kafka)`."""
+
+    @secure_option
     @functools.wraps(command)
-    def wrapper(*, kafka: KafkaConfig, **kwargs: Any) -> Any:
-        return command(kafka=local_admin(kafka), **kwargs)
+    def wrapper(*, kafka: KafkaConfig, secure: bool, **kwargs: Any) -> Any:
+        kafka = local_admin(kafka)
+        try:
+            wanted = requested_security(secure) == SASL_SSL
+        except ClusterError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if wanted and not encrypted(kafka):
+            raise click.ClickException(
+                f"--secure: {kafka.bootstrap_servers} would be reached unencrypted. No secure "
+                "local cluster runs there (`taxi cluster up --secure` starts one), and no "
+                "security.protocol=SASL_SSL or SSL was given (--kafka-config, -X or "
+                "TAXI_KAFKA_SECURITY_PROTOCOL)"
+            )
+        return command(kafka=kafka, **kwargs)
 
     return kafka_options(wrapper)  # type: ignore[return-value]  # wraps() keeps F's options

@@ -142,6 +142,12 @@ def _predictor_default(name: str) -> Any:
     "after) [default: a scratch 3-broker cluster on free ports].",
 )
 @click.option(
+    "--secure",
+    is_flag=True,
+    help="Also run the same parts on a secure scratch cluster (SASL_SSL, each service as its "
+    "own principal) and report the cost of TLS and SASL: secure_over_plaintext.",
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(1, 100_000),
     default=_predictor_default("batch_size"),
@@ -180,6 +186,7 @@ def bench(
     challenger_path: Path | None,
     only: str | None,
     bootstrap_servers: str | None,
+    secure: bool,
     batch_size: int,
     batch_wait: float,
     model_path: Path,
@@ -205,6 +212,12 @@ def bench(
     the targets and whether each was met, and the machine it ran on. Missed targets do not
     change the exit status unless --check is given; errors exit with 1.
     """
+    if secure and bootstrap_servers:
+        raise click.BadParameter(
+            "--secure compares two scratch clusters, plaintext and secure: it cannot use an "
+            "existing cluster",
+            param_hint="--secure",
+        )
     settings = Settings(
         records=records,
         naive_records=naive_records,
@@ -227,6 +240,7 @@ def bench(
             bootstrap_servers=bootstrap_servers,
             model_path=model_path,
             challenger_path=challenger_path,
+            secure=secure,
         )
     except (BenchError, ClusterError, KafkaException, ModelLoadError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -18,7 +18,13 @@ from taxi_kafka import (
     GroupLag,
     LagProbe,
 )
-from taxi_kafka.cluster import LocalCluster
+from taxi_kafka.cluster import (
+    SASL_SSL,
+    SECURITY_ENV,
+    ClusterError,
+    LocalCluster,
+    requested_security,
+)
 from taxi_model import ModelLoadError, read_card
 from taxi_services.options import model_option
 from taxi_services.scrape import scrape
@@ -73,13 +79,23 @@ def describe_model(model_path: Path) -> str:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Expect the secure local cluster (`taxi cluster up --secure`): an error if the one "
+    f"here is plaintext (env {SECURITY_ENV}={SASL_SSL}). A secure one is probed as admin "
+    "with or without the flag.",
+)
 @model_option("The model to describe.")
-def status(as_json: bool, model_path: Path) -> None:
-    """What runs here: the local Kafka cluster, the consumer groups' lag (in records, not
-    offsets: transaction markers take offsets too), the model, each service (probed on its
-    default metrics port), the dashboard and Prometheus, and the `taxi up` that started them,
-    if any."""
-    cluster = LocalCluster()
+def status(as_json: bool, secure: bool, model_path: Path) -> None:
+    """What runs here: the local Kafka cluster (its security too), the consumer groups' lag
+    (in records, not offsets: transaction markers take offsets too), the model, each service
+    (probed on its default metrics port), the dashboard and Prometheus, and the `taxi up` that
+    started them, if any."""
+    try:
+        cluster = LocalCluster(security=requested_security(secure))
+    except ClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
     cluster_status = cluster.status(timeout=3.0)
     report = PipelineStatus(
         cluster=cluster_status,

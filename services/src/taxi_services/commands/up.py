@@ -14,7 +14,6 @@ import click
 
 from taxi_events import Source
 from taxi_kafka import (
-    CONFIG_FILE_ENV,
     DASHBOARD_PORT,
     METRICS_PORTS,
     PREDICTOR_GROUP,
@@ -333,8 +332,7 @@ def up(
     children: list[Child] = []
     prometheus = None
     # taxi up's own steps (reset, the first champion, checkpoints, status) run as admin.
-    admin_settings = cluster.client_settings()
-    kafka = KafkaConfig(admin_settings.pop("bootstrap.servers"), admin_settings)
+    kafka = cluster.kafka_config()
     try:
         _prepare(cluster, kafka, fresh=fresh, data_dir=data_dir, model_path=model_path)
         logs = cluster.runtime_dir.parent / "logs"
@@ -350,9 +348,8 @@ def up(
         )
         _check_ports_free(planned)
         children = planned  # what `finally` stops
-        env = {"KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers}
         for child in children:
-            child.start({**env, **credentials(cluster, child)})
+            child.start(cluster.service_env(child.principal))
             click.echo(f"{child.name:<17} {child.metrics_url}   log: {child.log_path}")
         urls = {}
         if not no_dashboard:
@@ -405,14 +402,6 @@ def _start_cluster(secure: bool) -> tuple[LocalCluster, bool]:
         f"Kafka: {cluster.bootstrap_servers} ({state}{', SASL_SSL' if cluster.secure else ''})"
     )
     return cluster, started
-
-
-def credentials(cluster: LocalCluster, child: Child) -> dict[str, str]:
-    """On the secure cluster, the child's own principal: its client config file."""
-    if not cluster.secure:
-        return {}
-    principal = "producer" if child.name.startswith("producer-") else child.name
-    return {CONFIG_FILE_ENV: str(cluster.secrets().client_config(principal))}
 
 
 def _prepare(

@@ -20,6 +20,9 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from taxi_kafka import _admin as topic_admin
+
+# A module, not its names: taxi_kafka._config imports this package (circular).
+from taxi_kafka import _config as client_config
 from taxi_kafka._acls import ensure_grants, pipeline_grants
 from taxi_kafka._admin import NotReadyError
 from taxi_kafka._pipeline import INTERNAL_TOPICS, PROJECT_TOPICS, TopicSpec
@@ -233,6 +236,20 @@ class LocalCluster:
         """librdkafka settings that reach the cluster, as `principal` when it is secure."""
         secured = self.secrets().client_settings(principal) if self.secure else {}
         return {"bootstrap.servers": self.bootstrap_servers, **secured}
+
+    def kafka_config(self, principal: str = ADMIN_PRINCIPAL) -> client_config.KafkaConfig:
+        """client_settings as a KafkaConfig."""
+        settings = self.client_settings(principal)
+        return client_config.KafkaConfig(settings.pop("bootstrap.servers"), settings)
+
+    def service_env(self, principal: str) -> dict[str, str]:
+        """What a service process needs in its environment to reach the cluster: the brokers
+        and, when it is secure, the file of `principal`'s client config (its credentials stay
+        off the command line and out of the environment)."""
+        env = {client_config.BOOTSTRAP_ENV: self.bootstrap_servers}
+        if self.secure:
+            env[client_config.CONFIG_FILE_ENV] = str(self.secrets().client_config(principal))
+        return env
 
     def _node_security(self, node_id: int) -> NodeSecurity | None:
         if not self.secure:
@@ -475,6 +492,8 @@ class LocalCluster:
             cluster_id=recorded.get("cluster_id"),
             kafka_version=recorded.get("kafka_version"),
             bootstrap_servers=self.bootstrap_servers,
+            security=self.security,
+            secrets_dir=str(self.secrets_dir) if self.secure else None,
             nodes=tuple(
                 NodeStatus(
                     node_id=n,

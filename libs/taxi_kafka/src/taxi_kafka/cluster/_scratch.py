@@ -33,12 +33,15 @@ def free_base_port() -> int:
 
 
 @contextlib.contextmanager
-def scratch_cluster(prefix: str = "taxi-scratch-", *, keep: bool = False) -> Iterator[LocalCluster]:
-    """A new cluster, up with the project topics, stopped and deleted afterwards. With `keep`,
-    or when the body raises, its folder (logs included) is kept and logged for a post-mortem.
-    Not under pytest's basetemp: pytest prunes old ones, even while another run uses them."""
+def scratch_cluster(
+    prefix: str = "taxi-scratch-", *, keep: bool = False, security: str | None = None
+) -> Iterator[LocalCluster]:
+    """A new cluster, up with the project topics, stopped and deleted afterwards; with
+    `security` SASL_SSL, a secure one (its secrets in its folder). With `keep`, or when the
+    body raises, its folder (logs included) is kept and logged for a post-mortem. Not under
+    pytest's basetemp: pytest prunes old ones, even while another run uses them."""
     runtime_dir = Path(tempfile.mkdtemp(prefix=prefix))
-    cluster = LocalCluster(runtime_dir, base_port=free_base_port())
+    cluster = LocalCluster(runtime_dir, base_port=free_base_port(), security=security)
     failed = True
     try:
         cluster.up()

@@ -67,6 +67,9 @@ class ClusterStatus:
     partitions: tuple[PartitionState, ...]
     # Why no metadata could be fetched (then `partitions` is empty).
     metadata_error: str | None = None
+    # The listeners' protocol: plaintext, or sasl_ssl (then where the secrets are).
+    security: str = "plaintext"
+    secrets_dir: str | None = None
 
     @property
     def under_replicated(self) -> list[PartitionState]:
@@ -181,6 +184,12 @@ def format_status(status: ClusterStatus) -> str:
     lines = [
         f"{version} cluster {status.cluster_id or '(not created)'} in {status.runtime_dir}",
         f"bootstrap servers: {status.bootstrap_servers}",
+        f"security: {status.security.upper()}"
+        + (
+            f" (CA, certificates, credentials in {status.secrets_dir})"
+            if status.secrets_dir
+            else ""
+        ),
         "",
         f"{'node':<6}{'state':<10}{'pid':<9}{'broker':<8}controller",
     ]
