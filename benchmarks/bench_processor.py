@@ -107,12 +107,12 @@ def main() -> None:
     batch = BatchPolicy(args.max_messages, args.max_wait)
 
     with cluster_at(args.bootstrap_servers) as cluster:
-        bootstrap = cluster.bootstrap_servers
-        config = KafkaConfig(bootstrap)
+        config = cluster.config
         run = uuid.uuid4().hex[:8]
         source, plain_sink, txn_sink = (f"bench-{name}-{run}" for name in ("in", "plain", "txn"))
         ensure_topics(
-            admin_client(bootstrap), [TopicSpec(t) for t in (source, plain_sink, txn_sink)]
+            admin_client(config.bootstrap_servers, **config.settings),
+            [TopicSpec(t) for t in (source, plain_sink, txn_sink)],
         )
         fill(config, source, args.records, args.value_size)
         plain_runs, txn_runs = [], []
