@@ -26,7 +26,7 @@ from ._data import (
     read_trips,
     sample_data_path,
 )
-from ._estimator import LogDurationRegressor, build_pipeline
+from ._estimator import LogDurationRegressor, RegressorParams, build_pipeline
 from ._features import INPUT_COLUMNS, TripFeatures, events_to_frame, trip_features
 from ._metrics import WITHIN_TOLERANCE, QualityMetrics, quality_metrics
 from ._profile import (
@@ -88,6 +88,7 @@ __all__ = [
     "ModelLoadError",
     "QualityMetrics",
     "RegistryRecord",
+    "RegressorParams",
     "RejectReason",
     "Roles",
     "SavedModel",

@@ -23,6 +23,8 @@ from taxi_model._profile import training_profile
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
+    from taxi_model._estimator import RegressorParams
+
 HOLDOUT_FRACTION = 0.2
 SPLIT_SEED = 2016
 Split = Literal["time", "random"]
@@ -63,9 +65,11 @@ def train_model(
     seed: int = SPLIT_SEED,
     on_rounds: Callable[[int], None] | None = None,
     split: Split = "time",
+    regressor_params: RegressorParams | None = None,
 ) -> TrainResult:
     """Fit on 80% of labelled trips and measure on the other 20%: by default the earliest 80%
-    by pickup time against the rest (`split="time"`), else a fixed random fifth held out."""
+    by pickup time against the rest (`split="time"`), else a fixed random fifth held out.
+    `regressor_params` change the estimator's defaults (benchmarks/model_frontier.py)."""
     # scikit-learn only where a model is trained: the split and the replay's filter need none.
     from taxi_model._estimator import build_pipeline  # noqa: PLC0415
     from taxi_model._features import INPUT_COLUMNS, TripFeatures  # noqa: PLC0415
@@ -89,7 +93,8 @@ def train_model(
     train, holdout = labelled.iloc[train_idx], labelled.iloc[holdout_idx].copy()
 
     started = time.perf_counter()
-    pipeline = build_pipeline(random_state=seed)
+    params: RegressorParams = {"random_state": seed, **(regressor_params or {})}
+    pipeline = build_pipeline(**params)
     pipeline.fit(train[list(INPUT_COLUMNS)], train["trip_duration"], regressor__on_rounds=on_rounds)
     seconds = time.perf_counter() - started
 

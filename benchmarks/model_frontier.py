@@ -1,0 +1,138 @@
+"""The model's accuracy/speed frontier: held-out RMSLE against tree cost per trip.
+
+Each shape of the boosting (learning rate x leaves per tree) is trained as `taxi train` trains
+(the same time split of the same trips, early stopping deciding the rounds) and then timed
+predicting a 10,000-trip batch on the predictor's one model thread, the features apart from the
+trees. The pick is the cheapest shape within 0.002 RMSLE of the most accurate one.
+
+    uv run python benchmarks/model_frontier.py [--data PATH] [--out FILE]
+
+Prints one JSON object (and writes it to --out): one row per shape, the frontier (shapes no
+other beats on both), the default shape's row and the pick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sample_data import add_data_option, sample_trips
+from threadpoolctl import threadpool_limits
+
+from taxi_model import INPUT_COLUMNS, RegressorParams, train_model
+from taxi_services.predictor import MODEL_THREADS
+from taxi_services.provenance import provenance
+
+BATCH = 10_000
+SAMPLE_ROWS = 73_177  # the real sample's rows: the synthetic stand-in has as many
+LEARNING_RATES = (0.05, 0.1, 0.2, 0.3)
+LEAVES = (31, 63, 127, 255)
+DEFAULT: RegressorParams = {"learning_rate": 0.1, "max_leaf_nodes": 31}  # the estimator's
+TOLERANCE = 0.002  # RMSLE a faster shape may give up against the most accurate
+REPEAT = 7
+
+
+def per_trip_us(fn: Any, batch: pd.DataFrame) -> float:
+    """The median time of `fn(batch)` over REPEAT calls, per trip, in microseconds."""
+    fn(batch)  # warm-up
+    times = []
+    for _ in range(REPEAT):
+        started = time.perf_counter()
+        fn(batch)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) / len(batch) * 1e6
+
+
+def measure(trips: pd.DataFrame, description: str, shape: RegressorParams) -> dict[str, Any]:
+    started = time.perf_counter()
+    result = train_model(trips, description, regressor_params=shape)
+    training_s = time.perf_counter() - started
+    pipeline = result.pipeline
+    features, regressor = pipeline.named_steps["features"], pipeline.named_steps["regressor"]
+    batch = pd.concat([trips] * (BATCH // len(trips) + 1)).head(BATCH)[list(INPUT_COLUMNS)]
+    with threadpool_limits(MODEL_THREADS):
+        engineered = features.transform(batch)
+        trees_us = per_trip_us(lambda _: regressor.predict(engineered), batch)
+        total_us = per_trip_us(pipeline.predict, batch)
+    row = {
+        **shape,
+        "rounds": int(regressor.booster_.n_iter_),
+        "holdout_rmsle": round(result.card.holdout.rmsle or 0.0, 4),
+        "trees_us_per_trip": round(trees_us, 2),
+        "predict_us_per_trip": round(total_us, 2),
+        "training_s": round(training_s, 1),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """`a` is at least as accurate and as cheap as `b`, and better on one of the two."""
+    ours, theirs = (
+        (a["holdout_rmsle"], a["trees_us_per_trip"]),
+        (b["holdout_rmsle"], b["trees_us_per_trip"]),
+    )
+    return ours != theirs and ours[0] <= theirs[0] and ours[1] <= theirs[1]
+
+
+def frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows no other dominates, cheapest first."""
+    kept = [r for r in rows if not any(dominates(other, r) for other in rows)]
+    return sorted(kept, key=lambda r: r["trees_us_per_trip"])
+
+
+def pick(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cheapest row within TOLERANCE of the most accurate."""
+    best = min(r["holdout_rmsle"] for r in rows)
+    close = [r for r in rows if r["holdout_rmsle"] <= best + TOLERANCE]
+    return min(close, key=lambda r: r["trees_us_per_trip"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_option(parser)
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+
+    trips, description = sample_trips(args.data, SAMPLE_ROWS)
+    began = time.perf_counter()
+    rows = [
+        measure(trips, description, {"learning_rate": rate, "max_leaf_nodes": leaves})
+        for rate, leaves in itertools.product(LEARNING_RATES, LEAVES)
+    ]
+    default = next(r for r in rows if all(r[k] == v for k, v in DEFAULT.items()))
+    chosen = pick(rows)
+    report = {
+        "environment": {
+            **provenance(),
+            "command": "uv run python benchmarks/model_frontier.py",
+            "model_threads": MODEL_THREADS,
+            "duration_s": round(time.perf_counter() - began, 1),
+        },
+        "data": description,
+        "split": "time",
+        "batch": BATCH,
+        "tolerance_rmsle": TOLERANCE,
+        "rows": rows,
+        "frontier": frontier(rows),
+        "default": default,
+        "pick": chosen,
+        "pick_over_default_trees_cost": round(
+            chosen["trees_us_per_trip"] / default["trees_us_per_trip"], 3
+        ),
+        "pick_minus_default_rmsle": round(chosen["holdout_rmsle"] - default["holdout_rmsle"], 4),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
