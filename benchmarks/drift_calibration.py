@@ -43,12 +43,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 import numpy as np
 import pandas as pd
+from json_report import add_out_option, emit
 from sample_data import add_data_option, sample_trips
 
 from taxi_events import Prediction
@@ -472,7 +472,7 @@ def main() -> None:
     parser.add_argument("--replays", type=int, default=40, help="drift-free replays")
     parser.add_argument("--drifted", type=int, default=10, help="replays of each drift")
     parser.add_argument("--workers", type=int, default=2, help="processes replaying at once")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    add_out_option(parser)
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -524,10 +524,7 @@ def main() -> None:
         "pickup_order": pickup_order_run(_HELD_OUT),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

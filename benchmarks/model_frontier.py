@@ -18,10 +18,10 @@ import itertools
 import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from json_report import add_out_option, emit
 from sample_data import add_data_option, sample_trips
 from threadpoolctl import threadpool_limits
 
@@ -97,7 +97,7 @@ def pick(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_option(parser)
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    add_out_option(parser)
     args = parser.parse_args()
 
     trips, description = sample_trips(args.data, SAMPLE_ROWS)
@@ -128,10 +128,7 @@ def main() -> None:
         ),
         "pick_minus_default_rmsle": round(chosen["holdout_rmsle"] - default["holdout_rmsle"], 4),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

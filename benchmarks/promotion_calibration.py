@@ -28,17 +28,16 @@ Prints one JSON object; `--out` also writes it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from json_report import add_out_option, emit
 from sample_data import add_data_option, sample_trips
 
 from taxi_model import INPUT_COLUMNS, build_pipeline, time_split, train_model
@@ -282,7 +281,7 @@ def main() -> None:
     add_data_option(parser)
     parser.add_argument("--delta", type=float, default=DEFAULT_DELTA, help="delta to check")
     parser.add_argument("--min-trips", type=int, default=DEFAULT_MIN_TRIPS, help="M to check")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    add_out_option(parser)
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -310,10 +309,7 @@ def main() -> None:
         "defaults": at_defaults(scored, rng, args.delta, args.min_trips),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -733,6 +733,7 @@ def measure(
         challenger_version = (
             None if challenger_path is None else load_model(challenger_path).version
         )
+        trips = read_trips(trips_csv).frame
         # One cluster after the other, the same parts on each.
         for security in securities:
             with cluster_at(bootstrap_servers, security) as cluster:
@@ -744,7 +745,7 @@ def measure(
                         settings,
                         namespaces=namespaces,
                         model_path=model_path,
-                        trips=read_trips(trips_csv).frame,
+                        trips=trips,
                         trips_csv=trips_csv,
                         logs=workdir / "logs" / security.lower(),
                         challenger_path=challenger_path,
