@@ -1,9 +1,11 @@
 """The model's accuracy/speed frontier: held-out RMSLE against tree cost per trip.
 
-Each shape of the boosting (learning rate x leaves per tree) is trained as `taxi train` trains
-(the same time split of the same trips, early stopping deciding the rounds) and then timed
-predicting a 10,000-trip batch on the predictor's one model thread, the features apart from the
-trees. The pick is the cheapest shape within 0.002 RMSLE of the most accurate one.
+Each shape of the boosting is trained as `taxi train` trains (the same time split of the same
+trips, early stopping deciding the rounds unless a cap comes first) and then timed predicting a
+10,000-trip batch on the predictor's one model thread, the features apart from the trees. The
+shapes: learning rate x leaves per tree; then, at 63 leaves and the two most accurate rates,
+depth limits x histogram bins; then caps on the rounds. The pick is the cheapest shape within
+0.002 RMSLE of the most accurate one.
 
     uv run python benchmarks/model_frontier.py [--data PATH] [--out FILE]
 
@@ -25,7 +27,7 @@ from json_report import add_out_option, emit
 from sample_data import add_data_option, sample_trips
 from threadpoolctl import threadpool_limits
 
-from taxi_model import INPUT_COLUMNS, RegressorParams, train_model
+from taxi_model import INPUT_COLUMNS, LogDurationRegressor, RegressorParams, train_model
 from taxi_services.predictor import MODEL_THREADS
 from taxi_services.provenance import provenance
 
@@ -33,7 +35,17 @@ BATCH = 10_000
 SAMPLE_ROWS = 73_177  # the real sample's rows: the synthetic stand-in has as many
 LEARNING_RATES = (0.05, 0.1, 0.2, 0.3)
 LEAVES = (31, 63, 127, 255)
-DEFAULT: RegressorParams = {"learning_rate": 0.1, "max_leaf_nodes": 31}  # the estimator's
+# Fewer, deeper or coarser trees, around the accurate end of the first sweep.
+DEPTH_RATES = (0.05, 0.1)
+DEPTH_LEAVES = 63
+DEPTHS = (None, 8, 12)
+BINS = (63, 255)
+ROUND_CAPS = (100, 150)
+# The estimator's defaults for what the shapes vary: the default row is the one matching them.
+SHAPE: dict[str, Any] = {
+    name: LogDurationRegressor().get_params()[name]
+    for name in ("learning_rate", "max_leaf_nodes", "max_depth", "max_bins", "max_rounds")
+}
 TOLERANCE = 0.002  # RMSLE a faster shape may give up against the most accurate
 REPEAT = 7
 
@@ -61,7 +73,7 @@ def measure(trips: pd.DataFrame, description: str, shape: RegressorParams) -> di
         trees_us = per_trip_us(lambda _: regressor.predict(engineered), batch)
         total_us = per_trip_us(pipeline.predict, batch)
     row = {
-        **shape,
+        **{name: shape.get(name, value) for name, value in SHAPE.items()},
         "rounds": int(regressor.booster_.n_iter_),
         "holdout_rmsle": round(result.card.holdout.rmsle or 0.0, 4),
         "trees_us_per_trip": round(trees_us, 2),
@@ -70,6 +82,29 @@ def measure(trips: pd.DataFrame, description: str, shape: RegressorParams) -> di
     }
     print(json.dumps(row), flush=True)
     return row
+
+
+def shapes() -> list[RegressorParams]:
+    """Every shape measured, once each."""
+    found: list[RegressorParams] = [
+        {"learning_rate": rate, "max_leaf_nodes": leaves}
+        for rate, leaves in itertools.product(LEARNING_RATES, LEAVES)
+    ]
+    found += [
+        {
+            "learning_rate": rate,
+            "max_leaf_nodes": DEPTH_LEAVES,
+            "max_depth": depth,
+            "max_bins": bins,
+        }
+        for rate, depth, bins in itertools.product(DEPTH_RATES, DEPTHS, BINS)
+        if (depth, bins) != (SHAPE["max_depth"], SHAPE["max_bins"])
+    ]
+    found += [
+        {"learning_rate": SHAPE["learning_rate"], "max_leaf_nodes": DEPTH_LEAVES, "max_rounds": cap}
+        for cap in ROUND_CAPS
+    ]
+    return found
 
 
 def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -102,11 +137,8 @@ def main() -> None:
 
     trips, description = sample_trips(args.data, SAMPLE_ROWS)
     began = time.perf_counter()
-    rows = [
-        measure(trips, description, {"learning_rate": rate, "max_leaf_nodes": leaves})
-        for rate, leaves in itertools.product(LEARNING_RATES, LEAVES)
-    ]
-    default = next(r for r in rows if all(r[k] == v for k, v in DEFAULT.items()))
+    rows = [measure(trips, description, shape) for shape in shapes()]
+    default = next(r for r in rows if all(r[k] == v for k, v in SHAPE.items()))
     chosen = pick(rows)
     report = {
         "environment": {

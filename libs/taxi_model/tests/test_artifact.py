@@ -154,6 +154,28 @@ def test_a_saved_model_names_only_the_public_package(saved_model):
     assert set(types) <= set(TRUSTED_TYPES)
 
 
+def test_a_model_saved_before_depth_and_bins_were_parameters_loads_with_the_old_defaults(
+    saved_model, synthetic_trips
+):
+    regressor = load_model(saved_model.model_path).pipeline.named_steps["regressor"]
+    state = regressor.__getstate__()
+    older = {k: v for k, v in state.items() if k not in ("max_depth", "max_bins")}
+
+    class Older:  # what an older LogDurationRegressor saved: its state, without the two
+        def __getstate__(self) -> dict[str, object]:
+            return older
+
+    Older.__module__, Older.__name__ = type(regressor).__module__, type(regressor).__name__
+    Older.__qualname__ = Older.__name__
+    restored = skops_io.loads(skops_io.dumps(Older()), trusted=TRUSTED_TYPES)
+    assert type(restored) is type(regressor)
+    assert {"max_depth": None, "max_bins": 255}.items() <= restored.get_params().items()
+    assert repr(restored)  # needs every parameter
+    features = load_model(saved_model.model_path).pipeline.named_steps["features"]
+    frame = features.transform(synthetic_trips.head(50)[list(INPUT_COLUMNS)])
+    assert np.array_equal(restored.predict(frame), regressor.predict(frame))
+
+
 def test_a_pickle_is_refused_without_running_it(model_copy, tmp_path):
     """Even with a card that matches it, a pickle (which runs code as it loads) is not loaded."""
     marker = tmp_path / "the-pickle-ran"

@@ -59,12 +59,20 @@ def test_the_time_split_is_in_the_card_and_the_held_out_trips_are_the_latest(syn
 
 
 def test_the_estimators_shape_can_be_chosen_and_the_seed_stays(synthetic_trips):
-    shape = {"learning_rate": 0.3, "max_leaf_nodes": 7, "max_rounds": 25}
+    shape = {
+        "learning_rate": 0.3,
+        "max_leaf_nodes": 7,
+        "max_rounds": 25,
+        "max_depth": 3,
+        "max_bins": 31,
+    }
     result = train_model(synthetic_trips, "synthetic", regressor_params=shape)
     regressor = result.pipeline.named_steps["regressor"]
     assert regressor.get_params() | shape == regressor.get_params()
     assert regressor.random_state == 2016  # the split's seed, as without a shape
     assert regressor.booster_.max_leaf_nodes == 7
+    assert regressor.booster_.max_depth == 3
+    assert regressor.booster_.max_bins == 31
     assert regressor.booster_.n_iter_ <= 25
     assert result.card.holdout.rmsle is not None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +16,8 @@ from taxi_model._features import TripFeatures
 
 # Boosting rounds between two progress callbacks.
 ROUNDS_PER_STEP = 25
+# The parameters added since the first saved models, with the values those were trained with.
+ADDED_PARAMS: dict[str, Any] = {"max_depth": None, "max_bins": 255}
 
 
 class LogDurationRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # sklearn is untyped: bases are Any
@@ -30,7 +32,11 @@ class LogDurationRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         *,
         max_rounds: int = 1000,
         learning_rate: float = 0.1,
-        max_leaf_nodes: int = 31,
+        # 63 leaves: as accurate as 31 at 0.9x the trees' cost per trip
+        # (benchmarks/model_frontier.py; docs/performance.md).
+        max_leaf_nodes: int = 63,
+        max_depth: int | None = None,
+        max_bins: int = 255,
         min_samples_leaf: int = 50,
         l2_regularization: float = 1.0,
         random_state: int = 0,
@@ -38,6 +44,8 @@ class LogDurationRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         self.max_rounds = max_rounds
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
+        self.max_depth = max_depth
+        self.max_bins = max_bins
         self.min_samples_leaf = min_samples_leaf
         self.l2_regularization = l2_regularization
         self.random_state = random_state
@@ -53,6 +61,8 @@ class LogDurationRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             learning_rate=self.learning_rate,
             max_iter=0,
             max_leaf_nodes=self.max_leaf_nodes,
+            max_depth=self.max_depth,
+            max_bins=self.max_bins,
             min_samples_leaf=self.min_samples_leaf,
             l2_regularization=self.l2_regularization,
             early_stopping=True,
@@ -72,6 +82,11 @@ class LogDurationRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         self.n_features_in_ = booster.n_features_in_
         return self
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A model saved before a parameter existed has no value for it: it was trained with
+        # what is now its default (get_params, and so repr and clone, need every one).
+        super().__setstate__({**ADDED_PARAMS, **state})
+
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         # Clip so that a duration is never negative, whatever the trees extrapolate.
         seconds: np.ndarray = np.clip(np.expm1(self.booster_.predict(features)), 0.0, None)
@@ -89,6 +104,8 @@ class RegressorParams(TypedDict, total=False):
     max_rounds: int
     learning_rate: float
     max_leaf_nodes: int
+    max_depth: int | None
+    max_bins: int
     min_samples_leaf: int
     l2_regularization: float
     random_state: int
