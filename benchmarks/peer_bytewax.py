@@ -34,6 +34,7 @@ from bytewax import operators as op
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow
+from bytewax.errors import BytewaxRuntimeError
 from bytewax.run import cli_main
 from peer_common import BOOTSTRAP_KEY, PRODUCER_SETTINGS, PeerModel, kafka_settings
 
@@ -115,13 +116,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         model=PeerModel(args.model),
         batch_size=args.batch_size,
     )
-    # bytewax runs Python's signal handlers while it runs: SIGTERM interrupts it as Ctrl+C does.
+    # bytewax runs Python's signal handlers while it runs: SIGTERM stops it as Ctrl+C does (it
+    # stops its workers, closes its consumers and raises "signal received"). Its output is
+    # flushed after every batch: nothing written is lost.
     signal.signal(signal.SIGTERM, _interrupt)
     log.info("running the dataflow on %s -> %s", args.source, args.sink)
     try:
         cli_main(flow, workers_per_process=1)
-    except KeyboardInterrupt:
-        log.info("stopped")
+    except BytewaxRuntimeError as exc:
+        if not isinstance(exc.__cause__, KeyboardInterrupt):
+            raise
+        log.info("stopped by a signal")
         sys.exit(0)
 
 

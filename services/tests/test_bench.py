@@ -5,12 +5,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
+import tomllib
+from pathlib import Path
 
+import attrs
 import click
+import orjson
+import peer_common
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from taxi_events import Prediction, encode
+from taxi_events.columns import decode_trip_starts
+from taxi_kafka import KafkaConfig
+from taxi_kafka.cli import read_config_file
+from taxi_kafka.producer import PRODUCER_DEFAULTS, PRODUCER_ENFORCED
+from taxi_model import generate_trips, load_model
 from taxi_services.bench.figures import (
     SCALING_CORES,
     MachineTicks,
@@ -28,8 +40,10 @@ from taxi_services.bench.figures import (
     steady_visible,
     targets,
 )
+from taxi_services.bench.peers import CHECKOUT, QUIX_PROJECT
 from taxi_services.bench.results import (
     PARTS,
+    WRITTEN,
     Drain,
     LatencyRun,
     ReplayRun,
@@ -42,6 +56,7 @@ from taxi_services.bench.results import (
 )
 from taxi_services.bench.runner import Settings, reproduce
 from taxi_services.commands.bench import parse_parts, parse_rates
+from taxi_stream import Replay
 
 # -- rates -----------------------------------------------------------------------------------
 
@@ -192,6 +207,21 @@ def test_targets_met_and_missed():
     assert slow["p99_at_2000_ms"].met is False
 
 
+def test_the_peer_targets_are_predictor_over_quix_and_over_bytewax():
+    found = by_name(targets({"predictor": 30_000, "quix": 1_000, "bytewax": 25_000}, {}, cores=2))
+    assert found["predictor_vs_quix"].value == pytest.approx(30)
+    assert found["predictor_vs_quix"].threshold == 20
+    assert found["predictor_vs_quix"].met is True
+    assert found["predictor_vs_bytewax"].value == pytest.approx(1.2)
+    assert found["predictor_vs_bytewax"].threshold == 1
+    assert found["predictor_vs_bytewax"].met is True
+    slow = by_name(targets({"predictor": 30_000, "quix": 2_000, "bytewax": 31_000}, {}, cores=2))
+    assert slow["predictor_vs_quix"].met is False
+    assert slow["predictor_vs_bytewax"].met is False
+    # quix-batched is measured and reported, but the issue's target is on quix as written.
+    assert "predictor_vs_quix_batched" not in found
+
+
 def test_targets_not_measured_are_neither_met_nor_missed():
     found = by_name(targets({"predictor": 5_000}, {500.0: 90.0}, cores=8))
     assert all(t.value is None and t.met is None for t in found.values())
@@ -226,6 +256,8 @@ def throughput(part: str, records: int, *seconds: float) -> Throughput:
         outputs=records * len(seconds),
         distinct_outputs=records * len(seconds),
         shadow_outputs=records * len(seconds) if part == "shadow" else None,
+        measured_by=WRITTEN if part == "bytewax" else "committed input offsets",
+        library="lib 1.0" if part in ("quix", "quix-batched", "bytewax") else None,
     )
 
 
@@ -292,6 +324,9 @@ def results() -> Results:
             "two-predictors": throughput("two-predictors", 10_000, 1.6),
             "naive": throughput("naive", 100, 1.0),
             "shadow": throughput("shadow", 10_000, 4.0, 3.2),
+            "quix": throughput("quix", 1_000, 4.0),
+            "quix-batched": throughput("quix-batched", 2_000, 1.0),
+            "bytewax": throughput("bytewax", 10_000, 2.0, 2.5),
         },
         latency={2000.0: latency},
         replay=ReplayRun(
@@ -315,12 +350,18 @@ def test_the_report_holds_rates_ratios_latencies_targets_and_the_environment():
         "two-predictors": 6_250,
         "naive": 100,
         "shadow": 3_125,
+        "quix": 250,
+        "quix-batched": 2_000,
+        "bytewax": 5_000,
     }
     assert result["ratios"] == {
         "predictor_over_passthrough": 0.5,
         "predictor_over_naive": 50.0,
         "two_over_one": 1.25,
         "shadow_over_predictor": 0.625,
+        "predictor_over_quix": 20.0,
+        "predictor_over_quix_batched": 2.5,
+        "predictor_over_bytewax": 1.0,
     }
     assert set(result["parts"]) == set(PARTS)
     assert result["parts"]["predictor"]["process_cores_used"] == 0.5
@@ -338,6 +379,8 @@ def test_the_report_holds_rates_ratios_latencies_targets_and_the_environment():
         "predictor_vs_baseline",
         "predictor_vs_naive",
         "p99_at_2000_ms",
+        "predictor_vs_quix",
+        "predictor_vs_bytewax",
         "two_instances_vs_one",
     ]
     assert missed_targets(result) == []  # the scaling miss does not count on 2 cores
@@ -345,16 +388,42 @@ def test_the_report_holds_rates_ratios_latencies_targets_and_the_environment():
     assert missed_targets(on_eight) == ["two_instances_vs_one"]
 
 
+def test_each_part_names_its_guarantee_and_how_its_progress_was_followed():
+    parts = report(results(), environment={"cores": 2}, settings={}, notes=[])["parts"]
+    guarantees = {name: part.get("guarantee") for name, part in parts.items()}
+    assert guarantees == {
+        "passthrough": "at-least-once",
+        "predictor": "exactly-once",
+        "two-predictors": "exactly-once",
+        "shadow": "exactly-once",
+        "naive": None,
+        "quix": "exactly-once",
+        "quix-batched": "exactly-once",
+        "bytewax": "at-least-once",
+        "latency": None,
+        "replay": None,
+        "switch": None,
+    }
+    assert parts["bytewax"]["measured_by"] == "outputs written"
+    assert parts["predictor"]["measured_by"] == "committed input offsets"
+    assert parts["quix"]["library"] == "lib 1.0"
+    assert "library" not in parts["predictor"]
+
+
+def test_check_fails_when_a_peer_is_too_close():
+    close = results()
+    close.throughput["quix"] = throughput("quix", 1_000, 3.0)  # 333/s: predictor is 15x
+    close.throughput["bytewax"] = throughput("bytewax", 10_000, 1.0)  # 10,000/s: 0.5x
+    result = report(close, environment={"cores": 2}, settings={}, notes=[])
+    assert missed_targets(result) == ["predictor_vs_quix", "predictor_vs_bytewax"]
+
+
 def test_a_report_of_some_parts_only():
     only_b = Results(throughput={"predictor": throughput("predictor", 1_000, 1.0)}, latency={})
     result = report(only_b, environment={"cores": 2}, settings={}, notes=[])
     assert set(result["parts"]) == {"predictor"}
-    assert result["ratios"] == {
-        "predictor_over_passthrough": None,
-        "predictor_over_naive": None,
-        "two_over_one": None,
-        "shadow_over_predictor": None,
-    }
+    assert set(result["ratios"]) >= {"predictor_over_quix", "predictor_over_bytewax"}
+    assert all(value is None for value in result["ratios"].values())
     assert missed_targets(result) == []
 
 
@@ -403,6 +472,7 @@ def test_parts_and_rates_from_the_command_line():
     assert parse_parts("predictor, latency") == {"predictor", "latency"}
     assert parse_parts("b, d, two-predictors") == {"predictor", "latency", "two-predictors"}
     assert parse_parts("predictor,shadow,switch") == {"predictor", "shadow", "switch"}
+    assert parse_parts("quix,quix-batched,bytewax") == {"quix", "quix-batched", "bytewax"}
     with pytest.raises(click.BadParameter, match="unknown part"):
         parse_parts("b,x")
     assert parse_rates("500,2000") == (500.0, 2000.0)
@@ -429,14 +499,18 @@ def settings(**changes) -> Settings:
 
 
 def test_the_run_needs_as_many_trips_as_its_largest_part():
-    assert settings().trips_needed == 6_000  # 2,000 trips/s for 3 s
+    assert settings().trips_needed == 10_000  # quix-batched's default backlog
+    assert settings(quix_batched_records=2_000).trips_needed == 6_000  # 2,000/s for 3 s
     assert settings(parts=frozenset({"passthrough", "naive"})).trips_needed == 1_000
     assert settings(parts=frozenset({"naive"}), naive_records=70).trips_needed == 70
+    assert settings(parts=frozenset({"quix"}), quix_records=300).trips_needed == 300
+    assert settings(parts=frozenset({"bytewax"})).trips_needed == 1_000
 
 
 def test_the_report_names_the_command_that_repeats_the_run():
     assert reproduce(settings(parts=frozenset({"latency", "predictor"})), None) == (
-        "taxi bench --records 1000 --repeat 2 --naive-records 50 --latency-seconds 2 "
+        "taxi bench --records 1000 --repeat 2 --naive-records 50 --quix-records 3000 "
+        "--quix-batched-records 10000 --latency-seconds 2 "
         "--latency-warmup 1 --latency-rates 500,2000 --batch-size 5000 --batch-wait 0.1 "
         "--only predictor,latency"
     )
@@ -448,7 +522,103 @@ def test_the_report_names_the_command_that_repeats_the_run():
     )
 
 
+# -- the peers' job (benchmarks/peer_*.py) ----------------------------------------------------
+
+
+def test_the_peers_read_the_kafka_settings_a_service_would(tmp_path):
+    config_file = tmp_path / "client.properties"
+    config_file.write_text(
+        "# the admin's\nsecurity.protocol=SASL_SSL\nsasl.username = admin\n"
+        "sasl.password=s=cret\nssl.ca.location=/ca.pem\n"
+    )
+    config_file.chmod(0o600)
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "h1:1,h2:2",
+        "KAFKA_CONFIG_FILE": str(config_file),
+        "TAXI_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "TAXI_KAFKA_SSL__ENGINE_ID": "x",  # a double underscore is a literal one
+        "UNRELATED": "1",
+    }
+    config = KafkaConfig.from_env(env, file_settings=read_config_file(config_file))
+    expected = {"bootstrap.servers": config.bootstrap_servers, **config.settings}
+    assert peer_common.kafka_settings(env) == expected
+    assert expected["sasl.password"] == "s=cret"
+    assert expected["ssl_engine.id"] == "x"
+    # Brokers named in the file win over the variable, as for the services.
+    config_file.write_text("bootstrap.servers=h3:3\n")
+    assert peer_common.kafka_settings(env)["bootstrap.servers"] == "h3:3"
+
+
+def test_the_peers_produce_with_the_services_producer_settings():
+    services = {**PRODUCER_DEFAULTS, **PRODUCER_ENFORCED}
+    del services["statistics.interval.ms"]  # the services' observer only
+    assert {k: str(v).lower() for k, v in services.items()} == {
+        k: v.lower() for k, v in peer_common.PRODUCER_SETTINGS.items()
+    }
+
+
+def locked_versions(lock: Path) -> dict[str, set[str]]:
+    packages = tomllib.loads(lock.read_text())["package"]
+    versions: dict[str, set[str]] = {}
+    for package in packages:
+        versions.setdefault(package["name"], set()).add(package["version"])
+    return versions
+
+
+def test_the_quix_environment_runs_the_predictors_model_libraries():
+    # The quix peer's own environment must load and run the model as the predictor does.
+    ours = locked_versions(CHECKOUT / "uv.lock")
+    quix = locked_versions(QUIX_PROJECT / "uv.lock")
+    for name in ("numpy", "scipy", "pandas", "scikit-learn", "skops", "msgspec", "orjson"):
+        assert quix[name] == ours[name], name
+    assert "quixstreams" in quix
+    assert "quixstreams" not in ours
+    assert "bytewax" in ours  # in the dev group
+
+
+def test_the_peers_predict_what_the_predictor_predicts(trained_model_path):
+    step = Replay(generate_trips(rows=50, seed=9), "train").step(int(time.time() * 1000), 50)
+    values = [encode(e) for e in step.started]
+    predicted = load_model(trained_model_path).predict(decode_trip_starts(values).columns)
+    peer = peer_common.PeerModel(trained_model_path)
+    trips = [orjson.loads(v) for v in values]
+    batch = peer.predict_batch(trips)
+    one_by_one = [peer.predict_one(trip) for trip in trips]
+    assert [p["predicted_duration"] for p in batch] == pytest.approx(predicted.tolist(), rel=1e-9)
+    assert [p["predicted_duration"] for p in one_by_one] == pytest.approx(
+        predicted.tolist(), rel=1e-9
+    )
+    assert [p["trip_id"] for p in batch] == [e.trip_id for e in step.started]
+    # A prediction's fields are Prediction's, with the values the predictor would write.
+    fields = attrs.fields_dict(Prediction)
+    for prediction, event in zip(one_by_one, step.started, strict=True):
+        assert set(prediction) <= set(fields)
+        assert prediction["model_version"] == peer.version
+        assert prediction["trip_started_at"] == event.produced_at.isoformat()
+        assert prediction["pickup_latitude"] == event.pickup_latitude
+
+
 # -- a real run ------------------------------------------------------------------------------
+
+
+def check_peers(result: dict, quix: dict, records: int, repeat: int) -> None:
+    """The peers of a tiny run: every trip start predicted once, under its own key."""
+    parts = result["parts"]
+    for part, (sent, runs) in {**quix, "bytewax": (records * repeat, repeat)}.items():
+        run = parts[part]
+        assert len(run["runs_records_per_s"]) == runs
+        assert run["records_per_s"] == max(run["runs_records_per_s"]) > 0
+        assert run["measured_records"] == sent // runs
+        assert run["input_records"] == run["output_records"] == sent
+        assert run["distinct_output_keys"] == sent // runs
+        assert run["library"].startswith("bytewax" if part == "bytewax" else "quixstreams")
+    assert parts["quix"]["guarantee"] == parts["quix-batched"]["guarantee"] == "exactly-once"
+    assert parts["bytewax"]["guarantee"] == "at-least-once"
+    assert parts["quix"]["measured_by"] == "committed input offsets"
+    assert parts["quix-batched"]["measured_by"] == "outputs visible to a read_committed reader"
+    assert parts["bytewax"]["measured_by"] == "outputs written"  # warm-ups not counted
+    for peer in ("quix", "quix_batched", "bytewax"):
+        assert result["ratios"][f"predictor_over_{peer}"] > 0
 
 
 @pytest.mark.kafka
@@ -459,10 +629,12 @@ def test_a_tiny_run_in_namespaces_of_its_own_on_the_shared_cluster(
     # `taxi bench` without --bootstrap-servers starts the same scratch cluster that `taxi chaos`
     # and `taxi lifecycle` start (taxi_kafka.cluster.scratch_cluster), which their tests run.
     records, repeat, naive, rates, switches = 3_000, 2, 40, (500.0,), 3
+    quix, quix_batched = 150, 1_000  # quix-batched: one window
     code, out, err = taxi(
         "bench",
         *("--bootstrap-servers", kafka_cluster.bootstrap_servers),
         *("--records", str(records), "--repeat", str(repeat), "--naive-records", str(naive)),
+        *("--quix-records", str(quix), "--quix-batched-records", str(quix_batched)),
         *("--latency-seconds", "2", "--latency-warmup", "1"),
         *("--latency-rates", ",".join(f"{r:g}" for r in rates)),
         *("--switch-rate", "100", "--switches", str(switches), "--switch-gap", "1"),
@@ -484,6 +656,7 @@ def test_a_tiny_run_in_namespaces_of_its_own_on_the_shared_cluster(
         assert run["input_records"] == run["output_records"] == sent
         assert run["distinct_output_keys"] == sent // len(run["runs_records_per_s"])
     assert parts["two-predictors"]["processes"] == "2 x taxi-predictor"
+    check_peers(result, {"quix": (quix, 1), "quix-batched": (quix_batched, 1)}, records, repeat)
     # shadow: the challenger predicted every trip too, in the same transactions.
     assert parts["shadow"]["shadow_records"] == parts["shadow"]["output_records"]
     assert "shadow_records" not in parts["predictor"]
@@ -522,4 +695,8 @@ def test_a_tiny_run_in_namespaces_of_its_own_on_the_shared_cluster(
     assert result["environment"]["cluster"] == "existing"
     assert result["environment"]["brokers"] == 3
     assert all(not math.isnan(v) for v in result["ratios"].values())
-    assert {t["name"] for t in result["targets"]} >= {"predictor_vs_baseline"}
+    assert {t["name"] for t in result["targets"]} >= {
+        "predictor_vs_baseline",
+        "predictor_vs_quix",
+        "predictor_vs_bytewax",
+    }

@@ -140,6 +140,23 @@ class Backlog:
         self._producer.close()
 
 
+def write_to_each_partition(
+    config: KafkaConfig, topic: str, partitions: int, value: bytes, key_prefix: bytes
+) -> int:
+    """One record with `value` in each partition of `topic`, keyed `key_prefix` + its
+    partition, committed (no transaction): a design's warm-up. Returns how many."""
+    producer = KafkaProducer(config, name=f"{topic} warm-up")
+    try:
+        for partition in range(partitions):
+            key = key_prefix + str(partition).encode()
+            producer.client.produce(topic, value, key, partition=partition)
+        if producer.flush(FILL_TIMEOUT) or producer.stats.failed:
+            raise RuntimeError(f"writing to {topic} failed: {producer.stats.last_error}")
+    finally:
+        producer.close()
+    return partitions
+
+
 class Namespaces:
     """Topic prefixes for the parts of one run, their topics created on demand and deleted
     by `delete_all`."""
@@ -185,6 +202,14 @@ class Namespaces:
             for g in self.admin.list_consumer_groups(request_timeout=timeout).result().valid
             if g.group_id.startswith(self.run_prefix)
         ]
+        # And the topics a design made for itself, named after its group (quix-streams'
+        # repartition and changelog topics: `repartition__<group>--...`).
+        made = [
+            name
+            for name in self.admin.list_topics(timeout=timeout).topics
+            if self.run_prefix in name and name not in self._topics
+        ]
+        self._topics += made
         doomed: dict[str, Future[Any]] = {}
         if self._topics:
             doomed |= self.admin.delete_topics(self._topics, operation_timeout=timeout)

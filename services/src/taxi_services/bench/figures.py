@@ -215,6 +215,22 @@ def targets(
             at_least=False,
         ),
         Target(
+            "predictor_vs_quix",
+            "predictor (exactly once, batched) over quix-streams (exactly once, one model call "
+            "per record)",
+            ratio(rates.get("predictor"), rates.get("quix")),
+            20.0,
+            at_least=True,
+        ),
+        Target(
+            "predictor_vs_bytewax",
+            "predictor (exactly once, batched) over bytewax (at least once, one model call per "
+            "batch)",
+            ratio(rates.get("predictor"), rates.get("bytewax")),
+            1.0,
+            at_least=True,
+        ),
+        Target(
             "two_instances_vs_one",
             "two predictor instances over one",
             ratio(rates.get("two-predictors"), rates.get("predictor")),

@@ -1,6 +1,7 @@
 """What the bench watches while a part runs, from outside the processes it measures: a
-consumer group's members and committed offsets (admin requests, nothing on the data path),
-records as read_committed readers see them, and CPU time from /proc."""
+consumer group's members and committed offsets, or the records a design that commits no offsets
+has written (admin requests, nothing on the data path), records as read_committed readers see
+them, and CPU time from /proc."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -20,27 +22,45 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from taxi_kafka import QUIET_CLIENT_CONFIG, KafkaConfig, read_to_end
+from taxi_kafka import QUIET_CLIENT_CONFIG, KafkaConfig, end_offsets, read_to_end
 from taxi_services.bench.cluster import Backlog
 from taxi_services.bench.figures import MachineTicks, Progress, caught_up, cpu_ticks
 
 ADMIN_TIMEOUT = 10.0
 
 
+class Watch(Protocol):
+    """How far a design has got through a backlog written to `topic`."""
+
+    @property
+    def topic(self) -> str: ...
+
+    def progress(self, backlog: Backlog) -> Progress: ...
+
+
 class GroupWatch:
-    """One consumer group reading one topic."""
+    """One consumer group reading one topic: its progress is the offsets it has committed."""
 
     def __init__(self, admin: AdminClient, group: str, topic: str, partitions: int) -> None:
         self._admin = admin
         self.group = group
-        self.topic = topic
+        self._topic = topic
         self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
 
+    @property
+    def topic(self) -> str:
+        return self._topic
+
     def ready(self, members: int) -> bool:
-        """Stable, with `members` members that hold every partition between them."""
+        """Stable, with `members` members that hold every partition of the topic between them
+        (and maybe others: quix-streams' group_by reads its repartition topic too)."""
         future = self._admin.describe_consumer_groups([self.group], request_timeout=ADMIN_TIMEOUT)
         described = future[self.group].result()
-        assigned = sum(len(m.assignment.topic_partitions) for m in described.members)
+        assigned = sum(
+            tp.topic == self._topic
+            for m in described.members
+            for tp in m.assignment.topic_partitions
+        )
         return (
             described.state == ConsumerGroupState.STABLE
             and len(described.members) == members
@@ -55,6 +75,59 @@ class GroupWatch:
             tp.partition: tp.offset for tp in futures[self.group].result().topic_partitions
         }
         return Progress(time.monotonic(), caught_up(committed, backlog.ends, backlog.begins))
+
+
+class OutputWatch:
+    """A design reading `topic` and writing one record to `sink` per record read, whose
+    committed offsets do not tell its progress: bytewax commits none (it keeps them in its own
+    state, if anywhere), quix-streams' group_by commits its input once re-keyed, before the
+    trips are predicted. Its progress is the records on `sink`, written only by that design:
+    without transactions (bytewax), the sum of its partitions' end offsets (admin requests);
+    with `transactional` outputs, whose commit markers take offsets too, the records a
+    read_committed reader sees (the bench then reads every output as it comes)."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        admin: AdminClient,
+        topic: str,
+        sink: str,
+        partitions: int,
+        *,
+        transactional: bool = False,
+    ) -> None:
+        self._admin = admin
+        self._topic = topic
+        self.sink = sink
+        self._partitions = [(sink, p) for p in range(partitions)]
+        self._reader = Watcher(config, sink, partitions) if transactional else None
+        # The backlog being drained, and the records written before it was revealed.
+        self._backlog: Backlog | None = None
+        self._before = 0
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    def written(self) -> int:
+        """Records written to the sink so far."""
+        if self._reader is None:
+            return sum(end_offsets(self._admin, self._partitions, ADMIN_TIMEOUT).values())
+        while self._reader.poll(0.001):
+            pass
+        return len(self._reader.seen)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+    def progress(self, backlog: Backlog) -> Progress:
+        """Records written for `backlog`: since the first call about it (made before it is
+        revealed), at most one per record of it."""
+        written = self.written()
+        if self._backlog is not backlog:
+            self._backlog, self._before = backlog, written
+        return Progress(time.monotonic(), min(written - self._before, backlog.count))
 
 
 class Watcher:
@@ -96,10 +169,13 @@ class Watcher:
         self._consumer.close()
 
 
-def records_of(config: KafkaConfig, topic: str) -> tuple[int, int]:
-    """How many committed records a topic holds, and how many distinct keys."""
-    messages = read_to_end(config, topic)
-    return len(messages), len({m.key() for m in messages})
+def records_of(config: KafkaConfig, topic: str, *, excluding: bytes = b"") -> tuple[int, int]:
+    """How many committed records a topic holds, and how many distinct keys; with
+    `excluding`, leaving out the records whose key starts with it."""
+    keys = [m.key() for m in read_to_end(config, topic)]
+    if excluding:
+        keys = [k for k in keys if k is None or not k.startswith(excluding)]
+    return len(keys), len(set(keys))
 
 
 def timestamped_values(config: KafkaConfig, topic: str) -> list[tuple[float, bytes]]:

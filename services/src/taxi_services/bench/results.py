@@ -31,7 +31,29 @@ PARTS = {
     "replay": "the taxi-producer process replaying trips as fast as it can",
     "switch": "from a promotion (or rollback) decision written to the new version's first "
     "prediction visible downstream, under a steady load",
+    "quix": "peer: the same job in quix-streams as its users write it: an exactly-once "
+    "Application, sdf.apply predicting one record at a time, to_topic",
+    "quix-batched": "peer: quix-streams batching across keys its way: group_by one key, a "
+    "tumbling count window collecting trips, one model call per window; exactly-once",
+    "bytewax": "peer: the same job in bytewax: Kafka input in batches, flat_map_batch predicting "
+    "a batch per model call, Kafka output; at-least-once",
 }
+# What each throughput part guarantees, written beside its figure.
+GUARANTEES = {
+    "passthrough": "at-least-once",
+    "predictor": "exactly-once",
+    "two-predictors": "exactly-once",
+    "shadow": "exactly-once",
+    "quix": "exactly-once",
+    "quix-batched": "exactly-once",
+    "bytewax": "at-least-once",
+}
+# How a throughput part's progress is followed (runner.py): the group's committed offsets of its
+# input, the end offsets of its output topic (written without transactions), or the outputs a
+# read_committed reader sees.
+COMMITTED = "committed input offsets"
+WRITTEN = "outputs written"
+VISIBLE = "outputs visible to a read_committed reader"
 # The letters the parts had before they had names; --only still takes them.
 PART_ALIASES = {
     "a": "passthrough",
@@ -82,6 +104,8 @@ class Throughput:
     outputs: int  # records in the output topic afterwards
     distinct_outputs: int
     shadow_outputs: int | None = None  # records in shadow_predictions afterwards (shadow only)
+    measured_by: str = COMMITTED  # or WRITTEN, VISIBLE
+    library: str | None = None  # a peer's library and the Kafka client under it
 
     @property
     def best(self) -> Drain:
@@ -108,6 +132,9 @@ class Throughput:
             ),
             "machine_busy": _round(best.machine_busy, 2),
             **({} if self.shadow_outputs is None else {"shadow_records": self.shadow_outputs}),
+            **({"guarantee": GUARANTEES[self.part]} if self.part in GUARANTEES else {}),
+            "measured_by": self.measured_by,
+            **({} if self.library is None else {"library": self.library}),
         }
 
 
@@ -282,6 +309,10 @@ def _figures(results: Results) -> dict[str, Any]:
         "predictor_over_naive": ratio(rates.get("predictor"), rates.get("naive")),
         "two_over_one": ratio(rates.get("two-predictors"), rates.get("predictor")),
         "shadow_over_predictor": ratio(rates.get("shadow"), rates.get("predictor")),
+        # The peers, each with its guarantee beside it in parts.<peer>.guarantee.
+        "predictor_over_quix": ratio(rates.get("predictor"), rates.get("quix")),
+        "predictor_over_quix_batched": ratio(rates.get("predictor"), rates.get("quix-batched")),
+        "predictor_over_bytewax": ratio(rates.get("predictor"), rates.get("bytewax")),
     }
     return {
         "rates_records_per_s": {part: round(r) for part, r in rates.items() if r is not None},

@@ -14,6 +14,12 @@
 - replay runs a producer as fast as it goes; its rate comes from its own replay checkpoints
   (one per transaction, timestamped when produced).
 - shadow is a throughput part like predictor, raced with it, with a challenger deployed.
+- the peers, quix, quix-batched and bytewax, run the same job written with those libraries
+  (peers.py): quix drains a backlog as naive does, followed by its group's committed offsets;
+  quix-batched commits its input before predicting it (group_by), so it is followed by the
+  predictions a read_committed reader sees; bytewax commits no offsets and joins no group, so
+  it is ready once it has predicted a warm-up trip start written to each partition, and it is
+  followed by the predictions it has written (its output topic's end offsets).
 - switch runs one predictor under a producer at a fixed rate, and promotes a second version,
   rolls it back, promotes it again...: each switch lasts from the decision's record (its
   timestamp) until a read_committed reader sees the first prediction by the new champion.
@@ -62,10 +68,19 @@ from taxi_model import (
     train_and_save,
     write_synthetic,
 )
-from taxi_services.bench.cluster import Backlog, BenchCluster, Namespaces, cluster_at
+from taxi_services.bench import peers
+from taxi_services.bench.cluster import (
+    Backlog,
+    BenchCluster,
+    Namespaces,
+    cluster_at,
+    write_to_each_partition,
+)
 from taxi_services.bench.figures import Progress, Seen, busy_share, replay_rate
 from taxi_services.bench.probes import (
     GroupWatch,
+    OutputWatch,
+    Watch,
     Watcher,
     cpu_reading,
     machine_ticks,
@@ -73,7 +88,10 @@ from taxi_services.bench.probes import (
     timestamped_values,
 )
 from taxi_services.bench.results import (
+    COMMITTED,
     PARTS,
+    VISIBLE,
+    WRITTEN,
     Drain,
     LatencyRun,
     ReplayRun,
@@ -105,8 +123,14 @@ JOIN_TIMEOUT = 180.0
 STALL_TIMEOUT = 120.0
 PROGRESS_EVERY_S = 5.0
 WORKERS = ("python", "-m", "taxi_services.bench.workers")
-# The output topics (and consumer groups) of passthrough and naive, in the backlog's namespace.
-PLAIN, NAIVE = "bench-plain", "bench-naive"
+# The output topics (and consumer groups) of passthrough, naive and the peers, in the backlog's
+# namespace.
+PLAIN, NAIVE, PEER = "bench-plain", "bench-naive", "bench-peer"
+# The keys of the warm-up records a design that joins no group (bytewax) must predict first.
+WARMUP_KEY = b"taxi-bench-warmup-"
+# quix-batched's count window: trips per model call. Its backlog is a whole number of windows
+# (a window emits only once full).
+QUIX_WINDOW = 1_000
 # The synthetic trips every run replays.
 TRIPS_SEED = 2024
 # The challenger shadow and switch deploy when none is given: trained on other synthetic trips.
@@ -134,6 +158,8 @@ class Settings:
     switch_rate: float = 200.0  # trips/s of switch's steady load
     switches: int = 4  # promote, rollback, promote, ...
     switch_gap: float = 3.0  # seconds of steady predictions before each switch
+    quix_records: int = 3_000  # the backlog quix drains: one model call per record is slow
+    quix_batched_records: int = 10_000  # quix-batched's: whole windows (QUIX_WINDOW)
 
     def latency_trips(self, rate: float) -> int:
         return round(rate * (self.latency_warmup + self.latency_seconds))
@@ -141,9 +167,13 @@ class Settings:
     @property
     def trips_needed(self) -> int:
         """Rows of trip data the run replays at most."""
-        needed = [self.records] if self.parts & {*RACED, "replay"} else []
+        needed = [self.records] if self.parts & {*RACED, "replay", "bytewax"} else []
         if "naive" in self.parts:
             needed.append(self.naive_records)
+        if "quix" in self.parts:
+            needed.append(self.quix_records)
+        if "quix-batched" in self.parts:
+            needed.append(self.quix_batched_records)
         if "latency" in self.parts:
             needed += [self.latency_trips(r) for r in self.latency_rates]
         if "switch" in self.parts:
@@ -163,9 +193,15 @@ class Contender:
     group: str
     sink: str
     command_words: int = 1  # of the first child's command line, to name the design
+    # How its progress is followed (results.COMMITTED, WRITTEN or VISIBLE). A design followed
+    # by its outputs written joins no group (bytewax): it warms up instead.
+    measured_by: str = COMMITTED
+    peer: peers.Peer | None = None
 
     @property
     def design(self) -> str:
+        if self.peer is not None:
+            return f"{len(self.children)} x {self.peer.script.name}: {self.peer.library}"
         command = " ".join(self.children[0].args[: self.command_words])
         return f"{len(self.children)} x {command}"
 
@@ -209,6 +245,24 @@ class Bench:
                 results.throughput |= self._race(
                     [self._contender("naive")], rounds=1, records=self.settings.naive_records
                 )
+            # The peers after the raced parts, on brokers at least as warm (their advantage, if
+            # any); bytewax polls without pause while it idles, so it races on its own.
+            if "quix" in parts:
+                results.throughput |= self._race(
+                    [self._contender("quix")], rounds=1, records=self.settings.quix_records
+                )
+            if "quix-batched" in parts:
+                results.throughput |= self._race(
+                    [self._contender("quix-batched")],
+                    rounds=1,
+                    records=self.settings.quix_batched_records,
+                )
+            if "bytewax" in parts:
+                results.throughput |= self._race(
+                    [self._contender("bytewax")],
+                    rounds=self.settings.repeat,
+                    records=self.settings.records,
+                )
             if "replay" in parts:
                 results.replay = self._replay()
             if "latency" in parts:
@@ -232,6 +286,8 @@ class Bench:
                 # Decided before the predictor starts: it starts with both models loaded.
                 self._deploy_challenger(prefix)
             return Contender(part, predictors, prefix, group=PREDICTOR_GROUP, sink=ML_PREDICTIONS)
+        if part in ("quix", "quix-batched", "bytewax"):
+            return self._peer(part)
         design, sink, extra = {
             "passthrough": ("passthrough", PLAIN, self._batch_args()),
             "naive": ("naive", NAIVE, ["--model", str(self.model_path)]),
@@ -245,6 +301,63 @@ class Bench:
         )
         return Contender(part, [worker], prefix, group=sink, sink=sink, command_words=4)
 
+    def _peer(self, part: str) -> Contender:
+        """A peer (quix, quix-batched or bytewax) reading the namespace's new_trips and writing
+        its predictions to PEER; BenchError if it cannot run here."""
+        try:
+            peer = peers.bytewax_peer() if part == "bytewax" else peers.quix_peer()
+        except peers.PeerError as exc:
+            raise BenchError(f"({part}) {exc}") from exc
+        prefix = self.namespaces.create(part, [NEW_TRIPS, PEER])
+        args = [
+            *(peer.python, str(peer.script)),
+            *("--source", prefix + NEW_TRIPS, "--sink", prefix + PEER, "--group", prefix + PEER),
+            *("--model", str(self.model_path)),
+        ]
+        measured_by = COMMITTED
+        if part == "bytewax":
+            args += ["--batch-size", str(self.settings.batch_size)]
+            measured_by = WRITTEN
+        else:
+            args += ["--state-dir", str(self.logs / f"{part}-state")]
+            if part == "quix-batched":
+                args += ["--batch", str(QUIX_WINDOW)]
+                measured_by = VISIBLE
+        worker = self._child(f"{part}-peer", *args)
+        return Contender(part, [worker], prefix, PEER, PEER, measured_by=measured_by, peer=peer)
+
+    def _group_watch(self, contender: Contender) -> GroupWatch:
+        return GroupWatch(
+            self._admin,
+            contender.prefix + contender.group,
+            contender.prefix + NEW_TRIPS,
+            self.settings.partitions,
+        )
+
+    def _start_measured(self, contender: Contender) -> Watch:
+        """Start a contender's processes; once they are ready, how to follow its progress."""
+        if contender.measured_by == COMMITTED:
+            watch = self._group_watch(contender)
+            self._start_and_join(contender.children, watch)
+            return watch
+        output = OutputWatch(
+            self.config,
+            self._admin,
+            contender.prefix + NEW_TRIPS,
+            contender.prefix + contender.sink,
+            self.settings.partitions,
+            transactional=contender.measured_by == VISIBLE,
+        )
+        try:
+            if contender.measured_by == WRITTEN:
+                self._start_and_warm_up(contender.children, output)
+            else:
+                self._start_and_join(contender.children, self._group_watch(contender))
+        except BaseException:
+            output.close()
+            raise
+        return output
+
     def _race(
         self, contenders: Sequence[Contender], *, rounds: int, records: int
     ) -> dict[str, Throughput]:
@@ -254,28 +367,30 @@ class Bench:
         The brokers' JIT keeps speeding them up through a run (a design's first drains can be
         half as fast as its last); taking turns, every design meets them about as warm.
         """
-        watches = {}
-        for contender in contenders:
-            watches[contender.part] = GroupWatch(
-                self._admin,
-                contender.prefix + contender.group,
-                contender.prefix + NEW_TRIPS,
-                self.settings.partitions,
-            )
-            self._start_and_join(contender.children, watches[contender.part])
-        drains: dict[str, list[Drain]] = {c.part: [] for c in contenders}
-        for round_number in range(1, rounds + 1):
+        watches: dict[str, Watch] = {}
+        try:
             for contender in contenders:
-                part = contender.part
-                log.info("(%s) %s: round %d of %d", part, PARTS[part], round_number, rounds)
-                watch = watches[part]
-                drain = self._drain_one(contender.children, watch, self._trip_starts()[:records])
-                log.info("(%s) %d records/s", part, drain.records_per_s)
-                drains[part].append(drain)
+                watches[contender.part] = self._start_measured(contender)
+            drains: dict[str, list[Drain]] = {c.part: [] for c in contenders}
+            for round_number in range(1, rounds + 1):
+                for contender in contenders:
+                    part = contender.part
+                    log.info("(%s) %s: round %d of %d", part, PARTS[part], round_number, rounds)
+                    drain = self._drain_one(
+                        contender.children, watches[part], self._trip_starts()[:records]
+                    )
+                    log.info("(%s) %d records/s", part, drain.records_per_s)
+                    drains[part].append(drain)
+        finally:
+            for watch in watches.values():
+                if isinstance(watch, OutputWatch):
+                    watch.close()
         results = {}
         for contender in contenders:
             self._stop(contender.children)
-            outputs, distinct = records_of(self.config, contender.prefix + contender.sink)
+            outputs, distinct = records_of(
+                self.config, contender.prefix + contender.sink, excluding=WARMUP_KEY
+            )
             results[contender.part] = Throughput(
                 contender.part,
                 processes=contender.design,
@@ -288,14 +403,16 @@ class Bench:
                     if contender.part == "shadow"
                     else None
                 ),
+                measured_by=contender.measured_by,
+                library=None if contender.peer is None else contender.peer.library,
             )
         return results
 
     def _drain_one(
-        self, children: Sequence[Child], watch: GroupWatch, records: list[tuple[bytes, bytes]]
+        self, children: Sequence[Child], watch: Watch, records: list[tuple[bytes, bytes]]
     ) -> Drain:
         """Write a hidden backlog while the members idle, reveal it, and follow the group's
-        committed offsets until all of it is committed."""
+        committed offsets (or the design's outputs) until all of it is done."""
         backlog = Backlog(self.config, watch.topic, records)
         try:
             start = watch.progress(backlog)
@@ -313,14 +430,20 @@ class Bench:
                 if now.time - moved.time > PROGRESS_EVERY_S:
                     log.info("%d of %d records", now.count, backlog.count)
                 moved = now
-            self._check(children, moved, f"{now.count} of {backlog.count} records committed")
+            self._check(children, moved, f"{now.count} of {backlog.count} records done")
         cpu_end, machine_end = cpu_reading(pids)
         return Drain(start, now, cpu_end - cpu_start, busy_share(machine_start, machine_end))
 
     def _trip_starts(self) -> list[tuple[bytes, bytes]]:
         """Encoded trip starts (key, value) for the backlogs, made once."""
         if self._encoded is None:
-            count = max(self.settings.records, self.settings.naive_records)
+            settings = self.settings
+            count = max(
+                settings.records,
+                settings.naive_records,
+                settings.quix_records,
+                settings.quix_batched_records,
+            )
             step = Replay(self.trips, "train").step(int(time.time() * 1000), count)
             self._encoded = [(e.trip_id.encode(), encode(e)) for e in step.started]
         return self._encoded
@@ -576,6 +699,22 @@ class Bench:
             self._check(children, started, f"{watch.group} to hold its partitions", JOIN_TIMEOUT)
             time.sleep(POLL_S)
 
+    def _start_and_warm_up(self, children: Sequence[Child], watch: OutputWatch) -> None:
+        """Start a design that joins no group and assigns itself every partition (bytewax);
+        return once it has written a prediction of the warm-up trip start written to each
+        partition of `watch`'s topic: it then reads them all, its model loaded."""
+        for child in children:
+            self._start(child)
+        _, value = self._trip_starts()[0]
+        warm_ups = write_to_each_partition(
+            self.config, watch.topic, self.settings.partitions, value, WARMUP_KEY
+        )
+        started = Progress(time.monotonic(), 0)
+        while watch.written() < warm_ups:
+            waiting_for = f"{watch.sink} to hold the predictions of {warm_ups} warm-up records"
+            self._check(children, started, waiting_for, JOIN_TIMEOUT)
+            time.sleep(POLL_S)
+
     def _wait_for_exit(self, child: Child, timeout: float = STALL_TIMEOUT) -> None:
         assert child.process is not None
         try:
@@ -671,6 +810,8 @@ def reproduce(settings: Settings, bootstrap_servers: str | None, *, secure: bool
         f"--records {settings.records}",
         f"--repeat {settings.repeat}",
         f"--naive-records {settings.naive_records}",
+        f"--quix-records {settings.quix_records}",
+        f"--quix-batched-records {settings.quix_batched_records}",
         f"--latency-seconds {settings.latency_seconds:g}",
         f"--latency-warmup {settings.latency_warmup:g}",
         "--latency-rates " + ",".join(f"{r:g}" for r in settings.latency_rates),
@@ -784,6 +925,9 @@ def measure(
             "records": settings.records,
             "repeat": settings.repeat,
             "naive_records": settings.naive_records,
+            "quix_records": settings.quix_records,
+            "quix_batched_records": settings.quix_batched_records,
+            "quix_batched_window": QUIX_WINDOW,
             "latency_seconds": settings.latency_seconds,
             "latency_warmup": settings.latency_warmup,
             "latency_rates": list(settings.latency_rates),
@@ -826,6 +970,30 @@ NOTES = [
     "decision record's timestamp (when it was produced) to the moment a read_committed reader "
     "of ml_predictions sees the new champion's first prediction. Afterwards every trip "
     "started must have exactly one prediction (exactly_once).",
+    "Peers: quix runs the same job in quix-streams as its users write it (benchmarks/"
+    "peer_quix.py): an Application with processing_guarantee='exactly-once', the JSON topic, "
+    "sdf.apply calling the predictor's model on one record at a time (one frame, features and "
+    "model call each), sdf.to_topic; it drains --quix-records trip starts, followed by its "
+    "group's committed offsets. quix-batched is quix-streams' own way to handle records of "
+    "many keys at once (apply, update, filter and to_topic take one record; windows gather "
+    "records per key): group_by one key (through a repartition topic), a tumbling count window "
+    "of 1,000 trips collect()ed, then apply(expand=True) predicting the window in one model "
+    "call, to_topic keyed by trip id; exactly once too. Its input offsets commit once "
+    "re-keyed, before the trips are predicted, so its rate is predictions seen by a "
+    "read_committed reader per second, over --quix-batched-records trips (whole windows: a "
+    "window emits only once full). bytewax (benchmarks/peer_bytewax.py) reads "
+    "Kafka in batches, predicts each batch with one model call (flat_map_batch) and writes "
+    "with a plain idempotent producer, flushing per batch: at-least-once, with no recovery "
+    "store configured (its fastest). It commits no offsets and assigns itself the partitions, "
+    "so it is started, then predicts a warm-up trip start written to each partition, and only "
+    "then gets its backlogs; its rate is predictions written (end offsets of its output topic) "
+    "per second, not committed offsets. Both decode JSON, build the model's frame, predict, "
+    "encode JSON and produce per trip, like the predictor, with its producer settings (lz4, "
+    "idempotent, acks=all) and one model thread; quix commits every second (commit_interval "
+    "1 s, not its default 5 s, which would add up to 5 s after the last trip of a short "
+    "drain). They run after the raced parts, on brokers at least as warm. "
+    "parts.<peer>.guarantee says what each guarantees; predictor_vs_quix (>= 20) and "
+    "predictor_vs_bytewax (>= 1) are targets, quix-batched has none.",
     "With --secure, the same parts run again on a second scratch cluster, SASL_SSL (TLS 1.3, "
     "SCRAM-SHA-512) with ACLs, after the plaintext one is stopped: the services as their own "
     "principals, the bench's own clients and designs (passthrough, naive) as admin. "

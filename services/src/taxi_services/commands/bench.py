@@ -16,7 +16,7 @@ from taxi_kafka import DEFAULT_PARTITIONS, first_signal_interrupts
 from taxi_kafka.cluster import ClusterError
 from taxi_model import ModelLoadError, ensure_model
 from taxi_services.bench.results import PART_ALIASES, PARTS, missed_targets
-from taxi_services.bench.runner import BenchError, Settings, measure
+from taxi_services.bench.runner import QUIX_WINDOW, BenchError, Settings, measure
 from taxi_services.options import model_option
 from taxi_services.predictor import main as predictor_main
 
@@ -80,6 +80,21 @@ def _predictor_default(name: str) -> Any:
     default=2_000,
     show_default=True,
     help="Trips the slow naive design processes.",
+)
+@click.option(
+    "--quix-records",
+    type=click.IntRange(1),
+    default=3_000,
+    show_default=True,
+    help="Trips the quix peer drains (one model call per record: slow). bytewax drains "
+    "--records, --repeat times.",
+)
+@click.option(
+    "--quix-batched-records",
+    type=click.IntRange(QUIX_WINDOW),
+    default=10_000,
+    show_default=True,
+    help=f"Trips the quix-batched peer drains: a multiple of its window ({QUIX_WINDOW:,} trips).",
 )
 @click.option(
     "--latency-seconds",
@@ -177,6 +192,8 @@ def bench(
     records: int,
     repeat: int,
     naive_records: int,
+    quix_records: int,
+    quix_batched_records: int,
     latency_seconds: float,
     latency_warmup: float,
     latency_rates: str,
@@ -206,9 +223,15 @@ def bench(
     shadow              predictor with a challenger deployed: every batch predicted twice
     switch              from a promotion (or rollback) decision to the new champion's first
         prediction visible downstream, under a steady load; each trip predicted once
+    quix                peer: the same job in quix-streams, exactly once, one model call per
+        record (its own environment, benchmarks/peers/quix/, made on first use)
+    quix-batched        peer: quix-streams batching across keys: group_by one key, count
+        windows of trips, one model call per window
+    bytewax             peer: the same job in bytewax, at least once, one model call per batch
 
     The JSON holds the rates (records/s), the ratios predictor/passthrough, predictor/naive,
-    two-predictors/predictor and shadow/predictor, latency percentiles, switch times,
+    two-predictors/predictor, shadow/predictor, predictor/quix, predictor/quix-batched and
+    predictor/bytewax (with each one's guarantee), latency percentiles, switch times,
     the targets and whether each was met, and the machine it ran on. Missed targets do not
     change the exit status unless --check is given; errors exit with 1.
     """
@@ -217,6 +240,12 @@ def bench(
             "--secure compares two scratch clusters, plaintext and secure: it cannot use an "
             "existing cluster",
             param_hint="--secure",
+        )
+    if quix_batched_records % QUIX_WINDOW:
+        raise click.BadParameter(
+            f"{quix_batched_records} is not a multiple of quix-batched's window "
+            f"({QUIX_WINDOW}): a window emits only once full",
+            param_hint="--quix-batched-records",
         )
     settings = Settings(
         records=records,
@@ -232,6 +261,8 @@ def bench(
         switch_rate=switch_rate,
         switches=switches,
         switch_gap=switch_gap,
+        quix_records=quix_records,
+        quix_batched_records=quix_batched_records,
     )
     try:
         ensure_model(model_path, Path("data"), log.info)
