@@ -246,7 +246,7 @@ class Bench:
                     [self._contender("naive")], rounds=1, records=self.settings.naive_records
                 )
             # The peers after the raced parts, on brokers at least as warm (their advantage, if
-            # any); bytewax polls without pause while it idles, so it races on its own.
+            # any); bytewax keeps polling (1 ms at a time) while it idles, so it races alone.
             if "quix" in parts:
                 results.throughput |= self._race(
                     [self._contender("quix")], rounds=1, records=self.settings.quix_records
