@@ -40,7 +40,7 @@ from taxi_services.bench.figures import (
     steady_visible,
     targets,
 )
-from taxi_services.bench.peers import CHECKOUT, QUIX_PROJECT
+from taxi_services.bench.peers import CHECKOUT, QUIX_PROJECT, PeerError, script, sync_environment
 from taxi_services.bench.results import (
     PARTS,
     WRITTEN,
@@ -574,6 +574,24 @@ def test_the_quix_environment_runs_the_predictors_model_libraries():
     assert "quixstreams" in quix
     assert "quixstreams" not in ours
     assert "bytewax" in ours  # in the dev group
+
+
+def test_a_peer_that_cannot_run_here_says_why(tmp_path):
+    with pytest.raises(PeerError, match=r"peer_nothing\.py is missing"):
+        script("nothing")
+    with pytest.raises(PeerError, match=r"no pyproject\.toml and uv\.lock"):
+        sync_environment(tmp_path)
+    # A lock file that does not match its project: uv sync --locked refuses, and says why.
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "a"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
+        "dependencies = []\n\n[tool.uv]\npackage = false\n"
+    )
+    (tmp_path / "uv.lock").write_text(
+        'version = 1\nrevision = 3\nrequires-python = ">=3.11"\n\n[[package]]\n'
+        'name = "b"\nversion = "0.1.0"\nsource = { virtual = "." }\n'
+    )
+    with pytest.raises(PeerError, match=r"could not make (.|\n)* needs to be updated"):
+        sync_environment(tmp_path)
 
 
 def test_the_peers_predict_what_the_predictor_predicts(trained_model_path):

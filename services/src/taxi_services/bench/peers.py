@@ -73,7 +73,7 @@ def quix_peer() -> Peer:
     """quix-streams in its own environment, made or brought up to date with its lock file
     (`uv sync --locked` in benchmarks/peers/quix/) first."""
     path = script("quix")
-    python = _sync(QUIX_PROJECT)
+    python = sync_environment(QUIX_PROJECT)
     versions = _run(
         [
             str(python),
@@ -91,7 +91,7 @@ def quix_peer() -> Peer:
     )
 
 
-def _sync(project: Path) -> Path:
+def sync_environment(project: Path) -> Path:
     """`uv sync --locked` in `project`: the python of its environment."""
     if not (project / "pyproject.toml").is_file() or not (project / "uv.lock").is_file():
         raise PeerError(
