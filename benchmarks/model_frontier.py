@@ -41,6 +41,7 @@ DEPTH_LEAVES = 63
 DEPTHS = (None, 8, 12)
 BINS = (63, 255)
 ROUND_CAPS = (100, 150)
+UNCAPPED = 1_000  # rounds: more than early stopping lets any shape here reach
 # The estimator's defaults for what the shapes vary: the default row is the one matching them.
 SHAPE: dict[str, Any] = {
     name: LogDurationRegressor().get_params()[name]
@@ -87,7 +88,7 @@ def measure(trips: pd.DataFrame, description: str, shape: RegressorParams) -> di
 def shapes() -> list[RegressorParams]:
     """Every shape measured, once each."""
     found: list[RegressorParams] = [
-        {"learning_rate": rate, "max_leaf_nodes": leaves}
+        {"learning_rate": rate, "max_leaf_nodes": leaves, "max_rounds": UNCAPPED}
         for rate, leaves in itertools.product(LEARNING_RATES, LEAVES)
     ]
     found += [
@@ -96,6 +97,7 @@ def shapes() -> list[RegressorParams]:
             "max_leaf_nodes": DEPTH_LEAVES,
             "max_depth": depth,
             "max_bins": bins,
+            "max_rounds": UNCAPPED,
         }
         for rate, depth, bins in itertools.product(DEPTH_RATES, DEPTHS, BINS)
         if (depth, bins) != (SHAPE["max_depth"], SHAPE["max_bins"])

@@ -30,10 +30,11 @@ class LogDurationRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     def __init__(
         self,
         *,
-        max_rounds: int = 1000,
+        # 150 rounds of 63 leaves: the cheapest shape within 0.002 held-out RMSLE of the most
+        # accurate one measured, 0.77x the trees' cost of leaving the rounds to early stopping
+        # (benchmarks/model_frontier.py; docs/performance.md). Early stopping may end it sooner.
+        max_rounds: int = 150,
         learning_rate: float = 0.1,
-        # 63 leaves: as accurate as 31 at 0.9x the trees' cost per trip
-        # (benchmarks/model_frontier.py; docs/performance.md).
         max_leaf_nodes: int = 63,
         max_depth: int | None = None,
         max_bins: int = 255,
