@@ -28,20 +28,11 @@ from typing import Any
 from json_report import add_out_option, emit
 
 from taxi_dashboard.testing import chromium, open_page
+from taxi_services.bench.probes import memory_mb
 from taxi_services.provenance import provenance
 
 FLAT = 1.10  # largest over smallest reading after the warm-up
 STATE_WAIT_S = 600.0  # the first run trains a model before it starts the services
-
-
-def rss_mb(pid: int) -> float | None:
-    """The resident set of process `pid` in MiB; None once it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    return kib / 1024
 
 
 def wait_for_services(state: Path, up: subprocess.Popen[str]) -> dict[str, int]:
@@ -103,7 +94,7 @@ def main() -> None:
             began = time.monotonic()
             while (elapsed := time.monotonic() - began) < args.minutes * 60:
                 for name, pid in services.items():
-                    if (mb := rss_mb(pid)) is None:
+                    if (mb := memory_mb(pid)) is None:
                         raise SystemExit(f"{name} ended during the run; see {workdir}/.taxi/logs")
                     samples.setdefault(name, []).append((elapsed, mb))
                 print(

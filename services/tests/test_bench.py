@@ -113,13 +113,19 @@ def test_replay_rate_is_unknown_from_one_transaction_or_an_unfinished_replay():
 
 def test_percentiles_of_known_latencies():
     summary = percentiles_ms([i / 1000 for i in range(1, 101)])  # 1..100 ms
-    assert summary == {"p50_ms": 50.5, "p95_ms": 95.0, "p99_ms": 99.0, "max_ms": 100.0}
+    assert summary == {
+        "p50_ms": 50.5,
+        "p95_ms": 95.0,
+        "p99_ms": 99.0,
+        "p99.9_ms": 99.9,
+        "max_ms": 100.0,
+    }
 
 
 @given(st.lists(st.floats(0, 60, allow_nan=False), min_size=1, max_size=300))
 def test_percentiles_are_ordered(seconds):
     s = percentiles_ms(seconds)
-    assert s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"] <= s["max_ms"]
+    assert s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"] <= s["p99.9_ms"] <= s["max_ms"]
     assert s["max_ms"] == pytest.approx(max(seconds) * 1000, abs=0.05)
 
 
@@ -673,6 +679,10 @@ def test_a_tiny_run_in_namespaces_of_its_own_on_the_shared_cluster(
         assert run["measured_records"] == sent // len(run["runs_records_per_s"])
         assert run["input_records"] == run["output_records"] == sent
         assert run["distinct_output_keys"] == sent // len(run["runs_records_per_s"])
+        # Each process's peak resident memory: a Python process with its libraries loaded.
+        processes = 2 if part == "two-predictors" else 1
+        assert len(run["peak_rss_mb"]) == processes
+        assert all(50 < mb < 4096 for mb in run["peak_rss_mb"])
     assert parts["two-predictors"]["processes"] == "2 x taxi-predictor"
     check_peers(result, {"quix": (quix, 1), "quix-batched": (quix_batched, 1)}, records, repeat)
     # shadow: the challenger predicted every trip too, in the same transactions.

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-PERCENTILES = (50, 95, 99)
+PERCENTILES = (50, 95, 99, 99.9)
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,12 @@ def replay_rate(samples: Sequence[Progress], total: int) -> float | None:
 
 
 def percentiles_ms(seconds: Sequence[float]) -> dict[str, float]:
-    """p50, p95, p99 and max of durations in seconds, in milliseconds."""
+    """p50, p95, p99, p99.9 and max of durations in seconds, in milliseconds."""
     if not seconds:
         raise ValueError("no durations")
     values = np.asarray(seconds, dtype=np.float64) * 1000
     summary = {
-        f"p{q}_ms": round(float(v), 1)
+        f"p{q:g}_ms": round(float(v), 1)
         for q, v in zip(PERCENTILES, np.percentile(values, PERCENTILES), strict=True)
     }
     return {**summary, "max_ms": round(float(values.max()), 1)}

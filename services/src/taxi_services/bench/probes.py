@@ -201,6 +201,17 @@ def process_cpu_s(pids: Iterable[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def memory_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """A memory figure of process `pid` from /proc (VmRSS: resident now; VmHWM: the most
+    resident since it started), in MiB; None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith(field + ":"))
+    return kib / 1024
+
+
 def machine_ticks() -> MachineTicks:
     return MachineTicks.parse(Path("/proc/stat").read_text())
 

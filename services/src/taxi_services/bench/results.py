@@ -106,6 +106,7 @@ class Throughput:
     shadow_outputs: int | None = None  # records in shadow_predictions afterwards (shadow only)
     measured_by: str = COMMITTED  # or WRITTEN, VISIBLE
     library: str | None = None  # a peer's library and the Kafka client under it
+    peak_rss_mb: tuple[float, ...] = ()  # each process's most resident memory, at the end
 
     @property
     def best(self) -> Drain:
@@ -131,6 +132,7 @@ class Throughput:
                 None if best.process_cpu_s is None else best.process_cpu_s / best.seconds, 2
             ),
             "machine_busy": _round(best.machine_busy, 2),
+            "peak_rss_mb": [round(mb, 1) for mb in self.peak_rss_mb],
             **({} if self.shadow_outputs is None else {"shadow_records": self.shadow_outputs}),
             **({"guarantee": GUARANTEES[self.part]} if self.part in GUARANTEES else {}),
             "measured_by": self.measured_by,

@@ -84,6 +84,7 @@ from taxi_services.bench.probes import (
     Watcher,
     cpu_reading,
     machine_ticks,
+    memory_mb,
     records_of,
     timestamped_values,
 )
@@ -387,6 +388,7 @@ class Bench:
                     watch.close()
         results = {}
         for contender in contenders:
+            peaks = [memory_mb(c.process.pid, "VmHWM") for c in contender.children if c.process]
             self._stop(contender.children)
             outputs, distinct = records_of(
                 self.config, contender.prefix + contender.sink, excluding=WARMUP_KEY
@@ -405,6 +407,7 @@ class Bench:
                 ),
                 measured_by=contender.measured_by,
                 library=None if contender.peer is None else contender.peer.library,
+                peak_rss_mb=tuple(mb for mb in peaks if mb is not None),
             )
         return results
 
