@@ -21,12 +21,10 @@ confluent-kafka and librdkafka. Its Kafka settings are those of the environment
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 
 import orjson
@@ -36,7 +34,14 @@ from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow
 from bytewax.errors import BytewaxRuntimeError
 from bytewax.run import cli_main
-from peer_common import BOOTSTRAP_KEY, PRODUCER_SETTINGS, PeerModel, kafka_settings
+from peer_common import (
+    BOOTSTRAP_KEY,
+    PRODUCER_SETTINGS,
+    PeerModel,
+    beyond_brokers,
+    job_arguments,
+    kafka_settings,
+)
 
 log = logging.getLogger("peer_bytewax")
 
@@ -54,8 +59,7 @@ def dataflow(
     batch_size: int,
 ) -> Dataflow:
     brokers = settings[BOOTSTRAP_KEY].split(",")
-    # Security and any other setting, for the consumers and the producer alike.
-    extra = {key: value for key, value in settings.items() if key != BOOTSTRAP_KEY}
+    extra = beyond_brokers(settings)
     consumer = {
         **extra,
         # bytewax assigns the partitions itself and commits nothing: the group only names it.
@@ -98,13 +102,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", required=True, help="Topic of trip starts (JSON).")
-    parser.add_argument("--sink", required=True, help="Topic to write the predictions to.")
-    parser.add_argument("--group", required=True, help="A group.id (nothing is committed).")
-    parser.add_argument("--model", type=Path, required=True, help="The .skops model file.")
+    parser = job_arguments(__doc__.split("\n\n")[0], "A group.id (nothing is committed).")
     parser.add_argument("--batch-size", type=int, default=1000, help="KafkaSource's batch_size.")
-    parser.add_argument("--metrics-port", type=int, default=0, help="Ignored.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 

@@ -9,6 +9,7 @@ It imports no taxi_kafka and no confluent_kafka: peer_quix.py runs in an environ
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -69,6 +70,23 @@ def kafka_settings(env: Mapping[str, str] = os.environ) -> dict[str, str]:
     if not bootstrap:
         raise SystemExit(f"no brokers: set {BOOTSTRAP_ENV}")
     return {BOOTSTRAP_KEY: bootstrap.strip(), **settings}
+
+
+def beyond_brokers(settings: Mapping[str, str]) -> dict[str, str]:
+    """Every setting but `bootstrap.servers` (security included), which the libraries take
+    apart from the brokers, for their consumers and producers alike."""
+    return {key: value for key, value in settings.items() if key != BOOTSTRAP_KEY}
+
+
+def job_arguments(description: str, group_help: str) -> argparse.ArgumentParser:
+    """The command line every peer takes from the bench: its topics, group and model."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--source", required=True, help="Topic of trip starts (JSON).")
+    parser.add_argument("--sink", required=True, help="Topic to write the predictions to.")
+    parser.add_argument("--group", required=True, help=group_help)
+    parser.add_argument("--model", type=Path, required=True, help="The .skops model file.")
+    parser.add_argument("--metrics-port", type=int, default=0, help="Ignored.")
+    return parser
 
 
 def _properties(text: str) -> dict[str, str]:

@@ -25,21 +25,22 @@ included; it stops cleanly on SIGTERM, committing its checkpoint.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from peer_common import BOOTSTRAP_KEY, PRODUCER_SETTINGS, PeerModel, kafka_settings
+from peer_common import (
+    PRODUCER_SETTINGS,
+    PeerModel,
+    beyond_brokers,
+    job_arguments,
+    kafka_settings,
+)
 from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", required=True, help="Topic of trip starts (JSON).")
-    parser.add_argument("--sink", required=True, help="Topic to write the predictions to.")
-    parser.add_argument("--group", required=True, help="Consumer group.")
-    parser.add_argument("--model", type=Path, required=True, help="The .skops model file.")
+    parser = job_arguments(__doc__.split("\n\n")[0], "Consumer group.")
     parser.add_argument("--state-dir", type=Path, required=True, help="quix-streams' state.")
     parser.add_argument(
         "--commit-interval",
@@ -54,12 +55,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="0: one model call per record. N: group_by one key, count windows of N trips, "
         "one model call per window.",
     )
-    parser.add_argument("--metrics-port", type=int, default=0, help="Ignored.")
     args = parser.parse_args(argv)
 
     settings = kafka_settings()
-    # Security and any other setting, for the consumer and the producer alike.
-    extra = {key: value for key, value in settings.items() if key != BOOTSTRAP_KEY}
+    extra = beyond_brokers(settings)
     model = PeerModel(args.model)
     app = Application(
         broker_address=ConnectionConfig.from_librdkafka_dict(settings, ignore_extras=True),
