@@ -37,6 +37,8 @@ class Watch(Protocol):
 
     def progress(self, backlog: Backlog) -> Progress: ...
 
+    def close(self) -> None: ...
+
 
 class GroupWatch:
     """One consumer group reading one topic: its progress is the offsets it has committed."""
@@ -50,6 +52,9 @@ class GroupWatch:
     @property
     def topic(self) -> str:
         return self._topic
+
+    def close(self) -> None:
+        """Nothing to close: it asks with the bench's admin client."""
 
     def ready(self, members: int) -> bool:
         """Stable, with `members` members that hold every partition of the topic between them
@@ -208,8 +213,11 @@ def memory_mb(pid: int, field: str = "VmRSS") -> float | None:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith(field + ":"))
-    return kib / 1024
+    # A process that has exited but not been reaped has no memory lines left.
+    kib = next(
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith(field + ":")), None
+    )
+    return None if kib is None else kib / 1024
 
 
 def machine_ticks() -> MachineTicks:

@@ -242,28 +242,18 @@ class Bench:
                 results.throughput |= self._race(
                     contenders, rounds=self.settings.repeat, records=self.settings.records
                 )
-            if "naive" in parts:
-                results.throughput |= self._race(
-                    [self._contender("naive")], rounds=1, records=self.settings.naive_records
-                )
-            # The peers after the raced parts, on brokers at least as warm (their advantage, if
-            # any); bytewax keeps polling (1 ms at a time) while it idles, so it races alone.
-            if "quix" in parts:
-                results.throughput |= self._race(
-                    [self._contender("quix")], rounds=1, records=self.settings.quix_records
-                )
-            if "quix-batched" in parts:
-                results.throughput |= self._race(
-                    [self._contender("quix-batched")],
-                    rounds=1,
-                    records=self.settings.quix_batched_records,
-                )
-            if "bytewax" in parts:
-                results.throughput |= self._race(
-                    [self._contender("bytewax")],
-                    rounds=self.settings.repeat,
-                    records=self.settings.records,
-                )
+            # naive and the peers alone, after the raced parts, on brokers at least as warm
+            # (their advantage, if any); bytewax keeps polling (1 ms at a time) while it idles.
+            for alone, rounds, records in (
+                ("naive", 1, self.settings.naive_records),
+                ("quix", 1, self.settings.quix_records),
+                ("quix-batched", 1, self.settings.quix_batched_records),
+                ("bytewax", self.settings.repeat, self.settings.records),
+            ):
+                if alone in parts:
+                    results.throughput |= self._race(
+                        [self._contender(alone)], rounds=rounds, records=records
+                    )
             if "replay" in parts:
                 results.replay = self._replay()
             if "latency" in parts:
@@ -384,8 +374,7 @@ class Bench:
                     drains[part].append(drain)
         finally:
             for watch in watches.values():
-                if isinstance(watch, OutputWatch):
-                    watch.close()
+                watch.close()
         results = {}
         for contender in contenders:
             peaks = [memory_mb(c.process.pid, "VmHWM") for c in contender.children if c.process]
