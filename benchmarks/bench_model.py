@@ -15,26 +15,17 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
 
 import pandas as pd
 from sample_data import add_data_option, sample_trips
 from threadpoolctl import threadpool_limits
+from timing import timed
 
 from taxi_model import INPUT_COLUMNS, train_model
 from taxi_services.predictor import MODEL_THREADS
 
 BATCH = 10_000
 SAMPLE_ROWS = 73_177  # the real sample's rows: the synthetic stand-in has as many
-
-
-def timed(fn: Callable[[], object], repeat: int) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return times
 
 
 def main() -> None:

@@ -16,11 +16,11 @@ import argparse
 import json
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+from timing import timed
 
 from taxi_model import read_trips, write_synthetic
 
@@ -29,12 +29,7 @@ GARBLED_ROW = "id9999999,2,2016-03-14 17:24:55,2016-03-14 17:32:30,1,abc,40.7,-7
 
 
 def best_seconds(run: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(timed(run, repeat))
 
 
 def synthetic_files(rows: int, seed: int) -> tuple[Path, Path]:

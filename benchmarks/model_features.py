@@ -47,6 +47,7 @@ from sample_data import add_data_option, sample_trips
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
+from timing import per_trip_us
 
 from taxi_model import (
     INPUT_COLUMNS,
@@ -72,7 +73,6 @@ WINDOWS_MIN = (10, 30, 60)
 CITY_WINDOW_MIN = 60
 CELL_KM = 1.0
 GOAL_GAIN = 0.005  # issue 22: at least this much better held-out RMSLE
-REPEAT = 7
 # Trips that say something about the speed of their route: no cancelled trips, no meters left
 # running, no trips that hardly moved (their speed is noise).
 MIN_S, MAX_S, MIN_KM = 60, 6 * 3600, 0.2
@@ -297,17 +297,6 @@ def added_only(blocks: Sequence[Block], rows: Rows) -> None:
     cache: Cache = {}
     for block in blocks:
         block.transform(rows, cache)
-
-
-def per_trip_us(fn: Callable[[], object], trips: int) -> float:
-    """The median time of `fn()` over REPEAT calls, per trip, in microseconds."""
-    fn()  # warm-up
-    times = []
-    for _ in range(REPEAT):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) / trips * 1e6
 
 
 @dataclass

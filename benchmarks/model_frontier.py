@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import time
 from typing import Any
 
@@ -26,6 +25,7 @@ import pandas as pd
 from json_report import add_out_option, emit
 from sample_data import add_data_option, sample_trips
 from threadpoolctl import threadpool_limits
+from timing import per_trip_us
 
 from taxi_model import INPUT_COLUMNS, LogDurationRegressor, RegressorParams, train_model
 from taxi_services.predictor import MODEL_THREADS
@@ -48,18 +48,6 @@ SHAPE: dict[str, Any] = {
     for name in ("learning_rate", "max_leaf_nodes", "max_depth", "max_bins", "max_rounds")
 }
 TOLERANCE = 0.002  # RMSLE a faster shape may give up against the most accurate
-REPEAT = 7
-
-
-def per_trip_us(fn: Any, batch: pd.DataFrame) -> float:
-    """The median time of `fn(batch)` over REPEAT calls, per trip, in microseconds."""
-    fn(batch)  # warm-up
-    times = []
-    for _ in range(REPEAT):
-        started = time.perf_counter()
-        fn(batch)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) / len(batch) * 1e6
 
 
 def measure(trips: pd.DataFrame, description: str, shape: RegressorParams) -> dict[str, Any]:
@@ -71,8 +59,8 @@ def measure(trips: pd.DataFrame, description: str, shape: RegressorParams) -> di
     batch = pd.concat([trips] * (BATCH // len(trips) + 1)).head(BATCH)[list(INPUT_COLUMNS)]
     with threadpool_limits(MODEL_THREADS):
         engineered = features.transform(batch)
-        trees_us = per_trip_us(lambda _: regressor.predict(engineered), batch)
-        total_us = per_trip_us(pipeline.predict, batch)
+        trees_us = per_trip_us(lambda: regressor.predict(engineered), len(batch))
+        total_us = per_trip_us(lambda: pipeline.predict(batch), len(batch))
     row = {
         **{name: shape.get(name, value) for name, value in SHAPE.items()},
         "rounds": int(regressor.booster_.n_iter_),
