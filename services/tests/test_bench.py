@@ -526,6 +526,8 @@ def test_the_report_names_the_command_that_repeats_the_run():
     assert reproduce(settings(parts=frozenset({"predictor"})), None, secure=True).endswith(
         "--only predictor --secure"
     )
+    profiled = settings(parts=frozenset({"predictor"}), profile=True, profile_rate=500)
+    assert reproduce(profiled, None).endswith("--only predictor --profile --profile-rate 500")
 
 
 # -- the peers' job (benchmarks/peer_*.py) ----------------------------------------------------
@@ -645,6 +647,38 @@ def check_peers(result: dict, quix: dict, records: int, repeat: int) -> None:
         assert result["ratios"][f"predictor_over_{peer}"] > 0
 
 
+# Where the predictor's own work is, and its model's.
+PREDICTOR_CODE = ("taxi_services/", "taxi_kafka/", "taxi_events/", "confluent_kafka/")
+MODEL_CODE = ("taxi_model/", "sklearn/")
+
+
+def check_profile(parts: dict, drains: int, err: str) -> None:
+    """--profile: py-spy sampled the predictor part's drains, and only them: the predictor's
+    batches and its model, with no start-up (imports, model load) among them; its top lines
+    are printed after the run."""
+    assert "predictor profile, top by self time of" in err
+    profile = parts["predictor"]["profile"]
+    assert all("profile" not in parts[p] for p in parts if p != "predictor")
+    assert profile["tool"] == "py-spy"
+    assert profile["recordings"] == drains
+    assert profile["command"].endswith("-r 1000")
+    assert profile["samples"] > 10
+    top_self, top_total = profile["top_self"], profile["top_total"]
+    assert 0 < len(top_self) <= 15
+    assert 0 < len(top_total) <= 10
+    for entry in (*top_self, *top_total):
+        assert entry["function"]
+        assert entry["location"].rsplit(":", 1)[1].isdigit()
+        assert 0 < entry["share"] <= 1
+        assert not entry["location"].startswith(("importlib", "<frozen"))
+        assert entry["function"] not in ("load_model", "_find_and_load")
+    shares = [e["share"] for e in top_self]
+    assert shares == sorted(shares, reverse=True)
+    locations = [e["location"] for e in top_total]
+    assert any(place.startswith(PREDICTOR_CODE) for place in locations), locations
+    assert any(place.startswith(MODEL_CODE) for place in locations), locations
+
+
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_a_tiny_run_in_namespaces_of_its_own_on_the_shared_cluster(
@@ -663,11 +697,14 @@ def test_a_tiny_run_in_namespaces_of_its_own_on_the_shared_cluster(
         *("--latency-rates", ",".join(f"{r:g}" for r in rates)),
         *("--switch-rate", "100", "--switches", str(switches), "--switch-gap", "1"),
         *("--model", str(trained_model_path), "--output", "bench.json"),
+        # Its drains last a few tenths of a second: py-spy samples them more often than usual.
+        *("--profile", "--profile-rate", "1000"),
     )
     assert code == 0, err
     result = json.loads(out)
     assert json.loads((in_tmp / "bench.json").read_text()) == result
     assert "(predictor)" in err  # progress on stderr
+    check_profile(result["parts"], repeat, err)
 
     parts = result["parts"]
     assert set(parts) == set(PARTS)

@@ -18,6 +18,7 @@ from taxi_services.bench.figures import (
     steady_visible,
     targets,
 )
+from taxi_services.bench.profile import Profile
 
 # The parts of a run, as --only names them.
 PARTS = {
@@ -107,6 +108,7 @@ class Throughput:
     measured_by: str = COMMITTED  # or WRITTEN, VISIBLE
     library: str | None = None  # a peer's library and the Kafka client under it
     peak_rss_mb: tuple[float, ...] = ()  # each process's most resident memory, at the end
+    profile: Profile | None = None  # py-spy's samples of its drains (--profile, predictor)
 
     @property
     def best(self) -> Drain:
@@ -137,6 +139,7 @@ class Throughput:
             **({"guarantee": GUARANTEES[self.part]} if self.part in GUARANTEES else {}),
             "measured_by": self.measured_by,
             **({} if self.library is None else {"library": self.library}),
+            **({} if self.profile is None else {"profile": self.profile.to_json()}),
         }
 
 

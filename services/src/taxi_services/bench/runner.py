@@ -68,7 +68,7 @@ from taxi_model import (
     train_and_save,
     write_synthetic,
 )
-from taxi_services.bench import peers
+from taxi_services.bench import peers, pyspy
 from taxi_services.bench.cluster import (
     Backlog,
     BenchCluster,
@@ -88,6 +88,7 @@ from taxi_services.bench.probes import (
     records_of,
     timestamped_values,
 )
+from taxi_services.bench.profile import Profile
 from taxi_services.bench.results import (
     COMMITTED,
     PARTS,
@@ -138,6 +139,20 @@ TRIPS_SEED = 2024
 CHALLENGER_ROWS, CHALLENGER_SEED = 3_000, TRIPS_SEED + 1
 # The parts that race one another, taking turns.
 RACED = ("passthrough", "predictor", "two-predictors", "shadow")
+# The part --profile samples with py-spy.
+PROFILED = "predictor"
+PROFILE_WINDOW = (
+    "each of the predictor's drains, from just before its backlog is released until all of it "
+    "is committed: start-up (imports, model load), joining the group and idling between "
+    "drains are not sampled; idle threads are left out (py-spy's default)"
+)
+PROFILE_NOTE = (
+    "share: of all samples (every Python thread not idle, unreadable samples included). "
+    "top_self: the function running; top_total: the function on the stack, leaving out "
+    "wrappers whose every sample is in one function they call (the deepest stands for them). "
+    "py-spy takes a share of the machine while it samples: take rates from a run without "
+    "--profile"
+)
 
 
 class BenchError(RuntimeError):
@@ -161,6 +176,8 @@ class Settings:
     switch_gap: float = 3.0  # seconds of steady predictions before each switch
     quix_records: int = 3_000  # the backlog quix drains: one model call per record is slow
     quix_batched_records: int = 10_000  # quix-batched's: whole windows (QUIX_WINDOW)
+    profile: bool = False  # sample the predictor part's drains with py-spy
+    profile_rate: int = pyspy.RATE  # its samples/s
 
     def latency_trips(self, rate: float) -> int:
         return round(rate * (self.latency_warmup + self.latency_seconds))
@@ -219,6 +236,7 @@ class Bench:
         trips_csv: Path,
         logs: Path,
         challenger_path: Path | None = None,
+        spy: Path | None = None,
     ) -> None:
         self.cluster = cluster
         self.config = cluster.config
@@ -232,6 +250,8 @@ class Bench:
         self.logs = logs
         self._children: list[Child] = []
         self._encoded: list[tuple[bytes, bytes]] | None = None
+        self.spy = spy  # py-spy, to profile PROFILED's drains with; None: no profile
+        self._profiled: list[str] = []  # py-spy's raw output of each drain of PROFILED
 
     def run(self) -> Results:
         parts = self.settings.parts
@@ -362,13 +382,17 @@ class Bench:
         try:
             for contender in contenders:
                 watches[contender.part] = self._start_measured(contender)
+            profiled = self._profiled_pid(contenders)
             drains: dict[str, list[Drain]] = {c.part: [] for c in contenders}
             for round_number in range(1, rounds + 1):
                 for contender in contenders:
                     part = contender.part
                     log.info("(%s) %s: round %d of %d", part, PARTS[part], round_number, rounds)
                     drain = self._drain_one(
-                        contender.children, watches[part], self._trip_starts()[:records]
+                        contender.children,
+                        watches[part],
+                        self._trip_starts()[:records],
+                        profile_pid=profiled if part == PROFILED else None,
                     )
                     log.info("(%s) %d records/s", part, drain.records_per_s)
                     drains[part].append(drain)
@@ -397,33 +421,80 @@ class Bench:
                 measured_by=contender.measured_by,
                 library=None if contender.peer is None else contender.peer.library,
                 peak_rss_mb=tuple(mb for mb in peaks if mb is not None),
+                profile=self._profile() if contender.part == PROFILED else None,
             )
         return results
 
+    def _profiled_pid(self, contenders: Sequence[Contender]) -> int | None:
+        """The pid of PROFILED's process when it races and --profile was given, once py-spy
+        has shown it can attach to it (before any drain: a profile that cannot be taken
+        stops the run before it measures anything)."""
+        if self.spy is None:
+            return None
+        for contender in contenders:
+            if contender.part == PROFILED:
+                (child,) = contender.children
+                assert child.process is not None
+                pyspy.check_attach(self.spy, child.process.pid)
+                return child.process.pid
+        return None
+
+    def _profile(self) -> Profile | None:
+        if self.spy is None:
+            return None
+        settings = {
+            **pyspy.settings(self.settings.profile_rate),
+            "window": PROFILE_WINDOW,
+            "recordings": len(self._profiled),
+            "note": PROFILE_NOTE,
+        }
+        return Profile.of(self._profiled, settings)
+
     def _drain_one(
-        self, children: Sequence[Child], watch: Watch, records: list[tuple[bytes, bytes]]
+        self,
+        children: Sequence[Child],
+        watch: Watch,
+        records: list[tuple[bytes, bytes]],
+        *,
+        profile_pid: int | None = None,
     ) -> Drain:
         """Write a hidden backlog while the members idle, reveal it, and follow the group's
-        committed offsets (or the design's outputs) until all of it is done."""
+        committed offsets (or the design's outputs) until all of it is done; with
+        `profile_pid`, py-spy samples that process from just before the backlog is revealed
+        until it is done."""
         backlog = Backlog(self.config, watch.topic, records)
+        recording = None
         try:
+            if profile_pid is not None:
+                assert self.spy is not None
+                path = self.logs / f"profile-{len(self._profiled) + 1}.txt"
+                recording = pyspy.Recording(self.spy, profile_pid, path, self.settings.profile_rate)
             start = watch.progress(backlog)
             backlog.release()
         except BaseException:
+            if recording is not None:
+                recording.kill()
             backlog.abort()
             raise
-        pids = [c.process.pid for c in children if c.process is not None]
-        cpu_start, machine_start = cpu_reading(pids)
-        now = moved = start
-        while now.count < backlog.count:
-            time.sleep(POLL_S)
-            now = watch.progress(backlog)
-            if now.count > moved.count:
-                if now.time - moved.time > PROGRESS_EVERY_S:
-                    log.info("%d of %d records", now.count, backlog.count)
-                moved = now
-            self._check(children, moved, f"{now.count} of {backlog.count} records done")
-        cpu_end, machine_end = cpu_reading(pids)
+        try:
+            pids = [c.process.pid for c in children if c.process is not None]
+            cpu_start, machine_start = cpu_reading(pids)
+            now = moved = start
+            while now.count < backlog.count:
+                time.sleep(POLL_S)
+                now = watch.progress(backlog)
+                if now.count > moved.count:
+                    if now.time - moved.time > PROGRESS_EVERY_S:
+                        log.info("%d of %d records", now.count, backlog.count)
+                    moved = now
+                self._check(children, moved, f"{now.count} of {backlog.count} records done")
+            cpu_end, machine_end = cpu_reading(pids)
+        except BaseException:
+            if recording is not None:
+                recording.kill()
+            raise
+        if recording is not None:
+            self._profiled.append(recording.stop())
         return Drain(start, now, cpu_end - cpu_start, busy_share(machine_start, machine_end))
 
     def _trip_starts(self) -> list[tuple[bytes, bytes]]:
@@ -822,6 +893,8 @@ def reproduce(settings: Settings, bootstrap_servers: str | None, *, secure: bool
         words.append(f"--bootstrap-servers {bootstrap_servers}")
     if secure:
         words.append("--secure")
+    if settings.profile:
+        words.append(f"--profile --profile-rate {settings.profile_rate}")
     return " ".join(words)
 
 
@@ -854,6 +927,8 @@ def measure(
     or KafkaException; its files are then kept."""
     began = time.monotonic()
     load_before = os.getloadavg()
+    # Before anything runs: a profile asked for and impossible stops the run here.
+    spy = pyspy.executable() if settings.profile else None
     workdir = Path(tempfile.mkdtemp(prefix="taxi-bench-"))
     securities = (PLAINTEXT, SASL_SSL) if secure else (PLAINTEXT,)
     runs: dict[str, tuple[Results, BenchCluster, int]] = {}
@@ -882,6 +957,7 @@ def measure(
                         trips_csv=trips_csv,
                         logs=workdir / "logs" / security.lower(),
                         challenger_path=challenger_path,
+                        spy=spy,
                     ).run()
                 finally:
                     namespaces.delete_all()
@@ -930,6 +1006,8 @@ def measure(
             "predictor_batch_size": settings.batch_size,
             "predictor_batch_wait": settings.batch_wait,
             "predictor_model_threads": MODEL_THREADS,
+            "profile": settings.profile,
+            "profile_rate": settings.profile_rate if settings.profile else None,
             "command": reproduce(settings, bootstrap_servers, secure=secure),
         },
         notes=NOTES,

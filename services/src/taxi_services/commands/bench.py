@@ -15,8 +15,10 @@ from confluent_kafka import KafkaException
 from taxi_kafka import DEFAULT_PARTITIONS, first_signal_interrupts
 from taxi_kafka.cluster import ClusterError
 from taxi_model import ModelLoadError, ensure_model
+from taxi_services.bench.profile import summary_lines
+from taxi_services.bench.pyspy import MAX_RATE, RATE, PySpyError
 from taxi_services.bench.results import PART_ALIASES, PARTS, missed_targets
-from taxi_services.bench.runner import QUIX_WINDOW, BenchError, Settings, measure
+from taxi_services.bench.runner import PROFILED, QUIX_WINDOW, BenchError, Settings, measure
 from taxi_services.options import model_option
 from taxi_services.predictor import main as predictor_main
 
@@ -183,6 +185,22 @@ def _predictor_default(name: str) -> Any:
     help="Also write the JSON report to this file.",
 )
 @click.option(
+    "--profile",
+    is_flag=True,
+    help=f"Sample the {PROFILED} part's taxi-predictor with py-spy (a dev dependency) while "
+    "it drains its backlogs, start-up excluded, and add its top functions by self and by "
+    "inclusive time to that part's JSON (parts.predictor.profile). Stops before measuring if "
+    "py-spy is missing or cannot attach (ptrace). Sampling slows the predictor: take rates "
+    "from a run without it.",
+)
+@click.option(
+    "--profile-rate",
+    type=click.IntRange(1, MAX_RATE),
+    default=RATE,
+    show_default=True,
+    help="Samples per second of --profile (py-spy record --rate).",
+)
+@click.option(
     "--check", is_flag=True, help=f"Exit with {MISSED_TARGET_EXIT} if a target was missed."
 )
 # The first Ctrl+C or SIGTERM stops the run; later ones cannot cut short the clean-up.
@@ -208,6 +226,8 @@ def bench(
     batch_wait: float,
     model_path: Path,
     output: Path | None,
+    profile: bool,
+    profile_rate: int,
     check: bool,
 ) -> None:
     """Measure the pipeline's speed on a real Kafka cluster and print a JSON report.
@@ -247,13 +267,18 @@ def bench(
             f"({QUIX_WINDOW}): a window emits only once full",
             param_hint="--quix-batched-records",
         )
+    parts = parse_parts(only)
+    if profile and PROFILED not in parts:
+        raise click.BadParameter(
+            f"--profile samples the {PROFILED} part, which --only leaves out", param_hint="--only"
+        )
     settings = Settings(
         records=records,
         naive_records=naive_records,
         latency_seconds=latency_seconds,
         latency_warmup=latency_warmup,
         latency_rates=parse_rates(latency_rates),
-        parts=parse_parts(only),
+        parts=parts,
         batch_size=batch_size,
         batch_wait=batch_wait,
         partitions=DEFAULT_PARTITIONS,
@@ -263,6 +288,8 @@ def bench(
         switch_gap=switch_gap,
         quix_records=quix_records,
         quix_batched_records=quix_batched_records,
+        profile=profile,
+        profile_rate=profile_rate,
     )
     try:
         ensure_model(model_path, Path("data"), log.info)
@@ -273,12 +300,22 @@ def bench(
             challenger_path=challenger_path,
             secure=secure,
         )
-    except (BenchError, ClusterError, KafkaException, ModelLoadError) as exc:
+    except (BenchError, ClusterError, KafkaException, ModelLoadError, PySpyError) as exc:
         raise click.ClickException(str(exc)) from exc
     text = json.dumps(result, indent=2)
     click.echo(text)
     if output is not None:
         output.write_text(text + "\n")
+    # On stderr, beside the progress: stdout is the JSON alone.
+    for security, figures in (("", result), ("secure ", result.get("secure", {}))):
+        found = figures.get("parts", {}).get(PROFILED, {}).get("profile")
+        if found is not None:
+            click.echo(
+                f"{security}{PROFILED} profile, top by self time of {found['samples']} samples:",
+                err=True,
+            )
+            for line in summary_lines(found):
+                click.echo("  " + line, err=True)
     missed = missed_targets(result)
     if check and missed:
         click.echo(f"missed target(s): {', '.join(missed)}", err=True)
