@@ -10,6 +10,7 @@ from confluent_kafka import Message
 
 from taxi_events import Prediction, TripStarted, decode, encode
 from taxi_events import testing as events
+from taxi_kafka import each_record
 from taxi_model import TripDurationModel, events_to_frame, load_model
 from taxi_services.deployment import Deployment
 from taxi_services.predictor import PredictTransform
@@ -87,9 +88,9 @@ def test_a_batch_is_predicted_in_one_call(model):
     )
     assert model.calls == [50]
     assert not result.failures
-    predictions = [decode(r.value, Prediction) for r in result.records]
-    assert [r.key for r in result.records] == [t.trip_id.encode() for t in trips]
-    assert {r.topic for r in result.records} == {"ml_predictions"}
+    predictions = [decode(r.value, Prediction) for r in each_record(result.records)]
+    assert [r.key for r in each_record(result.records)] == [t.trip_id.encode() for t in trips]
+    assert {r.topic for r in each_record(result.records)} == {"ml_predictions"}
     expected = model.model.predict(events_to_frame(trips))
     assert np.allclose([p.predicted_duration for p in predictions], expected)
     first = predictions[0]
@@ -110,7 +111,7 @@ def test_bad_records_become_failures_and_the_rest_goes_on(model):
         message(encode(trip(4)), 4),
     ]
     result = PredictTransform(serving(model), clock=lambda: NOW)(batch)
-    assert [decode(r.value, Prediction).trip_id for r in result.records] == [
+    assert [decode(r.value, Prediction).trip_id for r in each_record(result.records)] == [
         "id0000001",
         "id0000004",
     ]
@@ -120,7 +121,7 @@ def test_bad_records_become_failures_and_the_rest_goes_on(model):
 
 
 def test_an_empty_batch_gives_nothing(model):
-    assert PredictTransform(serving(model))([]).records == []
+    assert not PredictTransform(serving(model))([]).records
 
 
 def test_a_challenger_predicts_the_same_batch_into_the_shadow_topic(model, trained_model_path):
@@ -129,15 +130,21 @@ def test_a_challenger_predicts_the_same_batch_into_the_shadow_topic(model, train
     result = PredictTransform(serving(model, challenger), clock=lambda: NOW)(
         [message(encode(t), i) for i, t in enumerate(trips)]
     )
-    champion = [decode(r.value, Prediction) for r in result.records if r.topic == "ml_predictions"]
+    champion = [
+        decode(r.value, Prediction)
+        for r in each_record(result.records)
+        if r.topic == "ml_predictions"
+    ]
     shadow = [
-        decode(r.value, Prediction) for r in result.records if r.topic == "shadow_predictions"
+        decode(r.value, Prediction)
+        for r in each_record(result.records)
+        if r.topic == "shadow_predictions"
     ]
     # One result is one transaction: both models' predictions of every trip commit together.
     assert (
         [p.trip_id for p in champion] == [p.trip_id for p in shadow] == [t.trip_id for t in trips]
     )
-    assert [r.key for r in result.records if r.topic == "shadow_predictions"] == [
+    assert [r.key for r in each_record(result.records) if r.topic == "shadow_predictions"] == [
         t.trip_id.encode() for t in trips
     ]
     assert {(p.role, p.model_version, p.challenger_version) for p in champion} == {
@@ -159,7 +166,8 @@ def test_each_batch_takes_the_deployment_current_at_its_start(model, trained_mod
     deployments.pop(0)
     second = transform([message(encode(trip(2)), 1)])
     versions = [
-        decode(r.value, Prediction).model_version for r in [*first.records, *second.records]
+        decode(r.value, Prediction).model_version
+        for r in each_record([*first.records, *second.records])
     ]
     assert versions == [model.version, "halved"]
 
@@ -175,6 +183,7 @@ def test_a_challenger_that_fails_on_the_stream_is_dropped_and_the_champion_goes_
     )
     for offset in range(2):
         result = transform([message(encode(trip(offset)), offset)])
-        assert [r.topic for r in result.records] == ["ml_predictions"]
-        assert decode(result.records[0].value, Prediction).challenger_version is None
+        [record] = each_record(result.records)
+        assert record.topic == "ml_predictions"
+        assert decode(record.value, Prediction).challenger_version is None
     assert refused == [("broken", "missing-feature")]  # reported once, not per batch

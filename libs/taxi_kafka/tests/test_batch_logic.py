@@ -18,8 +18,11 @@ from taxi_kafka._policy import BatchPolicy, CommitPolicy, PendingOffsets
 from taxi_kafka._records import (
     Failure,
     OutputRecord,
+    RecordColumns,
     TransformResult,
+    count_records,
     dead_letter,
+    each_record,
     first_offsets,
     identity,
     next_offsets,
@@ -97,6 +100,35 @@ def test_output_records_put_dead_letters_after_the_outputs_and_report_them():
     assert counters.produced_by_topic == {"out": 2, "dl": 1}
     assert counters.dead_letters_by_kind == {"invalid": 1}
     assert counters.event_times == {"in": happened}
+
+
+@given(st.lists(st.one_of(st.integers(0, 5), st.none()), max_size=8))
+def test_column_batches_count_and_come_apart_as_their_records_in_order(layout):
+    """Any mix of single records (None) and column batches (of n rows) counts and iterates as
+    the same records written one by one."""
+    outputs: list[OutputRecord | RecordColumns] = []
+    expected = []
+    for item, rows in enumerate(layout):
+        topic = f"t{item % 2}"
+        if rows is None:
+            outputs.append(OutputRecord(topic, b"single", b"s"))
+            expected.append(OutputRecord(topic, b"single", b"s"))
+        else:
+            values = [f"{item}.{row}".encode() for row in range(rows)]
+            keys = [f"k{row}".encode() for row in range(rows)]
+            outputs.append(RecordColumns(topic, values, keys))
+            expected += [OutputRecord(topic, v, k) for v, k in zip(values, keys, strict=True)]
+    assert list(each_record(outputs)) == expected
+    assert count_records(outputs) == len(expected)
+    counters = Counters()
+    report_outputs(counters, outputs)
+    by_topic = {t: sum(r.topic == t for r in expected) for t in {r.topic for r in expected}}
+    assert counters.produced_by_topic == by_topic
+
+
+def test_a_column_batch_with_a_key_missing_is_refused():
+    with pytest.raises(ValueError, match="shorter"):
+        list(each_record([RecordColumns("t", [b"1", b"2"], [b"k"])]))
 
 
 def test_identity_copies_key_value_and_headers():

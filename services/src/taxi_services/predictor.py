@@ -27,7 +27,7 @@ from taxi_kafka import (
     BatchPolicy,
     Failure,
     KafkaConfig,
-    OutputRecord,
+    RecordColumns,
     TransactionalProcessor,
     TransformResult,
     stop_on_signals,
@@ -130,21 +130,23 @@ class PredictTransform:
             if shadow and deployment.challenger
             else None,
         )
+        keys = [trip_id.encode() for trip_id in trips.trip_id]
         records = [
-            OutputRecord(self._output_topic, value, trip_id.encode())
-            for value, trip_id in zip(values, trips.trip_id, strict=True)
+            RecordColumns(topic, topic_values, keys)
+            for topic, topic_values in ((self._output_topic, values), (self._shadow_topic, shadow))
+            if topic_values
         ]
-        records += shadow
         return TransformResult(records, failures, {self._input_topic: trips.produced_at})
 
     def _shadow(
         self, challenger: TripDurationModel | None, trips: TripStartColumns, at: datetime
-    ) -> list[OutputRecord]:
-        """The challenger's predictions of the batch; none if it has none or fails on it."""
+    ) -> list[bytes]:
+        """The challenger's encoded predictions of the batch; none if it has none or fails on
+        it."""
         if challenger is None or challenger.version in self._failed or not len(trips):
             return []
         try:
-            values = encode_predictions(
+            return encode_predictions(
                 trips,
                 _predict(challenger, trips, "challenger").tolist(),
                 challenger.version,
@@ -160,10 +162,6 @@ class PredictTransform:
             self._failed.add(challenger.version)
             self._on_rejected(challenger.version, "missing-feature")
             return []
-        return [
-            OutputRecord(self._shadow_topic, value, trip_id.encode())
-            for value, trip_id in zip(values, trips.trip_id, strict=True)
-        ]
 
 
 def _predict(model: TripDurationModel, trips: TripStartColumns, role: str) -> np.ndarray:

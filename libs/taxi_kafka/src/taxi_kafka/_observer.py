@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from taxi_kafka._records import OutputRecord, PartitionKey, TransformResult, count_by_topic
+from taxi_kafka._records import Outputs, PartitionKey, TransformResult, count_by_topic
 
 
 class Observer:
@@ -122,7 +122,7 @@ class Counters(Observer):
 
 def report_outputs(
     observer: Observer,
-    records: Sequence[OutputRecord],
+    records: Outputs,
     result: TransformResult | None = None,
     committed_at: float | None = None,
 ) -> None:

@@ -46,7 +46,7 @@ from taxi_kafka._observer import Observer, report_outputs
 from taxi_kafka._pipeline import DEAD_LETTERS, instance_id
 from taxi_kafka._policy import BatchPolicy
 from taxi_kafka._records import (
-    OutputRecord,
+    Outputs,
     PartitionKey,
     StatefulTransform,
     Transform,
@@ -69,7 +69,7 @@ class _Committing:
 
     commit: BackgroundCall[bool]
     result: TransformResult
-    records: Sequence[OutputRecord]
+    records: Outputs
     consumed: int
     # Where each of its partitions began: the rewind targets should the commit fail.
     uncommitted_from: Mapping[PartitionKey, int]

@@ -7,7 +7,7 @@ so a predictor can make one vectorised model call per batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -32,6 +32,19 @@ class OutputRecord(NamedTuple):
     headers: Headers | None = None
 
 
+class RecordColumns(NamedTuple):
+    """Many records to one topic, as parallel lists: row i is (values[i], keys[i]). A predictor's
+    batch of thousands is produced from its columns, without building an object per record."""
+
+    topic: str
+    values: Sequence[bytes]
+    keys: Sequence[bytes]
+
+
+# What a transform returns and a transaction produces: single records and column batches.
+Outputs = Sequence[OutputRecord | RecordColumns]
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """A consumed message the transform could not handle. `reason` goes into the dead letter;
@@ -44,7 +57,7 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class TransformResult:
-    records: Sequence[OutputRecord] = ()
+    records: Outputs = ()
     failures: Sequence[Failure] = field(default_factory=tuple)
     # When the inputs' events happened, per input topic: reported once the batch commits
     # (Observer.events_committed), the moment read_committed readers downstream can see it.
@@ -152,16 +165,32 @@ def partition_offsets(partitions: Iterable[TopicPartition]) -> dict[PartitionKey
     return {(tp.topic, tp.partition): tp.offset for tp in partitions}
 
 
-def count_by_topic(records: Iterable[OutputRecord]) -> dict[str, int]:
+def each_record(records: Outputs) -> Iterator[OutputRecord]:
+    """Every record, column batches taken apart, in order."""
+    for item in records:
+        if isinstance(item, RecordColumns):
+            for value, key in zip(item.values, item.keys, strict=True):
+                yield OutputRecord(item.topic, value, key)
+        else:
+            yield item
+
+
+def count_records(records: Outputs) -> int:
+    return sum(count_by_topic(records).values())
+
+
+def count_by_topic(records: Outputs) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for record in records:
-        counts[record.topic] = counts.get(record.topic, 0) + 1
+    for item in records:
+        rows = len(item.values) if isinstance(item, RecordColumns) else 1
+        if rows:
+            counts[item.topic] = counts.get(item.topic, 0) + rows
     return counts
 
 
 def output_records(
     result: TransformResult, service: str, dead_letter_topic: str
-) -> list[OutputRecord]:
+) -> list[OutputRecord | RecordColumns]:
     """Everything a batch produces: the transform's records, then one dead letter per failure."""
     letters = [dead_letter(failure, service, dead_letter_topic) for failure in result.failures]
     return [*result.records, *letters]

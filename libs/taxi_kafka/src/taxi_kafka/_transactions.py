@@ -15,7 +15,7 @@ instance with the same transactional.id runs, and this one must stop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from taxi_kafka._config import KafkaConfig
 from taxi_kafka._deadline import StuckCallError, call_with_deadline
 from taxi_kafka._errors import FatalKafkaError, FencedError, TxnAction, error_of, transaction_action
 from taxi_kafka._observer import Observer
-from taxi_kafka._records import OutputRecord, PartitionKey, topic_partitions
+from taxi_kafka._records import Outputs, PartitionKey, count_records, topic_partitions
 from taxi_kafka._retry import RetryPolicy
 from taxi_kafka.producer import KafkaProducer
 
@@ -85,7 +85,7 @@ class TransactionalProducer:
 
     def commit(
         self,
-        records: Sequence[OutputRecord],
+        records: Outputs,
         offsets: Mapping[PartitionKey, int] | None = None,
         group_metadata: object | None = None,
     ) -> bool:
@@ -105,7 +105,7 @@ class TransactionalProducer:
             log.warning("%s: %s; abandoning that producer", self._name, exc)
             self._replace_producer("STUCK")
             return False
-        self._observer.transaction_committed(len(records))
+        self._observer.transaction_committed(count_records(records))
         return True
 
     def _send_offsets(

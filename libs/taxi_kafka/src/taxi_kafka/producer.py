@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -17,7 +17,7 @@ from taxi_kafka._config import KafkaConfig
 from taxi_kafka._errors import fatal_error, log_client_error
 from taxi_kafka._lag import broker_states
 from taxi_kafka._observer import Observer
-from taxi_kafka._records import Headers, OutputRecord
+from taxi_kafka._records import Headers, Outputs, RecordColumns
 
 log = logging.getLogger(__name__)
 
@@ -128,15 +128,24 @@ class KafkaProducer:
                 self.client.poll(_BACKPRESSURE_POLL)
                 self.raise_if_fatal()
 
-    def produce_all(self, records: Iterable[OutputRecord]) -> None:
+    def produce_all(self, records: Outputs) -> None:
         """Queue records in order, as produce() does, with one Python call per record rather
         than two: a transaction of a predictor's batch holds thousands."""
         produce = self.client.produce
-        for record in records:
-            try:
-                produce(record.topic, record.value, record.key, headers=record.headers)
-            except BufferError:
-                self.produce(record.topic, record.value, record.key, record.headers)
+        for item in records:
+            if isinstance(item, RecordColumns):
+                topic = item.topic
+                for value, key in zip(item.values, item.keys, strict=True):
+                    try:
+                        # Without headers=None: the keyword alone costs a third of the call.
+                        produce(topic, value, key)
+                    except BufferError:
+                        self.produce(topic, value, key)
+            else:
+                try:
+                    produce(item.topic, item.value, item.key, headers=item.headers)
+                except BufferError:
+                    self.produce(item.topic, item.value, item.key, item.headers)
 
     def poll(self, timeout: float = 0.0) -> int:
         served = self.client.poll(timeout)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import click
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
-from taxi_kafka import KafkaConfig, stop_on_signals
+from taxi_kafka import KafkaConfig, each_record, stop_on_signals
 from taxi_kafka.cli import configure_logging, kafka_options
 from taxi_kafka.producer import PRODUCER_DEFAULTS, PRODUCER_ENFORCED
 from taxi_services.metrics import serve_metrics
@@ -153,7 +153,7 @@ def naive(
             if message is None or not _good([message]):
                 continue
             # One DataFrame and one model call for this one trip.
-            for record in predict([message]).records:
+            for record in each_record(predict([message]).records):
                 _produce(producer, record.topic, record.value, record.key)
                 producer.flush(DELIVERY_TIMEOUT)
                 deliveries.check()
