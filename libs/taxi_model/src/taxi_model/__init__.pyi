@@ -15,6 +15,15 @@ from ._artifact import (
     read_card,
     save_model,
 )
+from ._compiled import (
+    CACHE_VARIABLE,
+    COMPILED_VARIABLE,
+    CompiledTrees,
+    CompiledTreesError,
+    compile_if_requested,
+    compiled_trees_requested,
+    with_compiled_trees,
+)
 from ._data import (
     SAMPLE_DATA_DEFAULT,
     SAMPLE_DATA_VARIABLE,
@@ -66,6 +75,8 @@ from ._training import (
 from ._workflow import BetterModelExistsError, SavedModel, ensure_model, train_and_save
 
 __all__ = [
+    "CACHE_VARIABLE",
+    "COMPILED_VARIABLE",
     "DEFAULT_MODEL_PATH",
     "INPUT_COLUMNS",
     "MAX_ROWS",
@@ -77,6 +88,8 @@ __all__ = [
     "TRAIN_COLUMNS",
     "WITHIN_TOLERANCE",
     "BetterModelExistsError",
+    "CompiledTrees",
+    "CompiledTreesError",
     "CsvSchemaError",
     "Decider",
     "DeploymentError",
@@ -102,6 +115,8 @@ __all__ = [
     "build_pipeline",
     "card_path",
     "champion_lineage",
+    "compile_if_requested",
+    "compiled_trees_requested",
     "current_roles",
     "drift_features",
     "ensure_model",
@@ -127,5 +142,6 @@ __all__ = [
     "training_profile",
     "trip_features",
     "unseen_trips",
+    "with_compiled_trees",
     "write_synthetic",
 ]

@@ -31,6 +31,8 @@ from taxi_model._profile import TrainingProfile
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
+    from taxi_model._compiled import CompiledTrees
+
 # scikit-learn and skops (and the features, an sklearn transformer) are imported where a model is
 # written, loaded or run: reading a card, as the producer and the aggregator do, needs neither.
 
@@ -141,6 +143,9 @@ class TripDurationModel:
 
     pipeline: Pipeline
     card: ModelCard
+    # The pipeline's trees compiled, checked exact against them (taxi_model._compiled): set only
+    # by with_compiled_trees(), which asks for it; None predicts with the pipeline alone.
+    trees: CompiledTrees | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def version(self) -> str:
@@ -158,6 +163,11 @@ class TripDurationModel:
             frame = events_to_frame(trips)
         if frame.empty:
             return np.empty(0, dtype=np.float64)
+        if self.trees is not None:
+            from taxi_model._estimator import seconds_from_log  # noqa: PLC0415
+
+            features = self.pipeline.named_steps["features"].transform(frame)
+            return seconds_from_log(self.trees.predict_log(features))
         return np.asarray(self.pipeline.predict(frame), dtype=np.float64)
 
 

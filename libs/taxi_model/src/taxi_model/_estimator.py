@@ -89,9 +89,15 @@ class LogDurationRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         super().__setstate__({**ADDED_PARAMS, **state})
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
-        # Clip so that a duration is never negative, whatever the trees extrapolate.
-        seconds: np.ndarray = np.clip(np.expm1(self.booster_.predict(features)), 0.0, None)
-        return seconds
+        return seconds_from_log(self.booster_.predict(features))
+
+
+def seconds_from_log(log_durations: np.ndarray) -> np.ndarray:
+    """Seconds from the trees' log1p(seconds), as LogDurationRegressor.predict answers (and
+    TripDurationModel with compiled trees)."""
+    # Clip so that a duration is never negative, whatever the trees extrapolate.
+    seconds: np.ndarray = np.clip(np.expm1(log_durations), 0.0, None)
+    return seconds
 
 
 # A saved model (skops) records this class by module and name, and loading trusts it by that
