@@ -45,6 +45,7 @@ def booster_of(model: TripDurationModel):
     return model.pipeline.named_steps["regressor"].booster_
 
 
+@pytest.mark.slow
 def test_compiled_trees_equal_scikit_learns_on_the_whole_real_holdout(real_result, tmp_path):
     model = TripDurationModel(real_result.pipeline, real_result.card)
     holdout = real_result.holdout[list(INPUT_COLUMNS)]
