@@ -24,7 +24,7 @@ from taxi_events import DeploymentDecision
 from taxi_kafka import KafkaConfig, ensure_topics, project_topics
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.testing import produce_all, wait_for
-from taxi_model import Decider, RegistryRecord, read_card
+from taxi_model import Decider, RegistryRecord, TripDurationModel, read_card
 from taxi_model._artifact import content_version
 from taxi_services.deployment import Deployment, FollowerError, ModelFollower
 from taxi_services.registry import ModelRegistry, RegistryTopics, ensure_champion, record_of
@@ -158,6 +158,43 @@ def test_a_restarted_follower_starts_on_the_current_champion_only(
         follower.close()
     assert ready is not None
     assert [d.champion.version for d in switches] == [second.version]
+
+
+def test_each_model_is_prepared_once_before_it_predicts(
+    registry, kafka_cluster, trained_model_path, challenger_model_path
+):
+    """`prepare` (compiled trees, in the predictor) makes what the deployment holds, once per
+    version: switching back to a model kept in memory does not prepare it again."""
+    prepared: dict[str, TripDurationModel] = {}
+
+    def prepare(model: TripDurationModel) -> TripDurationModel:
+        assert model.version not in prepared, f"{model.version} prepared twice"
+        prepared[model.version] = attrs.evolve(model)  # equal, but another object
+        return prepared[model.version]
+
+    first = ensure_champion(registry, trained_model_path, "first")
+    second = record_of(challenger_model_path)
+    registry.publish(second)
+    switches: list[Deployment] = []
+    follower = ModelFollower(
+        KafkaConfig(kafka_cluster.bootstrap_servers),
+        registry.topics,
+        on_rejected=lambda *_: None,
+        on_switch=switches.append,
+        prepare=prepare,
+    )
+    follower.start()
+    try:
+        assert follower.wait_ready(threading.Event()) is not None
+        known = {first, second.version}
+        registry.decide(decider.promote(registry.history(), second.version, known, "better"))
+        wait_for("the promotion", lambda: len(switches) == 2, 30)
+        registry.decide(decider.rollback(registry.history(), "worse live"))
+        wait_for("the rollback", lambda: len(switches) == 3, 30)
+    finally:
+        follower.close()
+    assert [d.champion.version for d in switches] == [first, second.version, first]
+    assert all(d.champion is prepared[d.champion.version] for d in switches)
 
 
 class Stranger(BaseEstimator):

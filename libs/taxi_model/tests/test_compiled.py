@@ -16,7 +16,6 @@ from taxi_model._compiled import (
     TOLERANCE,
     CompiledTrees,
     boundary_probe,
-    compiled_trees_requested,
     default_cache_dir,
     library_key,
     max_difference,
@@ -179,10 +178,7 @@ def test_without_the_compiler_the_model_keeps_scikit_learns_trees(small_model, t
     assert "gcc-999" in caplog.text
 
 
-def test_compiled_trees_are_opt_in_and_cached_where_asked(tmp_path):
-    assert not compiled_trees_requested({})
-    assert not compiled_trees_requested({"TAXI_MODEL_COMPILED": "0"})
-    assert compiled_trees_requested({"TAXI_MODEL_COMPILED": "1"})
+def test_compiled_trees_are_cached_where_asked(tmp_path):
     assert default_cache_dir({"TAXI_COMPILED_TREES_CACHE": str(tmp_path)}) == tmp_path
     assert default_cache_dir({"XDG_CACHE_HOME": "/c"}) == Path("/c/ml-taxi/compiled-trees")
 

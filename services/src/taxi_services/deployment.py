@@ -5,7 +5,9 @@ read everything written before it started, it loads the models the last decision
 champion, and the challenger if any) and publishes them as one Deployment. The predictor takes
 `current` at the start of each batch, so a switch happens at a batch boundary, and the loading
 never runs on the predictor's thread. A model that fails a check is reported (log line and
-`on_rejected`) and the running one stays.
+`on_rejected`) and the running one stays. Given `prepare` (compiled trees, say), each model
+goes through it once loaded, still on the follower's thread: the running models serve until
+it is done.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Deployment:
 
 RejectionHandler = Callable[[str, RejectReason], None]
 SwitchHandler = Callable[[Deployment], None]
+# What a loaded model becomes before it predicts: the same predictions, made another way.
+ModelPreparer = Callable[[TripDurationModel], TripDurationModel]
 
 
 class ModelFollower:
@@ -69,8 +73,10 @@ class ModelFollower:
         *,
         on_rejected: RejectionHandler,
         on_switch: SwitchHandler,
+        prepare: ModelPreparer | None = None,
     ) -> None:
         self._kafka = kafka
+        self._prepare = prepare
         self._topics = topics
         self._on_rejected = on_rejected
         self._on_switch = on_switch
@@ -204,6 +210,8 @@ class ModelFollower:
             self._reject(version, exc.reason, str(exc))
             return None
         log.info("loaded model %s in %.2f s", version, time.perf_counter() - started)
+        if self._prepare is not None:
+            model = self._prepare(model)
         self._models[version] = model
         return model
 

@@ -17,11 +17,8 @@ from ._artifact import (
 )
 from ._compiled import (
     CACHE_VARIABLE,
-    COMPILED_VARIABLE,
     CompiledTrees,
     CompiledTreesError,
-    compile_if_requested,
-    compiled_trees_requested,
     with_compiled_trees,
 )
 from ._data import (
@@ -76,7 +73,6 @@ from ._workflow import BetterModelExistsError, SavedModel, ensure_model, train_a
 
 __all__ = [
     "CACHE_VARIABLE",
-    "COMPILED_VARIABLE",
     "DEFAULT_MODEL_PATH",
     "INPUT_COLUMNS",
     "MAX_ROWS",
@@ -115,8 +111,6 @@ __all__ = [
     "build_pipeline",
     "card_path",
     "champion_lineage",
-    "compile_if_requested",
-    "compiled_trees_requested",
     "current_roles",
     "drift_features",
     "ensure_model",

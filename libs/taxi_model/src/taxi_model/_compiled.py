@@ -15,8 +15,8 @@ registry (loading a model runs no code from the file). It is cached on local dis
 CACHE_VARIABLE's directory, named by the model's version and a digest of its trees and of the
 treelite, tl2cgen and compiler versions, so a restart loads it instead of compiling again.
 
-Opt-in (COMPILED_VARIABLE=1, or a caller's own flag): compiling takes some 15-30 s, so the caller
-runs with_compiled_trees() where a batch does not wait for it, then swaps the model it returns in.
+Opt-in (taxi-predictor --compiled-trees): compiling takes some 15-30 s, so the caller runs
+with_compiled_trees() where a batch does not wait for it, then swaps the model it returns in.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMPILED_VARIABLE = "TAXI_MODEL_COMPILED"
 CACHE_VARIABLE = "TAXI_COMPILED_TREES_CACHE"
 # Largest difference in log1p(seconds) allowed between the compiled and scikit-learn's trees.
 TOLERANCE = 1e-6
@@ -122,23 +121,12 @@ def misread_as_missing(rows: np.ndarray) -> np.ndarray:
     return misread
 
 
-def compiled_trees_requested(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether COMPILED_VARIABLE asks for compiled trees."""
-    return environ.get(COMPILED_VARIABLE, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
     """CACHE_VARIABLE's directory, else ml-taxi/compiled-trees in the user's cache directory."""
     if environ.get(CACHE_VARIABLE):
         return Path(environ[CACHE_VARIABLE])
     base = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "ml-taxi" / "compiled-trees"
-
-
-def compile_if_requested(model: TripDurationModel) -> TripDurationModel:
-    """with_compiled_trees(model) when COMPILED_VARIABLE asks for it, else the model as it is.
-    Slow the first time for a model (it compiles): call it where no batch waits."""
-    return with_compiled_trees(model) if compiled_trees_requested() else model
 
 
 def with_compiled_trees(

@@ -178,6 +178,7 @@ class Settings:
     quix_batched_records: int = 10_000  # quix-batched's: whole windows (QUIX_WINDOW)
     profile: bool = False  # sample the predictor part's drains with py-spy
     profile_rate: int = pyspy.RATE  # its samples/s
+    compiled_trees: bool = False  # taxi-predictor --compiled-trees
 
     def latency_trips(self, rate: float) -> int:
         return round(rate * (self.latency_warmup + self.latency_seconds))
@@ -742,6 +743,7 @@ class Bench:
             *("--topic-prefix", prefix),
             *("--instance", prefix + instance),
             *self._batch_args(),
+            *(["--compiled-trees"] if self.settings.compiled_trees else []),
         )
 
     def _producer(self, prefix: str, part: str, trips: int, *extra: str) -> Child:
@@ -895,6 +897,8 @@ def reproduce(settings: Settings, bootstrap_servers: str | None, *, secure: bool
         words.append("--secure")
     if settings.profile:
         words.append(f"--profile --profile-rate {settings.profile_rate}")
+    if settings.compiled_trees:
+        words.append("--compiled-trees")
     return " ".join(words)
 
 
@@ -1006,6 +1010,7 @@ def measure(
             "predictor_batch_size": settings.batch_size,
             "predictor_batch_wait": settings.batch_wait,
             "predictor_model_threads": MODEL_THREADS,
+            "predictor_compiled_trees": settings.compiled_trees,
             "profile": settings.profile,
             "profile_rate": settings.profile_rate if settings.profile else None,
             "command": reproduce(settings, bootstrap_servers, secure=secure),

@@ -14,7 +14,7 @@ from confluent_kafka import KafkaException
 
 from taxi_kafka import DEFAULT_PARTITIONS, first_signal_interrupts
 from taxi_kafka.cluster import ClusterError
-from taxi_model import ModelLoadError, ensure_model
+from taxi_model import ModelLoadError, ensure_model, load_model, with_compiled_trees
 from taxi_services.bench.profile import summary_lines
 from taxi_services.bench.pyspy import MAX_RATE, RATE, PySpyError
 from taxi_services.bench.results import PART_ALIASES, PARTS, missed_targets
@@ -178,6 +178,12 @@ def _predictor_default(name: str) -> Any:
     show_default=True,
     help="The predictor's --batch-wait (and the passthrough's).",
 )
+@click.option(
+    "--compiled-trees",
+    is_flag=True,
+    help="Run the taxi-predictors with --compiled-trees. The trees are compiled and checked "
+    "here first (cached for the predictors); the run stops if they cannot be.",
+)
 @model_option("The model the predictors use; trained first if missing.")
 @click.option(
     "--output",
@@ -224,6 +230,7 @@ def bench(
     secure: bool,
     batch_size: int,
     batch_wait: float,
+    compiled_trees: bool,
     model_path: Path,
     output: Path | None,
     profile: bool,
@@ -290,9 +297,15 @@ def bench(
         quix_batched_records=quix_batched_records,
         profile=profile,
         profile_rate=profile_rate,
+        compiled_trees=compiled_trees,
     )
     try:
         ensure_model(model_path, Path("data"), log.info)
+        if compiled_trees and with_compiled_trees(load_model(model_path)).trees is None:
+            raise click.ClickException(
+                "--compiled-trees: the trees could not be compiled and checked (the warning "
+                "above says why); run without it"
+            )
         result = measure(
             settings,
             bootstrap_servers=bootstrap_servers,
