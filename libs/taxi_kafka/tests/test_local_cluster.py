@@ -174,8 +174,8 @@ def test_the_environment_adds_broker_jvm_options(tmp_path):
     assert LocalCluster(tmp_path, base_port=29092, env={}).jvm_options == ()
 
 
-def test_the_test_clusters_brokers_run_with_the_quick_jit(kafka_cluster):
-    # Set by the pytest plugin: clusters that live for seconds start faster without C2.
+def test_the_brokers_run_with_the_quick_jit(kafka_cluster):
+    # C2 compiling three fresh brokers on 2 cores slows everything for minutes (JVM_OPTIONS).
     pid = kafka_cluster.pid(1)
     assert pid is not None
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

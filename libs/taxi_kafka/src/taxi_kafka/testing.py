@@ -16,10 +16,7 @@
   `read_all` (a whole topic with read_committed, up to its end offsets) and `wait_for` (a
   condition, polled until it holds or a timeout passes).
 
-Env TAXI_TEST_CLUSTER_BASE_PORT pins the ports instead of scanning for free ones. Unless
-TAXI_CLUSTER_JVM_OPTIONS is set, the plugin sets it to the quick JIT for the whole run, for
-the clusters that tests start themselves and for the ones their `taxi` commands start: a
-cluster up in ~9.5 s instead of ~15 on 2 cores, and no C2 compiler threads competing for them.
+Env TAXI_TEST_CLUSTER_BASE_PORT pins the ports instead of scanning for free ones.
 """
 
 from __future__ import annotations
@@ -42,19 +39,17 @@ from taxi_kafka._admin import ensure_topics
 from taxi_kafka._config import KafkaConfig
 from taxi_kafka._pipeline import DEFAULT_PARTITIONS, TopicSpec
 from taxi_kafka._table import read_to_end
-from taxi_kafka.cluster import JVM_OPTIONS_ENV, NODE_IDS, SASL_SSL, LocalCluster, free_base_port
+from taxi_kafka.cluster import NODE_IDS, SASL_SSL, LocalCluster, free_base_port
 from taxi_kafka.producer import KafkaProducer
 
 log = logging.getLogger(__name__)
 
 TEST_BASE_PORT_ENV = "TAXI_TEST_CLUSTER_BASE_PORT"
-TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 MakeTopic = Callable[..., str]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kafka: needs the real local 3-broker Kafka cluster")
-    os.environ.setdefault(JVM_OPTIONS_ENV, TEST_JVM_OPTIONS)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -47,6 +47,12 @@ BROKER_SETTINGS: Mapping[str, str] = {
 
 # Modest heaps: three brokers share a small machine with the pipeline's services.
 JVM_OPTIONS: tuple[str, ...] = (
+    # The quick JIT only. C2 compiling three fresh brokers took a whole core of two for minutes
+    # (its threads' CPU time), all through a run started with the cluster. `taxi bench --only
+    # passthrough,predictor,latency` on 2 cores, same commit: passthrough 138k -> 201k
+    # records/s, predictor 52k -> 68k, p99 at 2,000 trips/s 1,118 -> 561 ms. Bigger machines
+    # can put C2 back: TAXI_CLUSTER_JVM_OPTIONS=-XX:TieredStopAtLevel=4.
+    "-XX:TieredStopAtLevel=1",
     "-Xms256m",
     "-Xmx768m",
     "-XX:+UseG1GC",
