@@ -23,11 +23,11 @@ from taxi_kafka._records import (
     count_records,
     dead_letter,
     each_record,
-    first_offsets,
     identity,
     next_offsets,
     output_records,
     rewind_targets,
+    sort_out,
 )
 
 
@@ -43,14 +43,42 @@ batches = st.lists(
 
 
 @given(batches)
-def test_next_and_first_offsets_bracket_each_partition(batch):
-    messages = [message(t, p, o) for t, p, o in batch]
-    after, first = next_offsets(messages), first_offsets(messages)
-    assert set(after) == set(first) == {(t, p) for t, p, _ in batch}
+def test_next_offsets_are_one_past_each_partitions_highest(batch):
+    after = next_offsets([message(t, p, o) for t, p, o in batch])
+    assert set(after) == {(t, p) for t, p, _ in batch}
     for (topic, partition), offset in after.items():
-        offsets = [o for t, p, o in batch if (t, p) == (topic, partition)]
-        assert offset == max(offsets) + 1
-        assert first[(topic, partition)] == min(offsets)
+        assert offset == max(o for t, p, o in batch if (t, p) == (topic, partition)) + 1
+
+
+# As consume() hands them over: partitions interleaved, each in offset order (with gaps, as
+# transaction markers leave), and now and then an error event.
+consumed_batches = st.lists(
+    st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 3), st.integers(1, 3), st.booleans()),
+    max_size=60,
+)
+
+
+@given(consumed_batches)
+def test_one_pass_sorts_out_what_a_batch_needs(draws):
+    next_offset: dict[tuple[str, int], int] = {}
+    batch = []
+    for topic, partition, gap, is_error in draws:
+        if is_error:
+            batch.append(Message(topic=topic, partition=partition, error=KafkaError(-191)))
+            continue
+        offset = next_offset.get((topic, partition), 0) + gap
+        next_offset[(topic, partition)] = offset
+        batch.append(message(topic, partition, offset))
+    consumed = sort_out(batch)
+    records = [m for m in batch if m.error() is None]
+    assert consumed.messages == records
+    assert consumed.errors == [m for m in batch if m.error() is not None]
+    assert consumed.next_offsets() == next_offsets(records)
+    for key, first in consumed.first_offsets().items():
+        assert first == min(m.offset() for m in records if (m.topic(), m.partition()) == key)
+    assert consumed.counts_by_topic() == {
+        t: sum(m.topic() == t for m in records) for t in {m.topic() for m in records}
+    }
 
 
 def test_rewind_prefers_committed_offsets_and_falls_back_to_the_batch_start():

@@ -51,8 +51,6 @@ from taxi_kafka._records import (
     StatefulTransform,
     Transform,
     TransformResult,
-    first_offsets,
-    next_offsets,
     output_records,
     rewind_targets,
 )
@@ -157,8 +155,9 @@ class TransactionalProcessor:
 
     def _process_batch(self) -> None:
         self._rebalanced = False
-        messages = self._consumer.consume(self._batch.max_messages, self._batch.max_wait)
-        for key, offset in first_offsets(messages).items():
+        consumed = self._consumer.consume_batch(self._batch.max_messages, self._batch.max_wait)
+        messages = consumed.messages
+        for key, offset in consumed.first_offsets().items():
             self._uncommitted_from.setdefault(key, offset)
         if self._rebalanced:
             if messages:
@@ -183,7 +182,7 @@ class TransactionalProcessor:
             self._rewind()
             return
         records = output_records(result, self._service, self._dead_letter_topic)
-        offsets = next_offsets(messages)
+        offsets = consumed.next_offsets()
         group_metadata = self._consumer.group_metadata()
         self._committing = _Committing(
             BackgroundCall(

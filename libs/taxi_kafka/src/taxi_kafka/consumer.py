@@ -27,7 +27,13 @@ from taxi_kafka._config import KafkaConfig
 from taxi_kafka._errors import fatal_error, log_client_error
 from taxi_kafka._lag import broker_states, consumer_lag, lag_seconds
 from taxi_kafka._observer import Observer
-from taxi_kafka._records import PartitionKey, partition_offsets, position, topic_partitions
+from taxi_kafka._records import (
+    Consumed,
+    PartitionKey,
+    partition_offsets,
+    sort_out,
+    topic_partitions,
+)
 from taxi_kafka._retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -142,32 +148,29 @@ class KafkaConsumer:
     def consume(self, max_messages: int, timeout: float) -> list[Message]:
         """Up to `max_messages` records, waiting at most `timeout` seconds to fill the batch.
         Per-partition errors are logged and left out; fatal ones raise FatalKafkaError."""
-        messages = self.client.consume(max_messages, timeout)
+        return self.consume_batch(max_messages, timeout).messages
+
+    def consume_batch(self, max_messages: int, timeout: float) -> Consumed:
+        """consume(), with each partition's first and last record of the batch."""
+        consumed = sort_out(self.client.consume(max_messages, timeout))
         if self._fatal is not None:
             raise fatal_error(self._fatal)
-        good = []
-        for message in messages:
+        for message in consumed.errors:
             error = message.error()
             if error is None:
-                good.append(message)
-            elif error.fatal():
+                continue
+            if error.fatal():
                 raise fatal_error(error)
-            elif error.code() != KafkaError._PARTITION_EOF:
+            if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("%s [%s]: %s", message.topic(), message.partition(), error.str())
-        counts: dict[str, int] = {}
-        last: dict[PartitionKey, Message] = {}
-        for message in good:
-            topic, partition, _ = position(message)
-            counts[topic] = counts.get(topic, 0) + 1
-            last[(topic, partition)] = message
-        for topic, count in counts.items():
+        for topic, count in consumed.counts_by_topic().items():
             self._observer.consumed(topic, count)
-        for key, message in last.items():
+        for key, message in consumed.last.items():
             timestamp_type, timestamp_ms = message.timestamp()
             if timestamp_type != TIMESTAMP_NOT_AVAILABLE:
                 # The last one handed over, not the highest: a rewind moves it back too.
                 self._newest_ms[key] = timestamp_ms
-        return good
+        return consumed
 
     def assignment(self) -> list[PartitionKey]:
         return _keys(self.client.assignment())
