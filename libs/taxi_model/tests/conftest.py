@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from taxi_model import sample_data_path
+from taxi_model import read_trips, sample_data_path, train_model
 from taxi_model._synth import generate_trips
+from taxi_model._training import TrainResult
 from taxi_model._workflow import SavedModel, train_and_save
 
 REPO = Path(__file__).resolve().parents[3]
@@ -22,6 +23,12 @@ def real_sample_path() -> Path:
             f"the real Kaggle sample is not at {REAL_SAMPLE}; set TAXI_SAMPLE_DATA to its path"
         )
     return REAL_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def real_result(real_sample_path: Path) -> TrainResult:
+    """The served shape trained on the real sample as `taxi train` does (time split), once."""
+    return train_model(read_trips(real_sample_path).frame, str(real_sample_path))
 
 
 @pytest.fixture(scope="session")

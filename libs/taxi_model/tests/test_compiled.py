@@ -11,7 +11,7 @@ import pytest
 import tl2cgen
 from treelite.model_builder import Metadata, ModelBuilder, PostProcessorFunc, TreeAnnotation
 
-from taxi_model import INPUT_COLUMNS, TripDurationModel, read_trips, train_model
+from taxi_model import INPUT_COLUMNS, TripDurationModel, train_model
 from taxi_model._compiled import (
     TOLERANCE,
     CompiledTrees,
@@ -22,16 +22,9 @@ from taxi_model._compiled import (
     misread_as_missing,
     with_compiled_trees,
 )
-from taxi_model._training import TrainResult
 
 # A small model where the property does not need the served shape: it compiles in seconds.
 SMALL = {"max_rounds": 10, "max_leaf_nodes": 15}
-
-
-@pytest.fixture(scope="module")
-def real_result(real_sample_path: Path) -> TrainResult:
-    """The served shape (150 rounds of 63 leaves) trained as `taxi train` does: time split."""
-    return train_model(read_trips(real_sample_path).frame, str(real_sample_path))
 
 
 @pytest.fixture(scope="module")

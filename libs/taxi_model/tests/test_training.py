@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taxi_model._data import read_trips
 from taxi_model._metrics import quality_metrics
 from taxi_model._training import (
     InSampleError,
@@ -83,15 +82,14 @@ def test_unlabelled_trips_cannot_train(synthetic_trips):
 
 
 @pytest.mark.slow
-def test_quality_bar_on_real_kaggle_rows(real_sample_path):
+def test_quality_bar_on_real_kaggle_rows(real_result):
     """The real sample, split by time: the latest fifth by pickup time scores RMSLE <= 0.44 (the
     constant median scores 0.795). A random fifth scores lower (0.405; docs/measurements): the
     later trips are harder, and a live replay meets later trips."""
-    trips = read_trips(real_sample_path).frame
-    result = train_model(trips, str(real_sample_path))
+    result = real_result
     assert (result.holdout["pickup_datetime"] >= pd.Timestamp(result.card.data.cutoff)).all()
     holdout = result.holdout
-    assert result.card.holdout.count == len(holdout) >= round(len(trips) * 0.2)
+    assert result.card.holdout.count == len(holdout) >= round(result.card.data.rows * 0.2)
     assert result.card.holdout.rmsle <= 0.44
 
     typical = holdout[holdout["trip_duration"].between(60, 3 * 3600)]
