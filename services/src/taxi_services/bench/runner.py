@@ -57,7 +57,13 @@ from taxi_kafka import (
     SHADOW_PREDICTIONS,
     read_to_end,
 )
-from taxi_kafka.cluster import ADMIN_PRINCIPAL, PLAINTEXT, SASL_SSL, SERVICE_PRINCIPALS
+from taxi_kafka.cluster import (
+    ADMIN_PRINCIPAL,
+    JVM_OPTIONS,
+    PLAINTEXT,
+    SASL_SSL,
+    SERVICE_PRINCIPALS,
+)
 from taxi_model import (
     Decider,
     DeploymentError,
@@ -981,6 +987,10 @@ def measure(
         "security": list(securities),
         "kafka_version": cluster.kafka_version,
         "brokers": brokers,
+        # What the scratch brokers ran with: the JIT, above all, changes every figure.
+        "broker_jvm_options": [*JVM_OPTIONS, *cluster.scratch.jvm_options]
+        if cluster.scratch
+        else None,
         "partitions": settings.partitions,
         "python": platform.python_version(),
         "confluent_kafka": confluent_kafka.__version__,
