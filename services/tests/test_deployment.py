@@ -26,7 +26,7 @@ from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.testing import produce_all, wait_for
 from taxi_model import Decider, RegistryRecord, TripDurationModel, read_card
 from taxi_model._artifact import content_version
-from taxi_services.deployment import Deployment, FollowerError, ModelFollower
+from taxi_services.deployment import Deployment, FollowerError, ModelFollower, ModelPreparer
 from taxi_services.registry import ModelRegistry, RegistryTopics, ensure_champion, record_of
 
 pytestmark = pytest.mark.kafka
@@ -133,6 +133,24 @@ def test_the_follower_waits_for_a_champion_then_follows_every_decision(
     stop.set()
 
 
+def started_follower(
+    cluster: LocalCluster,
+    registry: ModelRegistry,
+    switches: list[Deployment],
+    prepare: ModelPreparer | None = None,
+) -> ModelFollower:
+    """A follower of `registry`'s topics, noting each switch in `switches`."""
+    follower = ModelFollower(
+        KafkaConfig(cluster.bootstrap_servers),
+        registry.topics,
+        on_rejected=lambda *_: None,
+        on_switch=switches.append,
+        prepare=prepare,
+    )
+    follower.start()
+    return follower
+
+
 def test_a_restarted_follower_starts_on_the_current_champion_only(
     registry, kafka_cluster, trained_model_path, challenger_model_path
 ):
@@ -145,13 +163,7 @@ def test_a_restarted_follower_starts_on_the_current_champion_only(
         decider.promote(registry.history(), second.version, {first, second.version}, "x")
     )
     switches: list[Deployment] = []
-    follower = ModelFollower(
-        KafkaConfig(kafka_cluster.bootstrap_servers),
-        registry.topics,
-        on_rejected=lambda *_: None,
-        on_switch=switches.append,
-    )
-    follower.start()
+    follower = started_follower(kafka_cluster, registry, switches)
     try:
         ready = follower.wait_ready(threading.Event())
     finally:
@@ -176,14 +188,7 @@ def test_each_model_is_prepared_once_before_it_predicts(
     second = record_of(challenger_model_path)
     registry.publish(second)
     switches: list[Deployment] = []
-    follower = ModelFollower(
-        KafkaConfig(kafka_cluster.bootstrap_servers),
-        registry.topics,
-        on_rejected=lambda *_: None,
-        on_switch=switches.append,
-        prepare=prepare,
-    )
-    follower.start()
+    follower = started_follower(kafka_cluster, registry, switches, prepare)
     try:
         assert follower.wait_ready(threading.Event()) is not None
         known = {first, second.version}
