@@ -86,6 +86,9 @@ def test_eda_runs_in_a_clean_checkout(tmp_path: Path, monkeypatch: pytest.Monkey
     trips, with a model trained in the notebook. The notebook finds the repository by its
     pyproject.toml and libs/taxi_model/."""
     monkeypatch.delenv(SAMPLE_DATA_VARIABLE, raising=False)
+    # As a user's shell may have it, and as importing streamlit leaves it in this process: the
+    # notebook shows its figures inline all the same.
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     checkout = tmp_path / "ML-taxi"
     (checkout / "libs" / "taxi_model").mkdir(parents=True)
     (checkout / "notebooks").mkdir()
