@@ -203,7 +203,9 @@ def test_a_recording_of_a_busy_process_finds_its_functions(busy_python, tmp_path
     top = profile["top_self"][0]
     assert top["function"] in ("square_all", "square_all.<locals>.<genexpr>")
     assert top["location"].startswith("busy.py:")
-    assert top["share"] > 0.5
+    # The loop and its generator share the samples between them, as evenly as 50/50 at times.
+    busy = sum(e["share"] for e in profile["top_self"] if e["location"].startswith("busy.py:"))
+    assert busy > 0.5
 
 
 def test_py_spy_cannot_attach_to_what_is_not_python(tmp_path):
