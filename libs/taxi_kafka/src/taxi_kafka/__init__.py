@@ -94,7 +94,7 @@ from taxi_kafka._records import (
 from taxi_kafka._retry import RetryPolicy
 from taxi_kafka._shutdown import first_signal_interrupts, run_until_stopped, stop_on_signals
 from taxi_kafka._table import LogFollower, read_table, read_tail, read_to_end
-from taxi_kafka._transactions import TransactionalProducer
+from taxi_kafka._transactions import DELIBERATE_ABORT, TransactionalProducer
 from taxi_kafka.consumer import KafkaConsumer
 from taxi_kafka.producer import KafkaProducer
 
@@ -109,6 +109,7 @@ __all__ = [
     "DASHBOARD_PORT",
     "DEAD_LETTERS",
     "DEFAULT_PARTITIONS",
+    "DELIBERATE_ABORT",
     "FINISHED_TRIPS",
     "INTERNAL_TOPICS",
     "METRICS_ADDRESS",

@@ -53,7 +53,8 @@ class Observer:
         """A transaction holding `records` produced records committed."""
 
     def transaction_aborted(self, reason: str) -> None:
-        """A transaction was aborted (or its outcome was left to the producer's successor)."""
+        """A transaction was aborted (or its outcome was left to the producer's successor);
+        `reason` is the error's name, or DELIBERATE_ABORT when a transform asked for it."""
 
     def producer_recreated(self, reason: str) -> None:
         """The transactional producer was replaced after a fatal error or a timeout."""

@@ -26,6 +26,10 @@ read_committed, so they never see an aborted or pending batch.
   coordinator's broker went away: librdkafka #5456/#5511). Either way the consumer then rewinds
   to whatever was committed. Being fenced means a newer instance runs: FencedError, and this one
   stops.
+- Deliberate aborts. A transform's result with `abort` set is written in a transaction that is
+  then aborted (TransactionalProducer.produce_then_abort): fault injection, so tests can check
+  that read_committed readers never see an aborted record. The batch is then redone as after a
+  failed commit.
 - Timeouts. transaction.timeout.ms (30 s by default) bounds how long a dead instance that never
   comes back holds read_committed readers up; batches take well under a second.
   session.timeout.ms (10 s) is how long a dead member keeps its partitions when nobody restarts
@@ -51,6 +55,7 @@ from taxi_kafka._records import (
     StatefulTransform,
     Transform,
     TransformResult,
+    count_records,
     output_records,
     rewind_targets,
 )
@@ -186,7 +191,7 @@ class TransactionalProcessor:
         group_metadata = self._consumer.group_metadata()
         self._committing = _Committing(
             BackgroundCall(
-                lambda: self._transactions.commit(records, offsets, group_metadata),
+                lambda: self._transaction(result, records, offsets, group_metadata),
                 what=f"{self._service} commit",
             ),
             result,
@@ -197,6 +202,24 @@ class TransactionalProcessor:
         self._uncommitted_from = {}
         if self._stateful is not None and not self._settle():
             self._rewind()
+
+    def _transaction(
+        self,
+        result: TransformResult,
+        records: Outputs,
+        offsets: Mapping[PartitionKey, int] | None = None,
+        group_metadata: object | None = None,
+    ) -> bool:
+        """Commit `records` (and `offsets`) in one transaction, or abort it as `result` asks;
+        True once committed."""
+        if result.abort is not None:
+            log.info(
+                "aborting a transaction of %d record(s) deliberately: %s",
+                count_records(records),
+                result.abort,
+            )
+            return self._transactions.produce_then_abort(records)
+        return self._transactions.commit(records, offsets, group_metadata)
 
     def _settle(self) -> bool:
         """Wait for the committing batch, if any; False if it failed, its offsets then being
@@ -245,7 +268,7 @@ class TransactionalProcessor:
         records = output_records(result, self._service, self._dead_letter_topic)
         if not records:
             return
-        if self._transactions.commit(records):
+        if self._transaction(result, records):
             report_outputs(self._observer, records, result)
             transform.committed()
         else:

@@ -62,6 +62,10 @@ class TransformResult:
     # When the inputs' events happened, per input topic: reported once the batch commits
     # (Observer.events_committed), the moment read_committed readers downstream can see it.
     event_times: Mapping[str, Sequence[datetime]] = field(default_factory=dict)
+    # Fault injection: set (to the reason, for the log), the batch's records are written in a
+    # transaction that is then aborted, and the batch is consumed again. Tests use it to check
+    # that read_committed readers never see an aborted record.
+    abort: str | None = None
 
 
 Transform = Callable[[Sequence[Message]], TransformResult]

@@ -36,10 +36,17 @@ METADATA_RETRY = RetryPolicy(initial=0.2, multiplier=2.0, max_delay=2.0, deadlin
 NEW_TOPIC_RETRY = RetryPolicy(initial=0.2, multiplier=2.0, max_delay=1.0, deadline=2.0)
 
 
-def read_to_end(config: KafkaConfig, topic: str, timeout: float = 120.0) -> list[Message]:
-    """Every committed record of `topic`, by partition and in offset order. TimeoutError when
-    the end is not reached in `timeout` seconds."""
-    consumer = _reader(config, topic, "read_committed")
+def read_to_end(
+    config: KafkaConfig,
+    topic: str,
+    timeout: float = 120.0,
+    *,
+    isolation_level: str = "read_committed",
+) -> list[Message]:
+    """Every committed record of `topic`, by partition and in offset order; with
+    isolation_level "read_uncommitted", aborted ones too. TimeoutError when the end is not
+    reached in `timeout` seconds."""
+    consumer = _reader(config, topic, isolation_level)
     try:
         ends = METADATA_RETRY.call(
             lambda: _high_watermarks(config, topic),

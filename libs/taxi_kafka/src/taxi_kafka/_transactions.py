@@ -10,6 +10,10 @@ producer is abandoned, and its successor's new epoch fences it.
 Either way nothing of a failed transaction is visible to read_committed readers, and the caller
 rolls its own state back to its last committed point. Being fenced raises FencedError: a newer
 instance with the same transactional.id runs, and this one must stop.
+
+`produce_then_abort()` is fault injection: it writes the records to the brokers in a
+transaction and aborts it on purpose, so tests can check that read_committed readers never see
+them.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ TRANSACTIONAL_PRODUCER_DEFAULTS: Mapping[str, Any] = {
     # record would only cost a Python callback each; failures are still reported.
     "delivery.report.only.error": True,
 }
+
+# The reason a deliberate abort (produce_then_abort) reports to Observer.transaction_aborted.
+DELIBERATE_ABORT = "DELIBERATE"
 
 # Starting a producer waits out brokers coming up or an old transaction being completed.
 INIT_RETRY = RetryPolicy(initial=0.5, multiplier=2.0, max_delay=5.0, deadline=300.0)
@@ -107,6 +114,28 @@ class TransactionalProducer:
             return False
         self._observer.transaction_committed(count_records(records))
         return True
+
+    def produce_then_abort(self, records: Outputs) -> bool:
+        """Produce `records` in a transaction, wait until the brokers have them, then abort it.
+        Returns False, as a failed commit does: nothing committed, the caller redoes its batch.
+        Not a failure: the producer stays, unless the abort itself fails."""
+        client = self._producer.client
+        try:
+            client.begin_transaction()
+            self._producer.produce_all(records)
+            # Aborted while still queued, the records would be purged locally and never reach
+            # the brokers' logs, where read_committed readers must skip them.
+            remaining = self._producer.flush(self._timeouts.commit)
+            client.abort_transaction(self._timeouts.abort)
+        except (KafkaException, FatalKafkaError) as exc:
+            self._recover(exc)
+            return False
+        if remaining:
+            log.warning(
+                "%s: %d record(s) aborted before they reached the brokers", self._name, remaining
+            )
+        self._observer.transaction_aborted(DELIBERATE_ABORT)
+        return False
 
     def _send_offsets(
         self, offsets: Mapping[PartitionKey, int], group_metadata: object | None
