@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taxi_events import ModelMetrics, Source
+from taxi_events import POISON_PREFIX, ModelMetrics, Source
 from taxi_services.chaos.checker import (
     LATE_END_MS,
     METRIC_TOLERANCE,
@@ -183,6 +183,33 @@ def test_dead_letters_fail_the_report():
         "reasons": {"undecodable TripStarted": 2},
     }
     assert not result.passed
+
+
+def poisoned(run: Observed, leaked: int) -> Observed:
+    """`run` with the deliberate aborts of five marker trips in the log, `leaked` of them also
+    among the predictions read read_committed (as a broken isolation would show them)."""
+    markers = run.predictions[:5]
+    poison = [f"{POISON_PREFIX}{r.key}" for r in markers]
+    visible = [Stamped(f"{POISON_PREFIX}{r.key}", r.at_ms) for r in markers[:leaked]]
+    return dataclasses.replace(run, predictions=[*run.predictions, *visible], poison_in_log=poison)
+
+
+def test_poison_in_the_log_only_passes_and_is_counted():
+    result = check(poisoned(clean_run(), 0), NO_FAULT, Bounds())
+    assert result.passed
+    assert result.figures["aborted_reads"] == {"poison_in_log": 5, "poison_visible": 0}
+
+
+def test_a_run_without_deliberate_aborts_reads_none():
+    result = check(clean_run(), NO_FAULT, Bounds())
+    assert result.figures["aborted_reads"] == {"poison_in_log": 0, "poison_visible": 0}
+
+
+@given(st.integers(1, 5))
+def test_any_poison_read_committed_is_an_aborted_read(leaked):
+    result = check(poisoned(clean_run(), leaked), NO_FAULT, Bounds())
+    assert result.figures["aborted_reads"] == {"poison_in_log": 5, "poison_visible": leaked}
+    assert any(p.startswith(f"aborted reads: {leaked} record(s)") for p in result.problems)
 
 
 @st.composite

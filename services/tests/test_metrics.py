@@ -20,7 +20,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from taxi_events import ModelMetrics, decode, encode
 from taxi_events import testing as events
-from taxi_kafka import broker_states, lag_seconds
+from taxi_kafka import DELIBERATE_ABORT, broker_states, lag_seconds
 from taxi_services import aggregator, metrics, predictor, producer
 from taxi_services.aggregator import AggregateTransform
 from taxi_services.metrics import BatchHistogram, PrometheusObserver
@@ -135,7 +135,7 @@ def test_known_label_sets_start_at_zero():
     assert sample("taxi_records_produced_total", service=service, topic="dead_letters") == 0
     assert sample("taxi_producer_delivery_errors_total", service=service, topic="out") == 0
     assert sample("taxi_dead_letters_total", service=service, topic="in", reason="decode") == 0
-    for outcome in ("committed", "aborted"):
+    for outcome in ("committed", "aborted", "deliberately_aborted"):
         assert sample("taxi_transactions_total", service=service, outcome=outcome) == 0
     assert sample("taxi_producers_recreated_total", service=service) == 0
     assert sample("taxi_batch_size_records_count", service=service) == 0
@@ -198,6 +198,8 @@ def test_transactions_dead_letters_and_failures_are_counted():
     observer = PrometheusObserver(service)
     observer.transaction_committed(10)
     observer.transaction_aborted("_TIMED_OUT")
+    observer.transaction_aborted(DELIBERATE_ABORT)
+    observer.transaction_aborted(DELIBERATE_ABORT)
     observer.producer_recreated("_FATAL")
     observer.delivery_failed("out", "_MSG_TIMED_OUT")
     observer.dead_lettered("in", "decode")
@@ -205,6 +207,8 @@ def test_transactions_dead_letters_and_failures_are_counted():
     observer.batch_processed(12)
     assert sample("taxi_transactions_total", service=service, outcome="committed") == 1
     assert sample("taxi_transactions_total", service=service, outcome="aborted") == 1
+    # Fault injection's aborts apart from those errors forced.
+    assert sample("taxi_transactions_total", service=service, outcome="deliberately_aborted") == 2
     assert sample("taxi_producers_recreated_total", service=service) == 1
     assert sample("taxi_producer_delivery_errors_total", service=service, topic="out") == 1
     assert sample("taxi_dead_letters_total", service=service, topic="in", reason="decode") == 2

@@ -1,19 +1,23 @@
 """The predictor's transform, on hand-made Kafka messages: no broker needed."""
 
-from collections.abc import Callable
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import attrs
 import numpy as np
 import pytest
 from confluent_kafka import Message
+from hypothesis import given
+from hypothesis import strategies as st
 
-from taxi_events import Prediction, TripStarted, decode, encode
+from taxi_events import POISON_PREFIX, Prediction, TripStarted, decode, encode
 from taxi_events import testing as events
 from taxi_kafka import each_record
 from taxi_model import TripDurationModel, events_to_frame, load_model
 from taxi_services.deployment import Deployment
-from taxi_services.predictor import PredictTransform
+from taxi_services.predictor import DeliberateAborts, PredictTransform
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -187,3 +191,46 @@ def test_a_challenger_that_fails_on_the_stream_is_dropped_and_the_champion_goes_
         assert record.topic == "ml_predictions"
         assert decode(record.value, Prediction).challenger_version is None
     assert refused == [("broken", "missing-feature")]  # reported once, not per batch
+
+
+def crc32_markers(trip_ids: Iterable[str], every: int) -> set[str]:
+    return {t for t in trip_ids if zlib.crc32(t.encode()) % every == 0}
+
+
+@given(
+    st.integers(1, 5),
+    st.lists(st.lists(st.sampled_from([f"id{n:07d}" for n in range(40)]), max_size=15)),
+)
+def test_each_marker_is_handed_out_once_per_process_and_no_other_trip(every, batches):
+    aborts = DeliberateAborts(every)
+    taken = []
+    for batch in batches:
+        fresh = aborts.take(batch)
+        assert set(fresh) <= set(batch)
+        taken += fresh
+    seen = {t for batch in batches for t in batch}
+    assert Counter(taken) == Counter(crc32_markers(seen, every))
+
+
+def test_a_batch_with_a_marker_is_aborted_with_poison_then_predicted_plainly(model):
+    trips = [trip(n) for n in range(30)]
+    markers = crc32_markers((t.trip_id for t in trips), 4)
+    assert 0 < len(markers) < len(trips)  # the batch holds markers and other trips
+    batch = [message(encode(t), i) for i, t in enumerate(trips)]
+    transform = PredictTransform(serving(model), clock=lambda: NOW, aborts=DeliberateAborts(4))
+
+    aborted = transform(batch)
+    assert aborted.abort is not None
+    records = list(each_record(aborted.records))
+    real = {r.key: r.value for r in records if not r.key.startswith(POISON_PREFIX.encode())}
+    poison = {r.key: r.value for r in records if r.key.startswith(POISON_PREFIX.encode())}
+    assert set(real) == {t.trip_id.encode() for t in trips}
+    # One poison record per marker, on ml_predictions, holding the marker's real prediction.
+    assert poison == {f"{POISON_PREFIX}{t}".encode(): real[t.encode()] for t in markers}
+    assert {r.topic for r in records} == {"ml_predictions"}
+
+    # Redone, the batch is predicted as without aborts.
+    again = transform(batch)
+    plain = PredictTransform(serving(model), clock=lambda: NOW)(batch)
+    assert again.abort is None
+    assert list(each_record(again.records)) == list(each_record(plain.records))

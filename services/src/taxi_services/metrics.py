@@ -24,7 +24,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from taxi_kafka import METRICS_ADDRESS, Observer, PartitionKey
+from taxi_kafka import DELIBERATE_ABORT, METRICS_ADDRESS, Observer, PartitionKey
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,9 @@ BROKER_UP = Gauge(
     ["service", "client", "broker"],
 )
 
-OUTCOMES = ("committed", "aborted")
+# Deliberate aborts (fault injection, DELIBERATE_ABORT) apart from those errors forced.
+DELIBERATELY_ABORTED = "deliberately_aborted"
+OUTCOMES = ("committed", "aborted", DELIBERATELY_ABORTED)
 BROKER_CONNECTED = "UP"
 
 
@@ -221,7 +223,8 @@ class PrometheusObserver(Observer):
         TRANSACTIONS.labels(self.service, "committed").inc()
 
     def transaction_aborted(self, reason: str) -> None:
-        TRANSACTIONS.labels(self.service, "aborted").inc()
+        outcome = DELIBERATELY_ABORTED if reason == DELIBERATE_ABORT else "aborted"
+        TRANSACTIONS.labels(self.service, outcome).inc()
 
     def producer_recreated(self, reason: str) -> None:
         PRODUCERS_RECREATED.labels(self.service).inc()

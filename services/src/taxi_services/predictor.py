@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 import click
@@ -16,6 +17,7 @@ from confluent_kafka import Message
 from prometheus_client import Counter, Histogram, Info
 from threadpoolctl import threadpool_limits
 
+from taxi_events import POISON_PREFIX
 from taxi_events.columns import TripStartColumns, decode_trip_starts, encode_predictions
 from taxi_kafka import (
     DEAD_LETTERS,
@@ -81,6 +83,30 @@ def switched(deployment: Deployment) -> None:
     MODEL_INFO.info({"champion": deployment.champion.version, "challenger": challenger})
 
 
+class DeliberateAborts:
+    """Fault injection: which trips of a batch are markers (their id's CRC32 divisible by
+    `every`) that this process has not aborted yet. Each marker is handed out once: its batch is
+    aborted once, then processed again normally. CRC32, not hash(): the same trips are markers
+    in every process and run."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self._aborted: set[str] = set()
+
+    def is_marker(self, trip_id: str) -> bool:
+        return zlib.crc32(trip_id.encode()) % self.every == 0
+
+    def take(self, trip_ids: Iterable[str]) -> list[str]:
+        """The markers among `trip_ids` not handed out before, in order, each once."""
+        fresh = [
+            trip_id
+            for trip_id in dict.fromkeys(trip_ids)
+            if trip_id not in self._aborted and self.is_marker(trip_id)
+        ]
+        self._aborted.update(fresh)
+        return fresh
+
+
 class PredictTransform:
     """Decode a batch of trip starts, predict them in one call per model, encode the predictions.
 
@@ -89,6 +115,10 @@ class PredictTransform:
     so the same transaction. Records that do not decode become failures (dead letters); the
     rest of the batch goes on. The result carries each trip's start time, observed as latency
     once the batch commits.
+
+    With `aborts`, a batch holding a fresh marker trip is returned to be aborted, with one
+    poison record per marker (key POISON_PREFIX + trip id, its prediction as value) beside its
+    real predictions; it comes back and is predicted again, then without.
     """
 
     def __init__(
@@ -100,8 +130,10 @@ class PredictTransform:
         shadow_topic: str = SHADOW_PREDICTIONS,
         clock: Callable[[], datetime] = utc_now,
         on_rejected: RejectionHandler = rejected,
+        aborts: DeliberateAborts | None = None,
     ) -> None:
         self._models = models
+        self._aborts = aborts
         self._input_topic = input_topic
         self._output_topic = output_topic
         self._shadow_topic = shadow_topic
@@ -136,7 +168,22 @@ class PredictTransform:
             for topic, topic_values in ((self._output_topic, values), (self._shadow_topic, shadow))
             if topic_values
         ]
-        return TransformResult(records, failures, {self._input_topic: trips.produced_at})
+        event_times = {self._input_topic: trips.produced_at}
+        markers = self._aborts.take(trips.trip_id) if self._aborts is not None else []
+        if markers:
+            row = {trip_id: i for i, trip_id in enumerate(trips.trip_id)}
+            poison = RecordColumns(
+                self._output_topic,
+                [values[row[trip_id]] for trip_id in markers],
+                [f"{POISON_PREFIX}{trip_id}".encode() for trip_id in markers],
+            )
+            return TransformResult(
+                [*records, poison],
+                failures,
+                event_times,
+                abort=f"deliberately, on {len(markers)} marker trip(s)",
+            )
+        return TransformResult(records, failures, event_times)
 
     def _shadow(
         self, challenger: TripDurationModel | None, trips: TripStartColumns, at: datetime
@@ -198,6 +245,17 @@ def _predict(model: TripDurationModel, trips: TripStartColumns, role: str) -> np
     "stay. A version's first load compiles it (some 20 s on 2 cores; cached after); the "
     "running models predict meanwhile.",
 )
+@option(
+    "--deliberate-aborts",
+    type=click.IntRange(1, None),
+    default=None,
+    metavar="N",
+    help="Fault injection, for tests and chaos runs only: a batch holding a marker trip (its "
+    "id's CRC32 divisible by N) not aborted before by this process is first written in a "
+    "transaction that is then aborted, with one poison record per marker keyed "
+    "'aborted:<trip id>' on ml_predictions beside the batch's predictions, then processed "
+    "again normally. read_committed readers must never see any of it. Off by default.",
+)
 @topic_prefix_option()
 def main(
     *,
@@ -208,6 +266,7 @@ def main(
     batch_size: int,
     batch_wait: float,
     compiled_trees: bool,
+    deliberate_aborts: int | None,
     topic_prefix: str,
 ) -> None:
     """Predict every trip's duration the moment it starts.
@@ -233,6 +292,7 @@ def main(
         on_switch=switched,
         prepare=with_compiled_trees if compiled_trees else None,
     )
+    aborts = None if deliberate_aborts is None else DeliberateAborts(deliberate_aborts)
     stop = threading.Event()
     with stop_on_signals(stop):
         follower.start()
@@ -250,6 +310,7 @@ def main(
                     input_topic=trips,
                     output_topic=predictions,
                     shadow_topic=shadow,
+                    aborts=aborts,
                 ),
                 dead_letter_topic=dead_letters,
                 batch=BatchPolicy(max_messages=batch_size, max_wait=batch_wait),

@@ -34,6 +34,10 @@ MAX_INTEGER = 2**63 - 1
 # Kafka's own limit on topic names.
 _MAX_TOPIC_LENGTH = 249
 DEAD_LETTER_HEADER_PREFIX = "taxi."
+# The key prefix of a poison record (`aborted:<trip id>`): the predictor writes them to
+# ml_predictions, under --deliberate-aborts, only in transactions it then aborts. No
+# read_committed reader may ever see one.
+POISON_PREFIX = "aborted:"
 
 Source = Literal["train", "test"]
 Scope = Literal["window", "cumulative"]

@@ -11,6 +11,11 @@ publishes them: the champion's over all its trips (challenger None; summed over 
 source's must account for each of its trips), and, while a challenger shadowed the champion,
 both roles head to head on the trips it predicted (`shadow_predictions`, each of them exactly
 once: every trip whose champion prediction names a challenger, and no other).
+
+Aborted reads (a Jepsen anomaly): with --deliberate-aborts, the predictor writes poison records
+(keys starting with POISON_PREFIX) to ml_predictions only in transactions it aborts. The runner
+also reads ml_predictions read_uncommitted, where they are, and the checker counts them there
+and among the committed predictions, where none may be.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from taxi_events import ModelMetrics, Role, Source
+from taxi_events import POISON_PREFIX, ModelMetrics, Role, Source
 from taxi_stream import END_DELAY_RANGE_S
 
 # A prediction this much later than its trip's start was held up by the fault. Normal
@@ -70,6 +75,9 @@ class Observed:
     metrics: Sequence[MetricsRecord]  # model_metrics, in offset order per source
     dead_letters: Sequence[str]  # the reason of each dead letter
     shadow_predictions: Sequence[Stamped] = ()  # a challenger's, of the same trips
+    # The keys starting with POISON_PREFIX in ml_predictions read read_uncommitted: what the
+    # predictor's deliberate aborts left in the log.
+    poison_in_log: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -381,6 +389,7 @@ def check(observed: Observed, timeline: Timeline, bounds: Bounds) -> Checked:
             )
 
     _check_shadow(observed, result)
+    _check_aborted_reads(observed, result)
     result.figures["metrics"] = _checked_metrics(observed, result)
 
     reasons = collections.Counter(observed.dead_letters)
@@ -428,6 +437,19 @@ def _check_shadow(observed: Observed, result: Checked) -> None:
                 f"shadow_predictions: {counted.missing} missing, {counted.duplicated} "
                 f"duplicated, {counted.unexpected} unexpected"
             )
+
+
+def _check_aborted_reads(observed: Observed, result: Checked) -> None:
+    """No poison record, written only in aborted transactions, may be read read_committed."""
+    visible = sum(1 for r in observed.predictions if r.key.startswith(POISON_PREFIX))
+    result.figures["aborted_reads"] = {
+        "poison_in_log": len(observed.poison_in_log),
+        "poison_visible": visible,
+    }
+    if visible:
+        result.problems.append(
+            f"aborted reads: {visible} record(s) of aborted transactions read read_committed"
+        )
 
 
 def _checked_metrics(observed: Observed, result: Checked) -> dict[str, Any]:
