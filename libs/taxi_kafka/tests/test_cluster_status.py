@@ -7,7 +7,10 @@ import json
 
 import pytest
 from confluent_kafka.admin import ClusterMetadata, PartitionMetadata, TopicMetadata
+from hypothesis import given
+from hypothesis import strategies as st
 
+from taxi_kafka._pipeline import coordinator_partition
 from taxi_kafka.cluster._status import (
     ClusterStatus,
     NodeStatus,
@@ -142,3 +145,17 @@ def test_a_secure_cluster_says_so_and_where_its_secrets_are():
         status
     )
     assert json.loads(status.to_json())["security"] == "sasl_ssl"
+
+
+# Java's ("...".hashCode() & 0x7fffffff) % 50, from jshell on OpenJDK 17.
+@pytest.mark.parametrize(
+    ("key", "partition"),
+    [("taxi-predictor", 23), ("é€😀", 6), ("taxi-predictor-taxi-chaos-1-x", 30), ("", 0)],
+)
+def test_the_coordinator_partition_is_kafkas(key, partition):
+    assert coordinator_partition(key, 50) == partition
+
+
+@given(st.text(), st.integers(1, 200))
+def test_the_coordinator_partition_is_one_of_the_partitions(key, partitions):
+    assert 0 <= coordinator_partition(key, partitions) < partitions

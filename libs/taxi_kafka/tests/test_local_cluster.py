@@ -19,7 +19,7 @@ from taxi_kafka._admin import (
     internal_topic_problems,
     topic_states,
 )
-from taxi_kafka._pipeline import INTERNAL_TOPICS, PROJECT_TOPICS, TopicSpec
+from taxi_kafka._pipeline import CONSUMER_OFFSETS, INTERNAL_TOPICS, PROJECT_TOPICS, TopicSpec
 from taxi_kafka._retry import RetryPolicy
 from taxi_kafka.cluster import LocalCluster
 from taxi_kafka.cluster._status import ClusterStatus
@@ -180,3 +180,14 @@ def test_the_brokers_run_with_the_quick_jit(kafka_cluster):
     assert pid is not None
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert b"-XX:TieredStopAtLevel=1" in argv
+
+
+def test_the_coordinator_the_status_names_is_the_one_the_brokers_name(kafka_cluster):
+    # Groups and transactional ids hash alike in Kafka's coordinator lookup, and the brokers
+    # tell which broker coordinates a group (known or not): groups check the status's answer.
+    groups = [f"taxi-coordinator-check-{n}" for n in range(12)]
+    described = kafka_cluster.admin().describe_consumer_groups(groups)
+    status = kafka_cluster.status()
+    answers = {group: described[group].result(timeout=30).coordinator.id for group in groups}
+    assert {group: status.coordinator(group, CONSUMER_OFFSETS) for group in groups} == answers
+    assert len(set(answers.values())) > 1  # spread over the brokers: not one answer for all

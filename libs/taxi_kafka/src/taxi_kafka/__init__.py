@@ -72,6 +72,7 @@ from taxi_kafka._pipeline import (
     TRANSACTION_STATE,
     UP_INSTANCE,
     TopicSpec,
+    coordinator_partition,
     instance_id,
     project_topics,
 )
@@ -169,6 +170,7 @@ __all__ = [
     "admin_client",
     "broker_states",
     "committed_offsets",
+    "coordinator_partition",
     "create_internal_topics",
     "differences",
     "each_record",

@@ -78,6 +78,17 @@ def instance_id(service: str, instance: str) -> str:
     return f"taxi-{service}-{instance}"
 
 
+def coordinator_partition(key: str, partitions: int) -> int:
+    """The partition of __consumer_offsets (for a group id) or __transaction_state (for a
+    transactional.id) whose leader coordinates `key`: Kafka's
+    `Utils.abs(key.hashCode()) % partitions`, on Java's String.hashCode (UTF-16 code units)."""
+    units = key.encode("utf-16-be")
+    code = 0
+    for i in range(0, len(units), 2):
+        code = (31 * code + int.from_bytes(units[i : i + 2], "big")) & 0xFFFFFFFF
+    return (code & 0x7FFFFFFF) % partitions
+
+
 DEFAULT_PARTITIONS = 6
 REPLICATION_FACTOR = 3
 MIN_INSYNC_REPLICAS = 2

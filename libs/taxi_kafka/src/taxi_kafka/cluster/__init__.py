@@ -36,7 +36,14 @@ from taxi_kafka.cluster._local import (
     UpResult,
     default_runtime_dir,
     default_secrets_dir,
+    node_host,
     requested_security,
+)
+from taxi_kafka.cluster._netns import (
+    HostNetwork,
+    NetworkUnavailableError,
+    host_network,
+    hosts_unavailable,
 )
 from taxi_kafka.cluster._procs import pid_alive, port_free, read_cmdline, send_signal, wait_gone
 from taxi_kafka.cluster._scratch import free_base_port, scratch_cluster
@@ -77,8 +84,10 @@ __all__ = [
     "ClusterSecrets",
     "ClusterStatus",
     "ComposeSecrets",
+    "HostNetwork",
     "KafkaJars",
     "LocalCluster",
+    "NetworkUnavailableError",
     "NodeStatus",
     "PartitionState",
     "PortInUseError",
@@ -95,6 +104,9 @@ __all__ = [
     "ensure_secrets",
     "format_status",
     "free_base_port",
+    "host_network",
+    "hosts_unavailable",
+    "node_host",
     "node_key_store_file",
     "partitions_of",
     "password_file",

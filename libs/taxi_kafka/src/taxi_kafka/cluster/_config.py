@@ -68,14 +68,21 @@ TOOL_JVM_OPTIONS: tuple[str, ...] = ("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX
 
 @dataclass(frozen=True)
 class ClusterPorts:
-    """Broker N (1-based) listens on base + N - 1, its controller CONTROLLER_PORT_OFFSET higher."""
+    """Broker N (1-based) listens on base + N - 1, its controller CONTROLLER_PORT_OFFSET higher,
+    on 127.0.0.1, or with `hosts`, on the address of its own test host (hosts[N - 1])."""
 
     base: int = DEFAULT_BASE_PORT
+    hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         highest = self.base + CONTROLLER_PORT_OFFSET + len(NODE_IDS) - 1
         if self.base < 1024 or highest > 65535:
             raise ValueError(f"base port {self.base} puts the cluster outside 1024..65535")
+        if self.hosts and len(self.hosts) != len(NODE_IDS):
+            raise ValueError(f"{len(self.hosts)} hosts for {len(NODE_IDS)} nodes")
+
+    def host(self, node_id: int) -> str:
+        return self.hosts[_index(node_id)] if self.hosts else HOST
 
     def broker(self, node_id: int) -> int:
         return self.base + _index(node_id)
@@ -88,11 +95,11 @@ class ClusterPorts:
 
     @property
     def bootstrap_servers(self) -> str:
-        return ",".join(f"{HOST}:{self.broker(n)}" for n in NODE_IDS)
+        return ",".join(f"{self.host(n)}:{self.broker(n)}" for n in NODE_IDS)
 
     @property
     def quorum_voters(self) -> str:
-        return ",".join(f"{n}@{HOST}:{self.controller(n)}" for n in NODE_IDS)
+        return ",".join(f"{n}@{self.host(n)}:{self.controller(n)}" for n in NODE_IDS)
 
 
 def _index(node_id: int) -> int:
@@ -129,13 +136,14 @@ def server_properties(
     """The settings of one combined broker+controller node: PLAINTEXT, or with `security`,
     SASL_SSL everywhere and ACLs enforced."""
     broker, controller = ports.of_node(node_id)
+    host = ports.host(node_id)
     listener = "SASL_SSL" if security else "PLAINTEXT"
     return {
         "process.roles": "broker,controller",
         "node.id": str(node_id),
         "controller.quorum.voters": ports.quorum_voters,
-        "listeners": f"{listener}://{HOST}:{broker},CONTROLLER://{HOST}:{controller}",
-        "advertised.listeners": f"{listener}://{HOST}:{broker}",
+        "listeners": f"{listener}://{host}:{broker},CONTROLLER://{host}:{controller}",
+        "advertised.listeners": f"{listener}://{host}:{broker}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": listener,
         "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:{listener}",

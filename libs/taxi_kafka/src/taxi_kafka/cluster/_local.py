@@ -40,6 +40,7 @@ from taxi_kafka.cluster._config import (
 )
 from taxi_kafka.cluster._errors import ClusterError, PortInUseError
 from taxi_kafka.cluster._jars import KAFKA_VERSION, KafkaJars, ensure_jars, find_java
+from taxi_kafka.cluster._netns import HostNetwork
 from taxi_kafka.cluster._secrets import (
     ADMIN_PRINCIPAL,
     BROKER_PRINCIPAL,
@@ -147,8 +148,11 @@ class LocalCluster:
         broker_overrides: Mapping[str, str] | None = None,
         security: str | None = None,
         secrets_dir: Path | None = None,
+        network: HostNetwork | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> None:
+        """With `network`, each node runs on a test host of its own (node-1, node-2, node-3),
+        made here, where the network can cut it off (a scratch cluster's --hosts mode)."""
         self.runtime_dir = (runtime_dir or default_runtime_dir(env)).absolute()
         # Beside the default runtime dir, as .taxi/secrets; inside any other (a scratch one).
         default = self.runtime_dir == default_runtime_dir(env).absolute()
@@ -170,7 +174,9 @@ class LocalCluster:
                 f"the cluster in {self.runtime_dir} uses base port {recorded}, not {requested}; "
                 f"use --base-port {recorded}, or remove it first with `taxi cluster down --purge`"
             )
-        self.ports = ClusterPorts(requested or recorded or ClusterPorts().base)
+        self.network = network
+        hosts = tuple(network.add_host(node_host(n)) for n in NODE_IDS) if network else ()
+        self.ports = ClusterPorts(requested or recorded or ClusterPorts().base, hosts)
         # A cluster keeps the security it was made with: its storage holds the credentials.
         # Recorded before secure clusters existed: PLAINTEXT.
         made_with = record.get("security") or (PLAINTEXT if record else None)
@@ -180,6 +186,9 @@ class LocalCluster:
                 f"{_describe(security)}; remove it first with `taxi cluster down --purge`"
             )
         self.security = security or made_with or PLAINTEXT
+        if network and self.secure:
+            # The nodes' certificates name 127.0.0.1 only.
+            raise ClusterError("test hosts run PLAINTEXT clusters only")
         self._secrets: ClusterSecrets | None = None
         self._jars: KafkaJars | None = None
         self._java: str | None = None
@@ -306,6 +315,8 @@ class LocalCluster:
         return found
 
     def _check_ports(self, node_id: int) -> None:
+        if self.network:
+            return  # a test host is a fresh namespace: its ports are free
         for role, port in zip(("broker", "controller"), self.ports.of_node(node_id), strict=True):
             if not procs.port_free(port):
                 owner = procs.port_owner(port) or "a process this user cannot see"
@@ -380,7 +391,12 @@ class LocalCluster:
             command = launcher.broker(
                 self._properties(node_id), self.log_file(node_id), self.jvm_options
             )
-            pid = procs.start_detached(command, self.node_dir(node_id), self._console_file(node_id))
+            pid = procs.start_detached(
+                command,
+                self.node_dir(node_id),
+                self._console_file(node_id),
+                self.network.preexec(node_host(node_id)) if self.network else None,
+            )
             self._pid_file(node_id).write_text(f"{pid}\n")
             log.info("node %d started: pid %d, log %s", node_id, pid, self.log_file(node_id))
 
@@ -390,6 +406,7 @@ class LocalCluster:
             "kafka_version": jars.version,
             "jars_dir": str(jars.directory),
             "base_port": self.ports.base,
+            "hosts": {str(n): self.ports.host(n) for n in NODE_IDS},
             "bootstrap_servers": self.bootstrap_servers,
             "brokers": {str(n): self.ports.broker(n) for n in NODE_IDS},
             "controllers": {str(n): self.ports.controller(n) for n in NODE_IDS},
@@ -451,7 +468,7 @@ class LocalCluster:
         """Whether the node's broker answers. Kafka opens the broker port only once the broker
         is registered and unfenced, so an open port also tells a restarted node from a killed
         incarnation that the controller has not fenced yet."""
-        return procs.port_open(self.ports.broker(node_id))
+        return procs.port_open(self.ports.broker(node_id), self.ports.host(node_id))
 
     def _wait_serving(self, node_ids: Sequence[int], timeout: float) -> None:
         def check() -> None:
@@ -500,7 +517,7 @@ class LocalCluster:
                     broker_port=self.ports.broker(n),
                     controller_port=self.ports.controller(n),
                     pid=pids[n],
-                    port_open=procs.port_open(self.ports.broker(n)),
+                    port_open=procs.port_open(self.ports.broker(n), self.ports.host(n)),
                     registered=metadata is not None and n in metadata.brokers,
                 )
                 for n in NODE_IDS
@@ -610,6 +627,11 @@ class LocalCluster:
         self._start([node_id])
         self._wait_serving([node_id], timeout)
         return True
+
+
+def node_host(node_id: int) -> str:
+    """The name of node `node_id`'s test host."""
+    return f"node-{node_id}"
 
 
 def _describe(security: str) -> str:

@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from taxi_kafka.cluster._config import HOST
@@ -67,9 +67,12 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
-def start_detached(argv: Sequence[str], cwd: Path, output: Path) -> int:
+def start_detached(
+    argv: Sequence[str], cwd: Path, output: Path, preexec: Callable[[], None] | None = None
+) -> int:
     """Start `argv` in its own session (so Ctrl+C at the terminal does not reach it), with
-    stdout and stderr appended to `output`. Returns its pid."""
+    stdout and stderr appended to `output`; `preexec` runs in the child first (say, to enter
+    a test host's network). Returns its pid."""
     with output.open("ab") as out:
         child = subprocess.Popen(
             list(argv),
@@ -78,6 +81,7 @@ def start_detached(argv: Sequence[str], cwd: Path, output: Path) -> int:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=preexec,  # noqa: PLW1509  # only setns(2): nothing a fork could deadlock on
         )
     _children[child.pid] = child
     return child.pid

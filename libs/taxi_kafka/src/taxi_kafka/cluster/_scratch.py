@@ -13,6 +13,7 @@ from pathlib import Path
 
 from taxi_kafka.cluster._config import NODE_IDS, ClusterPorts
 from taxi_kafka.cluster._local import LocalCluster
+from taxi_kafka.cluster._netns import host_network
 from taxi_kafka.cluster._procs import port_free
 
 log = logging.getLogger(__name__)
@@ -34,22 +35,37 @@ def free_base_port() -> int:
 
 @contextlib.contextmanager
 def scratch_cluster(
-    prefix: str = "taxi-scratch-", *, keep: bool = False, security: str | None = None
+    prefix: str = "taxi-scratch-",
+    *,
+    keep: bool = False,
+    security: str | None = None,
+    hosts: bool = False,
 ) -> Iterator[LocalCluster]:
     """A new cluster, up with the project topics, stopped and deleted afterwards; with
-    `security` SASL_SSL, a secure one (its secrets in its folder). With `keep`, or when the
-    body raises, its folder (logs included) is kept and logged for a post-mortem. Not under
-    pytest's basetemp: pytest prunes old ones, even while another run uses them."""
-    runtime_dir = Path(tempfile.mkdtemp(prefix=prefix))
-    cluster = LocalCluster(runtime_dir, base_port=free_base_port(), security=security)
-    failed = True
-    try:
-        cluster.up()
-        yield cluster
-        failed = False
-    finally:
-        cluster.down()
-        if keep or failed:
-            log.warning("the cluster's files and logs are kept in %s", runtime_dir)
-        else:
-            shutil.rmtree(runtime_dir, ignore_errors=True)
+    `security` SASL_SSL, a secure one (its secrets in its folder). With `hosts`, each node runs
+    on a test host of its own, on a test network made for it and removed after it, whatever
+    happens (`cluster.network` cuts and heals hosts, and makes more for services); raises
+    NetworkUnavailableError where this machine cannot. With `keep`, or when the body raises,
+    its folder (logs included) is kept and logged for a post-mortem. Not under pytest's
+    basetemp: pytest prunes old ones, even while another run uses them."""
+    network_context = host_network() if hosts else contextlib.nullcontext()
+    with network_context as network:
+        runtime_dir = Path(tempfile.mkdtemp(prefix=prefix))
+        # A test host's ports are free: its namespace is new.
+        base_port = ClusterPorts().base if network else free_base_port()
+        failed = True
+        try:
+            cluster = LocalCluster(
+                runtime_dir, base_port=base_port, security=security, network=network
+            )
+            try:
+                cluster.up()
+                yield cluster
+                failed = False
+            finally:
+                cluster.down()
+        finally:
+            if keep or failed:
+                log.warning("the cluster's files and logs are kept in %s", runtime_dir)
+            else:
+                shutil.rmtree(runtime_dir, ignore_errors=True)

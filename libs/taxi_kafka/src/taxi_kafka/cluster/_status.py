@@ -10,6 +10,8 @@ from typing import Any
 
 from confluent_kafka.admin import ClusterMetadata
 
+from taxi_kafka._pipeline import coordinator_partition
+
 # How many partition names to list before summarising the rest.
 _LISTED = 8
 
@@ -104,6 +106,14 @@ class ClusterStatus:
             if not p.offline
             and (p.topic in wanted if wanted is not None else not p.topic.startswith("__"))
         )
+
+    def coordinator(self, key: str, topic: str) -> int:
+        """The broker coordinating group id or transactional.id `key`: the leader of its
+        partition of `topic` (__consumer_offsets or __transaction_state); -1 if it has none."""
+        partitions = {p.partition: p for p in self.partitions if p.topic == topic}
+        if not partitions:
+            raise ValueError(f"no partitions of {topic} in the metadata")
+        return partitions[coordinator_partition(key, len(partitions))].leader
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
