@@ -181,7 +181,7 @@ class PredictTransform:
                 [*records, poison],
                 failures,
                 event_times,
-                abort=f"deliberately, on {len(markers)} marker trip(s)",
+                abort=f"{len(markers)} marker trip(s), --deliberate-aborts",
             )
         return TransformResult(records, failures, event_times)
 

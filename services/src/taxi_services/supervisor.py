@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,9 @@ class Child:
     args: Sequence[str]
     metrics_port: int
     log_path: Path
+    # Where it runs: this machine, or a test host (its address, and what enters its network).
+    host: str = "127.0.0.1"
+    enter_host: Callable[[], None] | None = field(default=None, repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -37,19 +40,27 @@ class Child:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self.host}:{self.metrics_port}/metrics"
 
     def start(self, env: Mapping[str, str]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(BIN / self.args[0]), *self.args[1:], "--metrics-port", str(self.metrics_port)],
+                [
+                    str(BIN / self.args[0]),
+                    *self.args[1:],
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    # On a test host, its metrics are served on its address.
+                    *(["--metrics-address", self.host] if self.enter_host else []),
+                ],
                 env={**os.environ, **env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 # Its own process group: the terminal's Ctrl+C reaches only `taxi up`, which
                 # then stops each child in order.
                 start_new_session=True,
+                preexec_fn=self.enter_host,  # noqa: PLW1509  # setns(2) only
             )
 
     @property

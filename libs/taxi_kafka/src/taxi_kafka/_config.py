@@ -43,6 +43,17 @@ class ConfigError(ValueError):
     """A setting that cannot be parsed; the message names it."""
 
 
+# A broker cut off by the network answers nothing, and the controller moves its leaderships
+# and coordinators away within broker.session.timeout.ms (4 s here). Clients learn of that
+# from a metadata refresh, librdkafka's every 5 minutes unless a request fails, and a request
+# to the cut broker fails only when it times out, after 60 s. With both, partition-leader's
+# longest gap without predictions was the whole 30 s cut (`taxi chaos`).
+PARTITION_TOLERANT_DEFAULTS: Mapping[str, Any] = {
+    "socket.timeout.ms": 10000,
+    "topic.metadata.refresh.interval.ms": 2000,
+}
+
+
 def env_settings(env: Mapping[str, str]) -> dict[str, str]:
     """The librdkafka settings passed through as TAXI_KAFKA_* variables."""
     settings = {}

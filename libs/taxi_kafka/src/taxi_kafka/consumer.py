@@ -23,7 +23,7 @@ from confluent_kafka import (
 )
 
 from taxi_kafka._admin import QUIET_CLIENT_CONFIG, is_transient
-from taxi_kafka._config import KafkaConfig
+from taxi_kafka._config import PARTITION_TOLERANT_DEFAULTS, KafkaConfig
 from taxi_kafka._errors import fatal_error, log_client_error
 from taxi_kafka._lag import broker_states, consumer_lag, lag_seconds
 from taxi_kafka._observer import Observer
@@ -44,6 +44,7 @@ CONSUMER_DEFAULTS: Mapping[str, Any] = {
     # Dead members are noticed after 10 s rather than librdkafka's 45 s.
     "session.timeout.ms": 10000,
     "statistics.interval.ms": 5000,
+    **PARTITION_TOLERANT_DEFAULTS,
 }
 CONSUMER_ENFORCED: Mapping[str, Any] = {
     "enable.auto.commit": False,

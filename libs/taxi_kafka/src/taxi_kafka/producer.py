@@ -13,7 +13,7 @@ from typing import Any, Self
 from confluent_kafka import KafkaError, Message, Producer
 
 from taxi_kafka._admin import QUIET_CLIENT_CONFIG
-from taxi_kafka._config import KafkaConfig
+from taxi_kafka._config import PARTITION_TOLERANT_DEFAULTS, KafkaConfig
 from taxi_kafka._errors import fatal_error, log_client_error
 from taxi_kafka._lag import broker_states
 from taxi_kafka._observer import Observer
@@ -33,6 +33,7 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "compression.type": "lz4",
     # Broker connection states for the observer (stats are served by poll and flush).
     "statistics.interval.ms": 5000,
+    **PARTITION_TOLERANT_DEFAULTS,
 }
 # What "no loss, no duplicates" rests on; user settings cannot weaken it.
 PRODUCER_ENFORCED: Mapping[str, Any] = {"enable.idempotence": True, "acks": "all"}

@@ -22,6 +22,8 @@ log = logging.getLogger("taxi.chaos")
 PROCESSORS = ("predictor", "aggregator", "trainer")  # they run until stopped; producers finish
 SCRAPE_TRIES = 3
 REPLAYED = "taxi_producer_trips_started"
+# A service alone on its test host serves its metrics on this port of the host's address.
+METRICS_PORT_ON_HOST = 9100
 
 
 class PipelineError(RuntimeError):
@@ -35,6 +37,16 @@ class Replayed:
     csv: Path
     trips: int
     rate: float
+
+
+@dataclass(frozen=True)
+class TransactionCounters:
+    """A service's transactions so far: committed, aborted on an error, and the producers it
+    replaced after a fatal error or a timeout."""
+
+    committed: int
+    aborted: int
+    producers_recreated: int
 
 
 def producer_name(source: Source) -> str:
@@ -55,13 +67,15 @@ class Pipeline:
         replays: Mapping[Source, Replayed],
         logs: Path,
         producer_args: Mapping[Source, Sequence[str]] | None = None,
+        predictor_args: Sequence[str] = (),
         aggregator_args: Sequence[str] = (),
         trainer_args: Sequence[str] | None = None,
         run_by: str = "taxi chaos",
     ) -> None:
-        """`producer_args`: more flags for a producer (say, a drift to inject), and
-        `aggregator_args` for the aggregator; with `trainer_args`, the trainer runs too, with
-        those flags. `run_by` names the command in the first champion's deployment decision."""
+        """`producer_args`: more flags for a producer (say, a drift to inject),
+        `predictor_args` for the predictor and `aggregator_args` for the aggregator; with
+        `trainer_args`, the trainer runs too, with those flags. `run_by` names the command in
+        the first champion's deployment decision."""
         self._run_by = run_by
         self.replays = dict(replays)
         self._cluster = cluster
@@ -71,9 +85,10 @@ class Pipeline:
             # A service stuck at the end is aborted: its threads' stacks go to its log.
             "PYTHONFAULTHANDLER": "1",
         }
+        self.instance = instance
         named = ["--instance", instance]
         commands = {
-            "predictor": ["taxi-predictor", *named],
+            "predictor": ["taxi-predictor", *predictor_args, *named],
             "aggregator": ["taxi-aggregator", *aggregator_args, *named],
             **{
                 producer_name(source): [
@@ -93,11 +108,23 @@ class Pipeline:
         }
         if trainer_args is not None:
             commands["trainer"] = ["taxi-trainer", *trainer_args, *named]
-        self.children = {
-            name: Child(name, args, free_port(), logs / f"{name}.log")
-            for name, args in commands.items()
-        }
+        self.children = {name: self._child(name, args, logs) for name, args in commands.items()}
         self._positions = dict.fromkeys(self.replays, 0)
+
+    def _child(self, name: str, args: Sequence[str], logs: Path) -> Child:
+        """A service on this machine, or on a test host of its own when the cluster's nodes
+        run on test hosts (so that a scenario can cut it off)."""
+        network = self._cluster.network
+        if network is None:
+            return Child(name, args, free_port(), logs / f"{name}.log")
+        return Child(
+            name,
+            args,
+            METRICS_PORT_ON_HOST,
+            logs / f"{name}.log",
+            host=network.add_host(name),
+            enter_host=network.preexec(name),
+        )
 
     def env(self, principal: str) -> dict[str, str]:
         """The environment of a service of the run: on the secure cluster, as `principal`."""
@@ -120,8 +147,8 @@ class Pipeline:
         burst, all in one window of the figures."""
         ensure_champion(ModelRegistry(self._cluster.kafka_config()), self._model_path, self._run_by)
         deadline = time.monotonic() + timeout
-        processors = [name for name in self.children if name in PROCESSORS]
-        producers = [name for name in self.children if name not in PROCESSORS]
+        processors = [name for name in self.children if self._processor(name)]
+        producers = [name for name in self.children if not self._processor(name)]
         for group in (processors, producers):
             for name in group:
                 self.start(name)
@@ -152,8 +179,12 @@ class Pipeline:
         return [
             f"{name} exited with {child.exit_code} (log: {child.log_path})"
             for name, child in self.children.items()
-            if child.exit_code is not None and (name in PROCESSORS or child.exit_code != 0)
+            if child.exit_code is not None and (self._processor(name) or child.exit_code != 0)
         ]
+
+    def _processor(self, name: str) -> bool:
+        """A service that runs until stopped (a producer finishes)."""
+        return self.children[name].principal in PROCESSORS
 
     def producers_done(self) -> bool:
         return all(self.children[producer_name(s)].exit_code is not None for s in self.replays)
@@ -172,6 +203,15 @@ class Pipeline:
     def drained(self) -> bool:
         scored = self.scored()
         return all(scored[source] >= replay.trips for source, replay in self.replays.items())
+
+    def predictor_counters(self) -> TransactionCounters:
+        """The predictor's transaction counters now (zeros while it does not answer)."""
+        samples = self.children["predictor"].metrics()
+        return TransactionCounters(
+            committed=int(total(samples, "taxi_transactions_total", outcome="committed")),
+            aborted=int(total(samples, "taxi_transactions_total", outcome="aborted")),
+            producers_recreated=int(total(samples, "taxi_producers_recreated_total")),
+        )
 
     def committed_transactions(self) -> int | None:
         """Transactions committed so far by every service, from their own counters; None when
@@ -195,7 +235,7 @@ class Pipeline:
         for name, child in self.children.items():
             samples = child.metrics()
             if samples:
-                counter = "taxi_records_consumed_total" if name in PROCESSORS else REPLAYED
+                counter = "taxi_records_consumed_total" if self._processor(name) else REPLAYED
                 done[name] = total(samples, counter)
         return done
 

@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Message
 
 from taxi_events import (
+    POISON_PREFIX,
     DeadLetter,
     EventDecodeError,
     ModelMetrics,
@@ -37,7 +38,9 @@ from taxi_kafka import (
 from taxi_kafka.cluster import (
     PLAINTEXT,
     SASL_SSL,
+    HostNetwork,
     LocalCluster,
+    hosts_unavailable,
     pid_alive,
     read_cmdline,
     scratch_cluster,
@@ -58,6 +61,9 @@ START_TIMEOUT_S = 180.0  # every service up (imports, model, trips) on a busy bo
 # takes to expire and be counted unmatched.
 STALL_S = 180.0
 STOP_TIMEOUT_S = 30.0
+# Aborted reads: the predictor aborts, once, a batch holding one trip in about this many (on
+# purpose, with poison records in it), and the checker proves no reader ever saw those.
+DELIBERATE_ABORTS_EVERY = 500
 INTERRUPTED_STOP_TIMEOUT_S = 10.0
 LEFTOVER_STOP_TIMEOUT_S = 15.0
 WAIT_STEP_S = 1.0
@@ -71,6 +77,7 @@ class RunOptions:
     model_path: Path
     keep: bool = False
     secure: bool = False  # on a SASL_SSL cluster, each service its own principal
+    hosts: bool = False  # every broker and service on a test host of its own
 
 
 class _ScenarioFailedError(Exception):
@@ -82,6 +89,10 @@ def run_scenario(scenario: Scenario, options: RunOptions, marker: str) -> dict[s
     its JSON-ready report. A failed scenario's folder (service logs included) is kept."""
     began = time.monotonic()
     rate = options.rate or options.trips / scenario.nominal_s
+    hosts = options.hosts or scenario.needs_hosts
+    if hosts and (reason := hosts_unavailable()):
+        log.warning("%s: skipped: %s", scenario.name, reason)
+        return {"scenario": scenario.name, "passed": None, "skipped": reason, "problems": []}
     log.info("%s: %s; %d trips at %.0f/s", scenario.name, scenario.summary, options.trips, rate)
     body: dict[str, Any] = {}
     problems: list[str] = []
@@ -91,6 +102,7 @@ def run_scenario(scenario: Scenario, options: RunOptions, marker: str) -> dict[s
             f"{marker}{scenario.name}-",
             keep=options.keep,
             security=SASL_SSL if options.secure else None,
+            hosts=hosts,
         ) as cluster:
             folder = cluster.runtime_dir
             log.info(
@@ -101,6 +113,8 @@ def run_scenario(scenario: Scenario, options: RunOptions, marker: str) -> dict[s
                 folder,
             )
             body, problems = _run(scenario, cluster, options, rate)
+            if cluster.network is not None:
+                body["network"] = network_report(cluster.network)
             if problems:
                 raise _ScenarioFailedError
     except _ScenarioFailedError:
@@ -142,11 +156,12 @@ def _run(
     folder = cluster.runtime_dir
     trips, replays = write_trips(folder / "trips", options.trips, rate)
     pipeline = Pipeline(
-        instance=folder.name,
+        instance=scenario.arrange(cluster, folder.name),
         cluster=cluster,
         model_path=options.model_path,
         replays=replays,
         logs=folder / "logs",
+        predictor_args=["--deliberate-aborts", str(DELIBERATE_ABORTS_EVERY)],
     )
     fault = FaultRun(cluster, pipeline)
     problems: list[str] = []
@@ -196,6 +211,15 @@ def _run(
         "exit_codes": codes,
     }
     return body, [*fault.problems, *checked.problems, *problems, *checked.broken_bounds]
+
+
+def network_report(network: HostNetwork) -> dict[str, Any]:
+    """The test hosts, and how a partition is made on them."""
+    return {
+        "hosts": {host: network.address(host) for host in network.hosts},
+        "partition": "the host's veth link to the bridge set down (packets dropped both ways, "
+        "no resets), then up",
+    }
 
 
 def write_trips(
@@ -252,6 +276,11 @@ def observe(cluster: LocalCluster, trips: dict[str, Source]) -> Observed:
         return [Stamped(_key(m), m.timestamp()[1], duration(m)) for m in read_to_end(config, topic)]
 
     return Observed(
+        poison_in_log=[
+            key
+            for m in read_to_end(config, ML_PREDICTIONS, isolation_level="read_uncommitted")
+            if (key := _key(m)).startswith(POISON_PREFIX)
+        ],
         trips=trips,
         starts=stamped(NEW_TRIPS),
         ends=stamped(FINISHED_TRIPS, _actual_duration),
