@@ -26,6 +26,7 @@ log = logging.getLogger("taxi.chaos")
 option = env_option("chaos")
 ALL = "all"
 INTERRUPTED = 130  # the shell's code for a command stopped by SIGINT
+NAME_WIDTH = max(map(len, SCENARIOS))
 
 HELP = (
     """Prove the pipeline under faults, as Kafka's own system tests do.
@@ -42,9 +43,9 @@ without predictions and the time to recover after the fault ended.
 \b
 Scenarios:
 """
-    + "\n".join(f"  {s.name:<17} {s.summary}" for s in SCENARIOS.values())
+    + "\n".join(f"  {s.name:<{NAME_WIDTH}} {s.summary}" for s in SCENARIOS.values())
     + f"""
-  {ALL:<17} every scenario in turn
+  {ALL:<{NAME_WIDTH}} every scenario in turn
 
 Several scenarios run in turn, each on its cluster, and then an overall line follows.
 
