@@ -28,12 +28,15 @@ BOOTSTRAP_KEY = "bootstrap.servers"
 
 # The producer settings of the pipeline's services (taxi_kafka.producer's PRODUCER_DEFAULTS and
 # PRODUCER_ENFORCED, less its statistics; test_bench.py holds the two together): lz4, a 5 ms
-# linger, idempotent with acks=all. So the peers write as durably and as compactly as the
-# predictor, and only the designs differ. As text: bytewax's add_config takes strings.
+# linger, idempotent with acks=all, and the timeouts that ride out a partition. So the peers
+# write as durably and as compactly as the predictor, and only the designs differ. As text:
+# bytewax's add_config takes strings.
 PRODUCER_SETTINGS: Mapping[str, str] = {
     "partitioner": "murmur2_random",
     "linger.ms": "5",
     "compression.type": "lz4",
+    "socket.timeout.ms": "10000",
+    "topic.metadata.refresh.interval.ms": "2000",
     "enable.idempotence": "true",
     "acks": "all",
 }
