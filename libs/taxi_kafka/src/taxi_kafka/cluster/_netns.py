@@ -169,11 +169,6 @@ class HostNetwork:
     plan: NetworkPlan
     run: Run = run_ip
     hosts: dict[str, int] = field(default_factory=dict)  # name -> index
-    cut_hosts: set[str] = field(default_factory=set)
-
-    @property
-    def gateway(self) -> str:
-        return self.plan.gateway
 
     def add_host(self, host: str) -> str:
         """Make `host` (once) and return its address."""
@@ -195,12 +190,10 @@ class HostNetwork:
     def cut(self, host: str) -> None:
         """Cut `host` off from every other host and from this machine."""
         self.run(self.plan.link_command(self._index(host), up=False))
-        self.cut_hosts.add(host)
         log.info("test host %s cut off", host)
 
     def heal(self, host: str) -> None:
         self.run(self.plan.link_command(self._index(host), up=True))
-        self.cut_hosts.discard(host)
         log.info("test host %s reconnected", host)
 
     def _known(self, host: str) -> str:
