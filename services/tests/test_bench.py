@@ -670,7 +670,9 @@ def check_profile(parts: dict, drains: int, err: str) -> None:
         assert entry["function"]
         assert entry["location"].rsplit(":", 1)[1].isdigit()
         assert 0 < entry["share"] <= 1
-        assert not entry["location"].startswith(("importlib", "<frozen"))
+        # No start-up: imports run in importlib; other frozen modules (abc's isinstance checks)
+        # run in the drains too.
+        assert not entry["location"].startswith(("importlib", "<frozen importlib"))
         assert entry["function"] not in ("load_model", "_find_and_load")
     shares = [e["share"] for e in top_self]
     assert shares == sorted(shares, reverse=True)
