@@ -149,7 +149,8 @@ def test_a_clean_run_passes():
     for source in ("train", "test"):
         assert result.figures["metrics"][source]["values_match"]
         assert result.figures["metrics"][source]["recomputed"]["count"] == 20
-    assert result.figures["max_gap_s"] == STEP_MS / 1000
+    # Each replay starts a trip every other step.
+    assert result.figures["max_gap_s"] == 2 * STEP_MS / 1000
 
 
 def test_a_duplicated_prediction_fails_the_report():
@@ -342,8 +343,11 @@ def test_recovery_runs_until_the_held_up_predictions_are_made():
     assert caught_up_ms(run, fault) == 25_000
     result = check(run, fault, Bounds(max_gap_s=10, max_recovery_s=4))
     assert result.figures["recovery_s"] == 5.0
-    assert result.figures["max_gap_s"] == 14.9
-    assert result.figures["max_gap_after_s"] == 10.1  # the last prediction before the stall
+    # The train trips': their last prediction before the stall was at 10.0 s, the test ones'
+    # at 10.1 s.
+    assert result.figures["max_gap_s"] == 15.0
+    assert result.figures["max_gap_source"] == "train"
+    assert result.figures["max_gap_after_s"] == 10.0
     assert any("longest gap" in p for p in result.broken_bounds)
     assert any("caught up 5.0 s" in p for p in result.broken_bounds)
     assert result.problems == []  # every record is there: only the timings fail
@@ -406,17 +410,19 @@ def test_predictions_that_stop_for_good_leave_a_gap_until_the_last_trip_start():
     stopped = dataclasses.replace(run, predictions=[p for p in run.predictions if p.at_ms < 30_000])
     fault = Timeline(origin_ms=0, fault_started_ms=25_000, fault_ended_ms=26_000)
     result = check(stopped, fault, Bounds(max_gap_s=5, max_recovery_s=60))
-    assert result.figures["max_gap_s"] == 39.9 - 29.9
+    assert result.figures["max_gap_s"] == 10.0  # train: 29.8 s until the last start, 39.8 s
     assert result.figures["recovery_s"] is None  # it never caught up
     assert "predictions and trip ends never caught up after the fault" in result.broken_bounds
-    assert any("longest gap without predictions 10.0 s" in p for p in result.broken_bounds)
+    assert any(
+        "longest gap without predictions of train trips 10.0 s" in p for p in result.broken_bounds
+    )
 
 
 def test_a_trip_start_inside_a_stall_does_not_split_the_gap():
     fault = Timeline(origin_ms=0, fault_started_ms=10_000, fault_ended_ms=20_000)
     run = stalled_run(fault, resume_ms=45_000)  # resumes after the last start (39.9 s)
     assert longest_gap(p.at_ms for p in run.predictions).seconds == 34.9
-    assert check(run, fault, Bounds()).figures["max_gap_s"] == 34.9
+    assert check(run, fault, Bounds()).figures["max_gap_s"] == 35.0  # train: 10.0 s to 45 s
 
 
 def last_cumulative(run: Observed, source: Source) -> int:
@@ -795,3 +801,23 @@ def test_metrics_recovery_sums_the_champions_versions():
     # Head-to-head figures are not the champion's over all trips.
     no_test = [covering[0], covering[1], covering[3]]
     assert metrics_caught_up_ms(dataclasses.replace(run, metrics=no_test), fault) is None
+
+
+def test_one_replay_stalled_while_the_other_goes_on_is_a_gap():
+    # The test producer's transaction hangs from 10 s to 35 s; the train trips flow on, so the
+    # predictions as a whole never pause for more than a step or two.
+    fault = Timeline(origin_ms=0, fault_started_ms=10_000, fault_ended_ms=20_000)
+    run = clean_run(400)
+    held = [
+        dataclasses.replace(p, at_ms=35_000)
+        if run.trips[p.key] == "test" and 10_000 <= s.at_ms <= 35_000
+        else p
+        for p, s in zip(run.predictions, run.starts, strict=True)
+    ]
+    assert longest_gap(p.at_ms for p in held).seconds <= 2 * STEP_MS / 1000
+    result = check(dataclasses.replace(run, predictions=held), fault, Bounds(max_gap_s=20))
+    assert result.figures["max_gap_s"] == 24.9  # from the test trip predicted at 10.1 s
+    assert result.figures["max_gap_source"] == "test"
+    assert result.figures["max_gap_after_s"] == 10.1
+    assert result.broken_bounds == ["longest gap without predictions of test trips 24.9 s > 20 s"]
+    assert result.problems == []

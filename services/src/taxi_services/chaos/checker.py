@@ -397,14 +397,18 @@ def check(observed: Observed, timeline: Timeline, bounds: Bounds) -> Checked:
     if reasons:
         result.problems.append(f"{sum(reasons.values())} dead letter(s): {dict(reasons)}")
 
-    gap = longest_gap(_prediction_times(observed))
+    # Per replay: one producer stalled while the other goes on must not hide behind its trips.
+    gaps = {source: longest_gap(_prediction_times(observed, source)) for source in SOURCES}
+    source, gap = max(gaps.items(), key=lambda item: item[1].seconds)
     result.figures["max_gap_s"] = round(gap.seconds, 2)
+    result.figures["max_gap_source"] = source
     result.figures["max_gap_after_s"] = (
         timeline.relative_s(gap.after_ms) if gap.after_ms is not None else None
     )
     if bounds.max_gap_s is not None and gap.seconds > bounds.max_gap_s:
         result.broken_bounds.append(
-            f"longest gap without predictions {gap.seconds:.1f} s > {bounds.max_gap_s:g} s"
+            f"longest gap without predictions of {source} trips {gap.seconds:.1f} s "
+            f"> {bounds.max_gap_s:g} s"
         )
 
     for name, at_ms in (
@@ -581,11 +585,12 @@ def _judged(
     return judged
 
 
-def _prediction_times(observed: Observed) -> list[int]:
-    """The predictions' times within the run: from the first prediction until the last, or
-    until the last trip start if predictions stopped before the trips did."""
-    times = [r.at_ms for r in observed.predictions]
-    last_start = max((r.at_ms for r in observed.starts), default=None)
+def _prediction_times(observed: Observed, source: Source) -> list[int]:
+    """The times of the predictions of `source`'s trips: from the first prediction until the
+    last, or until the replay's last trip start if predictions stopped before its trips did."""
+    times = [r.at_ms for r in observed.predictions if observed.trips.get(r.key) == source]
+    starts = (r.at_ms for r in observed.starts if observed.trips.get(r.key) == source)
+    last_start = max(starts, default=None)
     if last_start is not None and times and last_start > max(times):
         times.append(last_start)
     return times
