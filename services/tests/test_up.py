@@ -323,16 +323,17 @@ def test_running_again_goes_on_where_the_last_run_stopped(tmp_path, up_env):
     started = assert_each_predicted_once(env)
     assert min(per_source(started).values()) > 300
 
-    # A port taken by another program: refused before anything starts.
+    # A port taken by another program: refused before anything starts, or is deleted.
     with socket.socket() as squatter:
         # As servers do: the last run's connections may linger in TIME_WAIT on the port.
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", METRICS_PORTS["predictor"]))
         squatter.listen()
-        taken = taxi(tmp_path, env, "up", *QUICK, "--limit", "10")
+        taken = taxi(tmp_path, env, "up", *QUICK, "--limit", "10", "--fresh")
     assert taken.returncode == 1
     assert f"ports taken: {METRICS_PORTS['predictor']} (predictor)" in taken.stderr
     assert "predictor " not in taken.stdout
+    assert "deleted" not in taken.stdout  # --fresh: refused before it reset anything
 
     # Other data in data/: refused before anything starts, until --fresh starts over (a reset,
     # registry included: the replays begin again at their first trip).

@@ -334,7 +334,6 @@ def up(
     # taxi up's own steps (reset, the first champion, checkpoints, status) run as admin.
     kafka = cluster.kafka_config()
     try:
-        _prepare(cluster, kafka, fresh=fresh, data_dir=data_dir, model_path=model_path)
         logs = cluster.runtime_dir.parent / "logs"
         planned = pipeline(
             model_path,
@@ -346,7 +345,9 @@ def up(
             trainer=not no_trainer,
             auto_promote=not no_auto_promote,
         )
+        # Before --fresh deletes anything, or a model is trained.
         _check_ports_free(planned)
+        _prepare(cluster, kafka, fresh=fresh, data_dir=data_dir, model_path=model_path)
         children = planned  # what `finally` stops
         for child in children:
             child.start(cluster.service_env(child.principal))
