@@ -6,6 +6,7 @@ replays, leaving out those the model learnt from; and a bad --drift refused."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -16,12 +17,22 @@ import pytest
 from click.testing import CliRunner
 
 from taxi_events import TripFinished, decode
-from taxi_kafka import FINISHED_TRIPS, NEW_TRIPS, KafkaConfig, ensure_topics, project_topics
+from taxi_kafka import (
+    FINISHED_TRIPS,
+    NEW_TRIPS,
+    KafkaConfig,
+    Observer,
+    Outputs,
+    TransactionalProducer,
+    ensure_topics,
+    project_topics,
+)
 from taxi_kafka.testing import read_all, wait_for
 from taxi_model import file_sha256, read_card, read_trips, train_and_save, write_synthetic
-from taxi_services.producer import main, replay_trips, saved_checkpoints
+from taxi_services.producer import main, replay_trips, run_replay, saved_checkpoints
 from taxi_services.scrape import matching, scrape
 from taxi_services.supervisor import free_port
+from taxi_stream import Replay
 
 ROWS = 300
 DRIFT = ("--drift", "slowdown:1.5", "--drift-from", "100")
@@ -111,6 +122,55 @@ def test_runs_resume_where_the_last_stopped_and_a_loop_renames_its_trips(
     assert "the checkpoint belongs to other trip data" in log(4)
     assert "`taxi reset`" in log(4)
     assert "generation 2 begins" in log(2)
+
+
+class ResponsesLost(TransactionalProducer):
+    """A real transactional producer whose commits numbered in `lost` commit, and are then
+    reported failed: as when a commit's response is lost (its broker cut off after it wrote the
+    commit), so its outcome is unknown to the caller."""
+
+    def __init__(self, config: KafkaConfig, transactional_id: str, lost: set[int]) -> None:
+        super().__init__(config, transactional_id)
+        self.commits, self.lost = 0, lost
+
+    def commit(self, records: Outputs, *args: object, **kwargs: object) -> bool:
+        committed = super().commit(records)
+        self.commits += 1
+        return committed and self.commits not in self.lost
+
+
+@pytest.mark.kafka
+def test_a_commit_that_committed_though_reported_failed_is_not_replayed_again(
+    kafka_cluster, tmp_path
+):
+    prefix = f"lost-{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_cluster.admin(), project_topics(prefix=prefix))
+    kafka = KafkaConfig(kafka_cluster.bootstrap_servers)
+    csv, _ = write_synthetic(tmp_path / "data", rows=100, seed=83, test_rows=0)
+    trips = read_trips(csv).frame
+    producer = ResponsesLost(kafka, f"{prefix}producer", lost={2, 4})
+    try:
+        run_replay(
+            Replay(trips, "train", time_scale=5000),
+            producer,
+            "train-lost",
+            threading.Event(),
+            batch_size=20,
+            observer=Observer(),
+            committed_checkpoint=lambda: saved_checkpoints(kafka, prefix).get("train-lost"),
+            topic_prefix=prefix,
+        )
+    finally:
+        producer.close()
+
+    def per_trip(topic: str) -> Counter[str]:
+        return Counter(m.key().decode() for m in read_all(kafka.bootstrap_servers, prefix + topic))
+
+    assert producer.commits > 5  # the two "failed" ones went by
+    # Had the replay gone back to the checkpoint in its memory, the batches of both commits
+    # would have started again.
+    assert per_trip(NEW_TRIPS) == Counter(trips["id"])
+    assert per_trip(FINISHED_TRIPS) == Counter(trips["id"])
 
 
 @pytest.mark.parametrize(

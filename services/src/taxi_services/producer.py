@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Never, cast
 
@@ -134,12 +135,14 @@ def run_replay(
     *,
     batch_size: int,
     observer: Observer,
+    committed_checkpoint: Callable[[], ReplayCheckpoint | None],
     progress: tqdm[Never] | None = None,  # a bar counted by update(), iterating nothing
     topic_prefix: str = "",
 ) -> None:
     """Commit due events with the checkpoint, transaction by transaction, until done or stopped.
-    A failed transaction rolls the replay back to the last committed checkpoint."""
-    committed = replay.checkpoint()
+    A failed transaction rolls the replay back to the checkpoint Kafka holds,
+    `committed_checkpoint()` (None: none yet, so back to where this run began)."""
+    began = replay.checkpoint()
     while not stop.is_set() and not replay.done:
         generation, drifting = replay.generation, replay.drifting
         step = replay.step(int(time.time() * 1000), batch_size)
@@ -155,7 +158,6 @@ def run_replay(
         if producer.commit(records):
             report_outputs(observer, records)
             observer.batch_processed(len(step.started) + len(step.finished))
-            committed = replay.checkpoint()
             if replay.generation > generation:
                 log.info(
                     "%s: every one of the %d rows has started; generation %d begins, its trip "
@@ -174,7 +176,9 @@ def run_replay(
             if progress is not None:
                 progress.update(len(step.started))
         else:
-            replay.restore(committed)
+            # Not the checkpoint in memory: a commit whose outcome was unknown (its response
+            # lost) may have committed after all, and its replacement producer has settled it.
+            replay.restore(committed_checkpoint() or began)
         _report_position(replay)
 
 
@@ -369,6 +373,7 @@ def main(
                 stop,
                 batch_size=batch_size,
                 observer=observer,
+                committed_checkpoint=lambda: saved_checkpoints(kafka, topic_prefix).get(name),
                 progress=bar,
                 topic_prefix=topic_prefix,
             )
