@@ -36,6 +36,7 @@ PRODUCER_SETTINGS: Mapping[str, str] = {
     "linger.ms": "5",
     "compression.type": "lz4",
     "socket.timeout.ms": "10000",
+    "socket.connection.setup.timeout.ms": "10000",
     "topic.metadata.refresh.interval.ms": "2000",
     "enable.idempotence": "true",
     "acks": "all",

@@ -47,9 +47,11 @@ class ConfigError(ValueError):
 # and coordinators away within broker.session.timeout.ms (4 s here). Clients learn of that
 # from a metadata refresh, librdkafka's every 5 minutes unless a request fails, and a request
 # to the cut broker fails only when it times out, after 60 s. With both, partition-leader's
-# longest gap without predictions was the whole 30 s cut (`taxi chaos`).
+# longest gap without predictions was the whole 30 s cut (`taxi chaos`). A reconnection to a
+# cut broker hangs too, its SYNs dropped, for up to socket.connection.setup.timeout.ms (30 s).
 PARTITION_TOLERANT_DEFAULTS: Mapping[str, Any] = {
     "socket.timeout.ms": 10000,
+    "socket.connection.setup.timeout.ms": 10000,
     "topic.metadata.refresh.interval.ms": 2000,
 }
 
