@@ -77,10 +77,12 @@ class Services:
         }
         self.workdir = workdir
         self.running: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []  # each process's, in the order of `running`
 
     def start(self, script: str, *args: str, metrics_port: int = 0) -> subprocess.Popen[bytes]:
         """`metrics_port` 0: no /metrics endpoint (never a default port, which may be taken)."""
-        with (self.workdir / f"{script}-{len(self.running)}.log").open("wb") as log:
+        self.logs.append(self.workdir / f"{script}-{len(self.running)}.log")
+        with self.logs[-1].open("wb") as log:
             process = subprocess.Popen(
                 [str(BIN / script), "--metrics-port", str(metrics_port), *args],
                 env=self.env,

@@ -123,6 +123,14 @@ def test_every_trip_is_predicted_once_and_scored_exactly(
 
         got = all_predictions(topics)
         cumulative = wait_for("the final cumulative metrics", lambda: final_cumulative(topics), 120)
+        if kill_predictor:
+            # Its predecessor may have predicted every trip already: stopped while still
+            # importing, the restarted one would end by Python's default SIGTERM handler (-15).
+            wait_for(
+                "the restarted predictor to serve",
+                lambda: "predicting with champion" in services.logs[-1].read_text(),
+                120,
+            )
     finally:
         codes = services.stop_all()
 
