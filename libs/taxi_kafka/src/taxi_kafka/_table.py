@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import TopicMetadata
 
 from taxi_kafka._admin import QUIET_CLIENT_CONFIG, is_transient
-from taxi_kafka._config import KafkaConfig, throwaway_group
+from taxi_kafka._config import PARTITION_TOLERANT_DEFAULTS, KafkaConfig, throwaway_group
 from taxi_kafka._errors import topic_refused
 from taxi_kafka._records import PartitionKey, position
 from taxi_kafka._retry import RetryPolicy
@@ -187,7 +187,8 @@ def _reader(
     settings: Mapping[str, Any] | None = None,
 ) -> Consumer:
     settings = config.client_settings(
-        dict(settings or {}),
+        # A service rereading its state after a failed transaction may do so mid-partition.
+        {**PARTITION_TOLERANT_DEFAULTS, **(settings or {})},
         {
             "group.id": throwaway_group("reader", config.settings),
             "enable.auto.commit": False,
