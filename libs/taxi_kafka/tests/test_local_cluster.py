@@ -21,7 +21,7 @@ from taxi_kafka._admin import (
 )
 from taxi_kafka._pipeline import CONSUMER_OFFSETS, INTERNAL_TOPICS, PROJECT_TOPICS, TopicSpec
 from taxi_kafka._retry import RetryPolicy
-from taxi_kafka.cluster import LocalCluster
+from taxi_kafka.cluster import ClusterError, LocalCluster
 from taxi_kafka.cluster._status import ClusterStatus
 
 pytestmark = pytest.mark.kafka
@@ -123,11 +123,15 @@ def test_a_stopped_broker_hands_over_and_comes_back(kafka_cluster, unique_topic)
 
     status = eventually(degraded, timeout=10)
     assert status.offline == []
+    # Each broker is asked on its own: the stopped one cannot answer.
+    with pytest.raises(ClusterError, match=f"not in sync after 3 s: broker {victim}: "):
+        kafka_cluster.wait_in_sync(timeout=3)
     # Two replicas in sync still satisfy min.insync.replicas=2: acks=all writes go on.
     produce(kafka_cluster, unique_topic, 50)
     assert kafka_cluster.start_broker(victim)
     assert kafka_cluster.status().node(victim).state == "up"
-    assert kafka_cluster.wait_healthy(60).healthy
+    kafka_cluster.wait_in_sync(60)
+    assert kafka_cluster.wait_healthy(5).healthy
 
 
 def test_a_killed_leader_fails_over_within_seconds(kafka_cluster, unique_topic):

@@ -38,6 +38,7 @@ from taxi_kafka import (
 from taxi_kafka.cluster import (
     PLAINTEXT,
     SASL_SSL,
+    ClusterError,
     HostNetwork,
     LocalCluster,
     hosts_unavailable,
@@ -61,6 +62,7 @@ START_TIMEOUT_S = 180.0  # every service up (imports, model, trips) on a busy bo
 # takes to expire and be counted unmatched.
 STALL_S = 180.0
 STOP_TIMEOUT_S = 30.0
+IN_SYNC_TIMEOUT_S = 120.0  # a healed broker catching up on its partitions
 # Aborted reads: the predictor aborts, once, a batch holding one trip in about this many (on
 # purpose, with poison records in it), and the checker proves no reader ever saw those.
 DELIBERATE_ABORTS_EVERY = 500
@@ -190,6 +192,12 @@ def _run(
     if fault.ended_ms is None:
         raise RuntimeError(f"{scenario.name} never marked the end of its fault")
     timeline = Timeline(origin_ms, fault.started_ms, fault.ended_ms)
+    # A broker just back from a cut tells new clients, the checker's, what it knew before it
+    # (302 trip starts went unseen once, read up to its stale end offsets): wait it out.
+    try:
+        cluster.wait_in_sync(IN_SYNC_TIMEOUT_S)
+    except ClusterError as exc:
+        problems.append(f"the checker read a cluster not in sync: {exc}")
     checked = check(observe(cluster, trips), timeline, scenario.bounds)
     body: dict[str, Any] = {
         "trips": {

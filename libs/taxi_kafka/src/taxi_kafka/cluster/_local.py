@@ -51,6 +51,7 @@ from taxi_kafka.cluster._secrets import (
 from taxi_kafka.cluster._status import (
     ClusterStatus,
     NodeStatus,
+    PartitionState,
     controller_from_quorum_states,
     partitions_of,
 )
@@ -546,6 +547,48 @@ class LocalCluster:
             return _polling(timeout).call(check, retry_on=(NotReadyError,), what="wait healthy")
         except NotReadyError as exc:
             raise ClusterError(f"cluster not healthy after {timeout:.0f} s: {exc}") from exc
+
+    def wait_in_sync(self, timeout: float = 60.0) -> None:
+        """Wait until each broker, asked on its own, sees every partition led and fully in
+        sync, with the same leaders as the others. A broker back from a network partition
+        answers from what it knew before the cut until it catches up (it was fenced without
+        knowing it), so `status()`, asking any one broker, can be told a stale story."""
+        settings = self.client_settings()
+        settings.pop("bootstrap.servers")
+
+        def views() -> dict[int, tuple[PartitionState, ...]]:
+            seen = {}
+            for node in NODE_IDS:
+                # A client that knows only this broker asks it for the metadata.
+                address = f"{self.ports.host(node)}:{self.ports.broker(node)}"
+                client = topic_admin.admin_client(address, **settings)
+                try:
+                    seen[node] = partitions_of(client.list_topics(timeout=5))
+                except KafkaException as exc:
+                    raise NotReadyError(f"broker {node}: {exc}") from exc
+            return seen
+
+        def check() -> None:
+            seen = views()
+            lagging = {
+                node: sum(1 for p in view if p.leader < 0 or set(p.isr) != set(p.replicas))
+                for node, view in seen.items()
+            }
+            if any(lagging.values()):
+                raise NotReadyError(
+                    "partitions not led or not fully in sync, as each broker sees them: "
+                    + ", ".join(f"broker {n}: {count}" for n, count in lagging.items())
+                )
+            if (
+                len({frozenset((p.topic, p.partition, p.leader) for p in v) for v in seen.values()})
+                > 1
+            ):
+                raise NotReadyError("the brokers disagree on the partitions' leaders")
+
+        try:
+            _polling(timeout).call(check, retry_on=(NotReadyError,), what="wait in sync")
+        except NotReadyError as exc:
+            raise ClusterError(f"cluster not in sync after {timeout:.0f} s: {exc}") from exc
 
     def leader_of_most_partitions(
         self, topics: Sequence[str] | None = None, timeout: float = 30.0
