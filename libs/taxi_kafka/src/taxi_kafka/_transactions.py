@@ -61,11 +61,12 @@ class Timeouts:
     """Seconds to wait for transactional calls before treating their outcome as unknown."""
 
     # A transaction that cannot flush holds every read_committed reader of the partitions it
-    # wrote to until it ends: past this, it is abandoned and redone on a new producer. Above
-    # socket.timeout.ms (10 s), which a request to a broker cut off by the network waits out:
-    # such commits took up to 12 s. At 30 s, partition-leader's longest gap without predictions
-    # was 40.6 s in one run of four (`taxi chaos`, bound 20 s).
-    commit: float = 15.0
+    # wrote to until it ends: past this, it is abandoned and redone on a new producer, whose
+    # connections are new. partition-leader's longest gap without predictions (bound 20 s) was
+    # 40.6 s in one run of four with 30 s, and 20.1 and 23.4 s in two of five with 15 s on a
+    # busy machine (`taxi chaos`). As long as socket.timeout.ms: a commit waiting on a request
+    # to a broker cut off by the network is redone rather than waited out.
+    commit: float = 10.0
     abort: float = 30.0
     init: float = 30.0
     # Well under transaction.timeout.ms, so a producer stuck sending offsets is replaced before
