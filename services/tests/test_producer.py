@@ -134,7 +134,7 @@ class ResponsesLost(TransactionalProducer):
         self.commits, self.lost = 0, lost
 
     def commit(self, records: Outputs, *args: object, **kwargs: object) -> bool:
-        committed = super().commit(records)
+        committed = super().commit(records, *args, **kwargs)
         self.commits += 1
         return committed and self.commits not in self.lost
 

@@ -571,7 +571,7 @@ class LocalCluster:
         def check() -> None:
             seen = views()
             lagging = {
-                node: sum(1 for p in view if p.leader < 0 or set(p.isr) != set(p.replicas))
+                node: sum(1 for p in view if p.offline or p.under_replicated)
                 for node, view in seen.items()
             }
             if any(lagging.values()):
