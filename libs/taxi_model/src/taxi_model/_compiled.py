@@ -138,7 +138,7 @@ def with_compiled_trees(
 ) -> TripDurationModel:
     """The model predicting with compiled trees, once they are checked to agree with its own
     within TOLERANCE on the boundary probe and on `rows` (trips, as predict() takes them); else
-    the model unchanged, with a warning saying why. Compiles (some 15-30 s for 150 rounds of 63
+    the model unchanged, with a warning saying why. Compiles (some 20-40 s for 200 rounds of 63
     leaves) unless the cache has the library; a cached library that fails the check is deleted."""
     try:
         trees, cached = _compiled_for(model, cache_dir or default_cache_dir(), toolchain)
