@@ -81,7 +81,9 @@ class Pipeline:
         self._cluster = cluster
         self._model_path = model_path
         self._env = {
-            "TAXI_LOG_LEVEL": "INFO",
+            # The services' logs are a run's post-mortem: INFO whatever the environment says,
+            # DEBUG under `taxi --log-level DEBUG` (with TAXI_KAFKA_DEBUG, librdkafka's too).
+            "TAXI_LOG_LEVEL": "DEBUG" if log.isEnabledFor(logging.DEBUG) else "INFO",
             # A service stuck at the end is aborted: its threads' stacks go to its log.
             "PYTHONFAULTHANDLER": "1",
         }
