@@ -43,6 +43,14 @@ BROKER_SETTINGS: Mapping[str, str] = {
     # until its transaction.timeout.ms passes and the coordinator's next sweep aborts it. With
     # the default 10 s sweep, a 10 s transaction timeout blocked readers for 17.5 s; now 10.5 s.
     "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
+    # A coordinator sends a transaction's markers to the partitions' leaders and waits this long
+    # for a leader cut off by the network, even after it is fenced (+4 s) and its partitions have
+    # new leaders; until the markers are written, that producer's next transaction gets only
+    # CONCURRENT_TRANSACTIONS, and read_committed readers of the partitions wait. With the
+    # default 30 s, a producer stalled for a whole 30 s partition (`taxi chaos partition-leader`,
+    # 30.9 s without test trips). Also the coordinator's wait for its own log appends and the
+    # replica fetchers' request timeout: both answer within a second here.
+    "request.timeout.ms": "8000",
 }
 
 # Modest heaps: three brokers share a small machine with the pipeline's services.
