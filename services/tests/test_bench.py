@@ -670,10 +670,16 @@ def check_profile(parts: dict, drains: int, err: str) -> None:
         assert entry["function"]
         assert entry["location"].rsplit(":", 1)[1].isdigit()
         assert 0 < entry["share"] <= 1
-        # No start-up: imports run in importlib; other frozen modules (abc's isinstance checks)
-        # run in the drains too.
-        assert not entry["location"].startswith(("importlib", "<frozen importlib"))
-        assert entry["function"] not in ("load_model", "_find_and_load")
+    # No start-up: imports and the model's load take seconds, a drain tenths of one, so sampled
+    # they would be most of the samples (inclusive share). A library's lazy import on first use
+    # may run inside a drain, and show, small: CI once sampled one in importlib.
+    start_up = [
+        entry
+        for entry in top_total
+        if entry["location"].startswith(("importlib", "<frozen importlib"))
+        or entry["function"] in ("load_model", "_find_and_load")
+    ]
+    assert all(entry["share"] < 0.5 for entry in start_up), start_up
     shares = [e["share"] for e in top_self]
     assert shares == sorted(shares, reverse=True)
     locations = [e["location"] for e in top_total]
