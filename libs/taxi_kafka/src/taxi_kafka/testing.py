@@ -8,7 +8,8 @@
   started by the first test that asks for it; `LocalCluster.client_settings(principal)` gives a
   principal's client settings.
 - After each such test, any broker it left down is started again and the cluster is waited on
-  until healthy, so a failure test cannot poison the tests after it.
+  until healthy, so a failure test cannot poison the tests after it; then the topics it made
+  (its own namespaces included) are deleted.
 - `make_topic(partitions=6, configs=None)` creates a uniquely named topic (RF 3, min ISR 2) and
   returns its name; `unique_topic` is one such topic.
 - `kafka_config`: a taxi_kafka.KafkaConfig for the cluster.
@@ -97,16 +98,33 @@ def secure_kafka_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluste
 
 
 @pytest.fixture(autouse=True)
-def _kafka_restore_brokers(request: pytest.FixtureRequest) -> Iterator[None]:
+def _kafka_clean_up_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
     if "kafka_cluster" not in request.fixturenames:
         yield
         return
     cluster: LocalCluster = request.getfixturevalue("kafka_cluster")
+    before = _topic_names(cluster)
     yield
     if any(cluster.pid(n) is None for n in NODE_IDS):
         cluster.up()
     else:
         cluster.wait_healthy()
+    _delete_topics(cluster, _topic_names(cluster) - before)
+
+
+def _topic_names(cluster: LocalCluster) -> set[str]:
+    return set(cluster.admin().list_topics(timeout=30).topics)
+
+
+def _delete_topics(cluster: LocalCluster, names: Iterable[str]) -> None:
+    """Delete a test's topics. Left behind, their partitions would slow every later test: the
+    brokers' work per request grows with the partitions they hold (see BROKER_SETTINGS)."""
+    names = sorted(names)
+    if names:
+        # An operation_timeout of 0 is answered at once and deletes nothing (KRaft, Kafka 4.1).
+        futures = cluster.admin().delete_topics(names, operation_timeout=30, request_timeout=30)
+        for future in futures.values():
+            future.result()
 
 
 @pytest.fixture
