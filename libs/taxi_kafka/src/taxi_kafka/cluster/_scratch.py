@@ -8,7 +8,7 @@ import logging
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from taxi_kafka.cluster._config import NODE_IDS, ClusterPorts
@@ -40,13 +40,15 @@ def scratch_cluster(
     keep: bool = False,
     security: str | None = None,
     hosts: bool = False,
+    broker_overrides: Mapping[str, str] | None = None,
 ) -> Iterator[LocalCluster]:
     """A new cluster, up with the project topics, stopped and deleted afterwards; with
     `security` SASL_SSL, a secure one (its secrets in its folder). With `hosts`, each node runs
     on a test host of its own, on a test network made for it and removed after it, whatever
     happens (`cluster.network` cuts and heals hosts, and makes more for services); raises
     NetworkUnavailableError where this machine cannot. With `keep`, or when the body raises,
-    its folder (logs included) is kept and logged for a post-mortem. Not under pytest's
+    its folder (logs included) is kept and logged for a post-mortem. `broker_overrides` are
+    server.properties beyond BROKER_SETTINGS (an experiment's). Not under pytest's
     basetemp: pytest prunes old ones, even while another run uses them."""
     network_context = host_network() if hosts else contextlib.nullcontext()
     with network_context as network:
@@ -56,7 +58,11 @@ def scratch_cluster(
         failed = True
         try:
             cluster = LocalCluster(
-                runtime_dir, base_port=base_port, security=security, network=network
+                runtime_dir,
+                base_port=base_port,
+                security=security,
+                network=network,
+                broker_overrides=broker_overrides,
             )
             try:
                 cluster.up()
