@@ -1,7 +1,9 @@
 """What one Kafka transaction costs the local cluster, by how many partitions the brokers hold.
 
 A transactional producer commits a few records to a few partitions, back to back, for
---seconds; the brokers' CPU over that time (from /proc) is divided by the transactions. Each
+--seconds; the brokers' CPU over that time (from /proc) is divided by the transactions, and
+each transaction's time is split: until its records are acknowledged (registering the
+partitions with the transaction comes first), then the commit. Each
 configuration runs on a fresh scratch cluster: Kafka's internal topics at their default of 50
 partitions each and at the local cluster's 6 (BROKER_SETTINGS), each also with --extra-topics
 idle 6-partition topics added, as a shared test cluster gathers them. Prints one JSON object.
@@ -58,6 +60,10 @@ def back_to_back(cluster: LocalCluster, seconds: float, partitions: int) -> dict
         client.produce(topic, b"x" * 200, partition=0)
         client.commit_transaction(30)
     durations: list[float] = []
+    # Until every record is acknowledged (the partitions' registration with the transaction
+    # included), then the commit itself.
+    sent: list[float] = []
+    committed: list[float] = []
     cpu_start, machine_start = process_cpu_s(brokers), machine_ticks()
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -65,8 +71,12 @@ def back_to_back(cluster: LocalCluster, seconds: float, partitions: int) -> dict
         client.begin_transaction()
         for partition in range(partitions):
             client.produce(topic, b"x" * 200, partition=partition)
+        client.flush(30)
+        acknowledged = time.perf_counter()
         client.commit_transaction(30)
         durations.append(time.perf_counter() - began)
+        sent.append(acknowledged - began)
+        committed.append(began + durations[-1] - acknowledged)
     elapsed = time.perf_counter() - start
     cpu = process_cpu_s(brokers) - cpu_start
     busy = busy_share(machine_start, machine_ticks())
@@ -76,6 +86,8 @@ def back_to_back(cluster: LocalCluster, seconds: float, partitions: int) -> dict
         "per_s": round(len(durations) / elapsed, 1),
         "p50_ms": round(percentiles[49] * 1000, 1),
         "p99_ms": round(percentiles[98] * 1000, 1),
+        "records_acknowledged_p50_ms": round(statistics.median(sent) * 1000, 1),
+        "commit_p50_ms": round(statistics.median(committed) * 1000, 1),
         "brokers_cpu_ms_per_transaction": round(cpu * 1000 / len(durations), 1),
         "brokers_cores": round(cpu / elapsed, 2),
         "machine_busy": None if busy is None else round(busy, 2),
