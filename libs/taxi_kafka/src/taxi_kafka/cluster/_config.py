@@ -27,11 +27,11 @@ BROKER_SETTINGS: Mapping[str, str] = {
     "transaction.state.log.replication.factor": str(REPLICATION_FACTOR),
     "transaction.state.log.min.isr": str(MIN_INSYNC_REPLICAS),
     # Kafka's internal topics default to 50 partitions each: 100 of a new cluster's 142. A
-    # follower's fetch and its wait in the broker's purgatory touch every partition it follows
-    # from that leader, and every transaction wakes several; on 2 cores, adding 732 idle
-    # partitions raised the brokers' CPU per transaction from 53 to 93 ms. Two per broker
-    # still spread the group and transaction coordinators over all three. Takes effect when
-    # the topics are made, on a cluster's first start.
+    # follower's fetch and its wait in the purgatory touch every partition it follows from that
+    # leader: on 2 cores, 726 idle partitions more took the brokers' CPU per transaction from 68
+    # to 120 ms (benchmarks/transaction_cost.py). With 6 each, p99 at 2,000 trips/s was 336-405
+    # ms against 410-429 (docs/performance.md). Two per broker still spread the group and
+    # transaction coordinators over all three. Takes effect when a cluster is first started.
     "offsets.topic.num.partitions": "6",
     "transaction.state.log.num.partitions": "6",
     "unclean.leader.election.enable": "false",
