@@ -20,7 +20,6 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka.admin import NewTopic
 from json_report import add_out_option, emit
 
 from taxi_kafka import KafkaProducer, TopicSpec, ensure_topics
@@ -38,11 +37,8 @@ def partitions_held(cluster: LocalCluster) -> int:
 
 
 def add_idle_topics(cluster: LocalCluster, count: int) -> None:
-    if count:
-        name = uuid.uuid4().hex[:6]
-        topics = [NewTopic(f"idle-{name}-{i}", 6, 3) for i in range(count)]
-        for future in cluster.admin().create_topics(topics, operation_timeout=60).values():
-            future.result()
+    name = uuid.uuid4().hex[:6]
+    ensure_topics(cluster.admin(), [TopicSpec(f"idle-{name}-{i}") for i in range(count)])
 
 
 def back_to_back(cluster: LocalCluster, seconds: float, partitions: int) -> dict[str, Any]:
@@ -74,9 +70,10 @@ def back_to_back(cluster: LocalCluster, seconds: float, partitions: int) -> dict
         client.flush(30)
         acknowledged = time.perf_counter()
         client.commit_transaction(30)
-        durations.append(time.perf_counter() - began)
+        finished = time.perf_counter()
+        durations.append(finished - began)
         sent.append(acknowledged - began)
-        committed.append(began + durations[-1] - acknowledged)
+        committed.append(finished - acknowledged)
     elapsed = time.perf_counter() - start
     cpu = process_cpu_s(brokers) - cpu_start
     busy = busy_share(machine_start, machine_ticks())

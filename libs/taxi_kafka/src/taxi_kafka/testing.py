@@ -36,7 +36,7 @@ from typing import TypeVar
 import pytest
 from confluent_kafka import Message
 
-from taxi_kafka._admin import ensure_topics
+from taxi_kafka._admin import delete_topics_and_groups, ensure_topics
 from taxi_kafka._config import KafkaConfig
 from taxi_kafka._pipeline import DEFAULT_PARTITIONS, TopicSpec
 from taxi_kafka._table import read_to_end
@@ -109,22 +109,13 @@ def _kafka_clean_up_after_each_test(request: pytest.FixtureRequest) -> Iterator[
         cluster.up()
     else:
         cluster.wait_healthy()
-    _delete_topics(cluster, _topic_names(cluster) - before)
+    # Left behind, a test's topics would slow every later test: the brokers' work per request
+    # grows with the partitions they hold (see BROKER_SETTINGS).
+    delete_topics_and_groups(cluster.admin(), sorted(_topic_names(cluster) - before), [])
 
 
 def _topic_names(cluster: LocalCluster) -> set[str]:
     return set(cluster.admin().list_topics(timeout=30).topics)
-
-
-def _delete_topics(cluster: LocalCluster, names: Iterable[str]) -> None:
-    """Delete a test's topics. Left behind, their partitions would slow every later test: the
-    brokers' work per request grows with the partitions they hold (see BROKER_SETTINGS)."""
-    names = sorted(names)
-    if names:
-        # An operation_timeout of 0 is answered at once and deletes nothing (KRaft, Kafka 4.1).
-        futures = cluster.admin().delete_topics(names, operation_timeout=30, request_timeout=30)
-        for future in futures.values():
-            future.result()
 
 
 @pytest.fixture
